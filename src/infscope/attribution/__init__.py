@@ -1,0 +1,22 @@
+"""Attribution estimators: query x train influence scores and self-influence."""
+
+from infscope.attribution.base import NORMALIZATIONS, Estimator
+from infscope.attribution.gradient_similarity import (
+    ESTIMATORS,
+    CheckpointSum,
+    GradientSimilarity,
+    TracIn,
+)
+from infscope.attribution.scores import Scores, SelfInfluence, load_scores
+
+__all__ = [
+    "ESTIMATORS",
+    "NORMALIZATIONS",
+    "CheckpointSum",
+    "Estimator",
+    "GradientSimilarity",
+    "Scores",
+    "SelfInfluence",
+    "TracIn",
+    "load_scores",
+]

@@ -1,0 +1,306 @@
+"""The ``infscope`` command line: features → score → top, and a one-command demo."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from infscope.errors import InfscopeError, InputError
+
+app = typer.Typer(
+    help=(
+        "infscope: which training examples matter, for what. Extract per-example gradient "
+        "features, score training examples against queries, and inspect the most helpful and "
+        "harmful ones. Positive scores mean a training example helps (lowers the query's loss)."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+
+
+class Method(str, Enum):
+    dot = "dot"
+    cosine = "cosine"
+    tracin = "tracin"
+
+
+def _fail(err: Exception) -> None:
+    console.print(f"[bold red]error:[/] {err}")
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def features(
+    data: Annotated[
+        Path, typer.Argument(help="Examples: .jsonl/.json/.csv/.parquet with an 'id' field.")
+    ],
+    model: Annotated[
+        str,
+        typer.Option(
+            help="HF model or PEFT adapter directory, or module:function for --task factory."
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Feature store directory (resumed if it exists).")],
+    task: Annotated[str, typer.Option(help="hf-seqcls | hf-causal-lm | factory.")] = "hf-seqcls",
+    checkpoint: Annotated[
+        str, typer.Option(help="Name of this model state in the store.")
+    ] = "final",
+    learning_rate: Annotated[
+        float | None, typer.Option(help="Learning rate at this checkpoint (TracIn).")
+    ] = None,
+    gradient: Annotated[
+        str, typer.Option(help="'loss' for training data, 'measurement' for queries.")
+    ] = "loss",
+    measurement: Annotated[
+        str | None,
+        typer.Option(help="Query measurement: loss, margin (classifiers), logprob (LMs)."),
+    ] = None,
+    projection: Annotated[
+        str, typer.Option(help="kronecker | sjlt | gaussian | rademacher | identity.")
+    ] = "kronecker",
+    dim: Annotated[int, typer.Option(help="Feature dimension k (ignored by identity).")] = 4096,
+    seed: Annotated[int, typer.Option(help="Projection seed.")] = 0,
+    include: Annotated[
+        list[str] | None, typer.Option(help="Glob of module names to track (repeatable).")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option(help="Glob of module names to skip (repeatable).")
+    ] = None,
+    types: Annotated[
+        list[str] | None,
+        typer.Option(help="Layer types: Linear, Conv1D, Conv2d, Embedding, LayerNorm."),
+    ] = None,
+    text_field: Annotated[
+        list[str], typer.Option(help="Text field(s); give two for sentence pairs.")
+    ] = ["text"],  # noqa: B006
+    label_field: Annotated[str, typer.Option()] = "label",
+    prompt_field: Annotated[str, typer.Option()] = "prompt",
+    completion_field: Annotated[str, typer.Option()] = "completion",
+    max_length: Annotated[int, typer.Option(help="Token limit per example.")] = 128,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    shard_size: Annotated[int, typer.Option(help="Examples per shard file.")] = 1024,
+    dtype: Annotated[str, typer.Option(help="float32 | float16 on disk.")] = "float32",
+    device: Annotated[
+        str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: model's).")
+    ] = None,
+    worker: Annotated[int, typer.Option(help="This worker's index (disjoint shards).")] = 0,
+    num_workers: Annotated[int, typer.Option(help="Number of workers sharing the store.")] = 1,
+) -> None:
+    """Extract projected per-example gradients of DATA into a resumable feature store."""
+    from infscope.cli.models import load_model_and_task
+    from infscope.data import ExampleSet
+    from infscope.gradients import GradientExtractor, ModuleSelection, ProjectionConfig
+    from infscope.gradients.featurize import featurize
+
+    try:
+        examples = ExampleSet.from_file(data)
+        loaded, task_obj = load_model_and_task(
+            model,
+            task,
+            text_fields=tuple(text_field),
+            label_field=label_field,
+            prompt_field=prompt_field,
+            completion_field=completion_field,
+            max_length=max_length,
+            measurement=measurement,
+        )
+        config = ProjectionConfig(
+            kind=projection, dim=None if projection == "identity" else dim, seed=seed
+        )
+        selection = ModuleSelection(
+            tuple(include) if include else None,
+            tuple(exclude or ()),
+            tuple(types) if types else None,
+        )
+        if device:
+            loaded.to(device)
+        extractor = GradientExtractor(loaded, task_obj, config, selection, device=device)
+        console.print(
+            f"tracking {len(extractor.modules)} modules, {extractor.projector.gradient_dim:,} "
+            f"parameters → {extractor.feature_dim} features ({projection})"
+        )
+        store = featurize(
+            extractor,
+            examples,
+            out,
+            checkpoint,
+            gradient=gradient,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            shard_size=shard_size,
+            dtype=dtype,
+            worker=worker,
+            num_workers=num_workers,
+        )
+    except InfscopeError as err:
+        _fail(err)
+    written, expected = store.status()[checkpoint]
+    console.print(f"[green]{out}[/]: checkpoint {checkpoint!r}, {written}/{expected} shards")
+
+
+@app.command()
+def score(
+    train: Annotated[Path, typer.Option(help="Training feature store (loss gradients).")],
+    out: Annotated[Path, typer.Option(help="Directory for the scores (values.npy + scores.json).")],
+    query: Annotated[
+        Path | None, typer.Option(help="Query feature store; omit for self-influence.")
+    ] = None,
+    method: Annotated[Method, typer.Option(help="dot | cosine | tracin.")] = Method.tracin,
+    normalize: Annotated[
+        str, typer.Option(help="none | unit (explicit; cosine implies unit).")
+    ] = "none",
+    checkpoint: Annotated[
+        str | None, typer.Option(help="dot/cosine: checkpoint to use (default: last).")
+    ] = None,
+    block_size: Annotated[int, typer.Option(help="Rows per block (bounds memory).")] = 4096,
+) -> None:
+    """Score training examples: query x train influence, or self-influence without --query."""
+    from infscope.attribution import GradientSimilarity, TracIn
+    from infscope.store import FeatureStore
+
+    try:
+        if method is Method.tracin:
+            estimator = TracIn(normalize=normalize, block_size=block_size)
+        else:
+            if method is Method.cosine and normalize not in ("none", "unit"):
+                raise InputError(f"unknown normalize {normalize!r}")
+            estimator = GradientSimilarity(
+                normalize="unit" if method is Method.cosine else normalize,
+                checkpoint=checkpoint,
+                block_size=block_size,
+            )
+        estimator.fit(FeatureStore.open(train))
+        result = estimator.score(FeatureStore.open(query)) if query else estimator.self_influence()
+        result.save(out)
+    except InfscopeError as err:
+        _fail(err)
+    console.print(f"[green]{out}[/]: {estimator.name} scores {tuple(result.values.shape)}")
+
+
+def _texts(path: Path | None, fields: list[str]) -> dict[str, str]:
+    if path is None:
+        return {}
+    from infscope.data import ExampleSet
+
+    data = ExampleSet.from_file(path)
+    shown = {}
+    for example_id, record in zip(data.ids, data.examples):
+        parts = [str(record[f]) for f in fields if f in record]
+        shown[example_id] = " | ".join(parts) if parts else json.dumps(record)[:200]
+    return shown
+
+
+@app.command()
+def top(
+    scores: Annotated[Path, typer.Argument(help="Scores directory written by `infscope score`.")],
+    k: Annotated[int, typer.Option(help="Examples per query and direction.")] = 5,
+    train_data: Annotated[
+        Path | None, typer.Option(help="Training data file, to print examples.")
+    ] = None,
+    query_data: Annotated[
+        Path | None, typer.Option(help="Query data file, to print queries.")
+    ] = None,
+    field: Annotated[list[str], typer.Option(help="Field(s) to print.")] = ["text"],  # noqa: B006
+    max_queries: Annotated[int, typer.Option(help="Queries to show.")] = 10,
+) -> None:
+    """Print the k most helpful and most harmful training examples for each query."""
+    from infscope.attribution import SelfInfluence, load_scores
+
+    try:
+        result = load_scores(scores)
+        train_text, query_text = _texts(train_data, field), _texts(query_data, field)
+    except InfscopeError as err:
+        _fail(err)
+    if isinstance(result, SelfInfluence):
+        table = Table(title=f"highest self-influence ({result.method})")
+        for column in ("rank", "train id", "score", "example"):
+            table.add_column(column)
+        for rank, index in enumerate(result.ranking()[:k], 1):
+            tid = result.train_ids[index]
+            table.add_row(str(rank), tid, f"{result.values[index]:.4g}", train_text.get(tid, ""))
+        console.print(table)
+        return
+    for q in range(min(max_queries, len(result.query_ids))):
+        qid = result.query_ids[q]
+        table = Table(title=f"query {qid}: {query_text.get(qid, '')}"[:200])
+        for column in ("", "train id", "score", "example"):
+            table.add_column(column)
+        for label, harmful in (("helps", False), ("hurts", True)):
+            index, values = result.top(k, harmful=harmful)
+            for i, v in zip(index[q], values[q]):
+                tid = result.train_ids[i]
+                table.add_row(label, tid, f"{v:+.4g}", train_text.get(tid, ""))
+        console.print(table)
+
+
+@app.command()
+def demo(
+    flip_fraction: Annotated[
+        float, typer.Option(help="Fraction of training labels flipped.")
+    ] = 0.1,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 30,
+    queries: Annotated[int, typer.Option(help="Test predictions to explain.")] = 3,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """No arguments, no downloads: train on scikit-learn's digits with flipped labels, then show
+    the training images that helped and hurt test predictions and how well self-influence finds
+    the flipped labels."""
+    from infscope.cli.demo import DemoConfig, digit_art, run_demo
+
+    config = DemoConfig(flip_fraction=flip_fraction, epochs=epochs, seed=seed)
+    console.print(
+        f"[bold]infscope demo[/]: MLP on 8x8 digits, {flip_fraction:.0%} of training labels "
+        f"flipped, TracIn over {epochs // config.checkpoint_every} checkpoints, "
+        f"{config.projection.kind} projection (k={config.projection.dim})"
+    )
+    result = run_demo(config)
+    console.print(f"test accuracy {result.test_accuracy:.1%}\n")
+    helpful, helpful_scores = result.scores.top(3)
+    harmful, harmful_scores = result.scores.top(3, harmful=True)
+    # explain misclassified test points first (the interesting ones), then correct ones
+    wrong = np.flatnonzero(result.test_predictions != result.test_labels)
+    right = np.flatnonzero(result.test_predictions == result.test_labels)
+    for q in np.concatenate([wrong[: (queries + 1) // 2], right])[:queries]:
+        query_tile = (
+            f"test {q}",
+            f"true {result.test_labels[q]}, pred {result.test_predictions[q]}",
+            digit_art(result.test_images[q]),
+        )
+        for indices, values, word in (
+            (helpful, helpful_scores, "helps"),
+            (harmful, harmful_scores, "hurts"),
+        ):
+            tiles = [query_tile] + [
+                (
+                    f"{word} {v:+.3g}",
+                    f"label {result.train_labels[i]}{' FLIPPED' if result.flipped[i] else ''}",
+                    digit_art(result.train_images[i]),
+                )
+                for i, v in zip(indices[q], values[q])
+            ]
+            for line in range(10):
+                cells = [t[line] if line < 2 else t[2][line - 2] for t in tiles]
+                console.print("   ".join(f"{c:<16}" for c in cells), markup=False, soft_wrap=True)
+            console.print()
+    flipped = int(result.flipped.sum())
+    console.print(
+        f"[bold]mislabel detection[/] by self-influence: AUC {result.auc:.3f} "
+        f"({flipped} flipped of {len(result.flipped)}; random = 0.5)"
+    )
+    for fraction, found in result.found_at.items():
+        console.print(
+            f"  inspecting the top {fraction:.0%} finds {found:.0%} of flipped labels (random: {fraction:.0%})"
+        )
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,81 @@
+"""Load a model and its task for the CLI: a Hugging Face directory or a Python factory."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from infscope.errors import InputError
+from infscope.tasks import HFCausalLMTask, HFSequenceClassificationTask, Task
+
+TASK_KINDS = ("hf-seqcls", "hf-causal-lm", "factory")
+
+
+def load_model_and_task(
+    model: str,
+    task: str,
+    *,
+    text_fields: tuple[str, ...] = ("text",),
+    label_field: str = "label",
+    prompt_field: str = "prompt",
+    completion_field: str = "completion",
+    max_length: int = 128,
+    measurement: str | None = None,
+) -> tuple[nn.Module, Task]:
+    """``task="factory"``: ``model`` is ``package.module:function`` returning ``(model, task)``.
+    Otherwise ``model`` is a local ``transformers`` directory, or a PEFT adapter directory (it holds
+    ``adapter_config.json``), loaded offline."""
+    if task not in TASK_KINDS:
+        raise InputError(f"unknown task {task!r}; choose from {TASK_KINDS}")
+    if task == "factory":
+        module_name, _, function = model.partition(":")
+        if not function:
+            raise InputError(f"--model for task 'factory' must be 'module:function', got {model!r}")
+        built = getattr(importlib.import_module(module_name), function)()
+        if not (isinstance(built, tuple) and len(built) == 2 and isinstance(built[1], Task)):
+            raise InputError(f"{model} must return (model, task)")
+        return built
+    path = Path(model)
+    if not path.is_dir():
+        raise InputError(f"model directory not found: {path} (models are loaded offline)")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import transformers
+
+    is_adapter = (path / "adapter_config.json").is_file()
+    tokenizer = _tokenizer(path, is_adapter)
+    if task == "hf-seqcls":
+        loaded = _load(path, is_adapter, transformers.AutoModelForSequenceClassification)
+        return loaded, HFSequenceClassificationTask(
+            tokenizer, text_fields, label_field, max_length, measurement
+        )
+    loaded = _load(path, is_adapter, transformers.AutoModelForCausalLM)
+    return loaded, HFCausalLMTask(
+        tokenizer, prompt_field, completion_field, max_length, measurement
+    )
+
+
+def _tokenizer(path: Path, is_adapter: bool) -> Any:
+    import transformers
+
+    source = path
+    if is_adapter and not (path / "tokenizer_config.json").is_file():
+        import peft
+
+        source = Path(peft.PeftConfig.from_pretrained(str(path)).base_model_name_or_path)
+    return transformers.AutoTokenizer.from_pretrained(str(source))
+
+
+def _load(path: Path, is_adapter: bool, auto_class: Any) -> nn.Module:
+    if not is_adapter:
+        return auto_class.from_pretrained(str(path))
+    import peft
+
+    peft_class = {
+        "AutoModelForSequenceClassification": peft.AutoPeftModelForSequenceClassification,
+        "AutoModelForCausalLM": peft.AutoPeftModelForCausalLM,
+    }[auto_class.__name__]
+    return peft_class.from_pretrained(str(path), is_trainable=True)

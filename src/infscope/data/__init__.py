@@ -1,0 +1,5 @@
+"""Data: examples with stable ids."""
+
+from infscope.data.examples import ExampleSet
+
+__all__ = ["ExampleSet"]

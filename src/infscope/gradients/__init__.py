@@ -1,0 +1,23 @@
+"""Per-example gradient features: module selection, batched extraction, projections."""
+
+from infscope.gradients.extractor import (
+    GradientExtractor,
+    ModuleSelection,
+    model_fingerprint,
+    per_example_features,
+)
+from infscope.gradients.modules import SUPPORTED_TYPES, TrackedModule, select_modules
+from infscope.gradients.projection import PROJECTION_KINDS, ProjectionConfig, build_projector
+
+__all__ = [
+    "PROJECTION_KINDS",
+    "SUPPORTED_TYPES",
+    "GradientExtractor",
+    "ModuleSelection",
+    "ProjectionConfig",
+    "TrackedModule",
+    "build_projector",
+    "model_fingerprint",
+    "per_example_features",
+    "select_modules",
+]

@@ -1,0 +1,204 @@
+"""Per-example gradient features in one batched forward and backward pass.
+
+Forward hooks capture each tracked layer's input and output; one ``torch.autograd.grad`` of the
+*summed* per-example losses with respect to those outputs gives every example's output gradients
+(an example's loss depends only on its own activations, in eval mode). Parameter gradients are
+never computed — autograd skips the weight-gradient products — so extraction costs about a
+training step, and the projector turns the captured factors into features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from infscope.errors import InputError, NonFiniteError
+from infscope.gradients.modules import TrackedModule, select_modules
+from infscope.gradients.projection import ProjectionConfig, Projector, build_projector
+from infscope.tasks.base import Batch, Task, to_device
+
+GRADIENT_KINDS = ("loss", "measurement")
+
+
+@dataclass(frozen=True)
+class ModuleSelection:
+    """Which layers to track: glob ``include``/``exclude`` patterns and layer ``types``."""
+
+    include: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] = ()
+    types: tuple[str, ...] | None = None
+
+    def select(self, model: nn.Module) -> list[TrackedModule]:
+        return select_modules(model, self.include, self.exclude, self.types)
+
+
+@dataclass
+class _Capture:
+    inputs: list[tuple[torch.Tensor, ...]] = field(default_factory=list)
+    outputs: list[torch.Tensor] = field(default_factory=list)
+    versions: list[int] = field(default_factory=list)
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """SHA-256 over parameter names, shapes and values: identifies a checkpoint's weights."""
+    digest = hashlib.sha256()
+    for name, param in model.state_dict().items():
+        tensor = param.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+class GradientExtractor:
+    """Projected per-example gradients of a model's tracked layers.
+
+    Args:
+        model: the model (put in eval mode while extracting, so dropout is off).
+        task: what is differentiated (:class:`~infscope.tasks.Task`).
+        projection: how gradients are compressed (default: Kronecker, ``k = 4096``).
+        modules: which layers are tracked (default: every trainable Linear/Conv1D/Conv2d; for a
+            PEFT model its adapters).
+        device: where the model runs.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        task: Task,
+        projection: ProjectionConfig | None = None,
+        modules: ModuleSelection | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        self.model = model
+        self.task = task
+        self.device = torch.device(device) if device is not None else _model_device(model)
+        self.projection = projection or ProjectionConfig()
+        self.selection = modules or ModuleSelection()
+        self.modules = self.selection.select(model)
+        self.projector: Projector = build_projector(self.projection, self.modules)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.projector.feature_dim
+
+    @property
+    def module_names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.modules)
+
+    def factors(
+        self, batch: Batch, gradient: str = "loss"
+    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+        """Captured ``(A, G)`` per tracked module and the per-example losses of one batch."""
+        if gradient not in GRADIENT_KINDS:
+            raise InputError(f"gradient must be one of {GRADIENT_KINDS}, got {gradient!r}")
+        captures = [_Capture() for _ in self.modules]
+        handles = [
+            module.module.register_forward_hook(_capture_hook(capture))
+            for module, capture in zip(self.modules, captures)
+        ]
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.enable_grad():
+                batch = to_device(batch, self.device)
+                fn = self.task.train_loss if gradient == "loss" else self.task.measurement
+                losses = fn(self.model, batch)
+                _check_losses(losses)
+                outputs = [out for capture in captures for out in capture.outputs]
+                for module, capture in zip(self.modules, captures):
+                    if any(o._version != v for o, v in zip(capture.outputs, capture.versions)):
+                        raise InputError(
+                            f"the output of module {module.name!r} was modified in place "
+                            f"(e.g. ReLU(inplace=True)); its gradient would be wrong — use "
+                            f"inplace=False"
+                        )
+                grads = torch.autograd.grad(losses.sum(), outputs, allow_unused=True)
+        finally:
+            for handle in handles:
+                handle.remove()
+            self.model.train(was_training)
+        factors = []
+        position = 0
+        for module, capture in zip(self.modules, captures):
+            calls = []
+            for inputs, output in zip(capture.inputs, capture.outputs):
+                grad = grads[position]
+                position += 1
+                calls.append(
+                    module.factors(inputs, torch.zeros_like(output) if grad is None else grad)
+                )
+            if not calls:
+                raise InputError(f"module {module.name!r} was not called in the forward pass")
+            a = torch.cat([c[0] for c in calls], dim=1)
+            g = torch.cat([c[1] for c in calls], dim=1)
+            factors.append((a, g))
+        return factors, losses.detach()
+
+    def features(self, batch: Batch, gradient: str = "loss") -> torch.Tensor:
+        """Projected per-example gradients ``[B, feature_dim]`` of one batch.
+
+        ``gradient="loss"`` differentiates the training loss (training examples);
+        ``"measurement"`` the task's measurement (queries).
+        """
+        factors, _ = self.factors(batch, gradient)
+        with torch.no_grad():
+            return self.projector.project(factors)
+
+    def describe(self) -> dict[str, Any]:
+        """Everything that determines the features, for store metadata."""
+        return {
+            "modules": list(self.module_names),
+            "projection": self.projector.describe(),
+            "task": self.task.describe(),
+        }
+
+
+def _capture_hook(capture: _Capture):
+    def hook(module: nn.Module, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        if not isinstance(output, torch.Tensor) or not output.requires_grad:
+            raise InputError(
+                f"{type(module).__name__} output does not require grad; is the forward pass "
+                f"running under torch.no_grad() or are its weights frozen?"
+            )
+        capture.inputs.append(tuple(x for x in inputs if isinstance(x, torch.Tensor)))
+        capture.outputs.append(output)
+        capture.versions.append(output._version)
+
+    return hook
+
+
+def _check_losses(losses: torch.Tensor) -> None:
+    if not isinstance(losses, torch.Tensor) or losses.ndim != 1:
+        shape = tuple(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__
+        raise InputError(f"the task must return one loss per example (shape [batch]), got {shape}")
+    bad = (~torch.isfinite(losses.detach())).nonzero().flatten().tolist()
+    if bad:
+        raise NonFiniteError(
+            f"non-finite loss for {len(bad)} example(s) of the batch", positions=bad
+        )
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def per_example_features(
+    extractor: GradientExtractor,
+    examples: Sequence[Any],
+    batch_size: int = 32,
+    gradient: str = "loss",
+) -> torch.Tensor:
+    """Features of an in-memory list of examples (for small sets; use a store for anything big)."""
+    if len(examples) == 0:
+        raise InputError("empty dataset: no examples to extract features from")
+    blocks = [
+        extractor.features(extractor.task.collate(examples[i : i + batch_size]), gradient)
+        for i in range(0, len(examples), batch_size)
+    ]
+    return torch.cat(blocks)

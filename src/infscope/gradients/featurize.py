@@ -1,0 +1,99 @@
+"""Extract a dataset's gradient features into a :class:`~infscope.store.FeatureStore`.
+
+Work is done shard by shard; each shard is written atomically, so a killed run restarted with
+the same arguments skips finished shards and produces a byte-identical store. Batches never cross
+shard boundaries, which keeps every shard's numbers independent of where a run stopped.
+Several workers (``worker``/``num_workers``) fill disjoint shards of one store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from infscope.data import ExampleSet
+from infscope.errors import InputError, NonFiniteError
+from infscope.gradients.extractor import GradientExtractor, model_fingerprint
+from infscope.store import FeatureStore, StoreSpec
+
+STORE_DTYPES = ("float32", "float16")
+
+
+def model_signature(extractor: GradientExtractor) -> str:
+    """Architecture of the tracked modules (names and shapes, not values) — equal across
+    checkpoints of one model, different across models."""
+    digest = hashlib.sha256()
+    for module in extractor.modules:
+        for name, param in module.parameters().items():
+            digest.update(f"{module.name}.{name}:{tuple(param.shape)};".encode())
+    return digest.hexdigest()[:16]
+
+
+def featurize(
+    extractor: GradientExtractor,
+    data: ExampleSet,
+    root: str | Path,
+    checkpoint: str = "final",
+    *,
+    gradient: str = "loss",
+    learning_rate: float | None = None,
+    batch_size: int = 32,
+    shard_size: int = 1024,
+    dtype: str = "float32",
+    worker: int = 0,
+    num_workers: int = 1,
+    progress: bool = True,
+) -> FeatureStore:
+    """Write the features of ``data`` at the extractor's current weights as ``checkpoint``.
+
+    Args:
+        extractor: model, task, tracked modules and projection.
+        data: examples and their ids.
+        root: store directory (created, or resumed when it holds a compatible store).
+        checkpoint: name of the model state the features belong to.
+        gradient: ``"loss"`` for training examples, ``"measurement"`` for queries.
+        learning_rate: learning rate in effect at this checkpoint (used by TracIn).
+        batch_size: examples per forward/backward pass.
+        shard_size: examples per shard file.
+        dtype: ``"float32"`` or ``"float16"`` on disk.
+        worker, num_workers: this process's share of the shards.
+    """
+    if dtype not in STORE_DTYPES:
+        raise InputError(f"dtype must be one of {STORE_DTYPES}, got {dtype!r}")
+    if batch_size < 1:
+        raise InputError(f"batch_size must be positive, got {batch_size}")
+    if not 0 <= worker < num_workers:
+        raise InputError(f"worker {worker} is not in [0, {num_workers})")
+    spec = StoreSpec(
+        feature_dim=extractor.feature_dim,
+        dtype=dtype,
+        gradient=gradient,
+        modules=extractor.module_names,
+        projection=extractor.describe()["projection"],
+        model=model_signature(extractor),
+        shard_size=shard_size,
+    )
+    store = FeatureStore.create(root, list(data.ids), spec)
+    store.add_checkpoint(
+        checkpoint, learning_rate=learning_rate, fingerprint=model_fingerprint(extractor.model)
+    )
+    todo = store.missing_shards(checkpoint, worker=worker, num_workers=num_workers)
+    total = sum(stop - start for start, stop in todo)
+    with tqdm(total=total, desc=f"features[{checkpoint}]", unit="ex", disable=not progress) as bar:
+        for start, stop in todo:
+            blocks = []
+            for first in range(start, stop, batch_size):
+                last = min(first + batch_size, stop)
+                batch = extractor.task.collate([data[i] for i in range(first, last)])
+                try:
+                    features = extractor.features(batch, gradient)
+                except NonFiniteError as err:
+                    ids = [data.ids[first + p] for p in err.positions]
+                    raise NonFiniteError(str(err), err.positions, ids) from None
+                blocks.append(features.detach().float().cpu().numpy())
+                bar.update(last - first)
+            store.write_shard(checkpoint, start, np.concatenate(blocks))
+    return store

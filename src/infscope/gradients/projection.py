@@ -1,0 +1,328 @@
+"""Random projections of per-example gradients to ``k`` dimensions, seeded and deterministic.
+
+* ``identity`` — the full gradient (small models, exact references);
+* ``gaussian`` / ``rademacher`` — dense Johnson-Lindenstrauss matrices, generated in chunks so
+  memory stays bounded (and cached when small enough);
+* ``sjlt`` — sparse JL / CountSketch: each gradient coordinate is hashed to ``s`` buckets with
+  random signs (4-wise independent polynomial hashes, so nothing is stored);
+* ``kronecker`` — per module, ``P_out M P_in^T``: input activations and output gradients are
+  projected separately and the full per-example gradient ``M`` is never formed (as in LoGra).
+
+Every random matrix is generated on the CPU from ``seed`` and the module's index, so the same
+configuration gives the same features on any device, batch size or worker.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from infscope.errors import InputError
+from infscope.gradients.modules import TrackedModule
+
+PROJECTION_KINDS = ("identity", "gaussian", "rademacher", "sjlt", "kronecker")
+_PRIME = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class ProjectionConfig:
+    """How per-example gradients are compressed.
+
+    Attributes:
+        kind: one of ``identity``, ``gaussian``, ``rademacher``, ``sjlt``, ``kronecker``.
+        dim: total feature dimension ``k`` (``None`` for ``identity``). For ``kronecker`` it is split
+            evenly over modules, each block ``k_out x k_in`` as square as the module allows.
+        seed: random seed; with the module list it fixes every projection matrix.
+        sjlt_nonzeros: nonzeros per gradient coordinate for ``sjlt`` (1 = CountSketch); must
+            divide ``dim``.
+        factor_dims: ``kronecker`` only: explicit ``(k_in, k_out)`` per module instead of
+            splitting ``dim`` (each side capped at the module's own size).
+        chunk_elements: bound on the random-matrix elements generated at once by dense kinds
+            (part of the seed schedule, so it is recorded with the features).
+        cache_bytes: dense and sjlt projections up to this size are generated once and reused.
+    """
+
+    kind: str = "kronecker"
+    dim: int | None = 4096
+    seed: int = 0
+    sjlt_nonzeros: int = 1
+    factor_dims: tuple[int, int] | None = None
+    chunk_elements: int = 2**24
+    cache_bytes: int = 2**29
+
+    def __post_init__(self) -> None:
+        if self.kind not in PROJECTION_KINDS:
+            raise InputError(
+                f"unknown projection kind {self.kind!r}; choose from {PROJECTION_KINDS}"
+            )
+        if self.kind == "identity":
+            if self.dim is not None:
+                raise InputError("the identity projection takes no dim (use dim=None)")
+        elif self.factor_dims is not None:
+            if self.kind != "kronecker":
+                raise InputError("factor_dims applies to the kronecker projection only")
+            if len(self.factor_dims) != 2 or min(self.factor_dims) < 1:
+                raise InputError(f"factor_dims must be two positive ints, got {self.factor_dims}")
+            object.__setattr__(self, "factor_dims", tuple(int(d) for d in self.factor_dims))
+            object.__setattr__(self, "dim", None)
+        elif self.dim is None or self.dim < 1:
+            raise InputError(f"projection {self.kind!r} needs a positive dim, got {self.dim}")
+        if self.sjlt_nonzeros < 1 or (
+            self.kind == "sjlt" and self.dim is not None and self.dim % self.sjlt_nonzeros
+        ):
+            raise InputError(
+                f"sjlt_nonzeros={self.sjlt_nonzeros} must be positive and divide dim={self.dim}"
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["factor_dims"] = list(self.factor_dims) if self.factor_dims else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ProjectionConfig:
+        data = dict(data)
+        if data.get("factor_dims") is not None:
+            data["factor_dims"] = tuple(data["factor_dims"])
+        return cls(**data)
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def _gaussian(shape: tuple[int, ...], seed: int, scale: float) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=generator) * scale
+
+
+def _rademacher(shape: tuple[int, ...], seed: int, scale: float) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    bits = torch.randint(0, 2, shape, generator=generator, dtype=torch.int8)
+    return (bits.float() * 2 - 1) * scale
+
+
+class Projector(ABC):
+    """Maps the captured factors of every tracked module to features ``[B, feature_dim]``."""
+
+    def __init__(self, config: ProjectionConfig, modules: Sequence[TrackedModule]) -> None:
+        self.config = config
+        self.modules = list(modules)
+        total = sum(m.num_params for m in self.modules)
+        if config.dim is not None and config.dim > total:
+            raise InputError(
+                f"projection dim {config.dim} is larger than the tracked gradient "
+                f"({total} parameters); use a smaller dim or kind='identity'"
+            )
+        self.gradient_dim = total
+
+    @property
+    @abstractmethod
+    def feature_dim(self) -> int:
+        """Length of each example's feature vector."""
+
+    @abstractmethod
+    def project(self, factors: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """Features ``[B, feature_dim]`` from ``(A, G)`` per module (same order as ``modules``)."""
+
+    def describe(self) -> dict[str, Any]:
+        """Configuration plus the resolved layout, recorded with the features."""
+        return {**self.config.to_json(), "feature_dim": self.feature_dim}
+
+    def _row_chunks(self, module: TrackedModule, width: int) -> list[tuple[int, int]]:
+        rows = max(1, self.config.chunk_elements // max(1, module.n_cols * width))
+        return [(r, min(r + rows, module.n_rows)) for r in range(0, module.n_rows, rows)]
+
+
+class IdentityProjector(Projector):
+    """The full per-example gradient, module after module (each in its matrix layout)."""
+
+    @property
+    def feature_dim(self) -> int:
+        return self.gradient_dim
+
+    def project(self, factors: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        blocks = [
+            module.gradient_rows(a, g, 0, module.n_rows).flatten(1)
+            for module, (a, g) in zip(self.modules, factors)
+        ]
+        return torch.cat(blocks, dim=1)
+
+
+class DenseProjector(Projector):
+    """``P g`` with a dense Gaussian or Rademacher ``P`` (entries of variance ``1/k``)."""
+
+    def __init__(self, config: ProjectionConfig, modules: Sequence[TrackedModule]) -> None:
+        super().__init__(config, modules)
+        self._sample = _gaussian if config.kind == "gaussian" else _rademacher
+        self._cache: dict[tuple[int, int], torch.Tensor] | None = (
+            {} if self.gradient_dim * config.dim * 4 <= config.cache_bytes else None
+        )
+
+    @property
+    def feature_dim(self) -> int:
+        return self.config.dim
+
+    def _matrix(self, index: int, chunk: int, columns: int, device: torch.device) -> torch.Tensor:
+        key = (index, chunk)
+        if self._cache is not None and key in self._cache:
+            return self._cache[key]
+        k = self.config.dim
+        matrix = self._sample((columns, k), _seed(self.config.seed, index, chunk), 1 / math.sqrt(k))
+        matrix = matrix.to(device)
+        if self._cache is not None:
+            self._cache[key] = matrix
+        return matrix
+
+    def project(self, factors: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        batch = factors[0][1].shape[0]
+        out = factors[0][1].new_zeros(batch, self.config.dim)
+        for index, (module, (a, g)) in enumerate(zip(self.modules, factors)):
+            for chunk, (start, stop) in enumerate(self._row_chunks(module, self.config.dim)):
+                rows = module.gradient_rows(a, g, start, stop).flatten(1)
+                out += rows @ self._matrix(index, chunk, rows.shape[1], rows.device).to(rows.dtype)
+        return out
+
+
+class SparseProjector(Projector):
+    """Sparse JL (CountSketch when ``s = 1``): coordinate ``x`` goes to one bucket in each of ``s``
+    blocks of ``k/s`` with sign ``±1/sqrt(s)``; buckets and signs come from 4-wise independent
+    polynomial hashes of the coordinate's global index."""
+
+    def __init__(self, config: ProjectionConfig, modules: Sequence[TrackedModule]) -> None:
+        super().__init__(config, modules)
+        self.offsets = np.cumsum([0] + [m.num_params for m in self.modules]).tolist()
+        rng = np.random.default_rng(_seed(config.seed, 2**20))
+        # per nonzero: coefficients of a degree-3 polynomial for the bucket and one for the sign
+        self.coefficients = torch.as_tensor(
+            rng.integers(1, _PRIME, size=(config.sjlt_nonzeros, 2, 4)), dtype=torch.int64
+        )
+        self._cache: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] | None = (
+            {} if self.gradient_dim * config.sjlt_nonzeros * 9 <= config.cache_bytes else None
+        )
+
+    @property
+    def feature_dim(self) -> int:
+        return self.config.dim
+
+    @staticmethod
+    def _hash(x: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+        acc = torch.zeros_like(x)
+        for c in coefficients.tolist():
+            acc = (acc * x + c) % _PRIME
+        return acc
+
+    def _buckets(
+        self, index: int, start: int, stop: int, nonzero: int, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (index, start, nonzero)
+        if self._cache is not None and key in self._cache:
+            return self._cache[key]
+        block = self.config.dim // self.config.sjlt_nonzeros
+        coords = torch.arange(self.offsets[index] + start, self.offsets[index] + stop) % _PRIME
+        bucket_coef, sign_coef = self.coefficients[nonzero]
+        buckets = self._hash(coords, bucket_coef) % block + nonzero * block
+        signs = (self._hash(coords, sign_coef) % 2).to(torch.int8) * 2 - 1
+        result = (buckets.to(device), signs.to(device))
+        if self._cache is not None:
+            self._cache[key] = result
+        return result
+
+    def project(self, factors: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        batch = factors[0][1].shape[0]
+        out = factors[0][1].new_zeros(batch, self.config.dim)
+        scale = 1 / math.sqrt(self.config.sjlt_nonzeros)
+        for index, (module, (a, g)) in enumerate(zip(self.modules, factors)):
+            for start, stop in self._row_chunks(module, 1):
+                rows = module.gradient_rows(a, g, start, stop).flatten(1)
+                first = start * module.n_cols
+                last = first + rows.shape[1]
+                for nonzero in range(self.config.sjlt_nonzeros):
+                    buckets, signs = self._buckets(index, first, last, nonzero, rows.device)
+                    out.index_add_(1, buckets, rows * signs.to(rows.dtype), alpha=scale)
+        return out
+
+
+class KroneckerProjector(Projector):
+    """Per module ``P_out M P_in^T`` with Gaussian ``P_in`` ``[k_in, n_cols]`` and ``P_out``
+    ``[k_out, n_rows]`` — equal to ``(P_out ⊗ P_in) vec(M)`` — computed as
+    ``sum_t (P_out g_t)(P_in a_t)^T`` without forming ``M``. Layers without Kronecker structure
+    (LayerNorm) get a dense Gaussian block of the same budget."""
+
+    def __init__(self, config: ProjectionConfig, modules: Sequence[TrackedModule]) -> None:
+        super().__init__(config, modules)
+        self.blocks = [self._block_shape(m) for m in self.modules]
+        self._matrices: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _block_shape(self, module: TrackedModule) -> tuple[int, int]:
+        """``(k_in, k_out)`` for a module; ``k_out = 1`` for a dense block of ``k_in`` dims."""
+        if self.config.factor_dims is not None:
+            k_in, k_out = self.config.factor_dims
+            if not module.supports_kronecker:
+                return min(k_in * k_out, module.num_params), 1
+            return min(k_in, module.n_cols), min(k_out, module.n_rows)
+        budget = max(1, self.config.dim // len(self.modules))
+        if not module.supports_kronecker:
+            return min(budget, module.num_params), 1
+        k_out = min(module.n_rows, max(1, round(math.sqrt(budget))))
+        k_in = min(module.n_cols, max(1, budget // k_out))
+        k_out = min(module.n_rows, max(k_out, budget // k_in))
+        return k_in, k_out
+
+    @property
+    def feature_dim(self) -> int:
+        return sum(k_in * k_out for k_in, k_out in self.blocks)
+
+    def matrices(self, index: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(P_in, P_out)`` for module ``index``; for a dense block ``P_out`` is ``[[1]]``."""
+        if index not in self._matrices:
+            module = self.modules[index]
+            k_in, k_out = self.blocks[index]
+            if module.supports_kronecker:
+                p_in = _gaussian(
+                    (k_in, module.n_cols), _seed(self.config.seed, index, 0), k_in**-0.5
+                )
+                p_out = _gaussian(
+                    (k_out, module.n_rows), _seed(self.config.seed, index, 1), k_out**-0.5
+                )
+            else:
+                p_in = _gaussian(
+                    (k_in, module.num_params), _seed(self.config.seed, index, 0), k_in**-0.5
+                )
+                p_out = torch.ones(1, 1)
+            self._matrices[index] = (p_in.to(device), p_out.to(device))
+        return self._matrices[index]
+
+    def project(self, factors: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        blocks = []
+        for index, (module, (a, g)) in enumerate(zip(self.modules, factors)):
+            p_in, p_out = self.matrices(index, g.device)
+            p_in, p_out = p_in.to(g.dtype), p_out.to(g.dtype)
+            if module.supports_kronecker:
+                projected_in = module.project_inputs(a, p_in)
+                projected_out = g @ p_out.T
+                block = torch.einsum("bto,bti->boi", projected_out, projected_in)
+            else:
+                block = module.gradient_rows(a, g, 0, module.n_rows).flatten(1) @ p_in.T
+            blocks.append(block.flatten(1))
+        return torch.cat(blocks, dim=1)
+
+
+def build_projector(config: ProjectionConfig, modules: Sequence[TrackedModule]) -> Projector:
+    """The projector for ``config.kind`` over ``modules``."""
+    if not modules:
+        raise InputError("no modules to project")
+    kinds: dict[str, type[Projector]] = {
+        "identity": IdentityProjector,
+        "gaussian": DenseProjector,
+        "rademacher": DenseProjector,
+        "sjlt": SparseProjector,
+        "kronecker": KroneckerProjector,
+    }
+    return kinds[config.kind](config, modules)

@@ -1,0 +1,870 @@
+"""On-disk, sharded, resumable store of per-example feature vectors.
+
+A :class:`FeatureStore` holds one fixed-size float vector per example (projected per-example
+gradients) for one or more model checkpoints. Extraction is the expensive part of attribution, so
+the store is built to survive being killed and to be shared by several workers:
+
+* **Sharded and atomic.** Rows are stored in shards of ``spec.shard_size`` examples. A shard is
+  written to a hidden temporary file, fsynced and renamed into place, so *a shard file that exists
+  is complete*. Its sha256 sidecar is renamed into place first, so every shard has its checksum.
+* **Resumable and deterministic.** Re-creating a store with the same spec and ids re-opens it;
+  :meth:`FeatureStore.missing_shards` lists what is left. Metadata is canonical JSON and shards are
+  plain little-endian ``.npy`` files, so a resumed store is byte-identical to an uninterrupted one.
+* **Several workers.** Shard ``i`` belongs to worker ``i % num_workers``; workers write disjoint
+  files. There is no multi-process lock: in a distributed run, let rank 0 create the store and
+  register checkpoints (:meth:`FeatureStore.add_checkpoint`) before the other ranks write.
+* **Never looks complete when it is not.** Reads refuse to proceed while any shard is missing
+  (:class:`~infscope.errors.StoreIncompleteError`), and unreadable files raise
+  :class:`~infscope.errors.StoreCorruptError` naming the file.
+
+No pickle anywhere: metadata is JSON and shards are loaded with ``allow_pickle=False``.
+
+Layout::
+
+    <root>/store.json
+    <root>/ids.json
+    <root>/checkpoints/<checkpoint_id>/shard-<start:010d>-<stop:010d>.npy   # rows [start, stop)
+    <root>/checkpoints/<checkpoint_id>/shard-<start:010d>-<stop:010d>.sha256
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from infscope.errors import (
+    InputError,
+    NonFiniteError,
+    StoreCorruptError,
+    StoreError,
+    StoreIncompleteError,
+    StoreMismatchError,
+)
+
+__all__ = ["CheckpointInfo", "FeatureStore", "StoreSpec"]
+
+FORMAT = "infscope.feature_store"
+VERSION = 1
+META_FILE = "store.json"
+IDS_FILE = "ids.json"
+CHECKPOINTS_DIR = "checkpoints"
+
+DTYPES = ("float16", "float32")
+GRADIENTS = ("loss", "measurement")
+_CHECKPOINT_ID_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+_SHARD_RE = re.compile(r"^shard-(\d{10})-(\d{10})\.npy$")
+_HASH_CHUNK = 1 << 20
+
+
+# --------------------------------------------------------------------------------------------
+# Spec and checkpoint info
+# --------------------------------------------------------------------------------------------
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _normalise_dtype(value: Any) -> str:
+    """Accept 'float32', np.float32, np.dtype('float16') or torch.float16; return the name."""
+    name = value if isinstance(value, str) else str(value)
+    name = name.removeprefix("torch.")
+    if not isinstance(value, str):
+        with contextlib.suppress(TypeError):
+            name = np.dtype(value).name
+    if name not in DTYPES:
+        raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {value!r}")
+    return name
+
+
+def _canonical_json(value: Any, what: str) -> Any:
+    """Round-trip through JSON so in-memory values equal what a re-opened store reads back."""
+    try:
+        return json.loads(json.dumps(value, sort_keys=True, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{what} must be JSON-serialisable (no NaN/inf): {exc}") from None
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """What a store's features are. Two runs may share a store (resume) or be scored together only
+    if these agree."""
+
+    feature_dim: int
+    dtype: str = "float32"  # "float16" | "float32"
+    gradient: str = "loss"  # "loss" (training-loss grads) | "measurement" (query-measurement grads)
+    modules: tuple[str, ...] = ()  # tracked module names
+    projection: dict = field(default_factory=dict)  # JSON-serialisable projection config
+    model: str = ""  # model fingerprint or name
+    shard_size: int = 1024
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: normalise in place once, at construction
+        set_(self, "feature_dim", _positive_int("feature_dim", self.feature_dim))
+        set_(self, "shard_size", _positive_int("shard_size", self.shard_size))
+        set_(self, "dtype", _normalise_dtype(self.dtype))
+        if self.gradient not in GRADIENTS:
+            raise InputError(
+                f"gradient must be one of {', '.join(GRADIENTS)}, got {self.gradient!r}"
+            )
+        modules = self.modules
+        if isinstance(modules, str) or not isinstance(modules, (list, tuple)):
+            raise InputError(f"modules must be a list or tuple of strings, got {modules!r}")
+        if not all(isinstance(m, str) for m in modules):
+            raise InputError(f"modules must all be strings, got {list(modules)!r}")
+        set_(self, "modules", tuple(str(m) for m in modules))
+        if not isinstance(self.projection, dict):
+            raise InputError(f"projection must be a dict, got {type(self.projection).__name__}")
+        set_(self, "projection", _canonical_json(self.projection, "projection"))
+        if not isinstance(self.model, str):
+            raise InputError(f"model must be a string, got {self.model!r}")
+
+    def __hash__(self) -> int:  # projection is a dict, so hash the canonical JSON form
+        return hash(json.dumps(self.to_json(), sort_keys=True))
+
+    def to_json(self) -> dict:
+        """The spec as a JSON-serialisable dict (the ``"spec"`` entry of store.json)."""
+        return {
+            "feature_dim": self.feature_dim,
+            "dtype": self.dtype,
+            "gradient": self.gradient,
+            "modules": list(self.modules),
+            "projection": self.projection,
+            "model": self.model,
+            "shard_size": self.shard_size,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> StoreSpec:
+        """Inverse of :meth:`to_json`; InputError for missing or unknown keys or bad values."""
+        if not isinstance(d, dict):
+            raise InputError(f"spec must be a JSON object, got {type(d).__name__}")
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise InputError(f"unknown spec field(s): {', '.join(unknown)}")
+        if "feature_dim" not in d:
+            raise InputError("spec is missing 'feature_dim'")
+        kwargs = dict(d)
+        if isinstance(kwargs.get("modules"), list):
+            kwargs["modules"] = tuple(kwargs["modules"])
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """One model checkpoint whose features a store holds."""
+
+    id: str
+    learning_rate: float | None = None  # used by TracIn
+    fingerprint: str | None = None  # model-weights hash at this checkpoint
+
+    def __post_init__(self) -> None:
+        _check_checkpoint_id(self.id)
+        lr = self.learning_rate
+        if lr is not None:
+            if isinstance(lr, bool) or not isinstance(lr, (int, float, np.integer, np.floating)):
+                raise InputError(f"learning_rate must be a number or None, got {lr!r}")
+            lr = float(lr)
+            if not math.isfinite(lr) or lr < 0:
+                raise InputError(f"learning_rate must be finite and >= 0, got {lr!r}")
+            object.__setattr__(self, "learning_rate", lr)
+        if self.fingerprint is not None and not isinstance(self.fingerprint, str):
+            raise InputError(f"fingerprint must be a string or None, got {self.fingerprint!r}")
+
+    def to_json(self) -> dict:
+        """The info as a JSON-serialisable dict (an entry of store.json's ``"checkpoints"``)."""
+        return {"id": self.id, "learning_rate": self.learning_rate, "fingerprint": self.fingerprint}
+
+    @classmethod
+    def from_json(cls, d: dict) -> CheckpointInfo:
+        """Inverse of :meth:`to_json`."""
+        if not isinstance(d, dict) or "id" not in d:
+            raise InputError(f"checkpoint entry must be an object with an 'id', got {d!r}")
+        unknown = sorted(set(d) - {"id", "learning_rate", "fingerprint"})
+        if unknown:
+            raise InputError(f"unknown checkpoint field(s): {', '.join(unknown)}")
+        return cls(**d)
+
+
+def _check_checkpoint_id(checkpoint_id: Any) -> str:
+    if (
+        not isinstance(checkpoint_id, str)
+        or checkpoint_id in (".", "..")
+        or not _CHECKPOINT_ID_RE.match(checkpoint_id)
+    ):
+        raise InputError(
+            f"bad checkpoint id {checkpoint_id!r}: use letters, digits, '.', '_' or '-' "
+            "(it names a folder; '.' and '..' are not allowed)"
+        )
+    return checkpoint_id
+
+
+def _check_ids(ids: Any) -> list[str]:
+    if isinstance(ids, np.ndarray):
+        ids = ids.tolist()
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
+        raise InputError(f"ids must be a sequence of strings, got {type(ids).__name__}")
+    if len(ids) == 0:
+        raise InputError("empty dataset: a feature store needs at least one example id")
+    out: list[str] = []
+    for i, x in enumerate(ids):
+        if not isinstance(x, str):
+            raise InputError(f"example ids must be strings; ids[{i}] is {type(x).__name__} {x!r}")
+        out.append(str(x))
+    if len(set(out)) != len(out):
+        seen: dict[str, int] = {}
+        for i, x in enumerate(out):
+            if x in seen:
+                raise InputError(
+                    f"example ids must be unique; {x!r} appears at positions {seen[x]} and {i}"
+                )
+            seen[x] = i
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Atomic file helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _tmp_path(final: Path) -> Path:
+    return final.with_name(f".{final.name}.{os.getpid()}.tmp")
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename durable (best effort: not every platform can open a directory)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_tmp(final: Path, data: bytes) -> Path:
+    tmp = _tmp_path(final)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return tmp
+
+
+def _atomic_write(final: Path, data: bytes) -> None:
+    """Write ``data`` to ``final`` so readers see either the old file or the whole new one."""
+    tmp = _write_tmp(final, data)
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(final.parent)
+
+
+def _atomic_create(final: Path, data: bytes) -> bool:
+    """Like :func:`_atomic_write` but never replaces an existing file; False if one exists."""
+    tmp = _write_tmp(final, data)
+    try:
+        try:
+            os.link(tmp, final)  # atomic and fails if ``final`` exists
+        except FileExistsError:
+            return False
+        except OSError:  # filesystem without hard links: small race window, acceptable
+            if final.exists():
+                return False
+            os.replace(tmp, final)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    _fsync_dir(final.parent)
+    return True
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, sort_keys=True, indent=2, allow_nan=False) + "\n").encode("utf-8")
+
+
+class _HashingWriter:
+    """File-like wrapper that hashes what is written. Not a real file, so numpy writes the array
+    in bounded chunks through :meth:`write` instead of ``tofile``."""
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+        self.sha = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        return self._f.write(data)
+
+
+def _shard_name(start: int, stop: int) -> str:
+    return f"shard-{start:010d}-{stop:010d}.npy"
+
+
+def _sha256_file(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# The store
+# --------------------------------------------------------------------------------------------
+
+
+class FeatureStore:
+    """Sharded on-disk feature vectors (one row per example) for one or more checkpoints.
+
+    Create or resume with :meth:`create`, open for reading with :meth:`open`. See the module
+    docstring for the layout and the guarantees.
+    """
+
+    def __init__(
+        self, root: Path, spec: StoreSpec, ids: list[str], checkpoints: list[CheckpointInfo]
+    ) -> None:
+        # Internal: use create() or open().
+        self.root = Path(root)
+        self.spec = spec
+        self.ids = ids
+        self._checkpoints = list(checkpoints)
+
+    def __repr__(self) -> str:
+        cps = ", ".join(c.id for c in self._checkpoints)
+        return (
+            f"FeatureStore({str(self.root)!r}, n_examples={self.n_examples}, "
+            f"feature_dim={self.feature_dim}, dtype={self.spec.dtype}, checkpoints=[{cps}])"
+        )
+
+    # ---- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, root: str | os.PathLike, ids: Sequence[str], spec: StoreSpec) -> FeatureStore:
+        """New store, or re-open an existing one to resume.
+
+        If ``<root>/store.json`` exists, the saved spec and ids must equal the given ones, else
+        :class:`StoreMismatchError` naming every differing field. Validates that ids are a
+        non-empty sequence of unique strings (:class:`InputError` otherwise). Several workers may
+        call this concurrently on the same root; the first to write store.json wins and the others
+        re-open and compare.
+        """
+        if not isinstance(spec, StoreSpec):
+            raise InputError(f"spec must be a StoreSpec, got {type(spec).__name__}")
+        ids = _check_ids(ids)
+        root = Path(root)
+        meta = root / META_FILE
+        if not meta.exists():
+            root.mkdir(parents=True, exist_ok=True)
+            (root / CHECKPOINTS_DIR).mkdir(exist_ok=True)
+            # ids.json first: once store.json exists, ids.json must exist too. Never touch an
+            # ids.json that belongs to an existing store.
+            if not meta.exists():
+                _atomic_write(root / IDS_FILE, _json_bytes(ids))
+                doc = {
+                    "format": FORMAT,
+                    "version": VERSION,
+                    "spec": spec.to_json(),
+                    "n_examples": len(ids),
+                    "checkpoints": [],
+                }
+                if _atomic_create(meta, _json_bytes(doc)):
+                    return cls(root, spec, ids, [])
+        # An existing store (possibly just written by another worker): it must match.
+        store = cls.open(root)
+        problems = _spec_differences(store.spec, spec)
+        ids_problem = _ids_difference(store.ids, ids)
+        if ids_problem:
+            problems.append(ids_problem)
+        if problems:
+            raise StoreMismatchError(
+                f"the feature store at {root} was created with different settings: "
+                + "; ".join(problems)
+                + ". Use a new store root, or the original settings to resume."
+            )
+        return store
+
+    @classmethod
+    def open(cls, root: str | os.PathLike) -> FeatureStore:
+        """Open an existing store for reading or appending.
+
+        :class:`StoreError` if ``root`` has no store.json; :class:`StoreCorruptError` if
+        store.json or ids.json are unreadable or inconsistent.
+        """
+        root = Path(root)
+        meta_path = root / META_FILE
+        if not meta_path.is_file():
+            raise StoreError(
+                f"no feature store at {root} ({META_FILE} not found); create one first"
+            )
+        spec, n_examples, checkpoints = _read_meta(meta_path)
+        ids_path = root / IDS_FILE
+        try:
+            ids = json.loads(ids_path.read_bytes().decode("utf-8"))
+        except FileNotFoundError:
+            raise StoreCorruptError(f"{ids_path} is missing") from None
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise StoreCorruptError(f"{ids_path} is unreadable: {exc}") from None
+        if not isinstance(ids, list) or not all(isinstance(x, str) for x in ids):
+            raise StoreCorruptError(f"{ids_path} must hold a JSON list of strings")
+        if len(ids) != n_examples:
+            raise StoreCorruptError(
+                f"{ids_path} lists {len(ids)} ids but {meta_path} records n_examples={n_examples}"
+            )
+        if len(set(ids)) != len(ids):
+            raise StoreCorruptError(f"{ids_path} contains duplicate ids")
+        return cls(root, spec, ids, checkpoints)
+
+    # ---- basic properties ------------------------------------------------------------------
+
+    @property
+    def n_examples(self) -> int:
+        """Number of examples (rows per checkpoint)."""
+        return len(self.ids)
+
+    @property
+    def feature_dim(self) -> int:
+        """Length of each feature vector."""
+        return self.spec.feature_dim
+
+    @property
+    def checkpoints(self) -> list[CheckpointInfo]:
+        """Registered checkpoints, in registration order."""
+        return list(self._checkpoints)
+
+    # ---- checkpoints -----------------------------------------------------------------------
+
+    def add_checkpoint(
+        self,
+        checkpoint_id: str,
+        *,
+        learning_rate: float | None = None,
+        fingerprint: str | None = None,
+    ) -> CheckpointInfo:
+        """Register a checkpoint whose features will be written.
+
+        Idempotent when the info is equal; :class:`StoreMismatchError` when a checkpoint of that
+        id exists with a different learning rate or fingerprint. Re-reads store.json first so a
+        checkpoint registered by another process is not lost, then updates it atomically (the
+        re-read-and-replace is not locked: in distributed runs let rank 0 register checkpoints).
+        """
+        info = CheckpointInfo(checkpoint_id, learning_rate=learning_rate, fingerprint=fingerprint)
+        self._refresh()
+        for existing in self._checkpoints:
+            if existing.id == info.id:
+                if existing == info:
+                    break
+                diffs = [
+                    f"{name} (stored {getattr(existing, name)!r}, given {getattr(info, name)!r})"
+                    for name in ("learning_rate", "fingerprint")
+                    if getattr(existing, name) != getattr(info, name)
+                ]
+                raise StoreMismatchError(
+                    f"checkpoint {info.id!r} is already registered in {self.root} with different "
+                    f"info: {'; '.join(diffs)}"
+                )
+        else:
+            checkpoints = [*self._checkpoints, info]
+            self._write_meta(checkpoints)
+            self._checkpoints = checkpoints
+        (self.root / CHECKPOINTS_DIR / info.id).mkdir(parents=True, exist_ok=True)
+        return info
+
+    def checkpoint(self, checkpoint_id: str) -> CheckpointInfo:
+        """The registered checkpoint of that id; :class:`StoreError` listing known ids if not."""
+        _check_checkpoint_id(checkpoint_id)
+        for refresh in (False, True):
+            if refresh:  # maybe registered by another process since we opened the store
+                self._refresh()
+            for c in self._checkpoints:
+                if c.id == checkpoint_id:
+                    return c
+        known = ", ".join(repr(c.id) for c in self._checkpoints) or "none"
+        raise StoreError(
+            f"unknown checkpoint {checkpoint_id!r} in {self.root} (known: {known}); "
+            "register it with add_checkpoint()"
+        )
+
+    # ---- shards ----------------------------------------------------------------------------
+
+    def shard_ranges(self) -> list[tuple[int, int]]:
+        """The ``[start, stop)`` example ranges of all shards, in order."""
+        n, size = self.n_examples, self.spec.shard_size
+        return [(s, min(s + size, n)) for s in range(0, n, size)]
+
+    def shard_path(self, checkpoint_id: str, start: int) -> Path:
+        """Path of the shard starting at example ``start`` (whether or not it exists)."""
+        _check_checkpoint_id(checkpoint_id)
+        stop = self._shard_stop(start)
+        return self.root / CHECKPOINTS_DIR / checkpoint_id / _shard_name(int(start), stop)
+
+    def missing_shards(
+        self, checkpoint_id: str, *, worker: int = 0, num_workers: int = 1
+    ) -> list[tuple[int, int]]:
+        """Ranges of shards of this worker (shard ``i`` belongs to ``i % num_workers``) that are
+        not written yet for the checkpoint."""
+        num_workers = _positive_int("num_workers", num_workers)
+        if isinstance(worker, bool) or not isinstance(worker, (int, np.integer)):
+            raise InputError(f"worker must be an integer, got {worker!r}")
+        if not 0 <= worker < num_workers:
+            raise InputError(f"worker must be in [0, {num_workers}), got {worker}")
+        self.checkpoint(checkpoint_id)
+        try:  # one directory listing instead of a stat per shard
+            present = set(os.listdir(self.root / CHECKPOINTS_DIR / checkpoint_id))
+        except FileNotFoundError:
+            present = set()
+        return [
+            (start, stop)
+            for i, (start, stop) in enumerate(self.shard_ranges())
+            if i % num_workers == worker and _shard_name(start, stop) not in present
+        ]
+
+    def write_shard(self, checkpoint_id: str, start: int, features: Any) -> None:
+        """Atomically write rows ``[start, start + len(features))`` for a checkpoint.
+
+        ``features``: numpy array or torch tensor of shape exactly ``(stop - start, feature_dim)``
+        for a valid shard start; cast to the spec dtype. :class:`InputError` for a wrong start or
+        shape, any non-finite value, or values that overflow float16; nothing is written then.
+        The ``.sha256`` sidecar is renamed into place before the ``.npy``, so an existing shard
+        always has its checksum. Re-writing an existing shard replaces it.
+        """
+        self.checkpoint(checkpoint_id)
+        stop = self._shard_stop(start)
+        arr = _as_numpy(features)
+        expected = (stop - start, self.feature_dim)
+        if arr.shape != expected:
+            raise InputError(
+                f"shard [{start}, {stop}) needs features of shape {expected}, got {arr.shape}"
+            )
+        bad = self._bad_rows(arr)
+        if bad.size:
+            raise NonFiniteError(
+                f"features for shard [{start}, {stop}) contain non-finite values (NaN or inf) in "
+                f"{bad.size} of {len(arr)} rows; nothing was written",
+                positions=bad.tolist(),
+                ids=[self.ids[start + int(i)] for i in bad],
+            )
+        target = np.dtype(self.spec.dtype).newbyteorder("<")
+        with np.errstate(over="ignore"):
+            out = np.ascontiguousarray(arr, dtype=target)
+        bad = self._bad_rows(out) if out is not arr else bad
+        if bad.size:
+            raise InputError(
+                f"features for shard [{start}, {stop}) overflow {self.spec.dtype} in {bad.size} "
+                f"of {len(arr)} rows (first example id {self.ids[start + int(bad[0])]!r}, "
+                f"largest |value| {float(np.max(np.abs(arr))):.6g}); nothing was written. "
+                "Use dtype='float32' or rescale the projection."
+            )
+
+        final = self.shard_path(checkpoint_id, start)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp_path(final)
+        try:
+            with open(tmp, "wb") as f:
+                writer = _HashingWriter(f)
+                np.lib.format.write_array(writer, out, version=(1, 0), allow_pickle=False)
+                f.flush()
+                os.fsync(f.fileno())
+            _atomic_write(final.with_suffix(".sha256"), (writer.sha.hexdigest() + "\n").encode())
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        _fsync_dir(final.parent)
+
+    # ---- completeness ----------------------------------------------------------------------
+
+    def is_complete(self, checkpoint_id: str | None = None) -> bool:
+        """Whether every shard of the checkpoint is written. ``None``: of every registered
+        checkpoint, and at least one is registered."""
+        if checkpoint_id is not None:
+            return not self.missing_shards(checkpoint_id)
+        self._refresh()
+        return bool(self._checkpoints) and all(
+            not self.missing_shards(c.id) for c in self._checkpoints
+        )
+
+    def status(self) -> dict[str, tuple[int, int]]:
+        """``checkpoint id -> (shards written, shards expected)``, for registered checkpoints."""
+        self._refresh()
+        expected = len(self.shard_ranges())
+        return {
+            c.id: (expected - len(self.missing_shards(c.id)), expected) for c in self._checkpoints
+        }
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    def features(self, checkpoint_id: str | None = None) -> np.ndarray:
+        """All rows of a checkpoint as one float32 ``(n_examples, feature_dim)`` array.
+
+        Loads everything into memory (fine for small stores; use :meth:`iter_blocks` otherwise).
+        Default checkpoint: the only registered one. :class:`StoreIncompleteError` if a shard is
+        missing.
+        """
+        cid = self._resolve_checkpoint(checkpoint_id)
+        self._require_complete(cid)
+        out = np.empty((self.n_examples, self.feature_dim), dtype=np.float32)
+        for start, stop in self.shard_ranges():
+            out[start:stop] = self._load_shard(cid, start)
+        return out
+
+    def iter_blocks(
+        self, checkpoint_id: str | None = None, block_size: int = 4096
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(start, rows)`` blocks of a checkpoint in order, rows as float32 arrays of at
+        most ``block_size`` rows, with bounded memory (blocks are copied out of memory-mapped
+        shards and may span shards). :class:`StoreIncompleteError` if a shard is missing."""
+        block_size = _positive_int("block_size", block_size)
+        cid = self._resolve_checkpoint(checkpoint_id)
+        self._require_complete(cid)  # checked eagerly, before the first block is asked for
+        return self._blocks(cid, block_size)
+
+    def _blocks(self, cid: str, block_size: int) -> Iterator[tuple[int, np.ndarray]]:
+        ranges = self.shard_ranges()
+        size = self.spec.shard_size
+        cached: tuple[int, np.ndarray] | None = None
+        for b0 in range(0, self.n_examples, block_size):
+            b1 = min(b0 + block_size, self.n_examples)
+            block = np.empty((b1 - b0, self.feature_dim), dtype=np.float32)
+            for i in range(b0 // size, (b1 - 1) // size + 1):
+                s0, s1 = ranges[i]
+                if cached is None or cached[0] != i:
+                    cached = (i, self._load_shard(cid, s0))
+                lo, hi = max(b0, s0), min(b1, s1)
+                block[lo - b0 : hi - b0] = cached[1][lo - s0 : hi - s0]
+            yield b0, block
+
+    def verify(self) -> None:
+        """Check every shard file of every registered checkpoint: a readable ``.npy`` whose dtype
+        and shape match the spec, an expected range, and a sha256 equal to its sidecar's.
+        :class:`StoreCorruptError` naming each bad file and the problem. Missing shards are not
+        an error here (see :meth:`is_complete`)."""
+        self._refresh()
+        expected = dict(self.shard_ranges())
+        problems: list[str] = []
+        for c in self._checkpoints:
+            folder = self.root / CHECKPOINTS_DIR / c.id
+            if not folder.is_dir():
+                continue
+            for path in sorted(folder.glob("shard-*.npy")):
+                m = _SHARD_RE.match(path.name)
+                if not m or expected.get(int(m.group(1))) != int(m.group(2)):
+                    problems.append(f"{path}: unexpected shard file for this store's shard ranges")
+                    continue
+                try:
+                    self._load_shard(c.id, int(m.group(1)))
+                except StoreCorruptError as exc:
+                    problems.append(str(exc))
+                    continue
+                sidecar = path.with_suffix(".sha256")
+                try:
+                    recorded = sidecar.read_text(encoding="ascii").strip()
+                except (OSError, UnicodeDecodeError) as exc:
+                    problems.append(f"{path}: checksum file {sidecar.name} unreadable ({exc})")
+                    continue
+                actual = _sha256_file(path)
+                if recorded != actual:
+                    problems.append(
+                        f"{path}: sha256 mismatch (recorded {recorded[:16]}..., "
+                        f"actual {actual[:16]}...); delete the shard and resume to rewrite it"
+                    )
+        if problems:
+            shown = problems[:20]
+            more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
+            raise StoreCorruptError(
+                f"feature store {self.root} has {len(problems)} corrupt file(s):\n"
+                + "\n".join(shown)
+                + more
+            )
+
+    # ---- internals -------------------------------------------------------------------------
+
+    def _shard_stop(self, start: Any) -> int:
+        size, n = self.spec.shard_size, self.n_examples
+        if (
+            isinstance(start, bool)
+            or not isinstance(start, (int, np.integer))
+            or start < 0
+            or start >= n
+            or start % size
+        ):
+            raise InputError(
+                f"bad shard start {start!r}: shards start at multiples of shard_size={size} "
+                f"below n_examples={n}"
+            )
+        return min(int(start) + size, n)
+
+    @staticmethod
+    def _bad_rows(arr: np.ndarray) -> np.ndarray:
+        """Positions (in ``arr``) of rows holding a NaN or inf, in order."""
+        return np.flatnonzero(~np.isfinite(arr).all(axis=1))
+
+    def _resolve_checkpoint(self, checkpoint_id: str | None) -> str:
+        if checkpoint_id is not None:
+            return self.checkpoint(checkpoint_id).id
+        if not self._checkpoints:
+            self._refresh()
+        if not self._checkpoints:
+            raise StoreError(f"feature store {self.root} has no checkpoints registered")
+        if len(self._checkpoints) > 1:
+            raise InputError(
+                f"feature store {self.root} has {len(self._checkpoints)} checkpoints "
+                f"({', '.join(c.id for c in self._checkpoints)}); name the one to read"
+            )
+        return self._checkpoints[0].id
+
+    def _require_complete(self, cid: str) -> None:
+        missing = self.missing_shards(cid)
+        if missing:
+            total = len(self.shard_ranges())
+            rows = sum(stop - start for start, stop in missing)
+            raise StoreIncompleteError(
+                f"checkpoint {cid!r} of feature store {self.root} is incomplete: "
+                f"{total - len(missing)} of {total} shards written ({rows} of {self.n_examples} "
+                f"examples missing, first missing rows [{missing[0][0]}, {missing[0][1]})). "
+                "Resume by re-running extraction with the same store root and settings; "
+                "it writes only the missing shards."
+            )
+
+    def _load_shard(self, cid: str, start: int) -> np.ndarray:
+        """Memory-map one shard, checking its header's dtype and shape (cheap; no hashing)."""
+        path = self.shard_path(cid, start)
+        rows = self._shard_stop(start) - start
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except FileNotFoundError:
+            raise StoreIncompleteError(
+                f"shard {path} is missing; resume extraction to write it"
+            ) from None
+        except (ValueError, OSError, EOFError, TypeError, KeyError, SyntaxError) as exc:
+            raise StoreCorruptError(
+                f"{path}: unreadable shard ({exc}); delete it and resume to rewrite it"
+            ) from None
+        want = np.dtype(self.spec.dtype).newbyteorder("<")
+        if not isinstance(arr, np.ndarray) or arr.dtype != want:
+            got = getattr(arr, "dtype", type(arr).__name__)
+            raise StoreCorruptError(f"{path}: dtype {got}, expected {want} ({self.spec.dtype})")
+        if arr.shape != (rows, self.feature_dim):
+            raise StoreCorruptError(
+                f"{path}: shape {arr.shape}, expected {(rows, self.feature_dim)}"
+            )
+        return arr
+
+    def _refresh(self) -> None:
+        """Re-read the checkpoint list from store.json (another process may have added one)."""
+        spec, n_examples, checkpoints = _read_meta(self.root / META_FILE)
+        if spec != self.spec or n_examples != self.n_examples:
+            raise StoreCorruptError(
+                f"{self.root / META_FILE} changed under an open store (spec or n_examples differ)"
+            )
+        self._checkpoints = checkpoints
+
+    def _write_meta(self, checkpoints: list[CheckpointInfo]) -> None:
+        doc = {
+            "format": FORMAT,
+            "version": VERSION,
+            "spec": self.spec.to_json(),
+            "n_examples": self.n_examples,
+            "checkpoints": [c.to_json() for c in checkpoints],
+        }
+        _atomic_write(self.root / META_FILE, _json_bytes(doc))
+
+
+def _read_meta(path: Path) -> tuple[StoreSpec, int, list[CheckpointInfo]]:
+    try:
+        doc = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise StoreError(f"no feature store metadata at {path}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise StoreCorruptError(f"{path} is unreadable: {exc}") from None
+    if not isinstance(doc, dict):
+        raise StoreCorruptError(f"{path} must hold a JSON object")
+    keys = ("format", "version", "spec", "n_examples", "checkpoints")
+    missing = [k for k in keys if k not in doc]
+    if missing:
+        raise StoreCorruptError(f"{path} is missing key(s): {', '.join(missing)}")
+    if doc["format"] != FORMAT:
+        raise StoreCorruptError(f"{path}: format {doc['format']!r}, expected {FORMAT!r}")
+    if doc["version"] != VERSION:
+        raise StoreCorruptError(
+            f"{path}: unsupported version {doc['version']!r} (this infscope reads {VERSION})"
+        )
+    n = doc["n_examples"]
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise StoreCorruptError(f"{path}: bad n_examples {n!r}")
+    try:
+        spec = StoreSpec.from_json(doc["spec"])
+        if not isinstance(doc["checkpoints"], list):
+            raise InputError("'checkpoints' must be a list")
+        checkpoints = [CheckpointInfo.from_json(c) for c in doc["checkpoints"]]
+    except (InputError, TypeError) as exc:
+        raise StoreCorruptError(f"{path}: bad metadata: {exc}") from None
+    if len({c.id for c in checkpoints}) != len(checkpoints):
+        raise StoreCorruptError(f"{path}: duplicate checkpoint ids")
+    return spec, n, checkpoints
+
+
+def _as_numpy(features: Any) -> np.ndarray:
+    """numpy view of a numpy array or (any-device) torch tensor, without importing torch."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(features, torch.Tensor):
+        t = features.detach()
+        if t.dtype not in (torch.float16, torch.float32, torch.float64):
+            t = t.float()  # e.g. bfloat16, which numpy cannot represent
+        return t.cpu().numpy()
+    arr = np.asarray(features)
+    if arr.dtype.kind not in "fiu":
+        raise InputError(f"features must be a real numeric array, got dtype {arr.dtype}")
+    return arr
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _spec_differences(stored: StoreSpec, given: StoreSpec) -> list[str]:
+    a, b = stored.to_json(), given.to_json()
+    return [
+        f"{name} (stored {_short(a[name])}, given {_short(b[name])})"
+        for name in a
+        if a[name] != b[name]
+    ]
+
+
+def _ids_difference(stored: list[str], given: list[str]) -> str | None:
+    if stored == given:
+        return None
+    for i, (x, y) in enumerate(zip(stored, given, strict=False)):
+        if x != y:
+            pos = f"first difference at position {i}: {json.dumps(x)} vs {json.dumps(y)}"
+            break
+    else:
+        pos = f"first difference at position {min(len(stored), len(given))}"
+    if len(stored) != len(given):
+        return f"ids (stored {len(stored)} ids, given {len(given)}; {pos})"
+    return f"ids ({pos})"

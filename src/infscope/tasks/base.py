@@ -1,0 +1,81 @@
+"""The Task contract: what is differentiated for training examples and for queries.
+
+A :class:`Task` tells infscope two things about a model, in the manner of kronfluence's ``Task``:
+
+* :meth:`Task.train_loss` — the per-example training loss whose gradient is a training example's
+  feature;
+* :meth:`Task.measurement` — the per-example quantity explained for a query.
+
+**Measurements are loss-like: lower is better.** The built-ins provide the query loss, the negative
+correct-class margin and the negative log-probability of a completion. With that one rule every
+estimator shares one sign convention: a positive score means training on the example *lowers* the
+query's measurement, i.e. the example helps.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import default_collate
+
+from infscope.errors import InputError
+
+Batch = Any
+
+
+class Task(ABC):
+    """How to get per-example losses and measurements from a model and a batch."""
+
+    #: Names of the measurements :meth:`measurement` supports (first is the default).
+    measurements: tuple[str, ...] = ("loss",)
+
+    def __init__(self, measurement: str | None = None) -> None:
+        measurement = measurement or self.measurements[0]
+        if measurement not in self.measurements:
+            raise InputError(
+                f"unknown measurement {measurement!r} for {type(self).__name__}; "
+                f"choose one of {list(self.measurements)}"
+            )
+        self.measurement_name = measurement
+
+    def collate(self, examples: Sequence[Any]) -> Batch:
+        """Turn a list of dataset items into a batch (default: ``torch.utils.data.default_collate``)."""
+        return default_collate(list(examples))
+
+    @abstractmethod
+    def train_loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """Per-example training loss, shape ``[batch_size]``."""
+
+    def measurement(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """Per-example loss-like measurement for queries, shape ``[batch_size]`` (default: the loss)."""
+        return self.train_loss(model, batch)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-serialisable description recorded with extracted features."""
+        return {"task": type(self).__name__, "measurement": self.measurement_name}
+
+
+def to_device(batch: Batch, device: torch.device | str) -> Batch:
+    """Move every tensor in a (nested) batch to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {key: to_device(value, device) for key, value in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(value, device) for value in batch)
+    return batch
+
+
+def margin_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Negative correct-class margin: ``logsumexp(other logits) - logit[label]`` per row.
+
+    Lower is better, as for every measurement; it is the margin used by kronfluence and TRAK with the
+    sign flipped.
+    """
+    correct = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    others = logits.scatter(-1, labels.unsqueeze(-1), float("-inf"))
+    return torch.logsumexp(others, dim=-1) - correct
