@@ -50,7 +50,9 @@ def model_fingerprint(model: nn.Module) -> str:
     for name, param in model.state_dict().items():
         tensor = param.detach().cpu().contiguous()
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        # reshape(-1): a 0-dim tensor (BatchNorm's num_batches_tracked) cannot be viewed as bytes
+        flat = tensor.reshape(-1)
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
 
 
@@ -97,8 +99,9 @@ class GradientExtractor:
         if gradient not in GRADIENT_KINDS:
             raise InputError(f"gradient must be one of {GRADIENT_KINDS}, got {gradient!r}")
         captures = [_Capture() for _ in self.modules]
+        batch_size = _batch_size(batch)
         handles = [
-            module.module.register_forward_hook(_capture_hook(capture))
+            module.module.register_forward_hook(_capture_hook(capture, batch_size))
             for module, capture in zip(self.modules, captures)
         ]
         was_training = self.model.training
@@ -158,18 +161,49 @@ class GradientExtractor:
         }
 
 
-def _capture_hook(capture: _Capture):
-    def hook(module: nn.Module, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+def _capture_hook(capture: _Capture, batch_size: int | None):
+    """Forward hook recording a tracked layer's inputs and output.
+
+    A layer applied once for the whole batch (position embeddings get ``position_ids`` of shape
+    ``[1, T]``) has an output that broadcasts over examples; it is expanded to the batch so that
+    each example's own output gradient is kept apart.
+    """
+
+    def hook(module: nn.Module, inputs: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
         if not isinstance(output, torch.Tensor) or not output.requires_grad:
             raise InputError(
                 f"{type(module).__name__} output does not require grad; is the forward pass "
                 f"running under torch.no_grad() or are its weights frozen?"
             )
-        capture.inputs.append(tuple(x for x in inputs if isinstance(x, torch.Tensor)))
+        tensors = tuple(x for x in inputs if isinstance(x, torch.Tensor))
+        if batch_size is not None and output.shape[0] != batch_size:
+            if output.shape[0] != 1:
+                raise InputError(
+                    f"{type(module).__name__} output has leading dimension {output.shape[0]} but "
+                    f"the batch has {batch_size} examples; per-example gradients need the batch "
+                    f"first"
+                )
+            output = output.expand(batch_size, *output.shape[1:])
+            tensors = tuple(x.expand(batch_size, *x.shape[1:]) for x in tensors)
+        capture.inputs.append(tensors)
         capture.outputs.append(output)
         capture.versions.append(output._version)
+        return output
 
     return hook
+
+
+def _batch_size(batch: Batch) -> int | None:
+    """Leading dimension of the first tensor in a (nested) batch."""
+    if isinstance(batch, torch.Tensor):
+        return batch.shape[0] if batch.ndim else None
+    values = batch.values() if isinstance(batch, dict) else batch
+    if isinstance(values, (list, tuple)) or isinstance(batch, dict):
+        for value in values:
+            size = _batch_size(value)
+            if size is not None:
+                return size
+    return None
 
 
 def _check_losses(losses: torch.Tensor) -> None:
