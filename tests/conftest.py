@@ -39,9 +39,7 @@ def text_examples():
 @pytest.fixture
 def pair_examples():
     """Prompt/completion pairs of different lengths (padding inside a batch)."""
-    return [
-        {"prompt": s.split()[0], "completion": " ".join(s.split()[1:])} for s in SENTENCES
-    ]
+    return [{"prompt": s.split()[0], "completion": " ".join(s.split()[1:])} for s in SENTENCES]
 
 
 def tiny_bert(vocab_size: int, num_labels: int = 2):
@@ -66,7 +64,5 @@ def tiny_gpt2(vocab_size: int):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    config = GPT2Config(
-        vocab_size=vocab_size, n_positions=64, n_embd=16, n_layer=2, n_head=2
-    )
+    config = GPT2Config(vocab_size=vocab_size, n_positions=64, n_embd=16, n_layer=2, n_head=2)
     return GPT2LMHeadModel(config)

@@ -31,8 +31,24 @@ def _setup(n_train=12, n_query=4, seed=0):
 def _stores(tmp_path, model, task, train, query, config=IDENTITY, checkpoints=(("c0", 0.5),)):
     extractor = GradientExtractor(model, task, config)
     for name, lr in checkpoints:
-        featurize(extractor, train, tmp_path / "train", name, learning_rate=lr, shard_size=5, progress=False)
-        featurize(extractor, query, tmp_path / "query", name, gradient="measurement", learning_rate=lr, progress=False)
+        featurize(
+            extractor,
+            train,
+            tmp_path / "train",
+            name,
+            learning_rate=lr,
+            shard_size=5,
+            progress=False,
+        )
+        featurize(
+            extractor,
+            query,
+            tmp_path / "query",
+            name,
+            gradient="measurement",
+            learning_rate=lr,
+            progress=False,
+        )
     return FeatureStore.open(tmp_path / "train"), FeatureStore.open(tmp_path / "query")
 
 
@@ -62,7 +78,9 @@ def test_sign_convention_positive_means_helps(tmp_path):
 
 def test_tracin_single_checkpoint_is_dot_times_learning_rate(tmp_path):
     model, task, train, query = _setup()
-    train_store, query_store = _stores(tmp_path, model, task, train, query, ProjectionConfig(kind="sjlt", dim=32))
+    train_store, query_store = _stores(
+        tmp_path, model, task, train, query, ProjectionConfig(kind="sjlt", dim=32)
+    )
     dot = GradientSimilarity().fit(train_store).score(query_store).values
     tracin = TracIn().fit(train_store).score(query_store).values
     np.testing.assert_allclose(tracin, 0.5 * dot, rtol=1e-6)
@@ -77,7 +95,15 @@ def test_tracin_sums_checkpoints_and_self_influence(tmp_path):
     expected_self = np.zeros(len(train))
     for name, lr in (("c0", 0.5), ("c1", 0.25)):
         featurize(extractor, train, tmp_path / "train", name, learning_rate=lr, progress=False)
-        featurize(extractor, query, tmp_path / "query", name, gradient="measurement", learning_rate=lr, progress=False)
+        featurize(
+            extractor,
+            query,
+            tmp_path / "query",
+            name,
+            gradient="measurement",
+            learning_rate=lr,
+            progress=False,
+        )
         t = extractor.features(task.collate(list(train))).double().numpy()
         q = extractor.features(task.collate(list(query)), "measurement").double().numpy()
         expected += lr * q @ t.T
@@ -86,7 +112,12 @@ def test_tracin_sums_checkpoints_and_self_influence(tmp_path):
             for p in model.parameters():
                 p.add_(0.3 * torch.randn_like(p))
     estimator = TracIn(block_size=5).fit(FeatureStore.open(tmp_path / "train"))
-    np.testing.assert_allclose(estimator.score(FeatureStore.open(tmp_path / "query")).values, expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        estimator.score(FeatureStore.open(tmp_path / "query")).values,
+        expected,
+        rtol=1e-5,
+        atol=1e-7,
+    )
     np.testing.assert_allclose(estimator.self_influence().values, expected_self, rtol=1e-5)
     last = GradientSimilarity().fit(FeatureStore.open(tmp_path / "train"))
     assert last.describe()["checkpoints"] == {"c1": 1.0}
@@ -97,10 +128,16 @@ def test_cosine_and_block_size_invariance(tmp_path):
     train_store, query_store = _stores(tmp_path, model, task, train, query)
     t, q = train_store.features("c0"), query_store.features("c0")
     cosine = GradientSimilarity(normalize="unit", block_size=3).fit(train_store).score(query_store)
-    expected = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (t / np.linalg.norm(t, axis=1, keepdims=True)).T
+    expected = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (
+        t / np.linalg.norm(t, axis=1, keepdims=True)
+    ).T
     np.testing.assert_allclose(cosine.values, expected, rtol=1e-5, atol=1e-6)
     assert cosine.method == "cosine"
-    np.testing.assert_allclose(GradientSimilarity(normalize="unit").fit(train_store).self_influence().values, 1.0, rtol=1e-5)
+    np.testing.assert_allclose(
+        GradientSimilarity(normalize="unit").fit(train_store).self_influence().values,
+        1.0,
+        rtol=1e-5,
+    )
     big = GradientSimilarity(block_size=4096).fit(train_store).score(query_store).values
     small = GradientSimilarity(block_size=2).fit(train_store).score(query_store).values
     np.testing.assert_allclose(big, small, rtol=1e-6)
@@ -126,20 +163,35 @@ def test_scores_persist_and_rank(tmp_path):
 
 def test_mismatched_or_incomplete_stores_are_refused(tmp_path):
     model, task, train, query = _setup()
-    train_store, _ = _stores(tmp_path, model, task, train, query, ProjectionConfig(kind="sjlt", dim=16))
+    train_store, _ = _stores(
+        tmp_path, model, task, train, query, ProjectionConfig(kind="sjlt", dim=16)
+    )
     other = GradientExtractor(model, task, ProjectionConfig(kind="sjlt", dim=16, seed=1))
     featurize(other, query, tmp_path / "other", "c0", gradient="measurement", progress=False)
     with pytest.raises(StoreMismatchError, match="projection"):
         GradientSimilarity().fit(train_store).score(FeatureStore.open(tmp_path / "other"))
     with pytest.raises(StoreMismatchError, match="loss gradients"):
         GradientSimilarity().fit(FeatureStore.open(tmp_path / "other"))
-    featurize(GradientExtractor(model, task, ProjectionConfig(kind="sjlt", dim=16)), query, tmp_path / "q2", "c9", gradient="measurement", progress=False)
+    featurize(
+        GradientExtractor(model, task, ProjectionConfig(kind="sjlt", dim=16)),
+        query,
+        tmp_path / "q2",
+        "c9",
+        gradient="measurement",
+        progress=False,
+    )
     with pytest.raises(StoreMismatchError, match="c0"):
         TracIn().fit(train_store).score(FeatureStore.open(tmp_path / "q2"))
     store = FeatureStore.open(tmp_path / "train")
     store.add_checkpoint("unfinished", learning_rate=0.1)
     with pytest.raises(StoreError, match="incomplete"):
         TracIn().fit(FeatureStore.open(tmp_path / "train"))
-    featurize(GradientExtractor(model, task, ProjectionConfig(kind="sjlt", dim=16)), train, tmp_path / "nolr", "c0", progress=False)
+    featurize(
+        GradientExtractor(model, task, ProjectionConfig(kind="sjlt", dim=16)),
+        train,
+        tmp_path / "nolr",
+        "c0",
+        progress=False,
+    )
     with pytest.raises(StoreError, match="no learning rate"):
         TracIn().fit(FeatureStore.open(tmp_path / "nolr"))

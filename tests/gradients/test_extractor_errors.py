@@ -50,12 +50,16 @@ def test_labels_out_of_range_and_frozen_or_tied_modules():
     model = nn.Sequential(nn.Linear(5, 3))
     x, _ = _batch()
     with pytest.raises(InputError, match=r"\[0, 2\]"):
-        GradientExtractor(model, ClassificationTask(), IDENTITY).features((x, torch.tensor([0, 1, 2, 3])))
+        GradientExtractor(model, ClassificationTask(), IDENTITY).features(
+            (x, torch.tensor([0, 1, 2, 3]))
+        )
     frozen = nn.Sequential(nn.Linear(5, 4), nn.Linear(4, 3))
     frozen[0].weight.requires_grad_(False)
     with pytest.raises(InputError, match="frozen"):
         GradientExtractor(frozen, ClassificationTask(), IDENTITY, ModuleSelection(include=("0",)))
-    assert [m.name for m in GradientExtractor(frozen, ClassificationTask(), IDENTITY).modules] == ["1"]
+    assert [m.name for m in GradientExtractor(frozen, ClassificationTask(), IDENTITY).modules] == [
+        "1"
+    ]
     tied = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3))
     tied[1].weight = tied[0].weight
     with pytest.raises(InputError, match="shares its weight"):

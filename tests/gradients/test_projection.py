@@ -26,7 +26,9 @@ ALL = ModuleSelection(types=("Linear", "Conv1D", "Conv2d", "Embedding", "LayerNo
 
 
 def _full(model, task, batch, selection=ALL):
-    extractor = GradientExtractor(model, task, ProjectionConfig(kind="identity", dim=None), selection)
+    extractor = GradientExtractor(
+        model, task, ProjectionConfig(kind="identity", dim=None), selection
+    )
     return extractor, extractor.features(batch)
 
 
@@ -36,16 +38,25 @@ def test_kronecker_equals_explicit_kronecker_matrix(tokenizer, text_examples):
     model = tiny_bert(tokenizer.vocab_size)
     task = HFSequenceClassificationTask(tokenizer, max_length=32)
     selection = ModuleSelection(
-        include=("bert.embeddings.word_embeddings", "bert.encoder.layer.0.*", "classifier"), types=ALL.types
+        include=("bert.embeddings.word_embeddings", "bert.encoder.layer.0.*", "classifier"),
+        types=ALL.types,
     )
     batch = task.collate(text_examples)
-    _check_kronecker(model, task, batch, selection, ProjectionConfig(kind="kronecker", dim=600, seed=3))
-    _check_kronecker(model, task, batch, selection, ProjectionConfig(kind="kronecker", factor_dims=(5, 3)))
+    _check_kronecker(
+        model, task, batch, selection, ProjectionConfig(kind="kronecker", dim=600, seed=3)
+    )
+    _check_kronecker(
+        model, task, batch, selection, ProjectionConfig(kind="kronecker", factor_dims=(5, 3))
+    )
 
     torch.manual_seed(0)
-    cnn = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 16, 4))
+    cnn = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 16, 4)
+    )
     images = (torch.randn(4, 2, 4, 4), torch.randint(0, 4, (4,)))
-    _check_kronecker(cnn, ClassificationTask(), images, ALL, ProjectionConfig(kind="kronecker", dim=40))
+    _check_kronecker(
+        cnn, ClassificationTask(), images, ALL, ProjectionConfig(kind="kronecker", dim=40)
+    )
 
 
 def _check_kronecker(model, task, batch, selection, config):
@@ -63,13 +74,18 @@ def _check_kronecker(model, task, batch, selection, config):
     torch.testing.assert_close(features.double(), expected, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind,extra", [("gaussian", {}), ("rademacher", {}), ("sjlt", {}), ("sjlt", {"sjlt_nonzeros": 4})])
+@pytest.mark.parametrize(
+    "kind,extra",
+    [("gaussian", {}), ("rademacher", {}), ("sjlt", {}), ("sjlt", {"sjlt_nonzeros": 4})],
+)
 def test_projections_preserve_inner_products(kind, extra):
     """Johnson-Lindenstrauss: <Pg_i, Pg_j> ≈ <g_i, g_j>, error within a few 1/sqrt(k) of |g_i||g_j|."""
     model, task, batch = _mlp_and_batch()
     _, full = _full(model, task, batch)
     k = 1024
-    features = GradientExtractor(model, task, ProjectionConfig(kind=kind, dim=k, seed=7, **extra), ALL).features(batch)
+    features = GradientExtractor(
+        model, task, ProjectionConfig(kind=kind, dim=k, seed=7, **extra), ALL
+    ).features(batch)
     norms = full.norm(dim=1)
     error = (features @ features.T - full @ full.T) / torch.outer(norms, norms)
     bound = 5 / math.sqrt(features.shape[1])
@@ -87,7 +103,9 @@ def test_kronecker_is_unbiased_with_factor_sized_error():
     norms = full.norm(dim=1)
     estimates = []
     for seed in range(32):
-        extractor = GradientExtractor(model, task, ProjectionConfig(kind="kronecker", dim=1024, seed=seed), ALL)
+        extractor = GradientExtractor(
+            model, task, ProjectionConfig(kind="kronecker", dim=1024, seed=seed), ALL
+        )
         features = extractor.features(batch)
         estimates.append(features @ features.T)
     blocks = [b for b in extractor.projector.blocks if b[1] > 1]
@@ -106,11 +124,20 @@ def test_seeded_deterministic_and_batch_independent(kind):
     first = GradientExtractor(model, task, config, ALL).features((x, y))
     again = GradientExtractor(model, task, config, ALL).features((x, y))
     assert torch.equal(first, again)
-    halves = torch.cat([GradientExtractor(model, task, config, ALL).features((x[i : i + 5], y[i : i + 5])) for i in range(0, len(y), 5)])
+    halves = torch.cat(
+        [
+            GradientExtractor(model, task, config, ALL).features((x[i : i + 5], y[i : i + 5]))
+            for i in range(0, len(y), 5)
+        ]
+    )
     torch.testing.assert_close(first, halves, rtol=1e-5, atol=1e-6)
-    other_seed = GradientExtractor(model, task, ProjectionConfig(kind=kind, dim=256, seed=12), ALL).features((x, y))
+    other_seed = GradientExtractor(
+        model, task, ProjectionConfig(kind=kind, dim=256, seed=12), ALL
+    ).features((x, y))
     assert not torch.allclose(first, other_seed)
-    cached = GradientExtractor(model, task, ProjectionConfig(kind=kind, dim=256, seed=11, chunk_elements=4096), ALL).features((x, y))
+    cached = GradientExtractor(
+        model, task, ProjectionConfig(kind=kind, dim=256, seed=11, chunk_elements=4096), ALL
+    ).features((x, y))
     torch.testing.assert_close(first, cached, rtol=1e-5, atol=1e-6)
 
 

@@ -46,6 +46,15 @@ def load_model_and_task(
     import transformers
 
     is_adapter = (path / "adapter_config.json").is_file()
+    if is_adapter:
+        import peft
+
+        base = peft.PeftConfig.from_pretrained(str(path)).base_model_name_or_path
+        if not base or not Path(base).is_dir():
+            raise InputError(
+                f"adapter {path} names base model {base!r}, which is not a local directory; "
+                f"set base_model_name_or_path in adapter_config.json"
+            )
     tokenizer = _tokenizer(path, is_adapter)
     if task == "hf-seqcls":
         loaded = _load(path, is_adapter, transformers.AutoModelForSequenceClassification)

@@ -1,0 +1,148 @@
+"""The CLI on Hugging Face model directories: a full model and a PEFT/LoRA adapter, offline."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from infscope.cli.main import app
+from infscope.cli.models import load_model_and_task
+from infscope.store import FeatureStore
+from tests.conftest import SENTENCES, tiny_bert, tiny_gpt2
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def bert_dir(tmp_path, tokenizer):
+    path = tmp_path / "bert"
+    model = tiny_bert(tokenizer.vocab_size)
+    model.name_or_path = str(path)  # recorded by peft as the adapter's base model
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path, model
+
+
+def _jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_features_from_hf_directory_match_the_python_api(tmp_path, bert_dir):
+    path, _ = bert_dir
+    data = _jsonl(
+        tmp_path / "train.jsonl",
+        [{"id": f"s{i}", "text": s, "label": i % 2} for i, s in enumerate(SENTENCES)],
+    )
+    out = tmp_path / "store"
+    result = runner.invoke(
+        app,
+        [
+            "features",
+            str(data),
+            "--model",
+            str(path),
+            "--out",
+            str(out),
+            "--projection",
+            "sjlt",
+            "--dim",
+            "64",
+            "--max-length",
+            "32",
+            "--batch-size",
+            "4",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    store = FeatureStore.open(out)
+    assert store.ids == [f"s{i}" for i in range(len(SENTENCES))]
+
+    from infscope.gradients import GradientExtractor, ProjectionConfig
+
+    model, task = load_model_and_task(str(path), "hf-seqcls", max_length=32)
+    expected = GradientExtractor(model, task, ProjectionConfig(kind="sjlt", dim=64)).features(
+        task.collate([json.loads(line) for line in data.read_text().splitlines()])
+    )
+    np.testing.assert_allclose(store.features("final"), expected.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_peft_adapter_directory_tracks_adapters(tmp_path, bert_dir, tokenizer):
+    from peft import LoraConfig, get_peft_model
+
+    base_path, base = bert_dir
+    torch.manual_seed(0)
+    peft_model = get_peft_model(
+        base, LoraConfig(r=2, target_modules=["query"], task_type="SEQ_CLS")
+    )
+    adapter = tmp_path / "adapter"
+    peft_model.save_pretrained(adapter)
+    model, _ = load_model_and_task(str(adapter), "hf-seqcls")
+    data = _jsonl(
+        tmp_path / "d.jsonl",
+        [{"id": str(i), "text": s, "label": 1} for i, s in enumerate(SENTENCES)],
+    )
+    result = runner.invoke(
+        app,
+        [
+            "features",
+            str(data),
+            "--model",
+            str(adapter),
+            "--out",
+            str(tmp_path / "s"),
+            "--dim",
+            "32",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    modules = FeatureStore.open(tmp_path / "s").spec.modules
+    assert modules and all("lora_" in m or "classifier" in m for m in modules), modules
+
+
+def test_causal_lm_directory(tmp_path, tokenizer):
+    path = tmp_path / "gpt2"
+    tiny_gpt2(tokenizer.vocab_size).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    data = _jsonl(
+        tmp_path / "lm.jsonl",
+        [
+            {"id": str(i), "prompt": s.split()[0], "completion": " ".join(s.split()[1:])}
+            for i, s in enumerate(SENTENCES)
+        ],
+    )
+    result = runner.invoke(
+        app,
+        [
+            "features",
+            str(data),
+            "--model",
+            str(path),
+            "--task",
+            "hf-causal-lm",
+            "--out",
+            str(tmp_path / "s"),
+            "--dim",
+            "64",
+            "--gradient",
+            "measurement",
+            "--measurement",
+            "logprob",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert FeatureStore.open(tmp_path / "s").spec.gradient == "measurement"
+
+
+def test_missing_model_directory_is_a_clear_error(tmp_path):
+    data = _jsonl(tmp_path / "d.jsonl", [{"id": "a", "text": "x", "label": 0}])
+    result = runner.invoke(
+        app,
+        ["features", str(data), "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "s")],
+    )
+    assert result.exit_code == 2
+    assert "model directory not found" in result.output
