@@ -17,6 +17,7 @@ from abc import abstractmethod
 from collections.abc import Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from infscope.attribution.base import NORMALIZATIONS, Estimator
 from infscope.errors import InputError, StoreError, StoreMismatchError
@@ -58,17 +59,21 @@ class CheckpointSum(Estimator):
             )
 
     def _score_into(self, query: FeatureStore, values: np.ndarray) -> None:
-        for checkpoint, weight in self.checkpoint_weights(self.train):
-            queries = [
-                (start, self._prepare(block))
-                for start, block in query.iter_blocks(checkpoint, self.block_size)
-            ]
-            for t_start, t_block in self.train.iter_blocks(checkpoint, self.block_size):
-                t_block = self._prepare(t_block)
-                t_stop = t_start + len(t_block)
-                for q_start, q_block in queries:
-                    product = q_block @ t_block.T
-                    values[q_start : q_start + len(q_block), t_start:t_stop] += weight * product
+        weights = self.checkpoint_weights(self.train)
+        n_blocks = -(-self.train.n_examples // self.block_size) * len(weights)
+        with tqdm(total=n_blocks, desc=f"scoring[{self.name}]", unit="block", disable=None) as bar:
+            for checkpoint, weight in weights:
+                queries = [
+                    (start, self._prepare(block))
+                    for start, block in query.iter_blocks(checkpoint, self.block_size)
+                ]
+                for t_start, t_block in self.train.iter_blocks(checkpoint, self.block_size):
+                    t_block = self._prepare(t_block)
+                    t_stop = t_start + len(t_block)
+                    for q_start, q_block in queries:
+                        product = q_block @ t_block.T
+                        values[q_start : q_start + len(q_block), t_start:t_stop] += weight * product
+                    bar.update()
 
     def _self_influence(self, train: FeatureStore) -> np.ndarray:
         values = np.zeros(train.n_examples, dtype=np.float64)

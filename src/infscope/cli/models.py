@@ -35,9 +35,20 @@ def load_model_and_task(
         module_name, _, function = model.partition(":")
         if not function:
             raise InputError(f"--model for task 'factory' must be 'module:function', got {model!r}")
-        built = getattr(importlib.import_module(module_name), function)()
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as err:
+            raise InputError(f"cannot import factory module {module_name!r}: {err}") from None
+        if not callable(getattr(module, function, None)):
+            raise InputError(f"module {module_name!r} has no function {function!r}")
+        built = getattr(module, function)()
         if not (isinstance(built, tuple) and len(built) == 2 and isinstance(built[1], Task)):
             raise InputError(f"{model} must return (model, task)")
+        if measurement is not None and measurement != built[1].measurement_name:
+            raise InputError(
+                f"--measurement {measurement!r} cannot change the task that {model} builds (its "
+                f"measurement is {built[1].measurement_name!r}); set it in the factory"
+            )
         return built
     path = Path(model)
     if not path.is_dir():
