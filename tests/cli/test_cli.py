@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from infscope.attribution import Scores, SelfInfluence, TracIn, load_scores
+from infscope.cli import main
 from infscope.cli.main import app
 from infscope.store import FeatureStore
 
@@ -50,7 +51,9 @@ N_TRAIN, N_QUERY = 12, 3
 
 
 @pytest.fixture
-def runner():
+def runner(monkeypatch):
+    # a wide console, so that long temporary paths are not wrapped in the output
+    monkeypatch.setattr(main.console, "_width", 300)
     return CliRunner()
 
 

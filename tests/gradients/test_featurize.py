@@ -16,7 +16,7 @@ from torch import nn
 
 from infscope.data import ExampleSet
 from infscope.errors import InputError, NonFiniteError, StoreMismatchError
-from infscope.gradients import GradientExtractor, ProjectionConfig
+from infscope.gradients import GradientExtractor, ProjectionConfig, model_fingerprint
 from infscope.gradients.featurize import featurize
 from infscope.store import FeatureStore
 from infscope.tasks import ClassificationTask
@@ -248,8 +248,6 @@ def test_model_with_scalar_buffers(tmp_path):
     assert store.is_complete()
     fingerprint = store.checkpoint("c").fingerprint
     model[1].num_batches_tracked += 1
-    from infscope.gradients import model_fingerprint
-
     assert model_fingerprint(model) != fingerprint
 
 
@@ -265,3 +263,26 @@ def test_model_with_scalar_buffers(tmp_path):
 def test_bad_arguments(tmp_path, kwargs, message):
     with pytest.raises(InputError, match=message):
         featurize(rw.build_extractor(), rw.build_data(), tmp_path, "c", progress=False, **kwargs)
+
+
+def test_bad_example_errors_name_the_batch_ids(tmp_path):
+    """A task's InputError about 'example 1' of a batch is given the dataset ids of the batch."""
+
+    class PickyTask(ClassificationTask):
+        def collate(self, examples):
+            for i, (x, _) in enumerate(examples):
+                if x.isnan().any():
+                    raise InputError(f"example {i} is unusable")
+            return super().collate(examples)
+
+    examples = rw.build_examples()
+    examples[21] = (torch.full((8,), float("nan")), examples[21][1])
+    extractor = rw.build_extractor()
+    extractor.task = PickyTask()
+    data = ExampleSet(examples, rw.build_ids())
+    with pytest.raises(InputError) as info:
+        featurize(extractor, data, tmp_path, "c", shard_size=8, batch_size=4, progress=False)
+    message = str(info.value)
+    assert "example 1 is unusable" in message
+    assert "20..23" in message and "ex-21" in message
+    assert FeatureStore.open(tmp_path).missing_shards("c") == [(16, 24), (24, 32), (32, 40)]

@@ -43,7 +43,9 @@ class CheckpointSum(Estimator):
         """``(checkpoint id, weight)`` pairs the score sums over."""
 
     def _fit(self, train: FeatureStore) -> None:
-        self.checkpoint_weights(train)  # fail at fit, not mid-scoring, on a missing checkpoint or rate
+        self.checkpoint_weights(
+            train
+        )  # fail at fit, not mid-scoring, on a missing checkpoint or rate
 
     def _prepare(self, block: np.ndarray) -> np.ndarray:
         return _normalise(block) if self.normalize == "unit" else block

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from infscope.attribution import Scores, SelfInfluence, TracIn
 from infscope.data import ExampleSet
+from infscope.errors import InputError
 from infscope.gradients import GradientExtractor, ProjectionConfig
 from infscope.gradients.featurize import featurize
 from infscope.store import FeatureStore
@@ -41,6 +42,14 @@ class DemoConfig:
         default_factory=lambda: ProjectionConfig(kind="kronecker", dim=2048)
     )
     seed: int = 0
+
+    def validate(self) -> None:
+        """InputError for settings that give no checkpoint to score with."""
+        if not 1 <= self.checkpoint_every <= self.epochs:
+            raise InputError(
+                f"epochs ({self.epochs}) must be at least checkpoint_every "
+                f"({self.checkpoint_every}) and checkpoint_every positive: TracIn needs a checkpoint"
+            )
 
 
 @dataclass
@@ -84,6 +93,7 @@ def _examples(x: np.ndarray, y: np.ndarray, prefix: str) -> ExampleSet:
 def run_demo(config: DemoConfig | None = None, workdir: str | Path | None = None) -> DemoResult:
     """Train, checkpoint, extract features, score; returns the results (prints nothing)."""
     config = config or DemoConfig()
+    config.validate()
     torch.manual_seed(config.seed)
     x_train, y_train, flipped, x_test, y_test = _digits(config)
     train, test = _examples(x_train, y_train, "train-"), _examples(x_test, y_test, "test-")

@@ -10,6 +10,7 @@ from typing import Annotated
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from infscope.errors import InfscopeError, InputError
@@ -34,7 +35,7 @@ class Method(str, Enum):
 
 
 def _fail(err: Exception) -> None:
-    console.print(f"[bold red]error:[/] {err}")
+    console.print(f"[bold red]error:[/] {escape(str(err))}")  # messages hold paths, data
     raise typer.Exit(code=2)
 
 
@@ -144,7 +145,9 @@ def features(
     except InfscopeError as err:
         _fail(err)
     written, expected = store.status()[checkpoint]
-    console.print(f"[green]{out}[/]: checkpoint {checkpoint!r}, {written}/{expected} shards")
+    console.print(
+        f"[green]{escape(str(out))}[/]: checkpoint {checkpoint!r}, {written}/{expected} shards"
+    )
 
 
 @app.command()
@@ -183,7 +186,9 @@ def score(
         result.save(out)
     except InfscopeError as err:
         _fail(err)
-    console.print(f"[green]{out}[/]: {estimator.name} scores {tuple(result.values.shape)}")
+    console.print(
+        f"[green]{escape(str(out))}[/]: {estimator.name} scores {tuple(result.values.shape)}"
+    )
 
 
 def _texts(path: Path | None, fields: list[str]) -> dict[str, str]:
@@ -195,7 +200,8 @@ def _texts(path: Path | None, fields: list[str]) -> dict[str, str]:
     shown = {}
     for example_id, record in zip(data.ids, data.examples):
         parts = [str(record[f]) for f in fields if f in record]
-        shown[example_id] = " | ".join(parts) if parts else json.dumps(record)[:200]
+        # example text is data, never console markup
+        shown[example_id] = escape(" | ".join(parts) if parts else json.dumps(record)[:200])
     return shown
 
 
@@ -226,19 +232,21 @@ def top(
             table.add_column(column)
         for rank, index in enumerate(result.ranking()[:k], 1):
             tid = result.train_ids[index]
-            table.add_row(str(rank), tid, f"{result.values[index]:.4g}", train_text.get(tid, ""))
+            table.add_row(
+                str(rank), escape(tid), f"{result.values[index]:.4g}", train_text.get(tid, "")
+            )
         console.print(table)
         return
     for q in range(min(max_queries, len(result.query_ids))):
         qid = result.query_ids[q]
-        table = Table(title=f"query {qid}: {query_text.get(qid, '')}"[:200])
+        table = Table(title=f"query {escape(qid)}: {query_text.get(qid, '')}"[:200])
         for column in ("", "train id", "score", "example"):
             table.add_column(column)
         for label, harmful in (("helps", False), ("hurts", True)):
             index, values = result.top(k, harmful=harmful)
             for i, v in zip(index[q], values[q]):
                 tid = result.train_ids[i]
-                table.add_row(label, tid, f"{v:+.4g}", train_text.get(tid, ""))
+                table.add_row(label, escape(tid), f"{v:+.4g}", train_text.get(tid, ""))
         console.print(table)
 
 
@@ -257,6 +265,10 @@ def demo(
     from infscope.cli.demo import DemoConfig, digit_art, run_demo
 
     config = DemoConfig(flip_fraction=flip_fraction, epochs=epochs, seed=seed)
+    try:
+        config.validate()
+    except InfscopeError as err:
+        _fail(err)
     console.print(
         f"[bold]infscope demo[/]: MLP on 8x8 digits, {flip_fraction:.0%} of training labels "
         f"flipped, TracIn over {epochs // config.checkpoint_every} checkpoints, "

@@ -73,14 +73,14 @@ class ExampleSet:
                                 f"{path}:{line_no}: invalid JSON ({err.msg})"
                             ) from None
         elif suffix == ".json":
-            records = json.loads(path.read_text(encoding="utf-8"))
+            try:
+                records = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as err:
+                raise InputError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
             if not isinstance(records, list):
                 raise InputError(f"{path}: expected a JSON list of records")
         elif suffix in (".csv", ".parquet"):
-            import datasets
-
-            loader = "csv" if suffix == ".csv" else "parquet"
-            records = list(datasets.load_dataset(loader, data_files=str(path), split="train"))
+            records = _read_table(path, "csv" if suffix == ".csv" else "parquet", id_field)
         else:
             raise InputError(
                 f"{path}: unsupported data format {suffix!r} (jsonl, json, csv, parquet)"
@@ -96,3 +96,24 @@ class ExampleSet:
         if column_names is not None:
             return cls.from_records(list(dataset), id_field if id_field in column_names else None)
         return cls([dataset[i] for i in range(len(dataset))], tuple(map(str, range(len(dataset)))))
+
+
+def _read_table(path: Path, loader: str, id_field: str | None) -> list[dict[str, Any]]:
+    """Records of a csv or parquet file, read with ``datasets``; csv ids are kept as written."""
+    import datasets
+
+    try:
+        table = datasets.load_dataset(loader, data_files=str(path), split="train")
+        id_type = getattr(table.features.get(id_field or ""), "dtype", None)
+        if loader == "csv" and id_type is not None and id_type not in ("string", "large_string"):
+            # pandas parses numeric-looking ids ("007" -> 7): read that column again as text
+            features = table.features.copy()
+            features[id_field] = datasets.Value("string")
+            table = datasets.load_dataset(
+                loader, data_files=str(path), split="train", features=features
+            )
+    except Exception as err:  # datasets, pandas and pyarrow raise many types for bad files
+        raise InputError(
+            f"{path}: cannot read {loader} data ({type(err).__name__}: {err})"
+        ) from None
+    return list(table)

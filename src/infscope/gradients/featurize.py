@@ -87,12 +87,18 @@ def featurize(
             blocks = []
             for first in range(start, stop, batch_size):
                 last = min(first + batch_size, stop)
-                batch = extractor.task.collate([data[i] for i in range(first, last)])
                 try:
+                    batch = extractor.task.collate([data[i] for i in range(first, last)])
                     features = extractor.features(batch, gradient)
                 except NonFiniteError as err:
                     ids = [data.ids[first + p] for p in err.positions]
                     raise NonFiniteError(str(err), err.positions, ids) from None
+                except InputError as err:  # positions in a batch mean nothing to the user
+                    ids = ", ".join(data.ids[first : min(last, first + 5)])
+                    more = " ..." if last - first > 5 else ""
+                    raise InputError(
+                        f"{err} (in the batch of examples {first}..{last - 1}: ids {ids}{more})"
+                    ) from None
                 blocks.append(features.detach().float().cpu().numpy())
                 bar.update(last - first)
             store.write_shard(checkpoint, start, np.concatenate(blocks))

@@ -1,0 +1,184 @@
+"""ExampleSet: ids from files and lists, and readable errors for bad data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from infscope.data import ExampleSet
+from infscope.errors import InputError
+
+RECORDS = [
+    {"id": "a", "text": "first, with a comma", "label": 0},
+    {"id": "b", "text": "second", "label": 1},
+    {"id": "c", "text": "third", "label": 0},
+]
+
+
+def without_ids(records):
+    return [{k: v for k, v in r.items() if k != "id"} for r in records]
+
+
+def write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def write_csv(path, records):
+    columns = list(records[0])
+    lines = [",".join(columns)]
+    for r in records:
+        lines.append(",".join(f'"{r[c]}"' if "," in str(r[c]) else str(r[c]) for c in columns))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_json(path, records):
+    path.write_text(json.dumps(records))
+    return path
+
+
+WRITERS = {"jsonl": write_jsonl, "json": write_json, "csv": write_csv}
+
+
+@pytest.mark.parametrize("fmt", sorted(WRITERS))
+def test_from_file_with_ids(tmp_path, fmt):
+    data = ExampleSet.from_file(WRITERS[fmt](tmp_path / f"data.{fmt}", RECORDS))
+    assert data.ids == ("a", "b", "c")
+    assert len(data) == 3
+    assert list(data) == RECORDS
+    assert data[1] == RECORDS[1]
+
+
+@pytest.mark.parametrize("fmt", sorted(WRITERS))
+def test_from_file_without_ids_uses_row_numbers(tmp_path, fmt):
+    records = without_ids(RECORDS)
+    data = ExampleSet.from_file(WRITERS[fmt](tmp_path / f"data.{fmt}", records))
+    assert data.ids == ("0", "1", "2")
+    assert list(data) == records
+
+
+def test_other_id_field_and_no_id_field(tmp_path):
+    records = [{"key": f"k{i}", "id": f"x{i}"} for i in range(3)]
+    path = write_jsonl(tmp_path / "data.jsonl", records)
+    assert ExampleSet.from_file(path, id_field="key").ids == ("k0", "k1", "k2")
+    assert ExampleSet.from_file(path, id_field=None).ids == ("0", "1", "2")
+
+
+def test_csv_ids_are_kept_as_written(tmp_path):
+    """Numeric-looking ids are text: "007" must not become 7 (and then "7")."""
+    path = tmp_path / "data.csv"
+    path.write_text("id,text,label\n007,a,0\n7,b,1\n1.50,c,0\n")
+    data = ExampleSet.from_file(path)
+    assert data.ids == ("007", "7", "1.50")
+    assert [r["label"] for r in data] == [0, 1, 0]  # other columns keep their types
+
+
+def test_suffix_is_case_insensitive_and_blank_lines_are_skipped(tmp_path):
+    path = tmp_path / "DATA.JSONL"
+    path.write_text(json.dumps(RECORDS[0]) + "\n\n   \n" + json.dumps(RECORDS[1]) + "\n")
+    assert ExampleSet.from_file(path).ids == ("a", "b")
+
+
+def test_non_string_ids_become_strings():
+    data = ExampleSet.from_records([{"id": 1}, {"id": 2}])
+    assert data.ids == ("1", "2")
+    assert ExampleSet(["x", "y"], [10, 11]).ids == ("10", "11")
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("empty.jsonl", ""),
+        ("blank.jsonl", "\n\n"),
+        ("empty.json", "[]"),
+        ("header.csv", "id,text\n"),
+    ],
+)
+def test_empty_files(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(InputError, match="empty dataset|no data"):
+        ExampleSet.from_file(path)
+
+
+@pytest.mark.parametrize("name", ["empty.json", "empty.csv"])
+def test_zero_byte_files_are_input_errors(tmp_path, name):
+    path = tmp_path / name
+    path.write_text("")
+    with pytest.raises(InputError, match=name):
+        ExampleSet.from_file(path)
+
+
+def test_duplicate_ids(tmp_path):
+    records = [{"id": "a"}, {"id": "b"}, {"id": "a"}]
+    with pytest.raises(InputError, match="duplicate example id 'a'"):
+        ExampleSet.from_file(write_jsonl(tmp_path / "dup.jsonl", records))
+    with pytest.raises(InputError, match="duplicate"):
+        ExampleSet([1, 2], ["1", 1])  # equal once turned into strings
+
+
+def test_bad_json_line_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(RECORDS[0]) + "\n\n" + '{"id": "b", "text": oops}\n')
+    with pytest.raises(InputError) as info:
+        ExampleSet.from_file(path)
+    assert f"{path}:3:" in str(info.value)
+    assert "invalid JSON" in str(info.value)
+
+
+def test_bad_json_file(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text('[{"id": "a"},\n {"id": }]')
+    with pytest.raises(InputError, match=r"bad\.json:2: invalid JSON"):
+        ExampleSet.from_file(path)
+    path.write_text('{"id": "a"}')
+    with pytest.raises(InputError, match="JSON list"):
+        ExampleSet.from_file(path)
+
+
+def test_records_must_be_objects(tmp_path):
+    path = tmp_path / "lists.jsonl"
+    path.write_text("[1, 2]\n[3, 4]\n")
+    with pytest.raises(InputError, match="JSON object"):
+        ExampleSet.from_file(path)
+
+
+def test_unsupported_suffix_and_missing_file(tmp_path):
+    path = tmp_path / "data.txt"
+    path.write_text("hello\n")
+    with pytest.raises(InputError, match=r"unsupported data format '\.txt'"):
+        ExampleSet.from_file(path)
+    with pytest.raises(InputError, match="no such data file"):
+        ExampleSet.from_file(tmp_path / "missing.jsonl")
+    with pytest.raises(InputError, match="no such data file"):
+        ExampleSet.from_file(tmp_path)  # a directory is not a data file
+
+
+def test_length_mismatch_and_empty():
+    with pytest.raises(InputError, match="3 examples but 2 ids"):
+        ExampleSet([1, 2, 3], ("a", "b"))
+    with pytest.raises(InputError, match="empty dataset"):
+        ExampleSet([], ())
+    with pytest.raises(InputError, match="empty dataset"):
+        ExampleSet.from_records([])
+
+
+def test_from_dataset():
+    import datasets
+
+    table = datasets.Dataset.from_list(RECORDS)
+    assert ExampleSet.from_dataset(table).ids == ("a", "b", "c")
+    no_ids = datasets.Dataset.from_list(without_ids(RECORDS))
+    assert ExampleSet.from_dataset(no_ids).ids == ("0", "1", "2")
+
+    class TorchStyle:
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return (i, i * i)
+
+    data = ExampleSet.from_dataset(TorchStyle())
+    assert data.ids == ("0", "1") and list(data) == [(0, 0), (1, 1)]
