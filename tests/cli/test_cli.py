@@ -338,3 +338,11 @@ def test_demo_command(runner):
 def test_demo_with_too_few_epochs_is_a_clean_error(runner):
     result = invoke(runner, "demo", "--epochs", "3")
     assert_clean_error(result, "epochs")
+
+
+def test_demo_refuses_a_flip_fraction_with_nothing_to_find():
+    from infscope.cli.demo import DemoConfig
+    from infscope.errors import InputError
+
+    with pytest.raises(InputError, match="flip_fraction"):
+        DemoConfig(flip_fraction=0.0).validate()

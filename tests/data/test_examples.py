@@ -182,3 +182,10 @@ def test_from_dataset():
 
     data = ExampleSet.from_dataset(TorchStyle())
     assert data.ids == ("0", "1") and list(data) == [(0, 0), (1, 1)]
+
+
+def test_ids_must_be_a_sequence_of_non_null_ids():
+    with pytest.raises(InputError, match="not one string"):
+        ExampleSet(["a", "b", "c"], "abc")
+    with pytest.raises(InputError, match="must not be None"):
+        ExampleSet(["a", "b"], ("x", None))

@@ -286,3 +286,19 @@ def test_bad_example_errors_name_the_batch_ids(tmp_path):
     assert "example 1 is unusable" in message
     assert "20..23" in message and "ex-21" in message
     assert FeatureStore.open(tmp_path).missing_shards("c") == [(16, 24), (24, 32), (32, 40)]
+
+
+def test_store_records_the_task_and_refuses_another(tmp_path):
+    model, data = rw.build_model(), rw.build_data()
+    featurize(
+        GradientExtractor(model, ClassificationTask(), ProjectionConfig(kind="sjlt", dim=16)),
+        data,
+        tmp_path / "s",
+        progress=False,
+    )
+    assert FeatureStore.open(tmp_path / "s").spec.task["measurement"] == "loss"
+    margin = GradientExtractor(
+        model, ClassificationTask("margin"), ProjectionConfig(kind="sjlt", dim=16)
+    )
+    with pytest.raises(StoreMismatchError, match="task"):
+        featurize(margin, data, tmp_path / "s", gradient="loss", progress=False)

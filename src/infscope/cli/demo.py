@@ -44,7 +44,12 @@ class DemoConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        """InputError for settings that give no checkpoint to score with."""
+        """InputError for settings that give no checkpoint to score with or nothing to detect."""
+        if not 0 < self.flip_fraction < 1:
+            raise InputError(
+                f"flip_fraction must lie strictly between 0 and 1, got {self.flip_fraction}: "
+                f"the demo measures how well self-influence finds flipped labels"
+            )
         if not 1 <= self.checkpoint_every <= self.epochs:
             raise InputError(
                 f"epochs ({self.epochs}) must be at least checkpoint_every "

@@ -23,6 +23,10 @@ class ExampleSet:
     ids: tuple[str, ...]
 
     def __post_init__(self) -> None:
+        if isinstance(self.ids, (str, bytes)):
+            raise InputError("ids must be a sequence of ids, not one string")
+        if any(i is None for i in self.ids):
+            raise InputError("example ids must not be None")
         ids = tuple(str(i) for i in self.ids)
         object.__setattr__(self, "ids", ids)
         if len(self.examples) == 0:

@@ -75,6 +75,7 @@ def featurize(
         projection=extractor.describe()["projection"],
         model=model_signature(extractor),
         shard_size=shard_size,
+        task=extractor.task.describe(),
     )
     store = FeatureStore.create(root, list(data.ids), spec)
     store.add_checkpoint(
@@ -92,7 +93,8 @@ def featurize(
                     features = extractor.features(batch, gradient)
                 except NonFiniteError as err:
                     ids = [data.ids[first + p] for p in err.positions]
-                    raise NonFiniteError(str(err), err.positions, ids) from None
+                    positions = [first + p for p in err.positions]
+                    raise NonFiniteError(str(err), positions, ids) from None
                 except InputError as err:  # positions in a batch mean nothing to the user
                     ids = ", ".join(data.ids[first : min(last, first + 5)])
                     more = " ..." if last - first > 5 else ""

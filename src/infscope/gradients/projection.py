@@ -36,8 +36,9 @@ class ProjectionConfig:
 
     Attributes:
         kind: one of ``identity``, ``gaussian``, ``rademacher``, ``sjlt``, ``kronecker``.
-        dim: total feature dimension ``k`` (``None`` for ``identity``). For ``kronecker`` it is split
-            evenly over modules, each block ``k_out x k_in`` as square as the module allows.
+        dim: total feature dimension ``k`` (``None`` for ``identity``). For ``kronecker`` it is a
+            budget split evenly over modules, each block ``k_out x k_in`` as square as the module
+            allows, so the resulting ``feature_dim`` can be a little below ``dim``.
         seed: random seed; with the module list it fixes every projection matrix.
         sjlt_nonzeros: nonzeros per gradient coordinate for ``sjlt`` (1 = CountSketch); must
             divide ``dim``.

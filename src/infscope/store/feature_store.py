@@ -110,6 +110,9 @@ class StoreSpec:
     projection: dict = field(default_factory=dict)  # JSON-serialisable projection config
     model: str = ""  # model fingerprint or name
     shard_size: int = 1024
+    task: dict = field(
+        default_factory=dict
+    )  # JSON-serialisable task description (measurement, fields)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise in place once, at construction
@@ -129,6 +132,9 @@ class StoreSpec:
         if not isinstance(self.projection, dict):
             raise InputError(f"projection must be a dict, got {type(self.projection).__name__}")
         set_(self, "projection", _canonical_json(self.projection, "projection"))
+        if not isinstance(self.task, dict):
+            raise InputError(f"task must be a dict, got {type(self.task).__name__}")
+        set_(self, "task", _canonical_json(self.task, "task"))
         if not isinstance(self.model, str):
             raise InputError(f"model must be a string, got {self.model!r}")
 
@@ -145,6 +151,7 @@ class StoreSpec:
             "projection": self.projection,
             "model": self.model,
             "shard_size": self.shard_size,
+            "task": self.task,
         }
 
     @classmethod
