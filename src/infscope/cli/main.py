@@ -259,9 +259,12 @@ def demo(
     queries: Annotated[int, typer.Option(help="Test predictions to explain.")] = 3,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
-    """No arguments, no downloads: train on scikit-learn's digits with flipped labels, then show
-    the training images that helped and hurt test predictions and how well self-influence finds
-    the flipped labels."""
+    """Show what helped and hurt real predictions: no arguments, no downloads.
+
+    Trains a small MLP on scikit-learn's bundled digits with some labels flipped, prints the
+    training images that most helped and hurt a few test predictions (TracIn), and how well
+    self-influence finds the flipped labels.
+    """
     from infscope.cli.demo import DemoConfig, digit_art, run_demo
 
     config = DemoConfig(flip_fraction=flip_fraction, epochs=epochs, seed=seed)
