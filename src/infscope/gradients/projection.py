@@ -98,15 +98,15 @@ def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
-def _gaussian(shape: tuple[int, ...], seed: int, scale: float) -> torch.Tensor:
+def _gaussian(shape: tuple[int, ...], seed: int, scale: float = 1.0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn(shape, generator=generator) * scale
+    matrix = torch.randn(shape, generator=generator)
+    return matrix if scale == 1.0 else matrix.mul_(scale)
 
 
-def _rademacher(shape: tuple[int, ...], seed: int, scale: float) -> torch.Tensor:
+def _rademacher(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
-    bits = torch.randint(0, 2, shape, generator=generator, dtype=torch.int8)
-    return (bits.float() * 2 - 1) * scale
+    return torch.randint(0, 2, shape, generator=generator, dtype=torch.float32).mul_(2).sub_(1)
 
 
 class Projector(ABC):
@@ -171,11 +171,11 @@ class DenseProjector(Projector):
         return self.config.dim
 
     def _matrix(self, index: int, chunk: int, columns: int, device: torch.device) -> torch.Tensor:
+        """Unscaled entries (unit variance); ``project`` applies ``1/sqrt(k)`` to the output."""
         key = (index, chunk)
         if self._cache is not None and key in self._cache:
             return self._cache[key]
-        k = self.config.dim
-        matrix = self._sample((columns, k), _seed(self.config.seed, index, chunk), 1 / math.sqrt(k))
+        matrix = self._sample((columns, self.config.dim), _seed(self.config.seed, index, chunk))
         matrix = matrix.to(device)
         if self._cache is not None:
             self._cache[key] = matrix
@@ -188,7 +188,7 @@ class DenseProjector(Projector):
             for chunk, (start, stop) in enumerate(self._row_chunks(module, self.config.dim)):
                 rows = module.gradient_rows(a, g, start, stop).flatten(1)
                 out += rows @ self._matrix(index, chunk, rows.shape[1], rows.device).to(rows.dtype)
-        return out
+        return out.mul_(1 / math.sqrt(self.config.dim))
 
 
 class SparseProjector(Projector):
