@@ -1,12 +1,7 @@
 """Attribution estimators: query x train influence scores and self-influence."""
 
-from infscope.attribution.base import NORMALIZATIONS, Estimator
-from infscope.attribution.gradient_similarity import (
-    ESTIMATORS,
-    CheckpointSum,
-    GradientSimilarity,
-    TracIn,
-)
+from infscope.attribution.base import NORMALIZATIONS, CheckpointSum, Estimator
+from infscope.attribution.gradient_similarity import ESTIMATORS, GradientSimilarity, TracIn
 from infscope.attribution.scores import Scores, SelfInfluence, load_scores
 
 __all__ = [

@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from infscope.attribution.scores import Scores, SelfInfluence
 from infscope.errors import InputError, StoreError, StoreMismatchError
@@ -99,3 +100,95 @@ class Estimator(ABC):
     def describe(self) -> dict:
         """Settings recorded with the scores."""
         return {"method": self.name, "block_size": self.block_size}
+
+
+def _normalise(block: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(block, axis=1, keepdims=True)
+    return np.divide(block, norms, out=np.zeros_like(block), where=norms > 0)
+
+
+class CheckpointSum(Estimator):
+    """``sum_c w_c <P_c phi_c(q), phi_c(z)> s_c(z)`` over chosen checkpoints, computed in blocks.
+
+    Subclasses choose the checkpoint weights ``w_c`` and may precondition queries (``P_c``, e.g.
+    an inverse curvature) and rescale training examples (``s_c``, e.g. RelatIF or TRAK's
+    re-weighting); by default both are the identity, which gives dot products.
+    """
+
+    normalizations: tuple[str, ...] = NORMALIZATIONS
+
+    def __init__(self, normalize: str = "none", block_size: int = 4096) -> None:
+        super().__init__(block_size)
+        if normalize not in self.normalizations:
+            raise InputError(f"normalize must be one of {self.normalizations}, got {normalize!r}")
+        self.normalize = normalize
+
+    @abstractmethod
+    def checkpoint_weights(self, train: FeatureStore) -> list[tuple[str, float]]:
+        """``(checkpoint id, weight)`` pairs the score sums over."""
+
+    def _fit(self, train: FeatureStore) -> None:
+        self.checkpoint_weights(
+            train
+        )  # fail at fit, not mid-scoring, on a missing checkpoint or rate
+
+    def _prepare(self, block: np.ndarray) -> np.ndarray:
+        """Normalisation of raw features (both sides)."""
+        return _normalise(block) if self.normalize == "unit" else block
+
+    def _precondition(self, checkpoint: str, block: np.ndarray) -> np.ndarray:
+        """``P_c`` applied to prepared query rows ``[m, dim]`` (identity by default)."""
+        return block
+
+    def _train_scale(self, checkpoint: str, start: int, block: np.ndarray) -> np.ndarray | None:
+        """Per-training-row multipliers ``s_c(z)`` for prepared rows (``None`` = 1)."""
+        return None
+
+    def check_query(self, query: FeatureStore) -> None:
+        super().check_query(query)
+        known = {c.id for c in query.checkpoints}
+        missing = [c for c, _ in self.checkpoint_weights(self.train) if c not in known]
+        if missing:
+            raise StoreMismatchError(
+                f"query store {query.root} has no features for checkpoint(s) {missing}; "
+                f"it has {sorted(known)}"
+            )
+
+    def _score_into(self, query: FeatureStore, values: np.ndarray) -> None:
+        weights = self.checkpoint_weights(self.train)
+        n_blocks = -(-self.train.n_examples // self.block_size) * len(weights)
+        with tqdm(total=n_blocks, desc=f"scoring[{self.name}]", unit="block", disable=None) as bar:
+            for checkpoint, weight in weights:
+                queries = [
+                    (start, self._precondition(checkpoint, self._prepare(block)))
+                    for start, block in query.iter_blocks(checkpoint, self.block_size)
+                ]
+                for t_start, t_block in self.train.iter_blocks(checkpoint, self.block_size):
+                    t_block = self._prepare(t_block)
+                    t_stop = t_start + len(t_block)
+                    scale = self._train_scale(checkpoint, t_start, t_block)
+                    for q_start, q_block in queries:
+                        product = q_block @ t_block.T
+                        if scale is not None:
+                            product = product * scale
+                        values[q_start : q_start + len(q_block), t_start:t_stop] += weight * product
+                    bar.update()
+
+    def _self_influence(self, train: FeatureStore) -> np.ndarray:
+        values = np.zeros(train.n_examples, dtype=np.float64)
+        for checkpoint, weight in self.checkpoint_weights(train):
+            for start, block in train.iter_blocks(checkpoint, self.block_size):
+                block = self._prepare(block)
+                own = np.einsum("ij,ij->i", self._precondition(checkpoint, block), block)
+                scale = self._train_scale(checkpoint, start, block)
+                values[start : start + len(block)] += weight * (
+                    own if scale is None else own * scale
+                )
+        return values
+
+    def describe(self) -> dict:
+        return {
+            **super().describe(),
+            "normalize": self.normalize,
+            "checkpoints": dict(self.checkpoint_weights(self._require_fit())),
+        }

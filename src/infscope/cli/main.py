@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from infscope.cli.evaluate import app as evaluate_app
 from infscope.errors import InfscopeError, InputError
 
 app = typer.Typer(
@@ -316,6 +317,8 @@ def demo(
             f"  inspecting the top {fraction:.0%} finds {found:.0%} of flipped labels (random: {fraction:.0%})"
         )
 
+
+app.add_typer(evaluate_app, name="evaluate")
 
 if __name__ == "__main__":
     app()

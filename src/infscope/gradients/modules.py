@@ -236,6 +236,8 @@ def _module_class(module: nn.Module) -> type[TrackedModule] | None:
     return None
 
 
+#: Name given to a model that is itself a single supported layer.
+ROOT_NAME = "model"
 SUPPORTED_TYPES = ("Linear", "Conv1D", "Conv2d", "Embedding", "LayerNorm")
 #: Types tracked when the user names none: the matrix-multiply layers that hold most parameters.
 DEFAULT_TYPES = ("Linear", "Conv1D", "Conv2d")
@@ -282,9 +284,9 @@ def select_modules(
     if unknown:
         raise InputError(f"unknown module types {unknown}; supported: {list(SUPPORTED_TYPES)}")
     candidates = {
-        name: module
+        name or ROOT_NAME: module  # a model that is itself one layer (e.g. nn.Linear)
         for name, module in model.named_modules()
-        if name and (cls := _module_class(module)) is not None and cls.type_name in type_names
+        if (cls := _module_class(module)) is not None and cls.type_name in type_names
     }
     explicit = include is not None
     chosen: list[str] = []
@@ -310,7 +312,7 @@ def select_modules(
             if explicit:
                 raise InputError(f"module {name!r} has a frozen weight (requires_grad=False)")
             continue
-        sharers = [o for o in owners[id(module.weight)] if o != name]
+        sharers = [o or ROOT_NAME for o in owners[id(module.weight)] if (o or ROOT_NAME) != name]
         if sharers:
             if explicit:
                 raise InputError(

@@ -1,0 +1,312 @@
+"""``infscope evaluate``: check scores against ground truth (mislabels, LDS, leave-one-out).
+
+Sign convention: a positive score means the training example lowers the query's measurement, so
+LDS predicts ``-sum_{z in S} score(q, z)`` for a model trained on subset ``S``, and leave-one-out
+deltas ``m(without z) - m(all)`` should correlate positively with the scores.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+from pathlib import Path
+from types import ModuleType
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from infscope.errors import InfscopeError, InputError
+
+app = typer.Typer(
+    help=(
+        "Evaluate scores against ground truth: mislabel detection by self-influence, the linear "
+        "datamodeling score (LDS) and leave-one-out correlation (both retrain with your function)."
+    ),
+    no_args_is_help=True,
+)
+
+TRUE = {"1", "true", "yes", "y", "t"}
+FALSE = {"0", "false", "no", "n", "f", ""}
+
+
+def _main() -> ModuleType:
+    # imported when called: main imports this module to register the sub-app
+    from infscope.cli import main
+
+    return main
+
+
+def _fail(err: Exception) -> None:
+    _main()._fail(err)
+
+
+def _print(*args: Any) -> None:
+    _main().console.print(*args)
+
+
+def _finite(value: Any) -> Any:
+    """NaN/inf -> None, so the report is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    from infscope.attribution.scores import _write_atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(_finite(payload), indent=2, allow_nan=False).encode()
+    _write_atomic(path, lambda h: h.write(text))
+    _print(f"[green]{escape(str(path))}[/]: report written")
+
+
+def _flag(value: Any, example_id: str, field: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in TRUE | FALSE:
+        return value.strip().lower() in TRUE
+    raise InputError(f"example {example_id!r}: {field}={value!r} is not a boolean")
+
+
+def _flags_from_data(path: Path, field: str, train_ids: list[str]) -> list[bool]:
+    from infscope.data import ExampleSet
+
+    data = ExampleSet.from_file(path)
+    records = dict(zip(data.ids, data.examples))
+    missing = [i for i in train_ids if i not in records]
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise InputError(f"{len(missing)} training ids of the scores are not in {path}: {shown}")
+    flags = []
+    for i in train_ids:
+        record = records[i]
+        if not isinstance(record, dict) or field not in record:
+            raise InputError(f"example {i!r} in {path} has no field {field!r}")
+        flags.append(_flag(record[field], i, field))
+    return flags
+
+
+def _flags_from_ids(path: Path, train_ids: list[str]) -> list[bool]:
+    try:
+        listed = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    except OSError as err:
+        raise InputError(f"cannot read {path}: {err}") from None
+    known = set(train_ids)
+    unknown = [i for i in listed if i not in known]
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise InputError(
+            f"{len(unknown)} ids in {path} are not training ids of the scores: {shown}"
+        )
+    chosen = set(listed)
+    return [i in chosen for i in train_ids]
+
+
+def load_function(spec: str) -> Any:
+    """``package.module:function`` -> the function (importable from ``sys.path``)."""
+    module_name, _, name = spec.partition(":")
+    if not module_name or not name:
+        raise InputError(f"--train-fn must be 'module:function', got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise InputError(f"cannot import module {module_name!r}: {err}") from None
+    function = getattr(module, name, None)
+    if not callable(function):
+        raise InputError(f"module {module_name!r} has no function {name!r}")
+    return function
+
+
+def _matrix(path: Path):
+    from infscope.attribution import Scores, load_scores
+
+    result = load_scores(path)
+    if not isinstance(result, Scores):
+        raise InputError(
+            f"{path} holds self-influence; LDS and leave-one-out need query x train scores "
+            f"(`infscope score --query ...`)"
+        )
+    return result
+
+
+def _parse_indices(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise InputError(f"--indices must be comma-separated integers, got {text!r}") from None
+
+
+@app.command()
+def mislabel(
+    scores: Annotated[
+        Path, typer.Argument(help="Self-influence written by `infscope score` without --query.")
+    ],
+    data: Annotated[
+        Path | None, typer.Option(help="Training data file holding a mislabeled flag per id.")
+    ] = None,
+    field: Annotated[str, typer.Option(help="Boolean field of --data marking mislabels.")] = (
+        "is_mislabeled"
+    ),
+    mislabeled_ids: Annotated[
+        Path | None, typer.Option(help="Alternative to --data: one mislabeled id per line.")
+    ] = None,
+    fraction: Annotated[
+        list[float] | None, typer.Option(help="Inspection budgets (repeatable).")
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the report as JSON here.")
+    ] = None,
+) -> None:
+    """How well self-influence ranks known mislabeled examples first (AUC, AP, found at top f)."""
+    from infscope.attribution import SelfInfluence, load_scores
+    from infscope.evaluation import mislabel_detection
+
+    try:
+        if (data is None) == (mislabeled_ids is None):
+            raise InputError("give exactly one of --data or --mislabeled-ids")
+        result = load_scores(scores)
+        if not isinstance(result, SelfInfluence):
+            raise InputError(
+                f"{scores} holds a query x train matrix; mislabel detection needs self-influence "
+                f"(`infscope score` without --query)"
+            )
+        if data is not None:
+            flags = _flags_from_data(data, field, result.train_ids)
+        else:
+            flags = _flags_from_ids(mislabeled_ids, result.train_ids)  # type: ignore[arg-type]
+        report = mislabel_detection(result, flags, tuple(fraction or (0.05, 0.1, 0.2)))
+    except InfscopeError as err:
+        _fail(err)
+    table = Table(title=f"mislabel detection by self-influence ({escape(result.method)})")
+    for column in ("metric", "value", "random"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    prevalence = report.n_mislabeled / report.n
+    table.add_row("ROC AUC", f"{report.auc:.3f}", "0.500")
+    table.add_row("average precision", f"{report.average_precision:.3f}", f"{prevalence:.3f}")
+    for f, found in report.found_at.items():
+        table.add_row(f"found in top {f:.0%}", f"{found:.1%}", f"{f:.1%}")
+    _print(table)
+    _print(f"{report.n_mislabeled} mislabeled of {report.n} training examples")
+    if json_path is not None:
+        _write_json(json_path, {"method": result.method, **report.to_dict()})
+
+
+TRAIN_FN_HELP = (
+    "module:function with train_fn(train_indices, seed) -> one measurement per query (the "
+    "queries of SCORES, in order); indices are positions in the scores' training ids."
+)
+
+
+@app.command()
+def lds(
+    scores: Annotated[Path, typer.Argument(help="Query x train scores (`infscope score`).")],
+    train_fn: Annotated[str, typer.Option(help=TRAIN_FN_HELP)],
+    alpha: Annotated[float, typer.Option(help="Fraction of training data in each subset.")] = 0.5,
+    num_subsets: Annotated[int, typer.Option(help="Subsets to retrain on.")] = 50,
+    cache: Annotated[
+        Path | None, typer.Option(help="Directory caching each retraining (resumable).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of subsets, training seeds, bootstrap.")] = 0,
+    n_bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the CI.")] = 1000,
+    confidence: Annotated[float, typer.Option(help="Confidence level of the CI.")] = 0.95,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the result as JSON here.")
+    ] = None,
+) -> None:
+    """Linear datamodeling score (LDS) of SCORES, retraining on random subsets.
+
+    Per query, the Spearman correlation across subsets between -sum(scores over the subset) and
+    the measurement TRAIN_FN returns; the mean over queries with a bootstrap CI.
+    """
+    from infscope.evaluation import LDSConfig, lds_ground_truth, linear_datamodeling_score
+
+    try:
+        matrix = _matrix(scores)
+        function = load_function(train_fn)
+        config = LDSConfig(num_subsets=num_subsets, alpha=alpha, seed=seed)
+        outcomes = lds_ground_truth(function, len(matrix.train_ids), config, cache)
+        result = linear_datamodeling_score(matrix, outcomes, n_bootstrap, confidence, seed)
+    except InfscopeError as err:
+        _fail(err)
+    half = (result.ci_high - result.ci_low) / 2
+    _print(
+        f"LDS {result.mean:.3f} ± {half:.3f} ({confidence:.0%} CI [{result.ci_low:.3f}, "
+        f"{result.ci_high:.3f}]) over {result.per_query.size - result.n_dropped} queries, "
+        f"{result.n_subsets} subsets of {alpha:.0%} ({escape(matrix.method)})"
+    )
+    if result.n_dropped:
+        _print(f"{result.n_dropped} queries dropped: their measurements did not vary")
+    if json_path is not None:
+        payload = {"method": matrix.method, "alpha": alpha, "seed": seed, **result.to_dict()}
+        payload["query_ids"] = matrix.query_ids
+        _write_json(json_path, payload)
+
+
+@app.command()
+def loo(
+    scores: Annotated[Path, typer.Argument(help="Query x train scores (`infscope score`).")],
+    train_fn: Annotated[str, typer.Option(help=TRAIN_FN_HELP)],
+    indices: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated training positions to remove (default: all)."),
+    ] = None,
+    cache: Annotated[
+        Path | None, typer.Option(help="Directory caching each retraining (resumable).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Training seed, the same for every retrain.")] = 0,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the result as JSON here.")
+    ] = None,
+) -> None:
+    """Leave-one-out correlation of SCORES, retraining without each chosen example.
+
+    Correlates the change in each query's measurement (without minus with) with the scores;
+    positive means the scores agree.
+    """
+    from infscope.evaluation import leave_one_out, loo_correlation
+
+    try:
+        matrix = _matrix(scores)
+        function = load_function(train_fn)
+        result = leave_one_out(
+            function, len(matrix.train_ids), _parse_indices(indices), cache, seed
+        )
+        correlation = loo_correlation(matrix, result)
+    except InfscopeError as err:
+        _fail(err)
+    table = Table(title=f"leave-one-out agreement ({escape(matrix.method)})")
+    for column in ("correlation", "all pairs", "per-query mean"):
+        table.add_column(column, justify="left" if column == "correlation" else "right")
+    for name in ("pearson", "spearman"):
+        table.add_row(
+            name.capitalize(),
+            f"{correlation[name]:+.3f}",
+            f"{correlation[f'{name}_per_query_mean']:+.3f}",
+        )
+    _print(table)
+    _print(
+        f"{len(result.indices)} examples removed x {result.deltas.shape[0]} queries "
+        f"= {correlation['n_pairs']} pairs"
+    )
+    if json_path is not None:
+        payload = {
+            "method": matrix.method,
+            "seed": seed,
+            **correlation,
+            "indices": result.indices.tolist(),
+            "train_ids": [matrix.train_ids[i] for i in result.indices],
+            "query_ids": matrix.query_ids,
+            "deltas": result.deltas.tolist(),
+        }
+        _write_json(json_path, payload)

@@ -1,0 +1,94 @@
+"""Mislabel detection: does self-influence rank the known-mislabeled examples first?
+
+Higher self-influence = more suspicious (mislabeled examples are hard to fit, so their own
+gradients are large and they strongly lower their own loss). Reports ROC AUC and average precision
+(scikit-learn) and, for each inspection budget ``f``, the fraction of all mislabeled examples found
+among the ``round(f * n)`` highest-ranked examples (recall at that budget; random ranking gives
+``f`` on average).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from infscope.attribution.scores import SelfInfluence
+from infscope.errors import InputError
+
+
+@dataclass(frozen=True)
+class MislabelReport:
+    """``auc``: chance a random mislabeled example outranks a random clean one (0.5 = random).
+    ``average_precision``: random = ``n_mislabeled / n``. ``found_at[f]``: recall in the top f."""
+
+    auc: float
+    average_precision: float
+    found_at: dict[float, float]
+    n_mislabeled: int
+    n: int
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "auc": self.auc,
+            "average_precision": self.average_precision,
+            "found_at": {str(f): v for f, v in self.found_at.items()},
+            "n_mislabeled": self.n_mislabeled,
+            "n": self.n,
+        }
+
+
+def _as_flags(is_mislabeled: np.ndarray | Sequence[bool]) -> np.ndarray:
+    flags = np.asarray(is_mislabeled)
+    if flags.ndim != 1:
+        raise InputError(f"is_mislabeled must be 1-D, got shape {flags.shape}")
+    if flags.dtype != bool:
+        if flags.size and not (
+            np.issubdtype(flags.dtype, np.number) and np.isin(flags, (0, 1)).all()
+        ):
+            raise InputError(f"is_mislabeled must be booleans (or 0/1), got dtype {flags.dtype}")
+        flags = flags.astype(bool)
+    return flags
+
+
+def mislabel_detection(
+    self_influence: np.ndarray | SelfInfluence,
+    is_mislabeled: np.ndarray | Sequence[bool],
+    fractions: Sequence[float] = (0.05, 0.1, 0.2),
+) -> MislabelReport:
+    """Score a self-influence ranking against known mislabeled examples (same order)."""
+    raw = self_influence.values if isinstance(self_influence, SelfInfluence) else self_influence
+    values = np.asarray(raw, dtype=np.float64)
+    if values.ndim != 1:
+        raise InputError(f"self-influence must be 1-D (one value per example), got {values.shape}")
+    flags = _as_flags(is_mislabeled)
+    if values.shape[0] != flags.shape[0]:
+        raise InputError(
+            f"{values.shape[0]} self-influence values but {flags.shape[0]} is_mislabeled flags"
+        )
+    if not np.isfinite(values).all():
+        raise InputError(
+            f"self-influence holds {int((~np.isfinite(values)).sum())} non-finite values"
+        )
+    n_bad = int(flags.sum())
+    if n_bad == 0:
+        raise InputError("no example is marked mislabeled: AUC and precision are undefined")
+    if n_bad == flags.size:
+        raise InputError("every example is marked mislabeled: AUC and precision are undefined")
+    for f in fractions:
+        if not 0.0 < f <= 1.0:
+            raise InputError(f"fractions must be in (0, 1], got {f}")
+    ranking = np.argsort(-values, kind="stable")
+    found_at = {
+        float(f): float(flags[ranking[: int(round(f * values.size))]].sum() / n_bad)
+        for f in fractions
+    }
+    return MislabelReport(
+        auc=float(roc_auc_score(flags, values)),
+        average_precision=float(average_precision_score(flags, values)),
+        found_at=found_at,
+        n_mislabeled=n_bad,
+        n=int(values.size),
+    )
