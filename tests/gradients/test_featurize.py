@@ -39,8 +39,8 @@ def store_files(root: Path) -> dict[str, bytes]:
 def assert_same_store(a: Path, b: Path) -> None:
     files_a, files_b = store_files(a), store_files(b)
     assert sorted(files_a) == sorted(files_b)
-    # store.json, ids.json, N_SHARDS shards and their checksums
-    assert len(files_a) == 2 + 2 * N_SHARDS
+    # store.json, ids.json, N_SHARDS shards with their checksums and per-example losses
+    assert len(files_a) == 2 + 3 * N_SHARDS
     for name in files_a:
         assert files_a[name] == files_b[name], f"{name} differs"
 
@@ -302,3 +302,12 @@ def test_store_records_the_task_and_refuses_another(tmp_path):
     )
     with pytest.raises(StoreMismatchError, match="task"):
         featurize(margin, data, tmp_path / "s", gradient="loss", progress=False)
+
+
+def test_store_records_per_example_losses(tmp_path):
+    store = rw.run(tmp_path / "store")
+    extractor, examples = rw.build_extractor(), rw.build_examples()
+    x = torch.stack([e[0] for e in examples])
+    y = torch.stack([e[1] for e in examples])
+    expected = extractor.task.train_loss(extractor.model, (x, y)).detach().double().numpy()
+    np.testing.assert_allclose(store.losses(rw.CHECKPOINT), expected, rtol=1e-6)

@@ -3,8 +3,8 @@
 Higher self-influence = more suspicious (mislabeled examples are hard to fit, so their own
 gradients are large and they strongly lower their own loss). Reports ROC AUC and average precision
 (scikit-learn) and, for each inspection budget ``f``, the fraction of all mislabeled examples found
-among the ``round(f * n)`` highest-ranked examples (recall at that budget; random ranking gives
-``f`` on average).
+among the ``round(f * n)`` highest-ranked examples, at least one (recall at that budget; a random
+ranking finds ``f`` on average). Ties keep the input order.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def mislabel_detection(
             raise InputError(f"fractions must be in (0, 1], got {f}")
     ranking = np.argsort(-values, kind="stable")
     found_at = {
-        float(f): float(flags[ranking[: int(round(f * values.size))]].sum() / n_bad)
+        float(f): float(flags[ranking[: max(1, int(round(f * values.size)))]].sum() / n_bad)
         for f in fractions
     }
     return MislabelReport(

@@ -148,9 +148,14 @@ class GradientExtractor:
         ``gradient="loss"`` differentiates the training loss (training examples);
         ``"measurement"`` the task's measurement (queries).
         """
-        factors, _ = self.factors(batch, gradient)
+        return self.extract(batch, gradient)[0]
+
+    def extract(self, batch: Batch, gradient: str = "loss") -> tuple[torch.Tensor, torch.Tensor]:
+        """Features ``[B, feature_dim]`` and the per-example values ``[B]`` of the differentiated
+        function (the loss, or the measurement)."""
+        factors, losses = self.factors(batch, gradient)
         with torch.no_grad():
-            return self.projector.project(factors)
+            return self.projector.project(factors), losses
 
     def describe(self) -> dict[str, Any]:
         """Everything that determines the features, for store metadata."""

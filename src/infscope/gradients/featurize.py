@@ -85,12 +85,12 @@ def featurize(
     total = sum(stop - start for start, stop in todo)
     with tqdm(total=total, desc=f"features[{checkpoint}]", unit="ex", disable=not progress) as bar:
         for start, stop in todo:
-            blocks = []
+            blocks, losses = [], []
             for first in range(start, stop, batch_size):
                 last = min(first + batch_size, stop)
                 try:
                     batch = extractor.task.collate([data[i] for i in range(first, last)])
-                    features = extractor.features(batch, gradient)
+                    features, values = extractor.extract(batch, gradient)
                 except NonFiniteError as err:
                     ids = [data.ids[first + p] for p in err.positions]
                     positions = [first + p for p in err.positions]
@@ -102,6 +102,7 @@ def featurize(
                         f"{err} (in the batch of examples {first}..{last - 1}: ids {ids}{more})"
                     ) from None
                 blocks.append(features.detach().float().cpu().numpy())
+                losses.append(values.double().cpu().numpy())
                 bar.update(last - first)
-            store.write_shard(checkpoint, start, np.concatenate(blocks))
+            store.write_shard(checkpoint, start, np.concatenate(blocks), np.concatenate(losses))
     return store

@@ -134,7 +134,17 @@ class Projector(ABC):
 
     def describe(self) -> dict[str, Any]:
         """Configuration plus the resolved layout, recorded with the features."""
-        return {**self.config.to_json(), "feature_dim": self.feature_dim}
+        described = {**self.config.to_json(), "feature_dim": self.feature_dim}
+        blocks = self.blocks_layout()
+        if blocks is not None:
+            described["blocks"] = blocks
+        return described
+
+    def blocks_layout(self) -> list[dict[str, Any]] | None:
+        """Per-module slices of the feature vector, in order, when the projection keeps modules
+        apart: ``{"module", "shape": [rows, cols], "kronecker": bool}``; a block is the module's
+        (projected) gradient matrix, row-major. ``None`` when modules are mixed (dense, sjlt)."""
+        return None
 
     def _row_chunks(self, module: TrackedModule, width: int) -> list[tuple[int, int]]:
         rows = max(1, self.config.chunk_elements // max(1, module.n_cols * width))
@@ -147,6 +157,12 @@ class IdentityProjector(Projector):
     @property
     def feature_dim(self) -> int:
         return self.gradient_dim
+
+    def blocks_layout(self) -> list[dict[str, Any]]:
+        return [
+            {"module": m.name, "shape": [m.n_rows, m.n_cols], "kronecker": m.supports_kronecker}
+            for m in self.modules
+        ]
 
     def project(self, factors: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         blocks = [
@@ -279,6 +295,12 @@ class KroneckerProjector(Projector):
     @property
     def feature_dim(self) -> int:
         return sum(k_in * k_out for k_in, k_out in self.blocks)
+
+    def blocks_layout(self) -> list[dict[str, Any]]:
+        return [
+            {"module": m.name, "shape": [k_out, k_in], "kronecker": m.supports_kronecker}
+            for m, (k_in, k_out) in zip(self.modules, self.blocks)
+        ]
 
     def matrices(self, index: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """``(P_in, P_out)`` for module ``index``; for a dense block ``P_out`` is ``[[1]]``."""

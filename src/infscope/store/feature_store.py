@@ -25,12 +25,14 @@ Layout::
     <root>/ids.json
     <root>/checkpoints/<checkpoint_id>/shard-<start:010d>-<stop:010d>.npy   # rows [start, stop)
     <root>/checkpoints/<checkpoint_id>/shard-<start:010d>-<stop:010d>.sha256
+    <root>/checkpoints/<checkpoint_id>/shard-<start:010d>-<stop:010d>.losses  # optional, per-example values
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import math
 import os
@@ -59,6 +61,7 @@ VERSION = 1
 META_FILE = "store.json"
 IDS_FILE = "ids.json"
 CHECKPOINTS_DIR = "checkpoints"
+LOSSES_SUFFIX = ".losses"
 
 DTYPES = ("float16", "float32")
 GRADIENTS = ("loss", "measurement")
@@ -549,7 +552,9 @@ class FeatureStore:
             if i % num_workers == worker and _shard_name(start, stop) not in present
         ]
 
-    def write_shard(self, checkpoint_id: str, start: int, features: Any) -> None:
+    def write_shard(
+        self, checkpoint_id: str, start: int, features: Any, losses: Any | None = None
+    ) -> None:
         """Atomically write rows ``[start, start + len(features))`` for a checkpoint.
 
         ``features``: numpy array or torch tensor of shape exactly ``(stop - start, feature_dim)``
@@ -557,6 +562,10 @@ class FeatureStore:
         shape, any non-finite value, or values that overflow float16; nothing is written then.
         The ``.sha256`` sidecar is renamed into place before the ``.npy``, so an existing shard
         always has its checksum. Re-writing an existing shard replaces it.
+
+        ``losses`` (optional, shape ``(stop - start,)``): the per-example value of the function
+        whose gradients the features are (training loss or query measurement), kept beside the
+        shard as ``<shard>.losses`` (float64 ``.npy`` bytes) and written before it.
         """
         self.checkpoint(checkpoint_id)
         stop = self._shard_stop(start)
@@ -588,6 +597,16 @@ class FeatureStore:
 
         final = self.shard_path(checkpoint_id, start)
         final.parent.mkdir(parents=True, exist_ok=True)
+        if losses is not None:
+            values = np.asarray(_as_numpy(losses), dtype="<f8")
+            if values.shape != (stop - start,) or not np.isfinite(values).all():
+                raise InputError(
+                    f"losses for shard [{start}, {stop}) must be {stop - start} finite values, "
+                    f"got shape {values.shape}"
+                )
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, values, version=(1, 0), allow_pickle=False)
+            _atomic_write(final.with_suffix(LOSSES_SUFFIX), buffer.getvalue())
         tmp = _tmp_path(final)
         try:
             with open(tmp, "wb") as f:
@@ -624,6 +643,28 @@ class FeatureStore:
         }
 
     # ---- reading ---------------------------------------------------------------------------
+
+    def losses(self, checkpoint_id: str | None = None) -> np.ndarray:
+        """Per-example values of the differentiated function (float64 ``[n_examples]``), as
+        recorded by extraction. :class:`StoreError` if the store holds none."""
+        cid = self._resolve_checkpoint(checkpoint_id)
+        self._require_complete(cid)
+        out = np.empty(self.n_examples, dtype=np.float64)
+        for start, stop in self.shard_ranges():
+            path = self.shard_path(cid, start).with_suffix(LOSSES_SUFFIX)
+            try:
+                values = np.load(path, allow_pickle=False)
+            except FileNotFoundError:
+                raise StoreError(
+                    f"{path} is missing: this store has no recorded per-example losses for "
+                    f"checkpoint {cid!r} (re-extract to record them)"
+                ) from None
+            except (ValueError, OSError, EOFError) as exc:
+                raise StoreCorruptError(f"{path}: unreadable losses ({exc})") from None
+            if values.shape != (stop - start,):
+                raise StoreCorruptError(f"{path}: shape {values.shape}, expected {(stop - start,)}")
+            out[start:stop] = values
+        return out
 
     def features(self, checkpoint_id: str | None = None) -> np.ndarray:
         """All rows of a checkpoint as one float32 ``(n_examples, feature_dim)`` array.
