@@ -170,7 +170,7 @@ def test_mismatched_or_incomplete_stores_are_refused(tmp_path):
     featurize(other, query, tmp_path / "other", "c0", gradient="measurement", progress=False)
     with pytest.raises(StoreMismatchError, match="projection"):
         GradientSimilarity().fit(train_store).score(FeatureStore.open(tmp_path / "other"))
-    with pytest.raises(StoreMismatchError, match="loss gradients"):
+    with pytest.raises(StoreMismatchError, match="needs loss gradients"):
         GradientSimilarity().fit(FeatureStore.open(tmp_path / "other"))
     featurize(
         GradientExtractor(model, task, ProjectionConfig(kind="sjlt", dim=16)),

@@ -18,7 +18,7 @@ def test_peak_memory_of_a_stage_that_frees_its_array():
         time.sleep(0.02)
     with meter.stage("allocate"):
         array = np.ones(25_000_000)  # 200 MB, pages touched
-        time.sleep(0.05)
+        time.sleep(0.1)
         del array  # freed before the stage ends: only the sampling thread can see the peak
     report = meter.report()
     assert report["allocate"]["peak_mb"] - report["baseline"]["peak_mb"] > 150
@@ -38,8 +38,8 @@ def test_times_accumulate_and_add_up():
     total = time.perf_counter() - start
     report = meter.report()
     assert report["fit"]["calls"] == 2
-    assert 0.06 <= report["fit"]["seconds"] < 0.06 + 0.2
-    assert 0.05 <= report["score"]["seconds"] < 0.05 + 0.2
+    assert 0.06 <= report["fit"]["seconds"] < 0.06 + 1.0
+    assert 0.05 <= report["score"]["seconds"] < 0.05 + 1.0
     assert report["fit"]["seconds"] + report["score"]["seconds"] <= total
     assert list(report) == ["fit", "score"]
     assert set(report["fit"]) == {"seconds", "peak_mb", "calls"}
@@ -58,3 +58,15 @@ def test_stage_records_even_when_the_block_raises_and_renders_a_table():
         pass
     with pytest.raises(InputError, match="interval"):
         ResourceMeter(interval=0)
+
+
+def test_falls_back_to_getrusage_without_proc(monkeypatch, tmp_path):
+    from infscope.evaluation import accounting
+
+    monkeypatch.setattr(accounting, "_STATUS", tmp_path / "missing")
+    lifetime_peak = accounting._peak_from_rusage()
+    assert accounting.current_rss_mb() == lifetime_peak > 10
+    meter = ResourceMeter()
+    with meter.stage("x"):
+        pass
+    assert meter.report()["x"]["peak_mb"] >= lifetime_peak

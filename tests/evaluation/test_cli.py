@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import sys
 import textwrap
 
 import numpy as np
@@ -46,9 +47,9 @@ def runner(monkeypatch):
 def ridge_module(tmp_path, monkeypatch):
     (tmp_path / f"{MODULE}.py").write_text(SOURCE)
     monkeypatch.syspath_prepend(str(tmp_path))
-    module = importlib.import_module(MODULE)
-    yield module
-    monkeypatch.delitem(__import__("sys").modules, MODULE)
+    sys.modules.pop(MODULE, None)  # a fresh module (and CALLS) for every test
+    yield importlib.import_module(MODULE)
+    sys.modules.pop(MODULE, None)
 
 
 def invoke(runner, *args):

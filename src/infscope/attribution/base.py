@@ -26,6 +26,9 @@ class Estimator(ABC):
     """
 
     name = "estimator"
+    #: which gradients the training store must hold: "loss" (most estimators) or "measurement"
+    #: (TRAK differentiates the same output function for training examples and queries)
+    train_gradient = "loss"
 
     def __init__(self, block_size: int = 4096) -> None:
         if block_size < 1:
@@ -35,10 +38,11 @@ class Estimator(ABC):
 
     def fit(self, train: FeatureStore) -> Estimator:
         """Remember (and validate) the training features."""
-        if train.spec.gradient != "loss":
+        if train.spec.gradient != self.train_gradient:
             raise StoreMismatchError(
-                f"{train.root} holds {train.spec.gradient!r} gradients; training features must be "
-                f"loss gradients (extract them with gradient='loss')"
+                f"{train.root} holds {train.spec.gradient!r} gradients; {self.name} needs "
+                f"{self.train_gradient} gradients of the training examples (extract them with "
+                f"gradient='{self.train_gradient}')"
             )
         if not train.is_complete():
             raise StoreError(

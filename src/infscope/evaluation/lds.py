@@ -148,7 +148,7 @@ def linear_datamodeling_score(
     per_query = rowwise_spearman(predicted, actual)
     per_query[_constant_rows(predicted)] = 0.0
     dropped = _constant_rows(actual)
-    pass
+    per_query[dropped] = np.nan
     valid = per_query[~dropped]
     if valid.size == 0:
         raise InputError(

@@ -79,3 +79,19 @@ def margin_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     correct = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
     others = logits.scatter(-1, labels.unsqueeze(-1), float("-inf"))
     return torch.logsumexp(others, dim=-1) - correct
+
+
+#: Measurements of classifiers (all loss-like): cross-entropy, negative margin, negative logit.
+CLASSIFICATION_MEASUREMENTS = ("loss", "margin", "logit")
+
+
+def classification_measurement(
+    name: str, logits: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """A classifier's per-example measurement: ``"loss"`` (cross-entropy), ``"margin"`` (see
+    :func:`margin_loss`) or ``"logit"`` (``-logit[label]``, what representer points explain)."""
+    if name == "margin":
+        return margin_loss(logits, labels)
+    if name == "logit":
+        return -logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    return torch.nn.functional.cross_entropy(logits, labels, reduction="none")

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from infscope.errors import InputError
-from infscope.tasks.base import Batch, Task, margin_loss
+from infscope.tasks.base import CLASSIFICATION_MEASUREMENTS, Batch, Task, classification_measurement
 
 
 def _inputs_and_targets(batch: Batch) -> tuple[Any, torch.Tensor]:
@@ -31,10 +31,11 @@ def _inputs_and_targets(batch: Batch) -> tuple[Any, torch.Tensor]:
 class ClassificationTask(Task):
     """Cross-entropy classification: ``model(inputs)`` returns logits ``[batch, classes]``.
 
-    Measurements: ``"loss"`` (cross-entropy) or ``"margin"`` (negative correct-class margin).
+    Measurements: ``"loss"`` (cross-entropy), ``"margin"`` (negative correct-class margin) or
+    ``"logit"`` (negative label logit).
     """
 
-    measurements = ("loss", "margin")
+    measurements = CLASSIFICATION_MEASUREMENTS
 
     def _logits_and_labels(
         self, model: nn.Module, batch: Batch
@@ -59,9 +60,9 @@ class ClassificationTask(Task):
         return F.cross_entropy(logits, labels, reduction="none")
 
     def measurement(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        if self.measurement_name == "margin":
-            return margin_loss(*self._logits_and_labels(model, batch))
-        return self.train_loss(model, batch)
+        return classification_measurement(
+            self.measurement_name, *self._logits_and_labels(model, batch)
+        )
 
 
 class RegressionTask(Task):

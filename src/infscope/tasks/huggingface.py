@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from infscope.errors import InputError
-from infscope.tasks.base import Batch, Task, margin_loss
+from infscope.tasks.base import CLASSIFICATION_MEASUREMENTS, Batch, Task, classification_measurement
 
 MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 
@@ -41,10 +41,10 @@ class HFSequenceClassificationTask(Task):
     """``AutoModelForSequenceClassification``-style models on text (or text-pair) examples.
 
     Examples are dicts with the ``text_fields`` (one field, or two for sentence pairs such as NLI)
-    and an integer ``label_field``. Measurements: ``"loss"`` or ``"margin"``.
+    and an integer ``label_field``. Measurements: ``"loss"``, ``"margin"`` or ``"logit"``.
     """
 
-    measurements = ("loss", "margin")
+    measurements = CLASSIFICATION_MEASUREMENTS
 
     def __init__(
         self,
@@ -89,9 +89,9 @@ class HFSequenceClassificationTask(Task):
         return F.cross_entropy(self._logits(model, batch), batch["labels"], reduction="none")
 
     def measurement(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        if self.measurement_name == "margin":
-            return margin_loss(self._logits(model, batch), batch["labels"])
-        return self.train_loss(model, batch)
+        return classification_measurement(
+            self.measurement_name, self._logits(model, batch), batch["labels"]
+        )
 
     def describe(self) -> dict[str, Any]:
         return {
