@@ -22,7 +22,9 @@ def _data(n=80, n_query=10, seed=0):
     x = torch.randn(n + n_query, 6, generator=g)
     y = (x[:, 0] + 0.5 * x[:, 1] > 0).long() + (x[:, 2] > 1).long()
     pairs = [(x[i], y[i]) for i in range(len(y))]
-    return ExampleSet(pairs[:n], tuple(map(str, range(n)))), ExampleSet(pairs[n:], tuple(f"q{i}" for i in range(n_query)))
+    return ExampleSet(pairs[:n], tuple(map(str, range(n)))), ExampleSet(
+        pairs[n:], tuple(f"q{i}" for i in range(n_query))
+    )
 
 
 def _ensemble(tmp_path, config, n_models=2, name=""):
@@ -40,9 +42,25 @@ def _ensemble(tmp_path, config, n_models=2, name=""):
             nn.functional.cross_entropy(model(x), y).backward()
             optimizer.step()
         extractor = GradientExtractor(model, task, config)
-        featurize(extractor, train, tmp_path / f"train{name}", f"model-{seed}", gradient="measurement", progress=False)
-        featurize(extractor, query, tmp_path / f"query{name}", f"model-{seed}", gradient="measurement", progress=False)
-    return FeatureStore.open(tmp_path / f"train{name}"), FeatureStore.open(tmp_path / f"query{name}")
+        featurize(
+            extractor,
+            train,
+            tmp_path / f"train{name}",
+            f"model-{seed}",
+            gradient="measurement",
+            progress=False,
+        )
+        featurize(
+            extractor,
+            query,
+            tmp_path / f"query{name}",
+            f"model-{seed}",
+            gradient="measurement",
+            progress=False,
+        )
+    return FeatureStore.open(tmp_path / f"train{name}"), FeatureStore.open(
+        tmp_path / f"query{name}"
+    )
 
 
 def test_trak_formula_with_ensemble_and_reweighting(tmp_path):
@@ -53,10 +71,16 @@ def test_trak_formula_with_ensemble_and_reweighting(tmp_path):
     assert estimator.describe()["reweight"] is True
     kernel_part, q_weights = 0.0, 0.0
     for checkpoint in ("model-0", "model-1"):
-        phi, psi = train.features(checkpoint).astype(np.float64), query.features(checkpoint).astype(np.float64)
+        phi, psi = (
+            train.features(checkpoint).astype(np.float64),
+            query.features(checkpoint).astype(np.float64),
+        )
         gram = phi.T @ phi
         lam = damping * np.trace(gram / len(phi)) / gram.shape[0]
-        kernel_part = kernel_part + psi @ np.linalg.solve(gram + len(phi) * lam * np.eye(len(gram)), phi.T) / 2
+        kernel_part = (
+            kernel_part
+            + psi @ np.linalg.solve(gram + len(phi) * lam * np.eye(len(gram)), phi.T) / 2
+        )
         margin = -train.losses(checkpoint)  # stored measurement is the negative margin
         q_weights = q_weights + (1 - 1 / (1 + np.exp(-margin))) / 2
     np.testing.assert_allclose(scores, kernel_part * q_weights, rtol=1e-4, atol=1e-8)
@@ -80,9 +104,20 @@ def test_trak_needs_margin_gradients(tmp_path):
     train, _ = _data()
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 3))
-    featurize(GradientExtractor(model, ClassificationTask(), ProjectionConfig(kind="identity", dim=None)), train, tmp_path / "loss", progress=False)
+    featurize(
+        GradientExtractor(model, ClassificationTask(), ProjectionConfig(kind="identity", dim=None)),
+        train,
+        tmp_path / "loss",
+        progress=False,
+    )
     with pytest.raises(StoreMismatchError, match="measurement"):
         TRAK().fit(FeatureStore.open(tmp_path / "loss"))
-    featurize(GradientExtractor(model, ClassificationTask(), ProjectionConfig(kind="identity", dim=None)), train, tmp_path / "m", gradient="measurement", progress=False)
+    featurize(
+        GradientExtractor(model, ClassificationTask(), ProjectionConfig(kind="identity", dim=None)),
+        train,
+        tmp_path / "m",
+        gradient="measurement",
+        progress=False,
+    )
     with pytest.raises(StoreMismatchError, match="margin"):
         TRAK().fit(FeatureStore.open(tmp_path / "m"))
