@@ -35,6 +35,8 @@ class Estimator(ABC):
             raise InputError(f"block_size must be positive, got {block_size}")
         self.block_size = block_size
         self.train: FeatureStore | None = None
+        #: extra facts recorded with every score (e.g. how the damping was chosen)
+        self.notes: dict = {}
 
     def fit(self, train: FeatureStore) -> Estimator:
         """Remember (and validate) the training features."""
@@ -103,7 +105,7 @@ class Estimator(ABC):
 
     def describe(self) -> dict:
         """Settings recorded with the scores."""
-        return {"method": self.name, "block_size": self.block_size}
+        return {"method": self.name, "block_size": self.block_size, **self.notes}
 
 
 def _normalise(block: np.ndarray) -> np.ndarray:
