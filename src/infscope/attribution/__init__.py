@@ -1,11 +1,20 @@
 """Attribution estimators: query x train influence scores and self-influence."""
 
 from infscope.attribution.base import NORMALIZATIONS, CheckpointSum, Estimator
-from infscope.attribution.gradient_similarity import ESTIMATORS, GradientSimilarity, TracIn
+from infscope.attribution.datainf import DataInf
+from infscope.attribution.gradient_similarity import GradientSimilarity, TracIn
+from infscope.attribution.influence import TRAK, InfluenceFunction
+from infscope.attribution.registry import METHODS, build_estimator
+from infscope.attribution.representer import RepresenterPoints
 from infscope.attribution.scores import Scores, SelfInfluence, load_scores
 
 __all__ = [
-    "ESTIMATORS",
+    "METHODS",
+    "DataInf",
+    "InfluenceFunction",
+    "RepresenterPoints",
+    "TRAK",
+    "build_estimator",
     "NORMALIZATIONS",
     "CheckpointSum",
     "Estimator",

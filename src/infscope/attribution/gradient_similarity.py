@@ -76,10 +76,3 @@ class TracIn(CheckpointSum):
                 )
             weights.append((checkpoint_id, float(rate)))
         return weights
-
-
-ESTIMATORS = {
-    "dot": lambda **kw: GradientSimilarity(normalize="none", **kw),
-    "cosine": lambda **kw: GradientSimilarity(normalize="unit", **kw),
-    "tracin": TracIn,
-}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from infscope.cli.evaluate import app as evaluate_app
-from infscope.errors import InfscopeError, InputError
+from infscope.errors import InfscopeError
 
 app = typer.Typer(
     help=(
@@ -27,12 +26,6 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
-
-
-class Method(str, Enum):
-    dot = "dot"
-    cosine = "cosine"
-    tracin = "tracin"
 
 
 def _fail(err: Exception) -> None:
@@ -153,35 +146,59 @@ def features(
 
 @app.command()
 def score(
-    train: Annotated[Path, typer.Option(help="Training feature store (loss gradients).")],
+    train: Annotated[Path, typer.Option(help="Training feature store.")],
     out: Annotated[Path, typer.Option(help="Directory for the scores (values.npy + scores.json).")],
     query: Annotated[
         Path | None, typer.Option(help="Query feature store; omit for self-influence.")
     ] = None,
-    method: Annotated[Method, typer.Option(help="dot | cosine | tracin.")] = Method.tracin,
+    method: Annotated[
+        str,
+        typer.Option(
+            help="dot | cosine | tracin | influence | trak | datainf | representer | ekfac | kfac."
+        ),
+    ] = "tracin",
     normalize: Annotated[
-        str, typer.Option(help="none | unit (explicit; cosine implies unit).")
+        str, typer.Option(help="none | unit | relatif (influence); explicit, never implied.")
     ] = "none",
     checkpoint: Annotated[
-        str | None, typer.Option(help="dot/cosine: checkpoint to use (default: last).")
+        str | None,
+        typer.Option(
+            help="Checkpoint id (default: last; tracin/trak: all); 'all' averages influence."
+        ),
+    ] = None,
+    damping: Annotated[
+        float | None, typer.Option(help="Damping λ (default: the method's); see --damping-mode.")
+    ] = None,
+    damping_mode: Annotated[
+        str, typer.Option(help="relative (λ × mean curvature eigenvalue) | absolute.")
+    ] = "relative",
+    solver: Annotated[
+        str, typer.Option(help="influence/trak: exact | cg | lissa | arnoldi.")
+    ] = "exact",
+    l2_regularization: Annotated[
+        float | None, typer.Option(help="representer: the final layer's L2 regularisation.")
+    ] = None,
+    factors: Annotated[
+        Path | None, typer.Option(help="ekfac/kfac: factors file from KFACFactors.save.")
     ] = None,
     block_size: Annotated[int, typer.Option(help="Rows per block (bounds memory).")] = 4096,
 ) -> None:
     """Score training examples: query x train influence, or self-influence without --query."""
-    from infscope.attribution import GradientSimilarity, TracIn
+    from infscope.attribution.registry import build_estimator
     from infscope.store import FeatureStore
 
     try:
-        if method is Method.tracin:
-            estimator = TracIn(normalize=normalize, block_size=block_size)
-        else:
-            if method is Method.cosine and normalize not in ("none", "unit"):
-                raise InputError(f"unknown normalize {normalize!r}")
-            estimator = GradientSimilarity(
-                normalize="unit" if method is Method.cosine else normalize,
-                checkpoint=checkpoint,
-                block_size=block_size,
-            )
+        estimator = build_estimator(
+            method,
+            normalize=normalize,
+            checkpoint=checkpoint,
+            damping=damping,
+            damping_mode=damping_mode,
+            solver=solver,
+            l2_regularization=l2_regularization,
+            factors=factors,
+            block_size=block_size,
+        )
         estimator.fit(FeatureStore.open(train))
         result = estimator.score(FeatureStore.open(query)) if query else estimator.self_influence()
         result.save(out)

@@ -1,0 +1,721 @@
+"""K-FAC and EK-FAC influence: a per-module, Kronecker-factored inverse curvature.
+
+K-FAC (Martens & Grosse 2015) approximates each tracked module's block of the Fisher by a Kronecker
+product ``S ⊗ A`` of the output-gradient covariance ``S = E[g gᵀ]`` and the input-activation
+covariance ``A = E[a aᵀ]`` (expectations over the positions/tokens of the training data) and drops
+the blocks between modules. EK-FAC (George et al. 2018; Grosse et al. 2023, as in kronfluence)
+keeps the Kronecker eigenbases ``Q_S``, ``Q_A`` and replaces the eigenvalues by the second moments
+of the per-example gradients in that basis: ``Λ*[r, c] = mean_i ((Q_Sᵀ M_i Q_A)[r, c])²``.
+
+Everything lives in the space of the stored features. For a Kronecker-projected store a module's
+feature block is ``P_out M_i P_inᵀ``, so the factors are fit on projected activations ``P_in a``
+and projected output gradients ``P_out g`` (``A_p = P_in A P_inᵀ``, ``S_p = P_out S P_outᵀ``);
+for an identity-projected store ``P = I`` and this is exact, unprojected K-FAC/EK-FAC. Dense and
+sparse JL stores mix modules and have no per-module blocks: they are refused. Modules without
+Kronecker structure (LayerNorm) get their exact dense block of the Fisher (it is small).
+
+Conventions (documented differences from kronfluence):
+
+* **Empirical Fisher.** ``g`` is the gradient of each example's *training loss* (observed labels),
+  so the curvature approximates ``ΦᵀΦ/n`` of the training store — the same curvature as
+  :class:`~infscope.attribution.influence.InfluenceFunction`'s default — not the true Fisher with
+  sampled labels.
+* **Positions whose output gradient is exactly zero are left out of ``A`` and ``S``** (padding,
+  positions the loss never sees — e.g. every token but [CLS] in a BERT classifier's last block):
+  they contribute nothing to any per-example gradient ``M_i = Σ_t g_t a_tᵀ``. This subsumes
+  kronfluence's attention-mask handling without needing to know the batch layout.
+* **K-FAC eigenvalues are rescaled to the trace.** ``λ_S ⊗ λ_A`` from token averages has the wrong
+  scale for sequence models (the per-example gradient *sums* ``T`` positions; the Kronecker product
+  of averages ignores that and the correlations between positions). They are multiplied by one
+  scalar per module so that they sum to ``trace_m = mean_i ‖M_i‖²``, the trace of the module's
+  exact empirical-Fisher block. EK-FAC's corrected eigenvalues already sum to ``trace_m``.
+* **Damping per module.** ``damping_mode="relative"`` uses ``λ_m = damping × mean(Λ_m)`` for each
+  module (kronfluence's heuristic), which for both variants equals ``damping × trace_m / dim_m``;
+  ``"absolute"`` uses ``damping`` everywhere. The values used are recorded in ``describe()``.
+
+Workflow::
+
+    factors = KFACFactors.fit(extractor, train_data, store=train_store)   # one pass + one read
+    factors.save("factors.safetensors")
+    scores = EKFAC(factors).fit(train_store).score(query_store)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from infscope.attribution.base import NORMALIZATIONS, CheckpointSum
+from infscope.data import ExampleSet
+from infscope.errors import InputError, NonFiniteError, StoreMismatchError
+from infscope.gradients.extractor import GradientExtractor, model_fingerprint
+from infscope.gradients.featurize import model_signature
+from infscope.gradients.projection import IdentityProjector, KroneckerProjector
+from infscope.store import FeatureStore
+
+__all__ = ["EKFAC", "KFACFactors"]
+
+FORMAT = "infscope.kfac_factors"
+VERSION = 1
+DAMPING_MODES = ("relative", "absolute")
+_UNSUPPORTED = (
+    "K-FAC/EK-FAC needs features that keep modules apart (per-module blocks): extract them with "
+    "ProjectionConfig(kind='kronecker', ...) or kind='identity'; dense (gaussian, rademacher) and "
+    "sjlt projections mix all modules and are not supported"
+)
+
+
+def _canonical(value: Any) -> Any:
+    return json.loads(json.dumps(value, sort_keys=True, allow_nan=False))
+
+
+def _eigh(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (clipped at 0: round-off of a PSD matrix) and eigenvectors, ascending."""
+    values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
+    return np.clip(values, 0.0, None), vectors
+
+
+@dataclass
+class _Block:
+    """One module's slice of the feature vector and its factors."""
+
+    name: str
+    rows: int
+    cols: int
+    kronecker: bool
+    start: int
+    tokens: int = 0  # positions that entered A and S (Kronecker blocks)
+    trace: float = 0.0  # mean_i ||M_i||^2: trace of the exact empirical-Fisher block
+    s_values: np.ndarray | None = None  # [rows] eigenvalues of S_p
+    s_vectors: np.ndarray | None = None  # [rows, rows]
+    a_values: np.ndarray | None = None  # [cols]
+    a_vectors: np.ndarray | None = None  # [cols, cols]
+    corrected: np.ndarray | None = None  # [rows, cols] EK-FAC eigenvalues
+    dense_values: np.ndarray | None = None  # [dim] eigenvalues of the dense block (non-Kronecker)
+    dense_vectors: np.ndarray | None = None  # [dim, dim]
+
+    @property
+    def dim(self) -> int:
+        return self.rows * self.cols
+
+    @property
+    def slice(self) -> slice:
+        return slice(self.start, self.start + self.dim)
+
+    def kfac_values(self) -> np.ndarray:
+        """``λ_S ⊗ λ_A`` as ``[rows, cols]``, rescaled so that it sums to ``trace``."""
+        values = np.outer(self.s_values, self.a_values)
+        total = values.sum()
+        return values * (self.trace / total) if total > 0 else np.zeros_like(values)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        names = ("s_values", "s_vectors", "a_values", "a_vectors", "corrected")
+        if not self.kronecker:
+            names = ("dense_values", "dense_vectors")
+        out = {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+        out["trace"] = np.array([self.trace], dtype=np.float64)
+        return out
+
+    def expected_shapes(self, corrected: bool) -> dict[str, tuple[int, ...]]:
+        shapes: dict[str, tuple[int, ...]] = {"trace": (1,)}
+        if self.kronecker:
+            shapes.update(
+                s_values=(self.rows,),
+                s_vectors=(self.rows, self.rows),
+                a_values=(self.cols,),
+                a_vectors=(self.cols, self.cols),
+            )
+            if corrected:
+                shapes["corrected"] = (self.rows, self.cols)
+        else:
+            shapes.update(dense_values=(self.dim,), dense_vectors=(self.dim, self.dim))
+        return shapes
+
+
+def _layout(projection: dict[str, Any]) -> list[dict[str, Any]]:
+    blocks = projection.get("blocks")
+    if not blocks:
+        raise InputError(
+            f"{_UNSUPPORTED} (this projection is {projection.get('kind', 'unknown')!r})"
+        )
+    return blocks
+
+
+def _blocks_from_layout(layout: list[dict[str, Any]]) -> list[_Block]:
+    blocks, start = [], 0
+    for entry in layout:
+        rows, cols = (int(x) for x in entry["shape"])
+        blocks.append(_Block(entry["module"], rows, cols, bool(entry["kronecker"]), start))
+        start += rows * cols
+    return blocks
+
+
+class KFACFactors:
+    """Per-module Kronecker factors (eigendecomposed), traces and optional EK-FAC eigenvalues,
+    fit at one checkpoint in the feature space of one projection.
+
+    Build with :meth:`fit`; add EK-FAC's corrected eigenvalues with :meth:`correct_eigenvalues`
+    (done by :meth:`fit` when given the training store, and by :class:`EKFAC` on ``fit`` when
+    missing); persist with :meth:`save` / :meth:`load` (one safetensors file, no pickle).
+    """
+
+    def __init__(
+        self,
+        blocks: list[_Block],
+        projection: dict[str, Any],
+        modules: tuple[str, ...],
+        model: str,
+        checkpoint: str,
+        fingerprint: str | None,
+        n_examples: int,
+        statistics: dict[str, Any],
+    ) -> None:
+        # Internal: use fit() or load().
+        self.blocks = blocks
+        self.projection = projection
+        self.modules = tuple(modules)
+        self.model = model
+        self.checkpoint = checkpoint
+        self.fingerprint = fingerprint
+        self.n_examples = n_examples
+        self.statistics = statistics  # where trace / dense blocks / corrected eigenvalues came from
+
+    # ---- properties ------------------------------------------------------------------------
+
+    @property
+    def feature_dim(self) -> int:
+        return sum(b.dim for b in self.blocks)
+
+    @property
+    def corrected(self) -> bool:
+        """Whether EK-FAC's corrected eigenvalues are present."""
+        kronecker = [b for b in self.blocks if b.kronecker]
+        return all(b.corrected is not None for b in kronecker)
+
+    def eigenvalues(self, module: str, corrected: bool = True) -> np.ndarray:
+        """A module's eigenvalues ``[rows, cols]`` (Kronecker) or ``[dim]`` (dense block)."""
+        block = self._block(module)
+        if not block.kronecker:
+            return block.dense_values
+        if corrected:
+            if block.corrected is None:
+                raise InputError(
+                    "these factors have no corrected (EK-FAC) eigenvalues: call "
+                    "correct_eigenvalues(train_store) first"
+                )
+            return block.corrected
+        return block.kfac_values()
+
+    def eigenvectors(self, module: str) -> tuple[np.ndarray, ...]:
+        """``(Q_S, Q_A)`` of a Kronecker module, ``(U,)`` of a dense block."""
+        block = self._block(module)
+        if block.kronecker:
+            return block.s_vectors, block.a_vectors
+        return (block.dense_vectors,)
+
+    def _block(self, module: str) -> _Block:
+        for block in self.blocks:
+            if block.name == module:
+                return block
+        raise InputError(f"no module {module!r} in these factors (they have {list(self.modules)})")
+
+    # ---- fitting ---------------------------------------------------------------------------
+
+    @classmethod
+    def fit(
+        cls,
+        extractor: GradientExtractor,
+        data: ExampleSet,
+        store: FeatureStore | None = None,
+        checkpoint: str | None = None,
+        batch_size: int = 32,
+        progress: bool = True,
+        max_factor_dim: int = 8192,
+    ) -> KFACFactors:
+        """Fit the factors at the extractor's current weights with one pass over ``data``.
+
+        Args:
+            extractor: model, task, tracked modules and a Kronecker or identity projection (the
+                same settings as the training store).
+            data: training examples (their training-loss gradients are used).
+            store: the training feature store at these weights. When given, traces, dense blocks
+                and EK-FAC's corrected eigenvalues are read from it (one streamed pass) and it is
+                checked to match (projection, modules, model, checkpoint fingerprint).
+                Without it, traces and dense blocks come from the data pass, and only K-FAC is
+                available until :meth:`correct_eigenvalues` is called.
+            checkpoint: the store's checkpoint these weights belong to; default: the one whose
+                fingerprint equals the model's (or ``"final"`` without a store).
+            batch_size: examples per forward/backward pass.
+            max_factor_dim: refuse a factor (or dense block) larger than this per side.
+        """
+        if batch_size < 1:
+            raise InputError(f"batch_size must be positive, got {batch_size}")
+        projector = extractor.projector
+        if not isinstance(projector, (KroneckerProjector, IdentityProjector)):
+            raise InputError(f"{_UNSUPPORTED} (the extractor uses {extractor.projection.kind!r})")
+        projection = _canonical(projector.describe())
+        blocks = _blocks_from_layout(_layout(projection))
+        for block in blocks:
+            sides = (block.rows, block.cols) if block.kronecker else (block.dim,)
+            if max(sides) > max_factor_dim:
+                raise InputError(
+                    f"module {block.name!r}: a K-FAC factor would be {max(sides)}x{max(sides)} "
+                    f"(> max_factor_dim={max_factor_dim}); use a Kronecker projection with smaller "
+                    f"factor_dims, or leave the module out"
+                )
+        factors = cls(
+            blocks,
+            projection,
+            extractor.module_names,
+            model_signature(extractor),
+            checkpoint or "final",
+            model_fingerprint(extractor.model),
+            len(data),
+            {},
+        )
+        if store is not None:
+            factors.check_store(store)
+            if checkpoint is None:  # prefer the store checkpoint holding these very weights
+                matches = [c.id for c in store.checkpoints if c.fingerprint == factors.fingerprint]
+                factors.checkpoint = matches[-1] if matches else factors.checkpoint
+            factors.checkpoint = factors.resolve_checkpoint(store, checkpoint)
+        factors._accumulate(extractor, data, batch_size, progress, features=store is None)
+        if store is not None:
+            factors._store_statistics(store, factors.checkpoint, progress=progress)
+        return factors
+
+    def _accumulate(
+        self,
+        extractor: GradientExtractor,
+        data: ExampleSet,
+        batch_size: int,
+        progress: bool,
+        features: bool,
+    ) -> None:
+        """One pass over ``data``: covariances of projected activations and output gradients
+        (over positions with a nonzero output gradient) and, with ``features``, traces and dense
+        blocks from the per-example features of the same factors."""
+        projector = extractor.projector
+        kronecker = isinstance(projector, KroneckerProjector)
+        sums_a: dict[int, torch.Tensor] = {}
+        sums_s: dict[int, torch.Tensor] = {}
+        dense = {i: np.zeros((b.dim, b.dim)) for i, b in enumerate(self.blocks) if not b.kronecker}
+        traces = np.zeros(len(self.blocks))
+        n = len(data)
+        with tqdm(total=n, desc="kfac factors", unit="ex", disable=not progress) as bar:
+            for first in range(0, n, batch_size):
+                last = min(first + batch_size, n)
+                try:
+                    batch = extractor.task.collate([data[i] for i in range(first, last)])
+                    captured, _ = extractor.factors(batch, "loss")
+                except NonFiniteError as err:
+                    ids = [data.ids[first + p] for p in err.positions]
+                    raise NonFiniteError(
+                        str(err), [first + p for p in err.positions], ids
+                    ) from None
+                with torch.no_grad():
+                    for index, (module, (a, g)) in enumerate(zip(extractor.modules, captured)):
+                        block = self.blocks[index]
+                        if not block.kronecker:
+                            continue
+                        device = g.device if g.device.type == "cuda" else torch.device("cpu")
+                        active = (g != 0).any(dim=-1)  # [B, T]
+                        if kronecker:
+                            p_in, p_out = projector.matrices(index, g.device)
+                            a = module.project_inputs(a, p_in.to(g.dtype))
+                            g = g @ p_out.to(g.dtype).T
+                        elif not a.is_floating_point():  # embedding ids: one-hot inputs
+                            a = torch.nn.functional.one_hot(a, module.n_cols).to(g.dtype)
+                        a = a[active].to(device, torch.float64)
+                        g = g[active].to(device, torch.float64)
+                        if index not in sums_a:
+                            sums_a[index] = a.new_zeros(block.cols, block.cols)
+                            sums_s[index] = g.new_zeros(block.rows, block.rows)
+                        sums_a[index] += a.T @ a
+                        sums_s[index] += g.T @ g
+                        block.tokens += int(active.sum())
+                    if features:
+                        rows = projector.project(captured).detach().cpu().double().numpy()
+                        for index, block in enumerate(self.blocks):
+                            x = rows[:, block.slice]
+                            traces[index] += np.einsum("ij,ij->", x, x)
+                            if not block.kronecker:
+                                dense[index] += x.T @ x
+                bar.update(last - first)
+        for index, block in enumerate(self.blocks):
+            if block.kronecker:
+                count = max(block.tokens, 1)
+                block.a_values, block.a_vectors = _eigh(sums_a[index].cpu().numpy() / count)
+                block.s_values, block.s_vectors = _eigh(sums_s[index].cpu().numpy() / count)
+            if features:
+                block.trace = float(traces[index] / n)
+                if not block.kronecker:
+                    block.dense_values, block.dense_vectors = _eigh(dense[index] / n)
+        if features:
+            self.statistics = {"source": "data", "n_examples": n}
+
+    def correct_eigenvalues(
+        self,
+        store: FeatureStore,
+        checkpoint: str | None = None,
+        block_size: int = 4096,
+        progress: bool = False,
+    ) -> KFACFactors:
+        """EK-FAC: ``Λ*_m = mean_i (Q_Sᵀ M_i Q_A)²`` from the store's training features (streamed),
+        together with each module's trace and the dense blocks. Returns ``self``."""
+        self.check_store(store)
+        cid = self.resolve_checkpoint(store, checkpoint)
+        self._store_statistics(store, cid, block_size, progress)
+        return self
+
+    def _store_statistics(
+        self, store: FeatureStore, checkpoint: str, block_size: int = 4096, progress: bool = False
+    ) -> None:
+        if store.spec.gradient != "loss":
+            raise StoreMismatchError(
+                f"{store.root} holds {store.spec.gradient!r} gradients; K-FAC statistics need the "
+                f"training store (gradient='loss')"
+            )
+        corrected = {
+            i: np.zeros((b.rows, b.cols)) for i, b in enumerate(self.blocks) if b.kronecker
+        }
+        dense = {i: np.zeros((b.dim, b.dim)) for i, b in enumerate(self.blocks) if not b.kronecker}
+        traces = np.zeros(len(self.blocks))
+        n = store.n_examples
+        blocks = store.iter_blocks(checkpoint, block_size)
+        for _, rows in tqdm(blocks, desc="ekfac eigenvalues", unit="block", disable=not progress):
+            rows = rows.astype(np.float64)
+            for index, block in enumerate(self.blocks):
+                x = rows[:, block.slice]
+                traces[index] += np.einsum("ij,ij->", x, x)
+                if block.kronecker:
+                    rotated = block.s_vectors.T @ x.reshape(-1, block.rows, block.cols)
+                    corrected[index] += ((rotated @ block.a_vectors) ** 2).sum(axis=0)
+                else:
+                    dense[index] += x.T @ x
+        for index, block in enumerate(self.blocks):
+            block.trace = float(traces[index] / n)
+            if block.kronecker:
+                block.corrected = corrected[index] / n
+            else:
+                block.dense_values, block.dense_vectors = _eigh(dense[index] / n)
+        self.statistics = {
+            "source": "store",
+            "n_examples": n,
+            "store_checkpoint": checkpoint,
+            "store_ids_sha256": _ids_digest(store.ids),
+        }
+
+    # ---- compatibility ---------------------------------------------------------------------
+
+    def check_store(self, store: FeatureStore) -> None:
+        """Raise unless ``store``'s features live in these factors' space."""
+        _layout(store.spec.projection)
+        problems = []
+        if store.spec.projection != self.projection:
+            keys = sorted(
+                k
+                for k in set(store.spec.projection) | set(self.projection)
+                if store.spec.projection.get(k) != self.projection.get(k)
+            )
+            problems.append(f"projection (differs in {', '.join(keys)})")
+        if tuple(store.spec.modules) != self.modules:
+            problems.append(
+                f"modules (store {list(store.spec.modules)}, factors {list(self.modules)})"
+            )
+        if store.spec.model != self.model:
+            problems.append(f"model (store {store.spec.model!r}, factors {self.model!r})")
+        if store.feature_dim != self.feature_dim:
+            problems.append(f"feature_dim (store {store.feature_dim}, factors {self.feature_dim})")
+        if problems:
+            raise StoreMismatchError(
+                f"{store.root} was not extracted with the settings these K-FAC factors were fit "
+                f"with: {'; '.join(problems)}. Fit the factors with the store's extractor settings"
+            )
+
+    def resolve_checkpoint(self, store: FeatureStore, checkpoint: str | None = None) -> str:
+        """The store checkpoint holding features at the factors' weights: ``checkpoint`` if given,
+        else the factors' checkpoint id, else the one whose fingerprint matches.
+        :class:`StoreMismatchError` if its recorded fingerprint differs from the factors'."""
+        known = store.checkpoints
+        if checkpoint is None:
+            if any(c.id == self.checkpoint for c in known):
+                checkpoint = self.checkpoint
+            else:
+                matches = [c.id for c in known if c.fingerprint == self.fingerprint]
+                if len(known) == 1 and known[0].fingerprint is None:
+                    matches = [known[0].id]
+                if not matches:
+                    raise StoreMismatchError(
+                        f"{store.root} has no checkpoint {self.checkpoint!r} and none with the "
+                        f"weights the K-FAC factors were fit on (it has "
+                        f"{[c.id for c in known]}); name the checkpoint or refit the factors"
+                    )
+                checkpoint = matches[-1]
+        info = store.checkpoint(checkpoint)
+        if (
+            None not in (info.fingerprint, self.fingerprint)
+            and info.fingerprint != self.fingerprint
+        ):
+            raise StoreMismatchError(
+                f"checkpoint {info.id!r} of {store.root} was extracted from different weights "
+                f"(fingerprint {info.fingerprint[:12]}...) than the K-FAC factors were fit on "
+                f"(checkpoint {self.checkpoint!r}, fingerprint {self.fingerprint[:12]}...); "
+                f"refit the factors at that checkpoint's weights"
+            )
+        return info.id
+
+    # ---- persistence -----------------------------------------------------------------------
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "modules": [
+                {
+                    "name": b.name,
+                    "shape": [b.rows, b.cols],
+                    "kronecker": b.kronecker,
+                    "tokens": b.tokens,
+                }
+                for b in self.blocks
+            ],
+            "module_names": list(self.modules),
+            "projection": self.projection,
+            "model": self.model,
+            "checkpoint": self.checkpoint,
+            "fingerprint": self.fingerprint,
+            "n_examples": self.n_examples,
+            "corrected": self.corrected,
+            "statistics": self.statistics,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write one safetensors file (float64 arrays, JSON metadata), atomically."""
+        from safetensors.numpy import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {
+            f"{index}.{name}": np.ascontiguousarray(array, dtype=np.float64)
+            for index, block in enumerate(self.blocks)
+            for name, array in block.arrays().items()
+        }
+        meta = json.dumps(_canonical(self.metadata()), sort_keys=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            save_file(tensors, str(tmp), metadata={"infscope": meta})
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> KFACFactors:
+        """Read and validate a file written by :meth:`save` (:class:`InputError` if it is not
+        one, or is inconsistent)."""
+        from safetensors import safe_open
+        from safetensors.numpy import load_file
+
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"no K-FAC factors file at {path}")
+        try:
+            with safe_open(str(path), framework="numpy") as handle:
+                raw = (handle.metadata() or {}).get("infscope")
+            tensors = load_file(str(path))
+        except Exception as exc:  # safetensors raises its own error types
+            raise InputError(f"{path} is not a readable safetensors file: {exc}") from None
+        try:
+            meta = json.loads(raw) if raw is not None else None
+        except ValueError:
+            meta = None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise InputError(f"{path} is not an infscope K-FAC factors file")
+        if meta.get("version") != VERSION:
+            raise InputError(
+                f"{path}: unsupported K-FAC factors version {meta.get('version')!r} "
+                f"(this infscope reads {VERSION})"
+            )
+        try:
+            projection = meta["projection"]
+            layout = _layout(projection)
+            blocks = _blocks_from_layout(layout)
+            described = [
+                {"name": b.name, "shape": [b.rows, b.cols], "kronecker": b.kronecker}
+                for b in blocks
+            ]
+            stated = [{k: m[k] for k in ("name", "shape", "kronecker")} for m in meta["modules"]]
+            if stated != described:
+                raise InputError("module list does not match the projection's block layout")
+            corrected = bool(meta["corrected"])
+            expected = {}
+            for index, (block, entry) in enumerate(zip(blocks, meta["modules"])):
+                block.tokens = int(entry["tokens"])
+                for name, shape in block.expected_shapes(corrected).items():
+                    expected[f"{index}.{name}"] = (block, name, shape)
+            missing = sorted(set(expected) - set(tensors))
+            unknown = sorted(set(tensors) - set(expected))
+            if missing or unknown:
+                raise InputError(f"arrays missing {missing[:5]}, unexpected {unknown[:5]}")
+            for key, (block, name, shape) in expected.items():
+                array = tensors[key]
+                if array.shape != shape or array.dtype != np.float64:
+                    raise InputError(
+                        f"array {key!r} has shape {array.shape} ({array.dtype}), expected {shape}"
+                    )
+                if not np.isfinite(array).all():
+                    raise InputError(f"array {key!r} holds NaN or inf")
+                if name == "trace":
+                    block.trace = float(array[0])
+                else:
+                    setattr(block, name, array)
+            factors = cls(
+                blocks,
+                projection,
+                tuple(meta["module_names"]),
+                str(meta["model"]),
+                str(meta["checkpoint"]),
+                meta["fingerprint"],
+                int(meta["n_examples"]),
+                dict(meta["statistics"]),
+            )
+            if [b.name for b in blocks] != list(factors.modules):
+                raise InputError("module names do not match the projection's block layout")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"{path}: inconsistent K-FAC factors file: {exc}") from None
+        return factors
+
+
+def _ids_digest(ids: list[str]) -> str:
+    return hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16]
+
+
+@dataclass
+class _Preconditioner:
+    block: _Block
+    inverse: np.ndarray  # 1 / (Λ + λ): [rows, cols] (Kronecker) or [dim] (dense)
+    damping: float
+
+
+class EKFAC(CheckpointSum):
+    """Influence with the EK-FAC (or K-FAC) inverse curvature: ``<(F_m + λ_m I)^-1 φ(q), φ(z)>``
+    summed over modules, ``F_m = (Q_S ⊗ Q_A) diag(Λ_m) (Q_S ⊗ Q_A)ᵀ`` per Kronecker module and the
+    exact block Fisher for the others.
+
+    Args:
+        factors: :class:`KFACFactors` fit at the training store's checkpoint.
+        damping: ``λ_m`` relative to each module's mean eigenvalue (or absolute, below).
+        damping_mode: ``"relative"`` (per module, kronfluence's heuristic) or ``"absolute"``.
+        correct_eigenvalues: EK-FAC (``True``, name ``"ekfac"``) or K-FAC with trace-matched
+            ``λ_S ⊗ λ_A`` (``False``, name ``"kfac"``). Missing corrected eigenvalues are computed
+            from the training store on :meth:`fit` (stored on ``factors``).
+        normalize: ``"none"``, ``"unit"`` or ``"relatif"`` (divide by ``sqrt`` of the training
+            example's self-influence).
+    """
+
+    normalizations = (*NORMALIZATIONS, "relatif")
+
+    def __init__(
+        self,
+        factors: KFACFactors,
+        damping: float = 0.1,
+        damping_mode: str = "relative",
+        correct_eigenvalues: bool = True,
+        normalize: str = "none",
+        block_size: int = 4096,
+    ) -> None:
+        super().__init__(normalize, block_size)
+        if not isinstance(factors, KFACFactors):
+            raise InputError(f"factors must be KFACFactors, got {type(factors).__name__}")
+        if damping_mode not in DAMPING_MODES:
+            raise InputError(f"damping_mode must be one of {DAMPING_MODES}, got {damping_mode!r}")
+        if not (isinstance(damping, (int, float)) and math.isfinite(damping) and damping > 0):
+            raise InputError(f"damping must be a positive number, got {damping!r}")
+        self.factors = factors
+        self.damping, self.damping_mode = float(damping), damping_mode
+        self.correct = bool(correct_eigenvalues)
+        self.name = "ekfac" if self.correct else "kfac"
+        self._preconditioners: list[_Preconditioner] = []
+
+    def checkpoint_weights(self, train: FeatureStore) -> list[tuple[str, float]]:
+        return [(self.factors.resolve_checkpoint(train), 1.0)]
+
+    def _fit(self, train: FeatureStore) -> None:
+        self.factors.check_store(train)
+        super()._fit(train)
+        ((checkpoint, _),) = self.checkpoint_weights(train)
+        if self.correct and not self.factors.corrected:
+            self.factors.correct_eigenvalues(train, checkpoint, self.block_size)
+        self._preconditioners = []
+        for block in self.factors.blocks:
+            if block.kronecker:
+                values = block.corrected if self.correct else block.kfac_values()
+            else:
+                values = block.dense_values
+            mean = float(values.mean()) if values.size else 0.0
+            damping = self.damping * mean if self.damping_mode == "relative" else self.damping
+            with np.errstate(divide="ignore"):
+                inverse = np.where(values + damping > 0, 1.0 / (values + damping), 0.0)
+            # relative damping of a module whose training gradients all vanish: its training
+            # features are zero, so its preconditioned query block contributes nothing anyway
+            self._preconditioners.append(_Preconditioner(block, inverse, damping))
+
+    def check_query(self, query: FeatureStore) -> None:
+        super().check_query(query)
+        ((checkpoint, _),) = self.checkpoint_weights(self.train)
+        info = query.checkpoint(checkpoint)
+        fingerprints = (info.fingerprint, self.factors.fingerprint)
+        if None not in fingerprints and fingerprints[0] != fingerprints[1]:
+            raise StoreMismatchError(
+                f"checkpoint {checkpoint!r} of query store {query.root} was extracted from "
+                f"different weights than the K-FAC factors were fit on"
+            )
+
+    def _precondition(self, checkpoint: str, block: np.ndarray) -> np.ndarray:
+        if not self._preconditioners:
+            raise InputError("EKFAC is not fitted: call fit(train_store) first")
+        x = np.asarray(block, dtype=np.float64)
+        out = np.empty_like(x)
+        m = len(x)
+        for pre in self._preconditioners:
+            b = pre.block
+            part = x[:, b.slice]
+            if b.kronecker:
+                rotated = b.s_vectors.T @ part.reshape(m, b.rows, b.cols) @ b.a_vectors
+                rotated *= pre.inverse
+                out[:, b.slice] = (b.s_vectors @ rotated @ b.a_vectors.T).reshape(m, b.dim)
+            else:
+                out[:, b.slice] = ((part @ b.dense_vectors) * pre.inverse) @ b.dense_vectors.T
+        return out
+
+    def _train_scale(self, checkpoint: str, start: int, block: np.ndarray) -> np.ndarray | None:
+        if self.normalize != "relatif":
+            return None
+        own = np.einsum("ij,ij->i", self._precondition(checkpoint, block), block)
+        return 1.0 / np.sqrt(np.maximum(own, np.finfo(np.float64).tiny))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "damping": self.damping,
+            "damping_mode": self.damping_mode,
+            "corrected_eigenvalues": self.correct,
+            "module_damping": {p.block.name: p.damping for p in self._preconditioners},
+            "factors": {
+                "checkpoint": self.factors.checkpoint,
+                "fingerprint": self.factors.fingerprint,
+                "n_examples": self.factors.n_examples,
+                "statistics": self.factors.statistics,
+            },
+        }
