@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.datasets import load_digits
-from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 from torch import nn
 from tqdm.auto import tqdm
@@ -22,6 +21,7 @@ from tqdm.auto import tqdm
 from infscope.attribution import Scores, SelfInfluence, TracIn
 from infscope.data import ExampleSet
 from infscope.errors import InputError
+from infscope.evaluation import mislabel_detection
 from infscope.gradients import GradientExtractor, ProjectionConfig
 from infscope.gradients.featurize import featurize
 from infscope.store import FeatureStore
@@ -140,11 +140,7 @@ def run_demo(config: DemoConfig | None = None, workdir: str | Path | None = None
 
     with torch.no_grad():
         predictions = model(torch.from_numpy(x_test)).argmax(1).numpy()
-    ranking = self_influence.ranking()
-    found_at = {
-        fraction: float(flipped[ranking[: int(fraction * len(ranking))]].sum() / flipped.sum())
-        for fraction in (0.05, 0.1, 0.2)
-    }
+    detection = mislabel_detection(self_influence, flipped)
     return DemoResult(
         scores=scores,
         self_influence=self_influence,
@@ -155,8 +151,8 @@ def run_demo(config: DemoConfig | None = None, workdir: str | Path | None = None
         test_labels=y_test,
         test_predictions=predictions,
         test_accuracy=float((predictions == y_test).mean()),
-        auc=float(roc_auc_score(flipped, self_influence.values)),
-        found_at=found_at,
+        auc=detection.auc,
+        found_at=detection.found_at,
     )
 
 
