@@ -56,7 +56,7 @@ from tqdm.auto import tqdm
 
 from infscope.attribution.base import NORMALIZATIONS, CheckpointSum
 from infscope.data import ExampleSet
-from infscope.errors import InputError, NonFiniteError, StoreMismatchError
+from infscope.errors import InputError, NonFiniteError, StoreIncompleteError, StoreMismatchError
 from infscope.gradients.extractor import GradientExtractor, model_fingerprint
 from infscope.gradients.featurize import model_signature
 from infscope.gradients.projection import IdentityProjector, KroneckerProjector
@@ -288,6 +288,7 @@ class KFACFactors:
                 matches = [c.id for c in store.checkpoints if c.fingerprint == factors.fingerprint]
                 factors.checkpoint = matches[-1] if matches else factors.checkpoint
             factors.checkpoint = factors.resolve_checkpoint(store, checkpoint)
+            _require_training_store(store, factors.checkpoint)  # before the expensive pass
         factors._accumulate(extractor, data, batch_size, progress, features=store is None)
         if store is not None:
             factors._store_statistics(store, factors.checkpoint, progress=progress)
@@ -380,11 +381,7 @@ class KFACFactors:
     def _store_statistics(
         self, store: FeatureStore, checkpoint: str, block_size: int = 4096, progress: bool = False
     ) -> None:
-        if store.spec.gradient != "loss":
-            raise StoreMismatchError(
-                f"{store.root} holds {store.spec.gradient!r} gradients; K-FAC statistics need the "
-                f"training store (gradient='loss')"
-            )
+        _require_training_store(store, checkpoint)
         corrected = {
             i: np.zeros((b.rows, b.cols)) for i, b in enumerate(self.blocks) if b.kronecker
         }
@@ -595,6 +592,19 @@ class KFACFactors:
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{path}: inconsistent K-FAC factors file: {exc}") from None
         return factors
+
+
+def _require_training_store(store: FeatureStore, checkpoint: str) -> None:
+    if store.spec.gradient != "loss":
+        raise StoreMismatchError(
+            f"{store.root} holds {store.spec.gradient!r} gradients; K-FAC statistics need the "
+            f"training store (gradient='loss')"
+        )
+    if not store.is_complete(checkpoint):
+        raise StoreIncompleteError(
+            f"checkpoint {checkpoint!r} of {store.root} is incomplete {store.status()}; resume "
+            f"extraction first"
+        )
 
 
 def _ids_digest(ids: list[str]) -> str:

@@ -1,0 +1,425 @@
+"""K-FAC / EK-FAC: the preconditioner equals its dense Kronecker definition, EK-FAC is exact when
+gradients are diagonal in the Kronecker eigenbasis, agreement with the exact Fisher influence on an
+MLP and on a Kronecker-projected tiny GPT-2, persistence, mismatches and invariances."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load_file, save_file
+from scipy.stats import pearsonr, spearmanr
+from torch import nn
+
+from infscope.attribution.influence import InfluenceFunction
+from infscope.attribution.kfac import EKFAC, KFACFactors
+from infscope.data import ExampleSet
+from infscope.errors import InputError, StoreMismatchError
+from infscope.gradients import GradientExtractor, ModuleSelection, ProjectionConfig
+from infscope.gradients.featurize import featurize
+from infscope.store import FeatureStore
+from infscope.tasks import ClassificationTask, HFCausalLMTask, RegressionTask
+from tests.conftest import tiny_gpt2
+
+IDENTITY = ProjectionConfig(kind="identity", dim=None)
+
+
+def _stores(root, model, task, train, query, config=IDENTITY, selection=None):
+    extractor = GradientExtractor(model, task, config, selection)
+    featurize(extractor, train, root / "train", progress=False)
+    featurize(extractor, query, root / "query", gradient="measurement", progress=False)
+    return extractor, FeatureStore.open(root / "train"), FeatureStore.open(root / "query")
+
+
+def _split(x, y, n):
+    pairs = [(x[i], y[i]) for i in range(len(y))]
+    return ExampleSet(pairs[:n], tuple(map(str, range(n)))), ExampleSet(
+        pairs[n:], tuple(f"q{i}" for i in range(len(y) - n))
+    )
+
+
+def _correlations(a, b):
+    return pearsonr(a.ravel(), b.ravel())[0], spearmanr(a.ravel(), b.ravel())[0]
+
+
+def _covariance(values, vectors):
+    return (vectors * values) @ vectors.T
+
+
+@pytest.fixture(scope="module")
+def mlp(tmp_path_factory):
+    """A 6-12-3 tanh MLP trained for 30 Adam steps on 60 examples (identity-projected stores)."""
+    torch.manual_seed(0)
+    n, n_query = 60, 10
+    x = torch.randn(n + n_query, 6)
+    y = (x @ torch.randn(6, 3) + 0.5 * torch.randn(n + n_query, 3)).argmax(1)
+    model = nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 3))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.03)
+    for _ in range(30):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x[:n]), y[:n]).backward()
+        optimizer.step()
+    train, query = _split(x, y, n)
+    root = tmp_path_factory.mktemp("mlp")
+    extractor, train_store, query_store = _stores(root, model, ClassificationTask(), train, query)
+    factors = KFACFactors.fit(extractor, train, train_store, progress=False)
+    return extractor, train, train_store, query_store, factors
+
+
+@pytest.mark.parametrize("corrected", [True, False])
+def test_preconditioner_is_the_dense_kronecker_inverse(tmp_path, corrected):
+    """One Linear layer, identity projection: the factors are the covariances of inputs and output
+    gradients, Λ is EK-FAC's / K-FAC's definition, and the scores and self-influence equal
+    ψ ((Q_S⊗Q_A) diag(Λ) (Q_S⊗Q_A)ᵀ + λI)^-1 φᵀ built with np.kron."""
+    torch.manual_seed(0)
+    model = nn.Linear(5, 3).double()
+    x, y = torch.randn(36, 5, dtype=torch.float64), torch.randint(0, 3, (36,))
+    train, query = _split(x, y, 30)
+    extractor, train_store, query_store = _stores(
+        tmp_path, model, ClassificationTask(), train, query
+    )
+    factors = KFACFactors.fit(extractor, train, train_store, progress=False)
+    (block,) = factors.blocks
+
+    # A = E[x̃ x̃ᵀ], S = E[g gᵀ] with g = softmax − onehot (one position per example)
+    xt = np.hstack([x[:30].numpy(), np.ones((30, 1))])
+    with torch.no_grad():
+        g = torch.softmax(model(x[:30]), 1).numpy() - np.eye(3)[y[:30].numpy()]
+    np.testing.assert_allclose(_covariance(block.a_values, block.a_vectors), xt.T @ xt / 30)
+    np.testing.assert_allclose(
+        _covariance(block.s_values, block.s_vectors), g.T @ g / 30, atol=1e-12
+    )
+    assert block.tokens == 30
+
+    phi, psi = train_store.features().astype(np.float64), query_store.features().astype(np.float64)
+    rotated = block.s_vectors.T @ phi.reshape(30, 3, 6) @ block.a_vectors
+    trace = (phi**2).sum() / 30
+    if corrected:
+        values = (rotated**2).mean(axis=0)
+        np.testing.assert_allclose(factors.eigenvalues("model"), values, rtol=1e-12)
+    else:
+        values = np.outer(block.s_values, block.a_values)
+        values *= trace / values.sum()
+        np.testing.assert_allclose(factors.eigenvalues("model", corrected=False), values)
+    assert values.sum() == pytest.approx(trace, rel=1e-12)  # both variants match the trace
+
+    kron = np.kron(block.s_vectors, block.a_vectors)
+    fisher = kron @ np.diag(values.ravel()) @ kron.T
+    lam = 0.1 * values.mean()
+    inverse = np.linalg.inv(fisher + lam * np.eye(18))
+    estimator = EKFAC(factors, correct_eigenvalues=corrected).fit(train_store)
+    assert estimator.name == ("ekfac" if corrected else "kfac")
+    scores = estimator.score(query_store)
+    np.testing.assert_allclose(scores.values, psi @ inverse @ phi.T, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        estimator.self_influence().values, np.einsum("ij,jk,ik->i", phi, inverse, phi), rtol=1e-6
+    )
+    assert scores.metadata["method"] == estimator.name
+    relatif = EKFAC(factors, correct_eigenvalues=corrected, normalize="relatif").fit(train_store)
+    own = np.sqrt(np.einsum("ij,jk,ik->i", phi, inverse, phi))
+    np.testing.assert_allclose(
+        relatif.score(query_store).values, psi @ inverse @ phi.T / own, rtol=1e-6, atol=1e-9
+    )
+
+
+def test_block_diagonal_over_modules_with_a_dense_layernorm_block(tmp_path):
+    """Several modules: the curvature is block diagonal, each Kronecker block by its definition
+    and the LayerNorm block (no Kronecker structure) the exact block Fisher ΦᵀΦ/n, each damped
+    by 0.1 × its own mean eigenvalue."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.Tanh(), nn.Linear(6, 3))
+    x, y = torch.randn(30, 4), torch.randint(0, 3, (30,))
+    train, query = _split(x, y, 25)
+    selection = ModuleSelection(types=("Linear", "LayerNorm"))
+    extractor, train_store, query_store = _stores(
+        tmp_path, model, ClassificationTask(), train, query, selection=selection
+    )
+    factors = KFACFactors.fit(extractor, train, train_store, progress=False)
+    assert [b.kronecker for b in factors.blocks] == [True, False, True]
+    phi, psi = train_store.features().astype(np.float64), query_store.features().astype(np.float64)
+    expected = np.zeros((5, 25))
+    for block in factors.blocks:
+        p, q = phi[:, block.slice], psi[:, block.slice]
+        if block.kronecker:
+            kron = np.kron(block.s_vectors, block.a_vectors)
+            fisher = kron @ np.diag(block.corrected.ravel()) @ kron.T
+        else:
+            fisher = p.T @ p / 25
+        lam = 0.1 * np.trace(fisher) / len(fisher)
+        expected += q @ np.linalg.solve(fisher + lam * np.eye(len(fisher)), p.T)
+    scores = EKFAC(factors).fit(train_store).score(query_store).values
+    np.testing.assert_allclose(scores, expected, rtol=1e-6, atol=1e-9)
+
+
+def test_ekfac_is_exact_when_gradients_are_diagonal_in_the_kronecker_basis(tmp_path):
+    """Linear regression (no bias) with inputs x_i = c_i e_i and residuals r_i e_i: every
+    M_i = r_i c_i e_i e_iᵀ is diagonal in the eigenbases of S and A, so the exact Fisher is
+    diagonal in the Kronecker basis and EK-FAC equals the exact influence; K-FAC, whose λ_S ⊗ λ_A
+    puts mass off the diagonal, does not."""
+    torch.manual_seed(0)
+    model = nn.Linear(4, 4, bias=False).double()
+    c = torch.tensor([1.0, 1.5, 2.0, 2.5], dtype=torch.float64)
+    r = torch.tensor([0.5, 1.0, 1.5, 2.0], dtype=torch.float64)
+    x_train = torch.diag(c)
+    with torch.no_grad():
+        y_train = model(x_train) - torch.diag(r)
+    x_query = torch.randn(5, 4, dtype=torch.float64)
+    y_query = torch.randn(5, 4, dtype=torch.float64)
+    x, y = torch.cat([x_train, x_query]), torch.cat([y_train, y_query])
+    train, query = _split(x, y, 4)
+    extractor, train_store, query_store = _stores(tmp_path, model, RegressionTask(), train, query)
+    factors = KFACFactors.fit(extractor, train, train_store, progress=False)
+    lam = 0.05
+    exact = (
+        InfluenceFunction(damping=lam, damping_mode="absolute")
+        .fit(train_store)
+        .score(query_store)
+        .values
+    )
+    ekfac = EKFAC(factors, damping=lam, damping_mode="absolute").fit(train_store)
+    np.testing.assert_allclose(ekfac.score(query_store).values, exact, rtol=1e-5, atol=1e-8)
+    kfac = EKFAC(factors, lam, "absolute", correct_eigenvalues=False).fit(train_store)
+    error = np.linalg.norm(kfac.score(query_store).values - exact) / np.linalg.norm(exact)
+    assert error > 0.1, error
+
+
+def test_mlp_agrees_with_exact_fisher_influence(mlp):
+    """Against the exact damped empirical-Fisher influence (full Fisher, cross-layer blocks
+    included; relative damping 0.1) over 10 queries × 60 training examples. Measured: EK-FAC
+    Pearson 0.633 / Spearman 0.473, K-FAC 0.536 / 0.471, plain dot product 0.317 / 0.235; the
+    exact block-diagonal Fisher itself reaches 0.956 / 0.878 (with 60 examples the 84-dim block
+    of the first layer is rank deficient, which no Kronecker-diagonal curvature can follow)."""
+    _, _, train_store, query_store, factors = mlp
+    exact = InfluenceFunction(damping=0.1).fit(train_store).score(query_store).values
+    ekfac = EKFAC(factors, damping=0.1).fit(train_store).score(query_store).values
+    kfac = EKFAC(factors, 0.1, correct_eigenvalues=False).fit(train_store).score(query_store).values
+    dot = query_store.features() @ train_store.features().T
+    ek_pearson, ek_spearman = _correlations(ekfac, exact)
+    k_pearson, _ = _correlations(kfac, exact)
+    dot_pearson, _ = _correlations(dot, exact)
+    assert ek_pearson > 0.58 and ek_spearman > 0.42, (ek_pearson, ek_spearman)
+    assert ek_pearson > k_pearson + 0.05, (ek_pearson, k_pearson)
+    assert ek_pearson > dot_pearson + 0.2, (ek_pearson, dot_pearson)
+
+
+WORDS = [
+    "the",
+    "a",
+    "good",
+    "bad",
+    "film",
+    "movie",
+    "plot",
+    "actor",
+    "great",
+    "dull",
+    "funny",
+    "sad",
+    "long",
+    "short",
+    "story",
+    "music",
+]
+
+
+def test_sequence_model_on_a_kronecker_store(tmp_path, tokenizer):
+    """Tiny GPT-2 (15 Adam steps), Kronecker projection (448 features, 8 Conv1D modules and 5
+    LayerNorms as dense blocks), 40 prompt/completion pairs of 3-8 words each, 8 queries. Against
+    the exact Fisher of the projected store (InfluenceFunction, relative damping 0.1). Measured:
+    EK-FAC Pearson 0.871 / Spearman 0.869, K-FAC 0.858 / 0.854, dot product 0.186 / 0.176."""
+    rng = np.random.default_rng(0)
+
+    def sentence():
+        return " ".join(rng.choice(WORDS, size=rng.integers(3, 9)))
+
+    records = [{"prompt": sentence(), "completion": sentence()} for _ in range(48)]
+    model = tiny_gpt2(tokenizer.vocab_size)
+    task = HFCausalLMTask(tokenizer, max_length=16)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(15):
+        batch = task.collate([records[i] for i in rng.choice(40, 16)])
+        optimizer.zero_grad()
+        task.train_loss(model, batch).mean().backward()
+        optimizer.step()
+    model.eval()
+    train = ExampleSet(records[:40], tuple(map(str, range(40))))
+    query = ExampleSet(records[40:], tuple(f"q{i}" for i in range(8)))
+    selection = ModuleSelection(types=("Conv1D", "LayerNorm"))
+    config = ProjectionConfig(kind="kronecker", dim=512)
+    extractor, train_store, query_store = _stores(
+        tmp_path, model, task, train, query, config, selection
+    )
+    factors = KFACFactors.fit(extractor, train, train_store, batch_size=16, progress=False)
+
+    # positions whose output gradient is exactly zero (padding, each sequence's last token,
+    # and in the last block every position whose logits are not scored) are left out
+    labels = task.collate(list(train))["labels"]
+    lengths = (task.collate(list(train))["attention_mask"]).sum(1)
+    assert factors._block("transformer.h.0.attn.c_attn").tokens == int((lengths - 1).sum())
+    assert factors._block("transformer.h.1.mlp.c_fc").tokens == int((labels != -100).sum())
+    assert not factors._block("transformer.h.0.ln_1").kronecker
+
+    exact = InfluenceFunction(damping=0.1).fit(train_store).score(query_store).values
+    ekfac = EKFAC(factors).fit(train_store).score(query_store).values
+    kfac = EKFAC(factors, correct_eigenvalues=False).fit(train_store).score(query_store).values
+    dot = query_store.features() @ train_store.features().T
+    ek_pearson, ek_spearman = _correlations(ekfac, exact)
+    k_pearson, k_spearman = _correlations(kfac, exact)
+    assert ek_pearson > 0.8 and ek_spearman > 0.8, (ek_pearson, ek_spearman)
+    assert ek_pearson >= k_pearson and ek_spearman >= k_spearman, (ek_pearson, k_pearson)
+    assert ek_pearson > _correlations(dot, exact)[0] + 0.5
+
+
+def test_projected_factors_are_projected_covariances(tmp_path):
+    """Kronecker projection: A_p = P_in A P_inᵀ and S_p = P_out S P_outᵀ with A, S from the
+    identity projection of the same model. Embedding inputs are one-hot (A is diagonal, token
+    counts) and padding positions (no output gradient) are left out."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(9, 5, padding_idx=0), nn.Flatten(), nn.Linear(15, 3))
+    ids = torch.randint(1, 9, (20, 3))
+    ids[::4, 2] = 0  # padding
+    data = ExampleSet(list(zip(ids, torch.randint(0, 3, (20,)))), tuple(map(str, range(20))))
+    selection = ModuleSelection(types=("Embedding", "Linear"))
+    task = ClassificationTask()
+    full = KFACFactors.fit(
+        GradientExtractor(model, task, IDENTITY, selection), data, progress=False
+    )
+    embedding = full._block("0")
+    counts = np.bincount(ids[ids != 0].numpy(), minlength=9) / int((ids != 0).sum())
+    np.testing.assert_allclose(
+        _covariance(embedding.a_values, embedding.a_vectors), np.diag(counts), atol=1e-12
+    )
+    assert embedding.tokens == int((ids != 0).sum())
+
+    config = ProjectionConfig(kind="kronecker", factor_dims=(4, 3), seed=1)
+    projected_extractor = GradientExtractor(model, task, config, selection)
+    projected = KFACFactors.fit(projected_extractor, data, batch_size=7, progress=False)
+    for index, (ours, theirs) in enumerate(zip(projected.blocks, full.blocks)):
+        p_in, p_out = (
+            p.double().numpy() for p in projected_extractor.projector.matrices(index, "cpu")
+        )
+        a, s = (
+            _covariance(v, q)
+            for v, q in ((theirs.a_values, theirs.a_vectors), (theirs.s_values, theirs.s_vectors))
+        )
+        np.testing.assert_allclose(
+            _covariance(ours.a_values, ours.a_vectors), p_in @ a @ p_in.T, rtol=1e-5, atol=1e-7
+        )
+        np.testing.assert_allclose(
+            _covariance(ours.s_values, ours.s_vectors), p_out @ s @ p_out.T, rtol=1e-5, atol=1e-9
+        )
+
+
+def test_save_load_round_trip_and_mismatches(mlp, tmp_path):
+    extractor, train, train_store, query_store, factors = mlp
+    path = factors.save(tmp_path / "factors.safetensors")
+    loaded = KFACFactors.load(path)
+    assert loaded.metadata() == factors.metadata()
+    assert loaded.corrected and loaded.checkpoint == "final"
+    for corrected in (True, False):
+        ours = EKFAC(factors, correct_eigenvalues=corrected).fit(train_store)
+        theirs = EKFAC(loaded, correct_eigenvalues=corrected).fit(train_store)
+        np.testing.assert_array_equal(
+            ours.score(query_store).values, theirs.score(query_store).values
+        )
+
+    # other weights (same architecture and projection): refused at fit and at scoring
+    model = copy.deepcopy(extractor.model)
+    with torch.no_grad():
+        model[0].weight.add_(0.01)
+    moved = GradientExtractor(model, extractor.task, IDENTITY)
+    featurize(moved, train, tmp_path / "moved", progress=False)
+    moved_store = FeatureStore.open(tmp_path / "moved")
+    with pytest.raises(StoreMismatchError, match="different weights"):
+        EKFAC(loaded).fit(moved_store)
+    with pytest.raises(StoreMismatchError, match="different weights"):
+        EKFAC(loaded).fit(train_store).score(moved_store)
+    # another projection, other modules
+    kron = GradientExtractor(extractor.model, extractor.task, ProjectionConfig(dim=40))
+    featurize(kron, train, tmp_path / "kron", progress=False)
+    with pytest.raises(StoreMismatchError, match="projection"):
+        EKFAC(loaded).fit(FeatureStore.open(tmp_path / "kron"))
+    last = GradientExtractor(
+        extractor.model, extractor.task, IDENTITY, ModuleSelection(include=("2",))
+    )
+    featurize(last, train, tmp_path / "last", progress=False)
+    with pytest.raises(StoreMismatchError, match="modules"):
+        loaded.correct_eigenvalues(FeatureStore.open(tmp_path / "last"))
+
+    # not a factors file, or a tampered one
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    with pytest.raises(InputError, match="not a readable safetensors"):
+        KFACFactors.load(tmp_path / "junk.safetensors")
+    tensors = load_file(str(path))
+    save_file(tensors, str(tmp_path / "bare.safetensors"))
+    with pytest.raises(InputError, match="not an infscope K-FAC"):
+        KFACFactors.load(tmp_path / "bare.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as handle:
+        metadata = handle.metadata()
+    tensors["0.corrected"] = tensors["0.corrected"][:, :-1].copy()
+    save_file(tensors, str(tmp_path / "bad.safetensors"), metadata=metadata)
+    with pytest.raises(InputError, match="shape"):
+        KFACFactors.load(tmp_path / "bad.safetensors")
+
+
+def test_damping_is_per_module_and_recorded(mlp):
+    _, _, train_store, _, factors = mlp
+    for corrected in (True, False):
+        described = EKFAC(factors, 0.1, correct_eigenvalues=corrected).fit(train_store).describe()
+        assert described["corrected_eigenvalues"] is corrected
+        assert described["factors"]["checkpoint"] == "final"
+        damping = described["module_damping"]
+        for block in factors.blocks:
+            mean = factors.eigenvalues(block.name, corrected).mean()
+            assert damping[block.name] == pytest.approx(0.1 * mean, rel=1e-12)
+            assert damping[block.name] == pytest.approx(0.1 * block.trace / block.dim, rel=1e-9)
+        assert damping["0"] != pytest.approx(damping["2"], rel=0.01)
+    absolute = EKFAC(factors, 0.3, "absolute").fit(train_store).describe()["module_damping"]
+    assert absolute == {"0": 0.3, "2": 0.3}
+    with pytest.raises(InputError, match="damping"):
+        EKFAC(factors, damping=0)
+    with pytest.raises(InputError, match="damping_mode"):
+        EKFAC(factors, damping_mode="global")
+
+
+def test_batch_size_block_size_and_two_step_fit_agree(mlp):
+    """Factors do not depend on the batch size; scores not on the block size; fitting without
+    the store and correcting afterwards gives the same factors as fitting with it."""
+    extractor, train, train_store, query_store, factors = mlp
+    other = KFACFactors.fit(extractor, train, train_store, batch_size=7, progress=False)
+    two_step = KFACFactors.fit(extractor, train, batch_size=64, progress=False)
+    assert not two_step.corrected and two_step.statistics["source"] == "data"
+    kfac_only = EKFAC(two_step, correct_eigenvalues=False).fit(train_store).score(query_store)
+    two_step.correct_eigenvalues(train_store)
+    for ours in (other, two_step):
+        for a, b in zip(ours.blocks, factors.blocks):
+            for values, vectors in (("a_values", "a_vectors"), ("s_values", "s_vectors")):
+                np.testing.assert_allclose(
+                    _covariance(getattr(a, values), getattr(a, vectors)),
+                    _covariance(getattr(b, values), getattr(b, vectors)),
+                    rtol=1e-10,
+                    atol=1e-14,
+                )
+            np.testing.assert_allclose(a.corrected, b.corrected, rtol=1e-8, atol=1e-14)
+            assert a.trace == pytest.approx(b.trace, rel=1e-12)
+    reference = EKFAC(factors).fit(train_store).score(query_store).values
+    blocked = EKFAC(factors, block_size=7).fit(train_store).score(query_store).values
+    np.testing.assert_allclose(blocked, reference, rtol=1e-6, atol=1e-9)
+    kfac = EKFAC(factors, correct_eigenvalues=False).fit(train_store).score(query_store).values
+    np.testing.assert_allclose(kfac_only.values, kfac, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("kind", ["sjlt", "gaussian"])
+def test_mixed_projections_are_refused(mlp, tmp_path, kind):
+    extractor, train, _, _, factors = mlp
+    mixed = GradientExtractor(extractor.model, extractor.task, ProjectionConfig(kind=kind, dim=16))
+    with pytest.raises(InputError, match="not supported"):
+        KFACFactors.fit(mixed, train, progress=False)
+    featurize(mixed, train, tmp_path / kind, progress=False)
+    with pytest.raises(InputError, match="kind='kronecker'"):
+        EKFAC(factors).fit(FeatureStore.open(tmp_path / kind))
