@@ -146,3 +146,62 @@ def test_missing_model_directory_is_a_clear_error(tmp_path):
     )
     assert result.exit_code == 2
     assert "model directory not found" in result.output
+
+
+def test_fit_factors_then_score_with_ekfac(tmp_path, bert_dir):
+    from infscope.attribution import load_scores
+
+    path, _ = bert_dir
+    data = _jsonl(
+        tmp_path / "train.jsonl",
+        [{"id": f"s{i}", "text": s, "label": i % 2} for i, s in enumerate(SENTENCES)],
+    )
+    common = ["--model", str(path), "--dim", "256", "--max-length", "32"]
+    factors = tmp_path / "factors.safetensors"
+    result = runner.invoke(
+        app,
+        [
+            "features",
+            str(data),
+            "--out",
+            str(tmp_path / "train"),
+            "--fit-factors",
+            str(factors),
+            *common,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert factors.is_file()
+    result = runner.invoke(
+        app,
+        [
+            "features",
+            str(data),
+            "--out",
+            str(tmp_path / "query"),
+            "--gradient",
+            "measurement",
+            *common,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    for method in ("ekfac", "kfac"):
+        out = tmp_path / method
+        result = runner.invoke(
+            app,
+            [
+                "score",
+                "--train",
+                str(tmp_path / "train"),
+                "--query",
+                str(tmp_path / "query"),
+                "--method",
+                method,
+                "--factors",
+                str(factors),
+                "--out",
+                str(out),
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        assert load_scores(out).values.shape == (len(SENTENCES), len(SENTENCES))

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from infscope.cli.evaluate import app as evaluate_app
-from infscope.errors import InfscopeError
+from infscope.errors import InfscopeError, InputError
 
 app = typer.Typer(
     help=(
@@ -89,6 +89,10 @@ def features(
     ] = None,
     worker: Annotated[int, typer.Option(help="This worker's index (disjoint shards).")] = 0,
     num_workers: Annotated[int, typer.Option(help="Number of workers sharing the store.")] = 1,
+    fit_factors: Annotated[
+        Path | None,
+        typer.Option(help="Also fit K-FAC/EK-FAC factors and save them here (.safetensors)."),
+    ] = None,
 ) -> None:
     """Extract projected per-example gradients of DATA into a resumable feature store."""
     from infscope.cli.models import load_model_and_task
@@ -136,6 +140,17 @@ def features(
             worker=worker,
             num_workers=num_workers,
         )
+        if fit_factors is not None:
+            from infscope.attribution.kfac import KFACFactors
+
+            if gradient != "loss" or not store.is_complete(checkpoint):
+                raise InputError(
+                    "--fit-factors needs a complete store of training (loss) gradients"
+                )
+            KFACFactors.fit(
+                extractor, examples, store=store, checkpoint=checkpoint, batch_size=batch_size
+            ).save(fit_factors)
+            console.print(f"K-FAC/EK-FAC factors → {escape(str(fit_factors))}")
     except InfscopeError as err:
         _fail(err)
     written, expected = store.status()[checkpoint]
