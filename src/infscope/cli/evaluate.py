@@ -7,7 +7,6 @@ deltas ``m(without z) - m(all)`` should correlate positively with the scores.
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 from pathlib import Path
@@ -18,6 +17,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from infscope.cli.models import load_function
 from infscope.errors import InfscopeError, InputError
 
 app = typer.Typer(
@@ -109,21 +109,6 @@ def _flags_from_ids(path: Path, train_ids: list[str]) -> list[bool]:
         )
     chosen = set(listed)
     return [i in chosen for i in train_ids]
-
-
-def load_function(spec: str) -> Any:
-    """``package.module:function`` -> the function (importable from ``sys.path``)."""
-    module_name, _, name = spec.partition(":")
-    if not module_name or not name:
-        raise InputError(f"--train-fn must be 'module:function', got {spec!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise InputError(f"cannot import module {module_name!r}: {err}") from None
-    function = getattr(module, name, None)
-    if not callable(function):
-        raise InputError(f"module {module_name!r} has no function {name!r}")
-    return function
 
 
 def _matrix(path: Path):

@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from infscope.cli.evaluate import app as evaluate_app
+from infscope.cli.prune import prune
 from infscope.errors import InfscopeError, InputError
 
 app = typer.Typer(
@@ -351,6 +352,7 @@ def demo(
 
 
 app.add_typer(evaluate_app, name="evaluate")
+app.command()(prune)
 
 if __name__ == "__main__":
     app()

@@ -15,6 +15,21 @@ from infscope.tasks import HFCausalLMTask, HFSequenceClassificationTask, Task
 TASK_KINDS = ("hf-seqcls", "hf-causal-lm", "factory")
 
 
+def load_function(spec: str, option: str = "--train-fn") -> Any:
+    """``package.module:function`` → the function (importable from ``sys.path``)."""
+    module_name, _, name = spec.partition(":")
+    if not module_name or not name:
+        raise InputError(f"{option} must be 'module:function', got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise InputError(f"cannot import module {module_name!r}: {err}") from None
+    function = getattr(module, name, None)
+    if not callable(function):
+        raise InputError(f"module {module_name!r} has no function {name!r}")
+    return function
+
+
 def load_model_and_task(
     model: str,
     task: str,
@@ -32,16 +47,7 @@ def load_model_and_task(
     if task not in TASK_KINDS:
         raise InputError(f"unknown task {task!r}; choose from {TASK_KINDS}")
     if task == "factory":
-        module_name, _, function = model.partition(":")
-        if not function:
-            raise InputError(f"--model for task 'factory' must be 'module:function', got {model!r}")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as err:
-            raise InputError(f"cannot import factory module {module_name!r}: {err}") from None
-        if not callable(getattr(module, function, None)):
-            raise InputError(f"module {module_name!r} has no function {function!r}")
-        built = getattr(module, function)()
+        built = load_function(model, "--model")()
         if not (isinstance(built, tuple) and len(built) == 2 and isinstance(built[1], Task)):
             raise InputError(f"{model} must return (model, task)")
         if measurement is not None and measurement != built[1].measurement_name:

@@ -1,0 +1,118 @@
+"""``infscope prune``: a pruning study over saved per-example scores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from infscope.cli.models import load_function
+from infscope.errors import InfscopeError, InputError
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{what} must be comma-separated numbers, got {text!r}") from None
+
+
+def _scores(specs: list[str], negate: list[str]) -> tuple[dict[str, np.ndarray], list[str]]:
+    from infscope.attribution import SelfInfluence, load_scores
+
+    scores, ids = {}, None
+    for spec in specs:
+        name, _, path = spec.partition("=")
+        if not name or not path:
+            raise InputError(f"--score must be NAME=DIRECTORY, got {spec!r}")
+        loaded = load_scores(path)
+        if not isinstance(loaded, SelfInfluence):
+            raise InputError(
+                f"{path} holds a query x train matrix; pruning needs one score per example"
+            )
+        if ids is not None and loaded.train_ids != ids:
+            raise InputError(
+                f"{path} scores other examples (or another order) than the first score"
+            )
+        ids = loaded.train_ids
+        scores[name] = -loaded.values if name in negate else loaded.values
+    unknown = set(negate) - set(scores)
+    if unknown:
+        raise InputError(f"--negate names unknown scores {sorted(unknown)}")
+    return scores, ids
+
+
+def prune(
+    score: Annotated[
+        list[str],
+        typer.Option(help="NAME=DIR of saved per-example scores (higher = harder); repeatable."),
+    ],
+    train_fn: Annotated[
+        str,
+        typer.Option(
+            help="module:function with train_fn(train_indices, seed) -> metric (higher is better)."
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Directory for runs.csv, pruning_curve.png/.svg, summary.txt and the run cache."
+        ),
+    ],
+    keep: Annotated[str, typer.Option(help="Keep fractions, comma-separated.")] = "0.3,0.5,0.7",
+    strategy: Annotated[
+        list[str],
+        typer.Option(
+            help="keep-hard | keep-easy | drop-both-tails | class-stratified (repeatable)."
+        ),
+    ] = ["keep-hard"],  # noqa: B006
+    seeds: Annotated[str, typer.Option(help="Training seeds, comma-separated.")] = "0,1,2",
+    negate: Annotated[
+        list[str],
+        typer.Option(help="Score NAME where high means easy (confidence, AUM); repeatable."),
+    ] = [],  # noqa: B006
+    labels: Annotated[
+        Path | None, typer.Option(help="Data file with the labels (class-stratified).")
+    ] = None,
+    label_field: Annotated[str, typer.Option()] = "label",
+    metric_name: Annotated[str, typer.Option(help="Name of the metric on the plot.")] = "accuracy",
+) -> None:
+    """Retrain on score-pruned, random and full data with several seeds; plot pruning curves.
+
+    Resumable: every training run is cached under OUT/cache, so a killed study continues.
+    """
+    from infscope.cli.main import _fail, console
+    from infscope.data import ExampleSet
+    from infscope.evaluation.pruning import PruningStudy
+
+    try:
+        values, ids = _scores(score, negate)
+        label_array = None
+        if labels is not None:
+            data = ExampleSet.from_file(labels)
+            by_id = dict(zip(data.ids, data.examples))
+            missing = [i for i in ids if i not in by_id]
+            if missing:
+                raise InputError(f"{labels} lacks {len(missing)} scored ids, e.g. {missing[:3]}")
+            label_array = np.array([by_id[i][label_field] for i in ids])
+        study = PruningStudy(
+            values,
+            load_function(train_fn),
+            keep_fractions=_floats(keep, "--keep"),
+            strategies=tuple(strategy),
+            seeds=[int(s) for s in _floats(seeds, "--seeds")],
+            labels=label_array,
+            cache_dir=out / "cache",
+        )
+        result = study.run()
+        out.mkdir(parents=True, exist_ok=True)
+        result.to_csv(out / "runs.csv")
+        for suffix in ("png", "svg"):
+            result.plot(out / f"pruning_curve.{suffix}", metric_name)
+        (out / "summary.txt").write_text(result.text() + "\n")
+    except InfscopeError as err:
+        _fail(err)
+    console.print(result.text(), markup=False)
+    console.print(f"wrote {out}/runs.csv, pruning_curve.png/.svg, summary.txt", markup=False)
