@@ -1,0 +1,73 @@
+"""Training dynamics: record per-example loss, probabilities, margins, correctness and last-layer
+gradient norms during training (plain loop or Hugging Face ``Trainer``), and turn them into
+per-example scores — data maps, EL2N, GraNd, forgetting events, AUM, VoG — each optionally
+normalised within classes.
+
+``DynamicsCallback`` and ``IdCollator`` need ``transformers`` and are imported on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from infscope.dynamics.recorder import (
+    DynamicsArrays,
+    DynamicsRecorder,
+    last_layer_grad_norm,
+    per_example_dynamics,
+)
+from infscope.dynamics.scores import (
+    NORMALIZE_METHODS,
+    SCORES,
+    aum,
+    class_normalize,
+    compute_score,
+    confidence,
+    correctness,
+    data_map,
+    el2n,
+    forgetting_events,
+    grand,
+    hardness,
+    input_gradients,
+    mean_loss,
+    self_influence_score,
+    variability,
+    vog,
+    vog_from_checkpoints,
+)
+
+__all__ = [
+    "NORMALIZE_METHODS",
+    "SCORES",
+    "DynamicsArrays",
+    "DynamicsCallback",
+    "DynamicsRecorder",
+    "IdCollator",
+    "aum",
+    "class_normalize",
+    "compute_score",
+    "confidence",
+    "correctness",
+    "data_map",
+    "el2n",
+    "forgetting_events",
+    "grand",
+    "hardness",
+    "input_gradients",
+    "last_layer_grad_norm",
+    "mean_loss",
+    "per_example_dynamics",
+    "self_influence_score",
+    "variability",
+    "vog",
+    "vog_from_checkpoints",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("DynamicsCallback", "IdCollator"):
+        from infscope.dynamics import callback
+
+        return getattr(callback, name)
+    raise AttributeError(f"module 'infscope.dynamics' has no attribute {name!r}")

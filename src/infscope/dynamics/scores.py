@@ -1,0 +1,705 @@
+"""Per-example scores from training dynamics: data maps, EL2N, GraNd, forgetting, AUM, VoG.
+
+Every score is a function returning a :class:`~infscope.attribution.SelfInfluence` — one value per
+training example, with its id — whose ``method`` names the score and whose ``metadata`` says what a
+high value means (``"high_means"``), whether higher means harder (``"higher_is_harder"``), which
+epochs were used and whether the values were class-normalised. :func:`hardness` orients any of them
+so that high = hard (what :func:`~infscope.evaluation.mislabel_detection` and pruning strategies
+expect).
+
+Inputs are a :class:`~infscope.dynamics.DynamicsRecorder` or its :class:`DynamicsArrays`; ``ids``
+picks and orders the rows (default: the recorder's first-seen order), ``epochs`` restricts the
+epochs used. Means over epochs skip epochs in which an example was not recorded; an example with
+no record in the epochs used gets NaN.
+
+Class normalisation: every score takes ``normalize=None | "zscore" | "rank"``, applied per class
+by :func:`class_normalize`, so that class imbalance (and classes that are simply harder) does not
+dominate a ranking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.stats import rankdata
+from torch import nn
+
+from infscope.attribution.scores import SelfInfluence
+from infscope.dynamics.recorder import DynamicsArrays, DynamicsRecorder, EpochKey, _as_ids
+from infscope.errors import InputError
+from infscope.tasks.base import to_device
+from infscope.tasks.huggingface import model_inputs
+
+Source = DynamicsRecorder | DynamicsArrays
+NORMALIZE_METHODS = ("zscore", "rank")
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+def _reindex(arrays: DynamicsArrays, ids: list[str]) -> DynamicsArrays:
+    if ids == arrays.ids:
+        return arrays
+    position = {i: r for r, i in enumerate(arrays.ids)}
+    missing = [i for i in ids if i not in position]
+    if missing:
+        raise InputError(f"{len(missing)} ids are not in the records, e.g. {missing[:5]}")
+    rows = np.asarray([position[i] for i in ids], dtype=np.int64)
+    return DynamicsArrays(
+        ids=list(ids),
+        epochs=list(arrays.epochs),
+        labels=arrays.labels[rows],
+        loss=arrays.loss[rows],
+        probs=arrays.probs[rows],
+        margin=arrays.margin[rows],
+        correct=arrays.correct[rows],
+        grad_norm=arrays.grad_norm[rows],
+        recorded=arrays.recorded[rows],
+        metadata=dict(arrays.metadata),
+    )
+
+
+def _arrays(
+    source: Source, ids: Any = None, epochs: Sequence[EpochKey] | None = None
+) -> DynamicsArrays:
+    if isinstance(source, DynamicsRecorder):
+        return source.to_arrays(ids, epochs)
+    if not isinstance(source, DynamicsArrays):
+        raise InputError(
+            f"expected a DynamicsRecorder or DynamicsArrays, got {type(source).__name__}"
+        )
+    arrays = source if epochs is None else source.select_epochs(epochs)
+    if ids is not None:
+        arrays = _reindex(arrays, _as_ids(getattr(ids, "ids", ids)))
+    return arrays
+
+
+def _nanmean(values: np.ndarray, axis: int = 1) -> np.ndarray:
+    """Mean over finite entries; NaN where there are none (no warning)."""
+    present = ~np.isnan(values)
+    count = present.sum(axis=axis)
+    total = np.where(present, values, 0.0).sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def class_normalize(
+    values: np.ndarray | SelfInfluence, labels: Any, method: str = "zscore"
+) -> np.ndarray | SelfInfluence:
+    """Normalise scores within each class (NaN values stay NaN and are ignored).
+
+    ``"zscore"``: ``(v - mean_c) / std_c`` with the population std, so every class has mean 0 and
+    std 1 (a class whose values are all equal, or that has one example, gets 0). ``"rank"``: the
+    within-class percentile rank in ``[0, 1]`` (ties averaged; a single example gets 0.5). Both keep
+    the order within a class, so "what high means" is unchanged. A :class:`SelfInfluence` in gives a
+    :class:`SelfInfluence` out whose method gains ``"+class_<method>"``.
+    """
+    if method not in NORMALIZE_METHODS:
+        raise InputError(
+            f"unknown normalisation {method!r}; choose one of {list(NORMALIZE_METHODS)}"
+        )
+    if isinstance(values, SelfInfluence):
+        out = class_normalize(values.values, labels, method)
+        metadata = {**values.metadata, "class_normalized": method}
+        return SelfInfluence(
+            out, list(values.train_ids), f"{values.method}+class_{method}", metadata
+        )
+    raw = np.asarray(values, dtype=np.float64)
+    if isinstance(labels, torch.Tensor):
+        labels = labels.detach().cpu().numpy()
+    labels = np.asarray(labels)
+    if raw.ndim != 1 or labels.shape != raw.shape:
+        raise InputError(
+            f"values {raw.shape} and labels {labels.shape} must be 1-D and of the same length"
+        )
+    out = np.full_like(raw, np.nan)
+    finite = np.isfinite(raw)
+    for label in np.unique(labels):
+        rows = np.flatnonzero((labels == label) & finite)
+        if rows.size == 0:
+            continue
+        v = raw[rows]
+        if method == "zscore":
+            std = v.std()
+            out[rows] = (v - v.mean()) / std if std > 0 else 0.0
+        else:
+            out[rows] = (rankdata(v) - 1) / (v.size - 1) if v.size > 1 else 0.5
+    return out
+
+
+def hardness(score: SelfInfluence) -> SelfInfluence:
+    """``score`` oriented so that high = hard / suspicious (negated when higher means easier,
+    e.g. confidence or AUM)."""
+    harder = score.metadata.get("higher_is_harder")
+    if harder is None:
+        raise InputError(f"score {score.method!r} does not say which direction is harder")
+    if harder:
+        return score
+    metadata = {**score.metadata, "higher_is_harder": True, "negated": True}
+    return SelfInfluence(-score.values, list(score.train_ids), f"-{score.method}", metadata)
+
+
+def _result(
+    values: np.ndarray,
+    ids: list[str],
+    labels: np.ndarray,
+    name: str,
+    high_means: str,
+    higher_is_harder: bool,
+    normalize: str | None,
+    **extra: Any,
+) -> SelfInfluence:
+    metadata = {
+        "score": name,
+        "high_means": high_means,
+        "higher_is_harder": higher_is_harder,
+        "class_normalized": None,
+        **extra,
+    }
+    result = SelfInfluence(np.asarray(values, dtype=np.float64), list(ids), name, metadata)
+    return result if normalize is None else class_normalize(result, labels, normalize)
+
+
+def _ensemble(
+    sources: Source | Sequence[Source], ids: Any, epoch: EpochKey | None
+) -> tuple[list[DynamicsArrays], list[int]]:
+    """Each ensemble member's arrays on common ids, with the column of ``epoch`` in each."""
+    members = [sources] if isinstance(sources, (DynamicsRecorder, DynamicsArrays)) else sources
+    members = list(members)
+    if not members:
+        raise InputError("give at least one recorder")
+    first = _arrays(members[0], ids)
+    arrays = [first] + [_arrays(m, first.ids) for m in members[1:]]
+    for other in arrays[1:]:
+        if not np.array_equal(other.labels, first.labels):
+            raise InputError("the ensemble's recorders disagree on the labels of some examples")
+    return arrays, [a.epoch_index(epoch) for a in arrays]
+
+
+# -- data maps (Swayamdipta et al., 2020) ----------------------------------------------------------
+def mean_loss(
+    source: Source,
+    ids: Any = None,
+    epochs: Sequence[EpochKey] | None = None,
+    normalize: str | None = None,
+) -> SelfInfluence:
+    """Mean training loss over epochs. **High = hard**: slow to fit, ambiguous or mislabeled."""
+    a = _arrays(source, ids, epochs)
+    return _result(
+        _nanmean(a.loss),
+        a.ids,
+        a.labels,
+        "loss",
+        "hard to fit (often mislabeled or atypical)",
+        True,
+        normalize,
+        epochs=a.epochs,
+    )
+
+
+def confidence(
+    source: Source,
+    ids: Any = None,
+    epochs: Sequence[EpochKey] | None = None,
+    normalize: str | None = None,
+) -> SelfInfluence:
+    """Data-map confidence: mean probability of the label over epochs. **High = easy to learn**;
+    low = hard to learn (mislabeled examples sit at low confidence and low variability)."""
+    a = _arrays(source, ids, epochs)
+    return _result(
+        _nanmean(a.correct_prob),
+        a.ids,
+        a.labels,
+        "confidence",
+        "easy to learn",
+        False,
+        normalize,
+        epochs=a.epochs,
+    )
+
+
+def variability(
+    source: Source,
+    ids: Any = None,
+    epochs: Sequence[EpochKey] | None = None,
+    normalize: str | None = None,
+) -> SelfInfluence:
+    """Data-map variability: population standard deviation over epochs of the label probability.
+    **High = ambiguous** (the model keeps changing its mind); low = consistently easy or hard."""
+    a = _arrays(source, ids, epochs)
+    p = a.correct_prob
+    mean = _nanmean(p)
+    values = np.sqrt(_nanmean((p - mean[:, None]) ** 2))
+    return _result(
+        values,
+        a.ids,
+        a.labels,
+        "variability",
+        "ambiguous (prediction changes across epochs)",
+        True,
+        normalize,
+        epochs=a.epochs,
+    )
+
+
+def correctness(
+    source: Source,
+    ids: Any = None,
+    epochs: Sequence[EpochKey] | None = None,
+    normalize: str | None = None,
+) -> SelfInfluence:
+    """Data-map correctness: fraction of epochs in which the prediction was right.
+    **High = easy**."""
+    a = _arrays(source, ids, epochs)
+    return _result(
+        _nanmean(a.correct),
+        a.ids,
+        a.labels,
+        "correctness",
+        "easy (usually predicted correctly)",
+        False,
+        normalize,
+        epochs=a.epochs,
+    )
+
+
+def data_map(
+    source: Source,
+    ids: Any = None,
+    epochs: Sequence[EpochKey] | None = None,
+    normalize: str | None = None,
+) -> dict[str, SelfInfluence]:
+    """The data-map coordinates: ``confidence``, ``variability`` and ``correctness``."""
+    a = _arrays(source, ids, epochs)
+    return {
+        "confidence": confidence(a, normalize=normalize),
+        "variability": variability(a, normalize=normalize),
+        "correctness": correctness(a, normalize=normalize),
+    }
+
+
+# -- EL2N and GraNd (Paul et al., 2021) ------------------------------------------------------------
+def el2n(
+    sources: Source | Sequence[Source],
+    epoch: EpochKey | None = None,
+    ids: Any = None,
+    normalize: str | None = None,
+) -> SelfInfluence:
+    """EL2N: ``||p - onehot(y)||_2`` at an early ``epoch`` (default: the first recorded), averaged
+    over an ensemble of recorders (e.g. seeds). **High = hard / important to keep**; the highest
+    values are often mislabeled examples."""
+    arrays, cols = _ensemble(sources, ids, epoch)
+    per_member = []
+    for a, col in zip(arrays, cols):
+        residual = a.probs[:, col].copy()
+        residual[np.arange(a.n_examples), a.labels] -= 1.0
+        per_member.append(np.linalg.norm(residual, axis=1))
+    first = arrays[0]
+    return _result(
+        _nanmean(np.stack(per_member, axis=1)),
+        first.ids,
+        first.labels,
+        "el2n",
+        "hard (large error early in training)",
+        True,
+        normalize,
+        epochs=[a.epochs[c] for a, c in zip(arrays, cols)],
+        n_recorders=len(arrays),
+    )
+
+
+def grand(
+    sources: Source | Sequence[Source],
+    epoch: EpochKey | None = None,
+    ids: Any = None,
+    normalize: str | None = None,
+) -> SelfInfluence:
+    """GraNd: the expected loss-gradient norm at an early ``epoch``, estimated by the recorded
+    **last-layer** gradient norm (exact for the final linear layer, see
+    :func:`~infscope.dynamics.recorder.last_layer_grad_norm`) averaged over an ensemble of
+    recorders. **High = hard / important to keep**."""
+    arrays, cols = _ensemble(sources, ids, epoch)
+    values = np.stack([a.grad_norm[:, c] for a, c in zip(arrays, cols)], axis=1)
+    recorded = np.stack([a.recorded[:, c] for a, c in zip(arrays, cols)], axis=1)
+    if recorded.any() and np.isnan(values[recorded]).all():
+        raise InputError(
+            "no last-layer gradient norms were recorded: watch the final layer "
+            "(recorder.watch(model, 'classifier')) or pass features= to record()"
+        )
+    first = arrays[0]
+    return _result(
+        _nanmean(values),
+        first.ids,
+        first.labels,
+        "grand",
+        "hard (large loss gradient early in training)",
+        True,
+        normalize,
+        epochs=[a.epochs[c] for a, c in zip(arrays, cols)],
+        n_recorders=len(arrays),
+        approximation="last-layer gradient norm",
+    )
+
+
+# -- forgetting events (Toneva et al., 2019) and AUM (Pleiss et al., 2020) -------------------------
+def forgetting_events(
+    source: Source,
+    ids: Any = None,
+    epochs: Sequence[EpochKey] | None = None,
+    never_learned: float | None = None,
+    normalize: str | None = None,
+) -> SelfInfluence:
+    """Number of forgetting events: transitions from correct to incorrect between consecutive
+    recorded epochs (epochs in which an example is missing are skipped). Examples never predicted
+    correctly get ``never_learned`` (default: the number of epochs, as in Toneva et al., who rank
+    them above every forgotten example). **High = hard / forgettable**; 0 with at least one correct
+    epoch = unforgettable."""
+    a = _arrays(source, ids, epochs)
+    correct = a.correct
+    events = np.zeros(a.n_examples)
+    previous = np.full(a.n_examples, np.nan)
+    for col in range(a.n_epochs):
+        current = correct[:, col]
+        present = ~np.isnan(current)
+        events += present & (previous == 1.0) & (current == 0.0)
+        previous = np.where(present, current, previous)
+    fill = float(a.n_epochs if never_learned is None else never_learned)
+    any_record = a.recorded.any(axis=1)
+    never = any_record & (np.nansum(np.where(np.isnan(correct), 0.0, correct), axis=1) == 0)
+    values = np.where(never, fill, events)
+    values = np.where(any_record, values, np.nan)
+    return _result(
+        values,
+        a.ids,
+        a.labels,
+        "forgetting_events",
+        "hard (often forgotten, or never learned)",
+        True,
+        normalize,
+        epochs=a.epochs,
+        never_learned=fill,
+    )
+
+
+def aum(
+    source: Source,
+    ids: Any = None,
+    epochs: Sequence[EpochKey] | None = None,
+    normalize: str | None = None,
+) -> SelfInfluence:
+    """Area under the margin (Pleiss et al., 2020): mean over epochs of ``z_y - max_{c != y} z_c``.
+    **High = easy, confidently correct; low (especially negative) = likely mislabeled.**"""
+    a = _arrays(source, ids, epochs)
+    return _result(
+        _nanmean(a.margin),
+        a.ids,
+        a.labels,
+        "aum",
+        "easy (large margin); low or negative = likely mislabeled",
+        False,
+        normalize,
+        epochs=a.epochs,
+    )
+
+
+# -- variance of gradients (Agarwal et al., 2022) --------------------------------------------------
+def _vog_values(gradients: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """``gradients`` ``[K, n, *shape]`` -> per example, the mean over input dimensions (those
+    where ``mask`` is nonzero) of the variance across the ``K`` checkpoints."""
+    variance = gradients.var(axis=0)  # population variance over checkpoints: [n, *shape]
+    n = variance.shape[0]
+    if mask is None:
+        return variance.reshape(n, -1).mean(axis=1)
+    mask = np.asarray(mask, dtype=np.float64)
+    if mask.shape[0] != n or mask.ndim > variance.ndim or variance.shape[: mask.ndim] != mask.shape:
+        raise InputError(
+            f"mask {mask.shape} must match the leading dimensions of the gradients {variance.shape}"
+        )
+    weights = mask.reshape(mask.shape + (1,) * (variance.ndim - mask.ndim))
+    weights = np.broadcast_to(weights, variance.shape).reshape(n, -1)
+    total = (variance.reshape(n, -1) * weights).sum(axis=1)
+    count = weights.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1e-300), np.nan)
+
+
+def _vog_result(
+    raw: np.ndarray, labels: np.ndarray, ids: list[str], k: int, normalize: str | None, extra: dict
+) -> SelfInfluence:
+    return _result(
+        raw,
+        ids,
+        labels,
+        "vog",
+        "hard / atypical (its input gradient changes a lot across checkpoints)",
+        True,
+        normalize,
+        n_checkpoints=k,
+        **extra,
+    )
+
+
+def _labels_array(labels: Any, n: int) -> np.ndarray:
+    if isinstance(labels, torch.Tensor):
+        labels = labels.detach().cpu().numpy()
+    labels = np.asarray(labels)
+    if labels.shape != (n,):
+        raise InputError(f"labels must have shape ({n},), got {labels.shape}")
+    return labels.astype(np.int64)
+
+
+def _default_ids(ids: Any, n: int) -> list[str]:
+    out = [str(i) for i in range(n)] if ids is None else _as_ids(getattr(ids, "ids", ids))
+    if len(out) != n:
+        raise InputError(f"{len(out)} ids for {n} examples")
+    return out
+
+
+def vog(
+    input_gradients: Any,
+    labels: Any,
+    ids: Any = None,
+    mask: Any = None,
+    normalize: str | None = "zscore",
+) -> SelfInfluence:
+    """Variance of gradients (VoG) from precomputed input gradients ``[K, n, *input_shape]`` (a
+    stacked array/tensor, or a sequence of ``K`` arrays ``[n, *input_shape]``): for each example,
+    the gradient of the **label's logit** (pre-softmax) with respect to the input at each of ``K``
+    checkpoints; VoG is the population variance across checkpoints of each input dimension,
+    averaged over the dimensions (only where ``mask`` ``[n, *leading_shape]`` is nonzero, e.g. the
+    attention mask for text gradients ``[K, n, T, d]``), then — as in Agarwal et al. — normalised
+    within each class (``normalize="zscore"`` by default; ``None`` gives the raw values).
+
+    The paper writes ``sqrt(1/K) * sum_t (S_t - mu)^2`` per dimension; its reference code computes
+    exactly that, which is ``sqrt(K)`` times the variance used here — the same ranking, and the
+    same values once z-scored within a class. (That code then takes the absolute value of the
+    z-score; we keep its sign, so low VoG stays low.) **High = hard / atypical, often mislabeled
+    or memorised**. For text models the input is the embedding output (see :func:`input_gradients`).
+    """
+    if isinstance(input_gradients, torch.Tensor):
+        grads = input_gradients.detach().cpu().double().numpy()
+    elif isinstance(input_gradients, np.ndarray):
+        grads = input_gradients.astype(np.float64, copy=False)
+    else:
+        grads = np.stack(
+            [
+                g.detach().cpu().double().numpy()
+                if isinstance(g, torch.Tensor)
+                else np.asarray(g, np.float64)
+                for g in input_gradients
+            ]
+        )
+    if grads.ndim < 2 or grads.shape[0] < 2:
+        raise InputError(
+            f"input gradients must have shape [checkpoints >= 2, n, ...], got {grads.shape}"
+        )
+    n = grads.shape[1]
+    if isinstance(mask, torch.Tensor):
+        mask = mask.detach().cpu().numpy()
+    raw = _vog_values(grads, mask)
+    return _vog_result(
+        raw, _labels_array(labels, n), _default_ids(ids, n), grads.shape[0], normalize, {}
+    )
+
+
+def _slice(inputs: Any, start: int, stop: int) -> Any:
+    if isinstance(inputs, Mapping):
+        return {k: v[start:stop] for k, v in inputs.items()}
+    return inputs[start:stop]
+
+
+def _n_inputs(inputs: Any) -> int:
+    if isinstance(inputs, Mapping):
+        sizes = {len(v) for v in inputs.values()}
+        if len(sizes) != 1:
+            raise InputError("every input tensor must have the same number of rows")
+        return sizes.pop()
+    return len(inputs)
+
+
+def _logits_of(output: Any) -> torch.Tensor:
+    logits = getattr(output, "logits", None)
+    if logits is None and isinstance(output, Mapping):
+        logits = output.get("logits")
+    if logits is None:
+        logits = output
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+        raise InputError(
+            "the model must return logits [batch, classes] (or an output with .logits)"
+        )
+    return logits
+
+
+def _batch_input_gradients(
+    model: nn.Module, batch: Any, labels: torch.Tensor, input_module: str | None
+) -> torch.Tensor:
+    """Gradient of each example's label logit w.r.t. its input (or ``input_module``'s output)."""
+    parameter = next(model.parameters(), None)
+    if parameter is not None:
+        batch = to_device(batch, parameter.device)
+    captured: list[torch.Tensor] = []
+    handle = None
+    if input_module is not None:
+
+        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+            leaf = output.detach().requires_grad_(True)  # a leaf: no parameter gradients
+            captured.append(leaf)
+            return leaf
+
+        handle = model.get_submodule(input_module).register_forward_hook(hook)
+    try:
+        with torch.enable_grad():
+            if input_module is None:
+                if isinstance(batch, Mapping) or not torch.is_floating_point(batch):
+                    raise InputError(
+                        "without input_module the inputs must be a float tensor; for text models "
+                        "name the embedding module (e.g. input_module='bert.embeddings')"
+                    )
+                leaf = batch.detach().clone().requires_grad_(True)
+                captured.append(leaf)
+                output = model(leaf)
+            elif isinstance(batch, Mapping):
+                output = model(**model_inputs(batch)) if "input_ids" in batch else model(**batch)
+            else:
+                output = model(batch)
+            if len(captured) != 1:
+                raise InputError(
+                    f"the input module {input_module!r} ran {len(captured)} times in one forward "
+                    "pass; name a module that runs exactly once"
+                )
+            logits = _logits_of(output)
+            label_logits = logits.gather(1, labels.to(logits.device).view(-1, 1)).sum()
+            (gradient,) = torch.autograd.grad(label_logits, captured[0])
+    finally:
+        if handle is not None:
+            handle.remove()
+    return gradient.detach()
+
+
+def input_gradients(
+    model: nn.Module,
+    inputs: Any,
+    labels: Any,
+    input_module: str | None = None,
+    batch_size: int = 64,
+) -> torch.Tensor:
+    """Per-example gradient of the label's logit (pre-softmax) with respect to the input:
+    ``inputs`` a float tensor ``[n, ...]``, or — with ``input_module`` naming a module such as
+    ``"bert.embeddings"`` — with respect to that module's output (for text models: the embedding
+    output ``[n, T, d]``; ``inputs`` may then be a dict of HF tensors). Computed in eval mode (no
+    dropout, so examples in a batch are independent), in batches; returns ``[n, *shape]`` on CPU.
+    """
+    n = _n_inputs(inputs)
+    labels_t = torch.as_tensor(_labels_array(labels, n))
+    was_training = model.training
+    model.eval()
+    try:
+        parts = [
+            _batch_input_gradients(
+                model, _slice(inputs, s, s + batch_size), labels_t[s : s + batch_size], input_module
+            ).cpu()
+            for s in range(0, n, batch_size)
+        ]
+    finally:
+        model.train(was_training)
+    return torch.cat(parts)
+
+
+def vog_from_checkpoints(
+    models: Iterable[nn.Module],
+    inputs: Any,
+    labels: Any,
+    ids: Any = None,
+    input_module: str | None = None,
+    mask: Any = None,
+    batch_size: int = 32,
+    normalize: str | None = "zscore",
+) -> SelfInfluence:
+    """VoG (see :func:`vog`) from ``K >= 2`` models (the checkpoints, all in memory), one batch of
+    examples at a time across all checkpoints, so memory stays ``O(batch x K x input size)`` rather
+    than holding every gradient. ``mask`` ``[n, *leading_shape]`` (e.g. the attention mask for text)
+    selects the input dimensions averaged over."""
+    models = list(models)
+    if len(models) < 2:
+        raise InputError(f"VoG needs at least 2 checkpoints, got {len(models)}")
+    n = _n_inputs(inputs)
+    labels_np = _labels_array(labels, n)
+    labels_t = torch.as_tensor(labels_np)
+    if isinstance(mask, torch.Tensor):
+        mask = mask.detach().cpu().numpy()
+    modes = [m.training for m in models]
+    for m in models:
+        m.eval()
+    raw = np.empty(n)
+    try:
+        for s in range(0, n, batch_size):
+            batch = _slice(inputs, s, s + batch_size)
+            grads = np.stack(
+                [
+                    _batch_input_gradients(m, batch, labels_t[s : s + batch_size], input_module)
+                    .cpu()
+                    .double()
+                    .numpy()
+                    for m in models
+                ]
+            )
+            raw[s : s + batch_size] = _vog_values(
+                grads, None if mask is None else np.asarray(mask)[s : s + batch_size]
+            )
+    finally:
+        for m, mode in zip(models, modes):
+            m.train(mode)
+    return _vog_result(
+        raw,
+        labels_np,
+        _default_ids(ids, n),
+        len(models),
+        normalize,
+        {"input_module": input_module},
+    )
+
+
+# -- self-influence from the attribution estimators --------------------------------------------------
+def self_influence_score(
+    estimator: Any, labels: Any = None, normalize: str | None = None
+) -> SelfInfluence:
+    """A fitted :class:`~infscope.attribution.Estimator`'s self-influence as a dynamics-style score
+    (**high = unusual / memorised; mislabeled examples rank high**), optionally class-normalised
+    (``labels`` aligned with the estimator's training ids)."""
+    score = estimator.self_influence()
+    metadata = {
+        **score.metadata,
+        "score": "self_influence",
+        "high_means": "unusual or memorised (mislabeled examples rank high)",
+        "higher_is_harder": True,
+        "class_normalized": None,
+    }
+    score = SelfInfluence(
+        score.values.astype(np.float64), list(score.train_ids), score.method, metadata
+    )
+    if normalize is None:
+        return score
+    if labels is None:
+        raise InputError("class normalisation needs the labels of the training examples")
+    return class_normalize(score, labels, normalize)
+
+
+#: Scores computed from a recorder alone, by name (VoG and self-influence need more inputs).
+SCORES: dict[str, Callable[..., SelfInfluence]] = {
+    "loss": mean_loss,
+    "confidence": confidence,
+    "variability": variability,
+    "correctness": correctness,
+    "el2n": el2n,
+    "grand": grand,
+    "forgetting_events": forgetting_events,
+    "aum": aum,
+}
+
+
+def compute_score(name: str, source: Any, **kwargs: Any) -> SelfInfluence:
+    """``SCORES[name](source, **kwargs)`` with a clear error for unknown names."""
+    if name not in SCORES:
+        raise InputError(f"unknown dynamics score {name!r}; choose one of {sorted(SCORES)}")
+    return SCORES[name](source, **kwargs)
