@@ -8,7 +8,6 @@ Saved as ``.npy`` + JSON (never pickle), written atomically.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,17 +15,9 @@ from typing import Any
 import numpy as np
 
 from infscope.errors import InputError
+from infscope.io import write_atomic
 
 FORMAT = "infscope.scores"
-
-
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as handle:
-        write(handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def _save(directory: str | Path, values: np.ndarray, meta: dict[str, Any]) -> Path:
@@ -34,9 +25,9 @@ def _save(directory: str | Path, values: np.ndarray, meta: dict[str, Any]) -> Pa
     that look complete."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    _write_atomic(directory / "values.npy", lambda h: np.save(h, values))
+    write_atomic(directory / "values.npy", lambda h: np.save(h, values))
     meta = {"format": FORMAT, **meta}
-    _write_atomic(directory / "scores.json", lambda h: h.write(json.dumps(meta).encode()))
+    write_atomic(directory / "scores.json", lambda h: h.write(json.dumps(meta).encode()))
     return directory
 
 

@@ -59,11 +59,11 @@ def _finite(value: Any) -> Any:
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    from infscope.attribution.scores import _write_atomic
+    from infscope.io import write_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_finite(payload), indent=2, allow_nan=False).encode()
-    _write_atomic(path, lambda h: h.write(text))
+    write_atomic(path, lambda h: h.write(text))
     _print(f"[green]{escape(str(path))}[/]: report written")
 
 

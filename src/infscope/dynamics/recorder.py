@@ -42,8 +42,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from infscope.attribution.scores import _write_atomic
 from infscope.errors import InputError
+from infscope.io import write_atomic
 
 FORMAT = "infscope.dynamics"
 VERSION = 1
@@ -540,7 +540,7 @@ class DynamicsRecorder:
         buffer = io.BytesIO()
         np.savez(buffer, **payload)
         raw = buffer.getvalue()
-        _write_atomic(directory / ARRAYS_FILE, lambda h: h.write(raw))
+        write_atomic(directory / ARRAYS_FILE, lambda h: h.write(raw))
         meta = {
             "format": FORMAT,
             "version": VERSION,
@@ -550,7 +550,7 @@ class DynamicsRecorder:
             "arrays_sha256": hashlib.sha256(raw).hexdigest(),
             "metadata": self.metadata,
         }
-        _write_atomic(directory / META_FILE, lambda h: h.write(json.dumps(meta).encode()))
+        write_atomic(directory / META_FILE, lambda h: h.write(json.dumps(meta).encode()))
         return directory
 
     @classmethod

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from infscope.attribution.scores import _write_atomic
 from infscope.errors import InputError
+from infscope.io import write_atomic
 
 TrainFn = Callable[[np.ndarray, int], np.ndarray]
 """``train_fn(train_indices, seed) -> measurements``: train on ``train_indices`` (sorted positions
@@ -246,7 +246,7 @@ class RetrainingRunner:
             self._check_manifest()  # the directory may have been filled since __init__
             if not (self.cache_dir / MANIFEST).exists():
                 text = json.dumps(self._manifest()).encode()
-                _write_atomic(self.cache_dir / MANIFEST, lambda h: h.write(text))
+                write_atomic(self.cache_dir / MANIFEST, lambda h: h.write(text))
             for i in range(self.n_subsets):
                 loaded = self._load_subset(i)
                 if loaded is not None:
@@ -275,7 +275,7 @@ class RetrainingRunner:
                         "seed": np.int64(self.seeds[i]),
                         "seconds": np.float64(elapsed),
                     }
-                    _write_atomic(self._subset_path(i), lambda h, r=record: np.savez(h, **r))
+                    write_atomic(self._subset_path(i), lambda h, r=record: np.savez(h, **r))
                 bar.update(1)
         return RetrainingOutcomes(
             masks=self.masks.copy(),

@@ -53,6 +53,7 @@ from infscope.errors import (
     StoreIncompleteError,
     StoreMismatchError,
 )
+from infscope.io import create_atomic, fsync_dir, tmp_path, write_atomic
 
 __all__ = ["CheckpointInfo", "FeatureStore", "StoreSpec"]
 
@@ -246,73 +247,6 @@ def _check_ids(ids: Any) -> list[str]:
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# Atomic file helpers
-# --------------------------------------------------------------------------------------------
-
-
-def _tmp_path(final: Path) -> Path:
-    return final.with_name(f".{final.name}.{os.getpid()}.tmp")
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename durable (best effort: not every platform can open a directory)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_tmp(final: Path, data: bytes) -> Path:
-    tmp = _tmp_path(final)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    return tmp
-
-
-def _atomic_write(final: Path, data: bytes) -> None:
-    """Write ``data`` to ``final`` so readers see either the old file or the whole new one."""
-    tmp = _write_tmp(final, data)
-    try:
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(final.parent)
-
-
-def _atomic_create(final: Path, data: bytes) -> bool:
-    """Like :func:`_atomic_write` but never replaces an existing file; False if one exists."""
-    tmp = _write_tmp(final, data)
-    try:
-        try:
-            os.link(tmp, final)  # atomic and fails if ``final`` exists
-        except FileExistsError:
-            return False
-        except OSError:  # filesystem without hard links: small race window, acceptable
-            if final.exists():
-                return False
-            os.replace(tmp, final)
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-    _fsync_dir(final.parent)
-    return True
-
-
 def _json_bytes(obj: Any) -> bytes:
     return (json.dumps(obj, sort_keys=True, indent=2, allow_nan=False) + "\n").encode("utf-8")
 
@@ -393,7 +327,7 @@ class FeatureStore:
             # ids.json first: once store.json exists, ids.json must exist too. Never touch an
             # ids.json that belongs to an existing store.
             if not meta.exists():
-                _atomic_write(root / IDS_FILE, _json_bytes(ids))
+                write_atomic(root / IDS_FILE, _json_bytes(ids))
                 doc = {
                     "format": FORMAT,
                     "version": VERSION,
@@ -401,7 +335,7 @@ class FeatureStore:
                     "n_examples": len(ids),
                     "checkpoints": [],
                 }
-                if _atomic_create(meta, _json_bytes(doc)):
+                if create_atomic(meta, _json_bytes(doc)):
                     return cls(root, spec, ids, [])
         # An existing store (possibly just written by another worker): it must match.
         store = cls.open(root)
@@ -606,21 +540,21 @@ class FeatureStore:
                 )
             buffer = io.BytesIO()
             np.lib.format.write_array(buffer, values, version=(1, 0), allow_pickle=False)
-            _atomic_write(final.with_suffix(LOSSES_SUFFIX), buffer.getvalue())
-        tmp = _tmp_path(final)
+            write_atomic(final.with_suffix(LOSSES_SUFFIX), buffer.getvalue())
+        tmp = tmp_path(final)
         try:
             with open(tmp, "wb") as f:
                 writer = _HashingWriter(f)
                 np.lib.format.write_array(writer, out, version=(1, 0), allow_pickle=False)
                 f.flush()
                 os.fsync(f.fileno())
-            _atomic_write(final.with_suffix(".sha256"), (writer.sha.hexdigest() + "\n").encode())
+            write_atomic(final.with_suffix(".sha256"), (writer.sha.hexdigest() + "\n").encode())
             os.replace(tmp, final)
         except BaseException:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
 
     # ---- completeness ----------------------------------------------------------------------
 
@@ -839,7 +773,7 @@ class FeatureStore:
             "n_examples": self.n_examples,
             "checkpoints": [c.to_json() for c in checkpoints],
         }
-        _atomic_write(self.root / META_FILE, _json_bytes(doc))
+        write_atomic(self.root / META_FILE, _json_bytes(doc))
 
 
 def _read_meta(path: Path) -> tuple[StoreSpec, int, list[CheckpointInfo]]:

@@ -1,0 +1,86 @@
+"""Atomic file writes: readers see either the old file or the whole new one, never a part.
+
+Every file infscope writes (store shards and metadata, scores, retraining caches, recordings)
+goes through :func:`write_atomic`: a hidden temporary file in the same folder, flushed and
+fsynced, renamed into place, and the folder fsynced so the rename survives a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+Writer = Callable[[BinaryIO], object]
+
+
+def tmp_path(final: Path) -> Path:
+    """A hidden temporary name beside ``final``, unique per process and thread."""
+    return final.with_name(f".{final.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename durable (best effort: not every platform can open a directory)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_tmp(final: Path, data: bytes | Writer) -> Path:
+    """Write ``data`` (bytes, or a function writing to a binary handle) to a synced temp file."""
+    tmp = tmp_path(final)
+    try:
+        with open(tmp, "wb") as handle:
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                handle.write(data)
+            else:
+                data(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return tmp
+
+
+def write_atomic(final: str | Path, data: bytes | Writer) -> None:
+    """Replace ``final`` with ``data`` atomically."""
+    final = Path(final)
+    tmp = write_tmp(final, data)
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(final.parent)
+
+
+def create_atomic(final: str | Path, data: bytes | Writer) -> bool:
+    """Like :func:`write_atomic` but never replaces an existing file; False if one exists."""
+    final = Path(final)
+    tmp = write_tmp(final, data)
+    try:
+        try:
+            os.link(tmp, final)  # atomic, and fails if ``final`` exists
+        except FileExistsError:
+            return False
+        except OSError:  # filesystem without hard links: small race window, acceptable
+            if final.exists():
+                return False
+            os.replace(tmp, final)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    fsync_dir(final.parent)
+    return True
