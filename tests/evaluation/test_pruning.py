@@ -38,7 +38,12 @@ def test_prune_mask_strategies():
     assert prune_mask(scores, 0.5, "keep-easy").nonzero()[0].tolist() == [1, 3, 5]
     assert prune_mask(scores, 2 / 6, "drop-both-tails").nonzero()[0].tolist() == [3, 4]
     labels = np.array([0, 0, 0, 1, 1, 1])
-    assert prune_mask(scores, 2 / 3, "class-stratified", labels).nonzero()[0].tolist() == [0, 2, 3, 4]
+    assert prune_mask(scores, 2 / 3, "class-stratified", labels).nonzero()[0].tolist() == [
+        0,
+        2,
+        3,
+        4,
+    ]
     with pytest.raises(InputError, match="unknown strategy"):
         prune_mask(scores, 0.5, "keep-middle")
     with pytest.raises(InputError, match="keep_fraction"):
@@ -55,7 +60,15 @@ def test_study_finds_planted_mislabels_and_resumes(tmp_path):
             raise RuntimeError("killed")
         return train_fn(indices, seed)
 
-    study = PruningStudy({"hardness": score}, counted, keep_fractions=(0.7,), strategies=("keep-easy", "keep-hard"), seeds=(0, 1), labels=labels, cache_dir=tmp_path / "cache")
+    study = PruningStudy(
+        {"hardness": score},
+        counted,
+        keep_fractions=(0.7,),
+        strategies=("keep-easy", "keep-hard"),
+        seeds=(0, 1),
+        labels=labels,
+        cache_dir=tmp_path / "cache",
+    )
     with pytest.raises(RuntimeError, match="killed"):
         study.run(progress=False)
     done = len(calls) - 1
@@ -63,7 +76,11 @@ def test_study_finds_planted_mislabels_and_resumes(tmp_path):
     assert len(calls) - 1 - done == len(result.runs) - done  # the rerun trained only the rest
     summary = {(r["score"], r["strategy"]): r["mean"] for r in result.summary()}
     full, _ = result.full_data()
-    easy, hard, random = summary[("hardness", "keep-easy")], summary[("hardness", "keep-hard")], summary[("random", "random")]
+    easy, hard, random = (
+        summary[("hardness", "keep-easy")],
+        summary[("hardness", "keep-hard")],
+        summary[("random", "random")],
+    )
     # dropping the hardest 30% removes the planted label noise: at least as good as full data
     assert easy >= full and easy > random and hard < random, (easy, hard, random, full)
     assert prune_mask(score, 0.7, "keep-easy")[flipped].mean() < 0.2
@@ -86,3 +103,11 @@ def test_bad_studies_are_refused():
         PruningStudy({"a": np.zeros(3), "b": np.zeros(4)}, lambda i, s: 0.0)
     with pytest.raises(InputError, match="unknown strategies"):
         PruningStudy({"a": np.zeros(3)}, lambda i, s: 0.0, strategies=("keep-all",))
+
+
+def test_cache_made_with_other_training_settings_is_refused(tmp_path):
+    score, labels, _, train_fn = _task(n=60)
+    common = dict(keep_fractions=(0.5,), seeds=(0,), cache_dir=tmp_path / "cache")
+    PruningStudy({"s": score}, train_fn, training_key="C=1e4", **common).run(progress=False)
+    with pytest.raises(InputError, match="training_key"):
+        PruningStudy({"s": score}, train_fn, training_key="C=1", **common).run(progress=False)

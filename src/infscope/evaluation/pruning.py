@@ -212,6 +212,7 @@ class PruningStudy:
         seeds: training seeds; random subsets use them too.
         labels: class labels (for ``class-stratified``).
         cache_dir: where every training run is cached (resumable).
+        training_key: names the training settings; a cache made with other settings is refused.
     """
 
     scores: Mapping[str, np.ndarray]
@@ -221,6 +222,7 @@ class PruningStudy:
     seeds: Sequence[int] = (0, 1, 2)
     labels: np.ndarray | None = None
     cache_dir: str | Path | None = None
+    training_key: str = ""
     plan: list[tuple[str, str, float, int]] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
@@ -270,7 +272,8 @@ class PruningStudy:
         def train(indices: np.ndarray, seed: int) -> np.ndarray:
             return np.array([float(self.train_fn(indices, seed))])
 
-        outcomes = RetrainingRunner(train, masks, self.cache_dir, seeds).run(progress=progress)
+        runner = RetrainingRunner(train, masks, self.cache_dir, seeds, self.training_key)
+        outcomes = runner.run(progress=progress)
         runs = [
             PruningRun(
                 name,

@@ -113,6 +113,8 @@ class RetrainingRunner:
 
     ``seeds`` gives the seed of each subset's training run (default ``0, 1, ..., M-1``); pass the
     same seed for every row to make the removed examples the only difference between runs.
+    ``training_key`` names the training settings (``"lr=1e-3,epochs=3"``): a cache made with
+    another key is refused instead of silently reused.
     """
 
     def __init__(
@@ -121,6 +123,7 @@ class RetrainingRunner:
         masks: np.ndarray,
         cache_dir: str | Path | None = None,
         seeds: Sequence[int] | None = None,
+        training_key: str = "",
     ) -> None:
         if not callable(train_fn):
             raise InputError(f"train_fn must be callable, got {type(train_fn).__name__}")
@@ -128,6 +131,7 @@ class RetrainingRunner:
         self.masks = _check_masks(masks)
         self.seeds = _check_seeds(seeds, self.masks.shape[0])
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.training_key = str(training_key)
         if self.cache_dir is not None and self.cache_dir.exists() and not self.cache_dir.is_dir():
             raise InputError(f"cache {self.cache_dir} exists and is not a directory")
         self._check_manifest()
@@ -147,6 +151,7 @@ class RetrainingRunner:
             "num_subsets": self.n_subsets,
             "masks_sha256": masks_fingerprint(self.masks),
             "seeds": [int(s) for s in self.seeds],
+            "training_key": self.training_key,
         }
 
     def _check_manifest(self) -> None:
@@ -163,11 +168,12 @@ class RetrainingRunner:
         new = self._manifest()
         if not isinstance(old, dict) or old.get("format") != FORMAT:
             raise InputError(f"{path} is not an infscope retraining manifest")
-        hint = "use another cache directory, or the original masks and seeds"
-        for key in ("n_train", "num_subsets"):
+        hint = "use another cache directory, or the original masks, seeds and training settings"
+        old.setdefault("training_key", "")  # caches written before training keys existed
+        for key in ("n_train", "num_subsets", "training_key"):
             if old.get(key) != new[key]:
                 raise InputError(
-                    f"cache {self.cache_dir} was made with {key}={old.get(key)}, not {new[key]}; {hint}"
+                    f"cache {self.cache_dir} was made with {key}={old.get(key)!r}, not {new[key]!r}; {hint}"
                 )
         if old.get("masks_sha256") != new["masks_sha256"]:
             raise InputError(
