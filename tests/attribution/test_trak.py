@@ -121,3 +121,21 @@ def test_trak_needs_margin_gradients(tmp_path):
     )
     with pytest.raises(StoreMismatchError, match="margin"):
         TRAK().fit(FeatureStore.open(tmp_path / "m"))
+
+
+def test_trak_without_reweighting_runs_on_any_measurement(tmp_path):
+    train, query = _data()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 3))
+    extractor = GradientExtractor(
+        model, ClassificationTask(), ProjectionConfig(kind="identity", dim=None)
+    )
+    featurize(extractor, train, tmp_path / "t", gradient="measurement", progress=False)
+    featurize(extractor, query, tmp_path / "q", gradient="measurement", progress=False)
+    t, q = FeatureStore.open(tmp_path / "t"), FeatureStore.open(tmp_path / "q")
+    scores = TRAK(reweight=False).fit(t).score(q).values
+    phi, psi = t.features().astype(np.float64), q.features().astype(np.float64)
+    gram = phi.T @ phi
+    lam = 1e-3 * np.trace(gram) / len(phi) / len(gram)
+    expected = psi @ np.linalg.solve(gram + len(phi) * lam * np.eye(len(gram)), phi.T)
+    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-8)

@@ -172,10 +172,10 @@ class TRAK(InfluenceFunction):
 
     def _fit(self, train: FeatureStore) -> None:
         measurement = train.spec.task.get("measurement")
-        if measurement != "margin":
+        if self.reweight and measurement != "margin":
             raise StoreMismatchError(
-                f"TRAK differentiates the margin: {train.root} holds {measurement!r} gradients "
-                f"(extract with the task's measurement='margin')"
+                f"TRAK's re-weighting needs margin gradients: {train.root} holds {measurement!r} "
+                f"gradients (extract with the task's measurement='margin', or use reweight=False)"
             )
         super()._fit(train)
         weights = self.checkpoint_weights(train)
@@ -187,7 +187,7 @@ class TRAK(InfluenceFunction):
 
     def check_query(self, query: FeatureStore) -> None:
         super().check_query(query)
-        if query.spec.task.get("measurement") != "margin":
+        if self.reweight and query.spec.task.get("measurement") != "margin":
             raise StoreMismatchError(
                 f"TRAK queries need margin gradients; {query.root} holds {query.spec.task.get('measurement')!r}"
             )

@@ -1,0 +1,349 @@
+"""infscope's side: feature stores for one task and every estimator run on them.
+
+All stores of a task live in one scratch directory (rebuilt every run: extraction is cheap next to
+retraining). Extraction time is recorded per (store, checkpoint), so each method's row can add
+up exactly the features it reads; estimator fit+score is timed (and its peak RSS sampled) with
+:class:`~infscope.evaluation.ResourceMeter`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from infscope.attribution import TRAK, DataInf, GradientSimilarity, InfluenceFunction, TracIn
+from infscope.attribution.curvature import ModelHessian
+from infscope.attribution.damping import select_damping
+from infscope.attribution.representer import RepresenterPoints
+from infscope.evaluation import ResourceMeter, current_rss_mb
+from infscope.gradients import GradientExtractor, ModuleSelection, ProjectionConfig
+from infscope.gradients.featurize import featurize
+from infscope.store import FeatureStore
+
+from .common import BenchTask, Checkpoint, Split
+
+
+@dataclass
+class Trained:
+    """Models trained on one label set: the main trajectory and the ensemble's final states."""
+
+    trajectory: list[Checkpoint]
+    ensemble: list[Checkpoint]  # ensemble[0] is the main model's final state
+    seconds: float = 0.0
+
+    @property
+    def final(self) -> Checkpoint:
+        return self.trajectory[-1]
+
+
+def train_all(task: BenchTask, split: Split, size: int) -> Trained:
+    start = time.perf_counter()
+    model, trajectory = task.train_model(split, seed=0, checkpoints=True)
+    ensemble = [Checkpoint("model-0", trajectory[-1].state, trajectory[-1].learning_rate)]
+    for seed in range(1, size):
+        _, other = task.train_model(split, seed=seed, checkpoints=True)
+        ensemble.append(Checkpoint(f"model-{seed}", other[-1].state, other[-1].learning_rate))
+    return Trained(trajectory, ensemble, time.perf_counter() - start)
+
+
+@dataclass
+class Result:
+    """One method's outputs: query scores [n_query, n_train] (our sign), self-influence on the
+    noisy-label model, and its cost."""
+
+    method: str
+    family: str  # "infscope" or the anchor library
+    scores: np.ndarray | None = None
+    self_influence: np.ndarray | None = None
+    seconds: float = 0.0
+    peak_mb: float = 0.0
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+class Workspace:
+    """Stores and trained models of one task, created on demand."""
+
+    def __init__(self, task: BenchTask, root: Path, meter: ResourceMeter, trained: dict) -> None:
+        self.task, self.root, self.meter, self.trained = task, root, meter, trained
+        self.model = task.make_model(0)
+        self.stores: dict[str, FeatureStore] = {}
+        self.extract_seconds: dict[tuple[str, str], float] = {}
+        self.extract_peak: dict[str, float] = {}
+        self.extractors: dict[str, GradientExtractor] = {}
+
+    # ---- stores -----------------------------------------------------------------------------
+
+    def trak_projection(self) -> ProjectionConfig:
+        kind = "rademacher" if self.task.projection.kind == "identity" else "kronecker"
+        return ProjectionConfig(kind=kind, dim=self.task.trak_dim)
+
+    def spec(self, name: str):
+        """``(split, labels, gradient, measurement, checkpoints, projection, modules)``."""
+        split, labels, kind = name.split(":")
+        data = {"train": None, "query": self.task.queries, "heldout": self.task.heldout}[split]
+        if split == "train":
+            data = self.task.train if labels == "clean" else self.task.noisy_train
+        trained = self.trained[labels]
+        loss = "margin" if self.task.kind == "classification" else "logprob"
+        if kind == "traj":  # training trajectory, training-loss gradients (queries: measurement)
+            gradient, measurement = ("loss", "loss") if split == "train" else ("measurement", loss)
+            return data, gradient, measurement, trained.trajectory, self.task.projection, None
+        if kind == "ens":  # TRAK: margin gradients of the ensemble's final models
+            return data, "measurement", "margin", trained.ensemble, self.trak_projection(), None
+        if kind == "rep":  # representer points: final layer, unprojected
+            gradient, measurement = (
+                ("loss", "loss") if split == "train" else ("measurement", "logit")
+            )
+            modules = (
+                ModuleSelection(include=(self.task.final_layer,)) if self.task.final_layer else None
+            )
+            return (
+                data,
+                gradient,
+                measurement,
+                [trained.final],
+                ProjectionConfig("identity", None),
+                modules,
+            )
+        raise ValueError(name)
+
+    def extractor(self, name: str) -> GradientExtractor:
+        _, gradient, measurement, _, projection, modules = self.spec(name)
+        key = f"{gradient}/{measurement}/{projection}/{modules}"
+        if key not in self.extractors:
+            self.extractors[key] = GradientExtractor(
+                self.model, self.task.infscope_task(measurement), projection, modules
+            )
+        return self.extractors[key]
+
+    def store(self, name: str) -> FeatureStore:
+        if name in self.stores:
+            return self.stores[name]
+        data, gradient, _, checkpoints, _, _ = self.spec(name)
+        extractor = self.extractor(name)
+        root = self.root / name.replace(":", "-")
+        for checkpoint in checkpoints:
+            self.model.load_state_dict(checkpoint.state)
+            start, base = time.perf_counter(), current_rss_mb()
+            with self.meter.stage(f"features {name}"):
+                featurize(
+                    extractor,
+                    data.examples,
+                    root,
+                    checkpoint.name,
+                    gradient=gradient,
+                    learning_rate=checkpoint.learning_rate,
+                    batch_size=64,
+                    progress=False,
+                )
+            self.extract_seconds[(name, checkpoint.name)] = time.perf_counter() - start
+            peak = self.meter.report()[f"features {name}"]["peak_mb"] - base
+            self.extract_peak[name] = max(self.extract_peak.get(name, 0.0), peak)
+        self.stores[name] = FeatureStore.open(root)
+        return self.stores[name]
+
+    def cost(self, name: str, checkpoints: list[str] | None = None) -> float:
+        return sum(
+            s
+            for (n, c), s in self.extract_seconds.items()
+            if n == name and (checkpoints is None or c in checkpoints)
+        )
+
+    def load_final(self, labels: str) -> nn.Module:
+        self.model.load_state_dict(self.trained[labels].final.state)
+        return self.model
+
+
+@dataclass
+class Method:
+    """An infscope estimator configuration: which stores it reads and how to build it."""
+
+    name: str
+    kind: str  # "traj" | "ens" | "rep"
+    build: Callable[[Workspace, str], object]  # (workspace, labels) -> unfitted estimator
+    checkpoints: Callable[[Workspace], list[str] | None] = lambda ws: ["final"]
+    damped: Callable[[Workspace, str, float], object] | None = None  # for select_damping
+    default_damping: float | None = None
+    damping_mode: str = "relative"
+
+
+def _ekfac(correct: bool, damping: float | None = None):
+    def build(ws: Workspace, labels: str, damping_=None):
+        from infscope.attribution.kfac import EKFAC, KFACFactors
+
+        key = f"factors:{labels}"
+        if key not in ws.stores:
+            train = ws.store(f"train:{labels}:traj")
+            model = ws.load_final(labels)
+            extractor = ws.extractor(f"train:{labels}:traj")
+            assert extractor.model is model
+            ws.stores[key] = KFACFactors.fit(
+                extractor,
+                ws.spec(f"train:{labels}:traj")[0].examples,
+                store=train,
+                checkpoint="final",
+                progress=False,
+            )
+        return EKFAC(
+            ws.stores[key], damping=damping_ or damping or 0.1, correct_eigenvalues=correct
+        )
+
+    return build
+
+
+def methods(task: BenchTask) -> list[Method]:
+    """The infscope rows of a task."""
+    all_traj = lambda ws: [c.name for c in ws.trained["clean"].trajectory]  # noqa: E731
+    rows = [
+        Method("dot", "traj", lambda ws, lab: GradientSimilarity()),
+        Method("cosine", "traj", lambda ws, lab: GradientSimilarity(normalize="unit")),
+        Method("tracin", "traj", lambda ws, lab: TracIn(), checkpoints=all_traj),
+        Method(
+            "influence (Fisher, exact, λ=0.1 rel)",
+            "traj",
+            lambda ws, lab: InfluenceFunction("exact", damping=0.1),
+            damped=lambda ws, lab, d: InfluenceFunction("exact", damping=d),
+            default_damping=0.1,
+        ),
+    ]
+    if task.hessian:
+
+        def hessian(ws, lab, damping):
+            return InfluenceFunction(
+                "exact",
+                damping=damping,
+                damping_mode="absolute",
+                curvature=ModelHessian.from_extractor(
+                    ws.extractor(f"train:{lab}:traj"), ws.spec(f"train:{lab}:traj")[0].examples
+                ),
+            )
+
+        rows.append(
+            Method(
+                f"influence (model Hessian, exact, λ={2 * task.l2:g} abs = the L2 term)",
+                "traj",
+                lambda ws, lab: hessian(ws, lab, 2 * ws.task.l2),
+                damped=hessian,
+                default_damping=2 * task.l2,
+                damping_mode="absolute",
+            )
+        )
+    if task.kind == "classification":
+        n = task.ensemble
+        rows.append(
+            Method(
+                "trak (1 model, λ=1e-3 rel)",
+                "ens",
+                lambda ws, lab: TRAK(checkpoints=["model-0"]),
+                checkpoints=lambda ws: ["model-0"],
+                damped=(lambda ws, lab, d: TRAK(damping=d, checkpoints=["model-0"]))
+                if n == 1
+                else None,
+                default_damping=1e-3,
+            )
+        )
+        if n > 1:
+            rows.append(
+                Method(
+                    f"trak ({n} models, λ=1e-3 rel)",
+                    "ens",
+                    lambda ws, lab: TRAK(checkpoints="all"),
+                    checkpoints=lambda ws: None,
+                    damped=lambda ws, lab, d: TRAK(damping=d, checkpoints="all"),
+                    default_damping=1e-3,
+                )
+            )
+    rows.append(
+        Method(
+            "datainf (λ=0.1 rel)",
+            "traj",
+            lambda ws, lab: DataInf(0.1),
+            damped=lambda ws, lab, d: DataInf(d),
+            default_damping=0.1,
+        )
+    )
+    if task.kind == "classification":
+        rows.append(
+            Method(
+                f"representer (λ={task.l2:g})",
+                "rep",
+                lambda ws, lab: RepresenterPoints(ws.task.l2),
+            )
+        )
+    rows += [
+        Method(
+            "ekfac (λ=0.1 rel)",
+            "traj",
+            _ekfac(True),
+            damped=lambda ws, lab, d: _ekfac(True)(ws, lab, d),
+            default_damping=0.1,
+        ),
+        Method(
+            "kfac (λ=0.1 rel)",
+            "traj",
+            _ekfac(False),
+            damped=lambda ws, lab, d: _ekfac(False)(ws, lab, d),
+            default_damping=0.1,
+        ),
+    ]
+    return rows
+
+
+def run_method(ws: Workspace, method: Method, mislabel: bool) -> Result:
+    """Fit on the clean model's stores and score the LDS queries; then self-influence on the
+    noisy-label model's stores (mislabel detection)."""
+    train_name, query_name = f"train:clean:{method.kind}", f"query:clean:{method.kind}"
+    train, query = ws.store(train_name), ws.store(query_name)
+    checkpoints = method.checkpoints(ws)
+    base = current_rss_mb()
+    start = time.perf_counter()
+    with ws.meter.stage(f"{method.name} fit+score"):
+        ws.load_final("clean")  # the model Hessian and K-FAC factors read the live model
+        estimator = method.build(ws, "clean").fit(train)
+        scores = estimator.score(query).values.astype(np.float64)
+    seconds = time.perf_counter() - start
+    seconds += ws.cost(train_name, checkpoints) + ws.cost(query_name, checkpoints)
+    peak = max(
+        ws.meter.report()[f"{method.name} fit+score"]["peak_mb"] - base,
+        ws.extract_peak.get(train_name, 0.0),
+        ws.extract_peak.get(query_name, 0.0),
+    )
+    result = Result(method.name, "infscope", scores=scores, seconds=seconds, peak_mb=peak)
+    result.extra["describe"] = {
+        k: v for k, v in estimator.describe().items() if isinstance(v, (int, float, str))
+    }
+    if method.name == "cosine":
+        result.note = "self-influence ≡ 1: no mislabel ranking"
+    elif mislabel and ws.task.noisy_train is not None:
+        noisy = ws.store(f"train:noisy:{method.kind}")
+        ws.load_final("noisy")
+        result.self_influence = method.build(ws, "noisy").fit(noisy).self_influence().values
+    return result
+
+
+def run_selection(ws: Workspace, method: Method, outcomes, grid) -> tuple[Result, dict]:
+    """``select_damping`` on the held-out queries; the chosen estimator scores the LDS queries."""
+    train = ws.store(f"train:clean:{method.kind}")
+    heldout = ws.store(f"heldout:clean:{method.kind}")
+    query = ws.store(f"query:clean:{method.kind}")
+    base, start = current_rss_mb(), time.perf_counter()
+    with ws.meter.stage(f"select_damping {method.name}"):
+        ws.load_final("clean")
+        selection = select_damping(
+            lambda d: method.damped(ws, "clean", d), train, heldout, outcomes, grid
+        )
+        scores = selection.estimator.score(query).values.astype(np.float64)
+    seconds = (
+        time.perf_counter() - start + ws.cost(f"train:clean:{method.kind}", method.checkpoints(ws))
+    )
+    seconds += ws.cost(f"heldout:clean:{method.kind}") + ws.cost(f"query:clean:{method.kind}")
+    peak = ws.meter.report()[f"select_damping {method.name}"]["peak_mb"] - base
+    return Result(
+        method.name, "infscope", scores=scores, seconds=seconds, peak_mb=peak
+    ), selection.to_dict()
