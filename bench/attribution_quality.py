@@ -65,6 +65,7 @@ from infscope.evaluation import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchutil import cpu_model
 from quality import anchors, tasks  # noqa: E402
 from quality.ours import Result, Workspace, methods, run_method, run_selection, train_all  # noqa: E402
 
@@ -391,16 +392,6 @@ def versions() -> dict:
         except PackageNotFoundError:
             out[package] = None
     return out
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -52,6 +52,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from benchutil import cpu_model, csv_list
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -121,38 +123,26 @@ class Report:
 # arguments and environment
 
 
-def _csv(kind: type, allowed: Sequence[str] | None = None) -> Callable[[str], list[Any]]:
-    def parse(text: str) -> list[Any]:
-        values = [kind(v.strip()) for v in text.split(",") if v.strip()]
-        if not values:
-            raise argparse.ArgumentTypeError("empty list")
-        if allowed is not None:
-            bad = [v for v in values if v not in allowed]
-            if bad:
-                raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {list(allowed)}")
-        return values
-
-    return parse
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Gradient-feature extraction throughput vs. a plain forward+backward.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "--models", type=_csv(str, ALL_MODELS), default=list(ALL_MODELS), help="comma-separated"
+        "--models", type=csv_list(str, ALL_MODELS), default=list(ALL_MODELS), help="comma-separated"
     )
     parser.add_argument(
-        "--kinds", type=_csv(str, ALL_KINDS), default=list(ALL_KINDS), help="projection kinds"
+        "--kinds", type=csv_list(str, ALL_KINDS), default=list(ALL_KINDS), help="projection kinds"
     )
-    parser.add_argument("--dims", type=_csv(int), default=[1024, 4096], help="requested k values")
+    parser.add_argument(
+        "--dims", type=csv_list(int), default=[1024, 4096], help="requested k values"
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=128, help="tokens per example (exact)")
     parser.add_argument("--batches", type=int, default=5, help="timed batches per configuration")
     parser.add_argument(
         "--dense-dims",
-        type=_csv(int),
+        type=csv_list(int),
         default=[1024],
         help="k values for gaussian/rademacher (their CPU cost grows linearly with k: a k=4096 "
         "MiniLM batch takes 5+ minutes, so the default run leaves it out)",
@@ -182,16 +172,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.seq_len < 4:
         parser.error("--seq-len must be at least 4")
     return args
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine_info(device: torch.device) -> dict[str, str]:

@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from benchutil import cpu_model, csv_list
 
 if TYPE_CHECKING:
     import torch
@@ -122,20 +123,6 @@ def hms(seconds: float) -> str:
 
 
 # -- arguments -------------------------------------------------------------------------------------
-def _csv(kind: type, allowed: Sequence[str] | None = None) -> Callable[[str], list[Any]]:
-    def parse(text: str) -> list[Any]:
-        values = [kind(v.strip()) for v in text.split(",") if v.strip()]
-        if not values:
-            raise argparse.ArgumentTypeError("empty list")
-        if allowed is not None:
-            bad = [v for v in values if v not in allowed]
-            if bad:
-                raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {list(allowed)}")
-        return values
-
-    return parse
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="SNLI data-pruning study with training-dynamics scores (MiniLM-L6).",
@@ -152,17 +139,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--train-size", type=int, help="* training pairs, a seeded subset [all 9,842]")
     add("--test-size", type=int, help="* test pairs, a fixed seeded subset [2000]")
     add("--epochs", type=int, help="* epochs of every training run [3]")
-    add("--seeds", type=_csv(int), help="* training seeds of the dynamics and pruning runs [0,1,2]")
-    add("--keep", type=_csv(float), help="* keep fractions [0.3,0.5,0.7]")
+    add(
+        "--seeds",
+        type=csv_list(int),
+        help="* training seeds of the dynamics and pruning runs [0,1,2]",
+    )
+    add("--keep", type=csv_list(float), help="* keep fractions [0.3,0.5,0.7]")
     add(
         "--strategies",
-        type=_csv(str, STRATEGIES),
+        type=csv_list(str, STRATEGIES),
         default=["keep-hard"],
         help="pruning strategies [keep-hard]; e.g. keep-hard,drop-both-tails",
     )
     add(
         "--scores",
-        type=_csv(str, ALL_SCORES),
+        type=csv_list(str, ALL_SCORES),
         help=f"* scores [{','.join(DYNAMICS_SCORES)}]; also correctness, vog (input-gradient "
         "variance across epoch checkpoints), self_influence (TracIn)",
     )
@@ -172,7 +163,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="none",
         help="also study class-normalised variants of every score [none]",
     )
-    add("--flip", type=_csv(float), help="* label-flip rates, one study each [0]; e.g. 0,0.1")
+    add("--flip", type=csv_list(float), help="* label-flip rates, one study each [0]; e.g. 0,0.1")
     add("--flip-seed", type=int, default=0, help="seed of the flipped labels [0]")
     add(
         "--early-epoch",
@@ -242,16 +233,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 # -- environment -----------------------------------------------------------------------------------
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def git_commit() -> str:
     """Short commit of the checkout (``+dirty src`` with uncommitted library changes)."""
     try:
@@ -633,7 +614,7 @@ def run_variant(
     )
     with meter.stage(f"{tag}: pruning retraining"):
         result = study.run(progress=True)
-    result.to_csv(run_dir / "pruning.csv")
+    result.tocsv_list(run_dir / "pruning.csv")
     title = "clean labels" if flip == 0 else f"{flip:.0%} labels flipped"
     plots = [
         result.plot(run_dir / f"pruning_curves.{ext}", metric_name=f"SNLI test accuracy ({title})")

@@ -1,0 +1,36 @@
+"""Small helpers shared by the benchmark scripts (argument parsing, machine description)."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def csv_list(kind: type, allowed: Sequence[str] | None = None) -> Callable[[str], list[Any]]:
+    """An argparse type for comma-separated values of ``kind``, optionally from ``allowed``."""
+
+    def parse(text: str) -> list[Any]:
+        values = [kind(v.strip()) for v in text.split(",") if v.strip()]
+        if not values:
+            raise argparse.ArgumentTypeError("empty list")
+        if allowed is not None:
+            bad = [v for v in values if v not in allowed]
+            if bad:
+                raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {list(allowed)}")
+        return values
+
+    return parse
+
+
+def cpu_model() -> str:
+    """The CPU model as /proc/cpuinfo names it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
