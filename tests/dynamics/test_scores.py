@@ -240,3 +240,30 @@ def test_scores_save_like_self_influence(tmp_path, table):
     loaded = load_scores(score.save(tmp_path / "el2n"))
     assert loaded.method == "el2n+class_rank"
     np.testing.assert_array_equal(loaded.values, score.values)
+
+
+def test_seed_average_is_the_mean_of_the_runs_aligned_by_id():
+    from infscope.dynamics import DynamicsRecorder, seed_average
+    from tests.dynamics.table import random_records
+
+    runs = []
+    for seed, order in ((0, None), (1, [2, 0, 1] * 1)):
+        logits, labels, _ = random_records(n=3, seed=seed)
+        recorder = DynamicsRecorder()
+        ids = ["x", "y", "z"]
+        for epoch in range(3):
+            index = list(range(3)) if order is None else order
+            recorder.record(
+                [ids[i] for i in index],
+                torch.tensor(logits[epoch][index]),
+                torch.tensor(labels[index]),
+                epoch,
+            )
+        runs.append(recorder)
+    # labels differ between these random runs; aum only needs each run's own labels
+    averaged = seed_average(aum, runs)
+    by_hand = (aum(runs[0]).values + aum(runs[1], ids=aum(runs[0]).train_ids).values) / 2
+    np.testing.assert_allclose(averaged.values, by_hand)
+    assert averaged.metadata["ensemble"] == 2
+    with pytest.raises(InputError, match="at least one"):
+        seed_average(aum, [])

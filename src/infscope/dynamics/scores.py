@@ -177,6 +177,24 @@ def _ensemble(
     return arrays, [a.epoch_index(epoch) for a in arrays]
 
 
+def seed_average(
+    score: Callable[..., SelfInfluence], sources: Sequence[Source], **options: Any
+) -> SelfInfluence:
+    """Average any per-run score over runs trained with different seeds (an ensemble), aligned
+    by example id: ``seed_average(aum, [run0, run1, run2])``. Examples a run never recorded are
+    left out of that example's mean."""
+    sources = list(sources)
+    if not sources:
+        raise InputError("give at least one recorder")
+    first = score(sources[0], **options)
+    options = {**options, "ids": first.train_ids}
+    values = [first.values] + [score(source, **options).values for source in sources[1:]]
+    metadata = {**first.metadata, "ensemble": len(sources)}
+    return SelfInfluence(
+        _nanmean(np.stack(values, axis=1)), list(first.train_ids), first.method, metadata
+    )
+
+
 # -- data maps (Swayamdipta et al., 2020) ----------------------------------------------------------
 def mean_loss(
     source: Source,
