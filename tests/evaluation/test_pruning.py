@@ -111,3 +111,11 @@ def test_cache_made_with_other_training_settings_is_refused(tmp_path):
     PruningStudy({"s": score}, train_fn, training_key="C=1e4", **common).run(progress=False)
     with pytest.raises(InputError, match="training_key"):
         PruningStudy({"s": score}, train_fn, training_key="C=1", **common).run(progress=False)
+
+
+def test_ties_break_by_index_or_by_seed():
+    scores = np.zeros(10)
+    assert prune_mask(scores, 0.3, "keep-hard").nonzero()[0].tolist() == [0, 1, 2]
+    seeded = prune_mask(scores, 0.3, "keep-hard", tie_break_seed=4)
+    assert seeded.sum() == 3 and seeded.nonzero()[0].tolist() != [0, 1, 2]
+    assert (prune_mask(scores, 0.3, "keep-hard", tie_break_seed=4) == seeded).all()

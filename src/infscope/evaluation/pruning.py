@@ -33,11 +33,14 @@ def prune_mask(
     keep_fraction: float,
     strategy: str,
     labels: np.ndarray | None = None,
+    tie_break_seed: int | None = None,
 ) -> np.ndarray:
     """Boolean mask keeping ``round(keep_fraction × n)`` examples by ``strategy``:
     ``keep-hard`` (highest scores), ``keep-easy`` (lowest), ``drop-both-tails`` (drop equal
     numbers from both ends, keep the middle), ``class-stratified`` (keep-hard within each class,
-    in proportion to the class's size). Ties break by index (stable)."""
+    in proportion to the class's size). Ties break by index, or at random with
+    ``tie_break_seed`` (integer scores such as forgetting counts tie a lot, and data files are
+    often ordered)."""
     scores = np.asarray(scores, dtype=np.float64)
     n = len(scores)
     if not 0 < keep_fraction <= 1:
@@ -45,7 +48,11 @@ def prune_mask(
     if not np.isfinite(scores).all():
         raise InputError("scores contain NaN or inf: compute them for every example first")
     keep = max(1, int(round(keep_fraction * n)))
-    order = np.argsort(-scores, kind="stable")  # hardest first
+    if tie_break_seed is None:
+        tie = np.arange(n)
+    else:
+        tie = np.random.default_rng(tie_break_seed).permutation(n)
+    order = np.lexsort((tie, -scores))  # hardest first, ties by ``tie``
     mask = np.zeros(n, dtype=bool)
     if strategy == "keep-hard":
         mask[order[:keep]] = True
@@ -61,7 +68,7 @@ def prune_mask(
         for label in np.unique(labels):
             members = np.flatnonzero(labels == label)
             quota = max(1, int(round(keep_fraction * len(members))))
-            mask[members[np.argsort(-scores[members], kind="stable")[:quota]]] = True
+            mask[members[np.lexsort((tie[members], -scores[members]))[:quota]]] = True
     else:
         raise InputError(f"unknown strategy {strategy!r}; choose from {STRATEGIES}")
     return mask
@@ -213,6 +220,7 @@ class PruningStudy:
         labels: class labels (for ``class-stratified``).
         cache_dir: where every training run is cached (resumable).
         training_key: names the training settings; a cache made with other settings is refused.
+        tie_break_seed: break score ties at random with this seed (default: by index).
     """
 
     scores: Mapping[str, np.ndarray]
@@ -223,6 +231,7 @@ class PruningStudy:
     labels: np.ndarray | None = None
     cache_dir: str | Path | None = None
     training_key: str = ""
+    tie_break_seed: int | None = None
     plan: list[tuple[str, str, float, int]] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
@@ -259,7 +268,7 @@ class PruningStudy:
                 seeds.append(seed)
             for name, values in self.scores.items():
                 for strategy in self.strategies:
-                    mask = prune_mask(values, fraction, strategy, self.labels)
+                    mask = prune_mask(values, fraction, strategy, self.labels, self.tie_break_seed)
                     for seed in self.seeds:
                         self.plan.append((name, strategy, fraction, seed))
                         rows.append(mask)
