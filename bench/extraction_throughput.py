@@ -44,7 +44,6 @@ import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -52,7 +51,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchutil import cpu_model, csv_list
+from benchutil import cpu_model, csv_list, git_commit
 
 if TYPE_CHECKING:
     import torch
@@ -193,25 +192,6 @@ def machine_info(device: torch.device) -> dict[str, str]:
         info["gpu"] = torch.cuda.get_device_name(device)
     info["infscope commit"] = git_commit()
     return info
-
-
-def git_commit() -> str:
-    """Short commit of the checkout (``+dirty`` with uncommitted changes); read-only git calls."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "src"], cwd=root, capture_output=True, text=True
-        ).stdout.strip()
-    except OSError:
-        return "unknown"
-    return (commit or "unknown") + ("+dirty src" if dirty else "")
-
-
-# --------------------------------------------------------------------------------------------
-# data and models
 
 
 def load_texts(path: Path) -> list[tuple[str, int]]:

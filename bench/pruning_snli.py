@@ -52,7 +52,6 @@ import os
 import platform
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -61,7 +60,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from benchutil import cpu_model, csv_list
+from benchutil import cpu_model, csv_list, git_commit
 
 if TYPE_CHECKING:
     import torch
@@ -233,20 +232,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 # -- environment -----------------------------------------------------------------------------------
-def git_commit() -> str:
-    """Short commit of the checkout (``+dirty src`` with uncommitted library changes)."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "src"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-    except OSError:
-        return "unknown"
-    return (commit or "unknown") + ("+dirty src" if dirty else "")
-
-
 def machine_info(device: torch.device) -> dict[str, str]:
     import torch
     import transformers
