@@ -157,6 +157,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "variance across epoch checkpoints), self_influence (TracIn)",
     )
     add(
+        "--prune-scores",
+        type=csv_list(str, ALL_SCORES),
+        help="scores the pruning study retrains on [all of --scores]; the others are still "
+        "computed and reported (e.g. their flipped-label detection AUC)",
+    )
+    add(
         "--normalize",
         choices=("none", "zscore", "rank"),
         default="none",
@@ -226,6 +232,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--flip rates must lie in [0, 1)")
     if len(set(args.seeds)) != len(args.seeds):
         parser.error("--seeds must be distinct")
+    if args.prune_scores is None:
+        args.prune_scores = args.scores
+    if not set(args.prune_scores) <= set(args.scores):
+        parser.error("--prune-scores must be a subset of --scores")
     if args.epochs < 2 and {"vog", "self_influence"} & set(args.scores):
         parser.error("vog and self_influence need --epochs >= 2 (one checkpoint per epoch)")
     return args
@@ -291,8 +301,8 @@ def estimate(
     rough: they assume one input-gradient / feature pass costs one training step, resp. two)."""
     r, re_ = rate.train_per_s or 1.0, rate.eval_per_s
     variants, seeds, epochs = len(args.flip), len(args.seeds), args.epochs
-    n_scores = len(args.scores) * (2 if args.normalize != "none" else 1)
-    if args.normalize != "none" and "vog" in args.scores:
+    n_scores = len(args.prune_scores) * (2 if args.normalize != "none" else 1)
+    if args.normalize != "none" and "vog" in args.prune_scores:
         n_scores -= 1  # VoG is class-normalised already
     per_run = lambda f: f * n * epochs / r + n_test / re_  # noqa: E731
     stages = [("dynamics runs (full data)", variants * seeds * per_run(1.0))]
@@ -582,14 +592,15 @@ def run_variant(
         return fit.accuracy
 
     values = {name: np.asarray(s.values, dtype=np.float64) for name, s in scores.items()}
+    studied = {k: v for k, v in values.items() if k.split("+")[0] in args.prune_scores}
     plan = {
-        "scores": {k: hashlib.sha256(v.tobytes()).hexdigest()[:16] for k, v in values.items()},
+        "scores": {k: hashlib.sha256(v.tobytes()).hexdigest()[:16] for k, v in studied.items()},
         "keep": args.keep,
         "strategies": args.strategies,
         "seeds": args.seeds,
     }
     study = PruningStudy(
-        values,
+        studied,
         train_fn,
         keep_fractions=args.keep,
         strategies=args.strategies,
