@@ -50,3 +50,10 @@ def git_commit() -> str:
     except OSError:
         return "unknown"
     return (commit or "unknown") + ("+dirty src" if dirty else "")
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)

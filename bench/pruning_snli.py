@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from benchutil import cpu_model, csv_list, git_commit
+from benchutil import cpu_model, csv_list, git_commit, markdown_table
 
 if TYPE_CHECKING:
     import torch
@@ -665,12 +665,6 @@ def study_table(v: VariantResult, keep: Sequence[float]) -> list[list[str]]:
         cells.append(f"{v.result.largest_removable_fraction(score, strategy):.0%}")
         rows.append(cells)
     return rows
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def print_variant(v: VariantResult, keep: Sequence[float]) -> None:

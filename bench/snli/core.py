@@ -1,5 +1,8 @@
 """SNLI data, cached frozen-layer states, the trainable top of MiniLM and its training loop.
 
+The cached-state machinery is generic (any text fields, any number of labels, optional per-example
+label masks for multi-task heads): ``bench/selection_multitask.py`` uses it too.
+
 The encoder is split once: the embeddings and the first ``6 - k`` transformer layers are frozen and
 run a single time over the training and test pairs; their output (fp16, padded to
 ``max_length``, with the attention masks) is cached. Every training run then fine-tunes only the
@@ -117,13 +120,14 @@ class TopStack(nn.Module):
         hidden_size: int,
         initializer_range: float,
         seed: int,
+        num_labels: int = NUM_LABELS,
     ) -> None:
         super().__init__()
         self.inp = nn.Identity()
         self.layers = nn.ModuleList(layers)
         self.pooler = pooler
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(hidden_size, NUM_LABELS)
+        self.classifier = nn.Linear(hidden_size, num_labels)
         # a fresh head, initialised as BERT's _init_weights does, from the run's seed
         generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
@@ -132,12 +136,17 @@ class TopStack(nn.Module):
             )
             self.classifier.bias.zero_()
 
-    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, hidden: torch.Tensor, mask: torch.Tensor, label_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits; ``label_mask`` ``[B, C]`` (0 or -inf) restricts each example to its task's
+        labels (one shared head = per-task heads on a shared encoder)."""
         x = self.inp(hidden.float())
         extended = additive_mask(mask, x.dtype)
         for layer in self.layers:
             x = _hidden(layer(x, attention_mask=extended))
-        return self.classifier(self.dropout(self.pooler(x)))
+        logits = self.classifier(self.dropout(self.pooler(x)))
+        return logits if label_mask is None else logits + label_mask
 
 
 def lower_states(model: nn.Module, batch: dict[str, torch.Tensor], n_lower: int) -> torch.Tensor:
@@ -150,10 +159,20 @@ def lower_states(model: nn.Module, batch: dict[str, torch.Tensor], n_lower: int)
     return x
 
 
-def tokenize(tokenizer: Any, records: Sequence[dict[str, Any]], max_length: int, pad: str) -> Any:
+PAIR_FIELDS = ("premise", "hypothesis")
+
+
+def tokenize(
+    tokenizer: Any,
+    records: Sequence[dict[str, Any]],
+    max_length: int,
+    pad: str,
+    fields: Sequence[str] = PAIR_FIELDS,
+) -> Any:
+    """Token ids of one text field, or of a pair of fields."""
+    texts = [[r[f] for r in records] for f in fields]
     return tokenizer(
-        [r["premise"] for r in records],
-        [r["hypothesis"] for r in records],
+        *texts,
         truncation=True,
         max_length=max_length,
         padding=pad,
@@ -208,6 +227,7 @@ def cache_states(
     device: torch.device,
     log: Callable[[str], None],
     batch_size: int = 64,
+    fields: Sequence[str] = PAIR_FIELDS,
 ) -> States:
     """Run the frozen lower part once over ``records`` (or load the cached result)."""
     ids = [str(r["id"]) for r in records]
@@ -221,6 +241,8 @@ def cache_states(
         "device": device.type,
         "torch": torch.__version__.split("+")[0],
     }
+    if tuple(fields) != PAIR_FIELDS:
+        key["fields"] = list(fields)
     directory = cache_root / f"{split}-{digest(sorted(key.items()))[:16]}"
     meta_path = directory / "meta.json"
     if meta_path.exists():
@@ -230,7 +252,7 @@ def cache_states(
             mask = torch.from_numpy(np.load(directory / "mask.npy").astype(np.int64))
             log(f"{split}: loaded cached states {tuple(hidden.shape)} from {directory}")
             return States(ids, hidden, mask, {**meta["info"], "from_cache": True})
-    encoded = tokenize(tokenizer, records, max_length, "max_length")
+    encoded = tokenize(tokenizer, records, max_length, "max_length", fields)
     lengths = encoded["attention_mask"].sum(dim=1)
     d = model.config.hidden_size
     hidden = np.zeros((len(records), max_length, d), dtype=np.float16)
@@ -291,6 +313,7 @@ class FitResult:
     eval_seconds: float
     examples_seen: int
     checkpoints: list[tuple[dict[str, torch.Tensor], float]] = field(default_factory=list)
+    predictions: np.ndarray | None = None  # test predictions, in test order
 
     @property
     def train_examples_per_s(self) -> float:
@@ -313,7 +336,11 @@ class Trainer:
         test: States,
         test_labels: np.ndarray,
         config: TrainConfig,
+        num_labels: int = NUM_LABELS,
+        label_masks: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
+        """``label_masks``: optional boolean ``[n, C]`` allowed-label masks of the training and
+        the test states (multi-task: each example only competes among its task's labels)."""
         self.layers = list(model.bert.encoder.layer[-n_top:])
         self.pooler = model.bert.pooler
         cfg = model.config
@@ -328,6 +355,12 @@ class Trainer:
         self.test = test
         self.test_labels = torch.as_tensor(np.asarray(test_labels, dtype=np.int64))
         self.config = config
+        self.num_labels = num_labels
+        self.label_masks = None
+        if label_masks is not None:
+            self.label_masks = tuple(
+                torch.where(torch.as_tensor(m), 0.0, float("-inf")) for m in label_masks
+            )
         order = np.argsort(-test.lengths, kind="stable")  # length-sorted: cheap evaluation
         self.test_batches = [order[i : i + EVAL_BATCH] for i in range(0, len(order), EVAL_BATCH)]
 
@@ -339,25 +372,36 @@ class Trainer:
             self.hidden_size,
             self.initializer_range,
             seed,
+            self.num_labels,
         ).to(self.config.device)
 
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.new_model(0).parameters())
 
-    def evaluate(self, model: TopStack) -> tuple[float, float]:
-        """Test accuracy and seconds."""
+    def _label_mask(self, split: int, rows: np.ndarray) -> torch.Tensor | None:
+        if self.label_masks is None:
+            return None
+        return self.label_masks[split][rows].to(self.config.device)
+
+    def predict(self, model: TopStack) -> tuple[np.ndarray, float]:
+        """Test predictions (in test order) and seconds."""
         device = self.config.device
         start = time.perf_counter()
         model.eval()
-        correct = 0
+        predictions = np.zeros(len(self.test), dtype=np.int64)
         with torch.no_grad():
             for rows in self.test_batches:
                 hidden, mask = self.test.batch(rows, device)
-                predicted = model(hidden, mask).argmax(dim=1).cpu()
-                correct += int((predicted == self.test_labels[rows]).sum())
+                logits = model(hidden, mask, self._label_mask(1, rows))
+                predictions[rows] = logits.argmax(dim=1).cpu().numpy()
         model.train()
         _sync(device)
-        return correct / len(self.test), time.perf_counter() - start
+        return predictions, time.perf_counter() - start
+
+    def evaluate(self, model: TopStack) -> tuple[float, float]:
+        """Test accuracy and seconds."""
+        predictions, seconds = self.predict(model)
+        return float(np.mean(predictions == self.test_labels.numpy())), seconds
 
     def fit(
         self,
@@ -399,7 +443,7 @@ class Trainer:
                     rows = order[first : first + cfg.batch_size]
                     hidden, mask = self.train.batch(rows, device)
                     targets = labels_t[rows].to(device)
-                    logits = model(hidden, mask)
+                    logits = model(hidden, mask, self._label_mask(0, rows))
                     loss = F.cross_entropy(logits, targets)
                     if recorder is not None:
                         recorder.record([self.train.ids[i] for i in rows], logits, targets, epoch)
@@ -419,7 +463,8 @@ class Trainer:
         finally:
             if handle is not None:
                 handle.remove()
-        accuracy, eval_seconds = self.evaluate(model)
+        predictions, eval_seconds = self.predict(model)
+        accuracy = float(np.mean(predictions == self.test_labels.numpy()))
         return FitResult(
             accuracy=accuracy,
             seconds=time.perf_counter() - start,
@@ -427,6 +472,7 @@ class Trainer:
             eval_seconds=eval_seconds,
             examples_seen=cfg.epochs * len(positions),
             checkpoints=checkpoints,
+            predictions=predictions,
         )
 
     def model_at(self, state: dict[str, torch.Tensor]) -> TopStack:
@@ -560,18 +606,21 @@ def time_full_finetuning(
 # -- self-influence --------------------------------------------------------------------------------
 class StateTask(Task):
     """Per-example cross-entropy of a :class:`TopStack` on cached states (items: dicts with
-    ``hidden`` ``[L, d]``, ``mask`` ``[L]`` and ``label``), for gradient-feature extraction."""
+    ``hidden`` ``[L, d]``, ``mask`` ``[L]``, ``label`` and optionally ``label_mask`` ``[C]``, an
+    additive 0/-inf mask), for gradient-feature extraction."""
 
     def collate(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         mask = torch.stack([e["mask"] for e in examples])
         width = int(mask.sum(dim=1).max())
-        return {
+        batch = {
             "hidden": torch.stack([e["hidden"] for e in examples])[:, :width],
             "mask": mask[:, :width],
             "labels": torch.as_tensor([int(e["label"]) for e in examples]),
         }
+        if "label_mask" in examples[0]:
+            batch["label_mask"] = torch.stack([e["label_mask"] for e in examples])
+        return batch
 
     def train_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return F.cross_entropy(
-            model(batch["hidden"], batch["mask"]), batch["labels"], reduction="none"
-        )
+        logits = model(batch["hidden"], batch["mask"], batch.get("label_mask"))
+        return F.cross_entropy(logits, batch["labels"], reduction="none")

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from infscope.cli.evaluate import app as evaluate_app
 from infscope.cli.prune import prune
+from infscope.cli.select import select
 from infscope.errors import InfscopeError, InputError
 
 app = typer.Typer(
@@ -353,6 +354,7 @@ def demo(
 
 app.add_typer(evaluate_app, name="evaluate")
 app.command()(prune)
+app.command()(select)
 
 if __name__ == "__main__":
     app()

@@ -1,0 +1,65 @@
+"""Selectors by name, for the CLI and configs: ``build_selector("bids", seed=0, aggregate="max")``."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from infscope.errors import InputError
+from infscope.selection.annotation import IDEAL, VoteK
+from infscope.selection.bandit import ClusterBandit
+from infscope.selection.base import Selector
+from infscope.selection.basic import RandomSelection, SoftmaxSampling, Stratified, TopK
+from infscope.selection.dsir import DSIR
+from infscope.selection.targeted import BIDS, LESS
+from infscope.selection.transport import TAROT
+
+SELECTORS: dict[str, Callable[..., Selector]] = {
+    "top-k": TopK,
+    "bottom-k": partial(TopK, bottom=True),
+    "random": RandomSelection,
+    "stratified": Stratified,
+    "balanced": partial(Stratified, balanced=True),
+    "softmax": SoftmaxSampling,
+    "less": LESS,
+    "bids": BIDS,
+    "cluster-bandit": ClusterBandit,
+    "tarot": TAROT,
+    "dsir": DSIR,
+    "vote-k": VoteK,
+    "ideal": IDEAL,
+}
+
+# options that take Python callables: not settable from text
+_CALLABLES = {"score_fn", "confidence"}
+
+
+def selector_options(name: str) -> dict[str, Any]:
+    """The options ``name`` accepts (besides ``seed``) and their defaults."""
+    factory = _factory(name)
+    target = factory.func if isinstance(factory, partial) else factory
+    fixed = factory.keywords if isinstance(factory, partial) else {}
+    params = inspect.signature(target).parameters
+    return {
+        key: p.default
+        for key, p in params.items()
+        if key not in ("self", "seed", *fixed) and p.kind is p.POSITIONAL_OR_KEYWORD
+    }
+
+
+def build_selector(name: str, seed: int = 0, **options: Any) -> Selector:
+    """A selector by name with ``options``; unknown options are a clear error."""
+    known = selector_options(name)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        listed = ", ".join(f"{k}={v!r}" for k, v in known.items() if k not in _CALLABLES)
+        raise InputError(f"{name} has no option {unknown}; its options: {listed or 'none'}")
+    return _factory(name)(seed=seed, **options)
+
+
+def _factory(name: str) -> Callable[..., Selector]:
+    if name not in SELECTORS:
+        raise InputError(f"unknown selection method {name!r}; choose from {', '.join(SELECTORS)}")
+    return SELECTORS[name]
