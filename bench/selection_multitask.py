@@ -142,20 +142,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from snli.core import StateTask, TrainConfig, Trainer, cache_states, load_encoder
+    from snli.core import (
+        StateTask,
+        TrainConfig,
+        Trainer,
+        additive_label_mask,
+        cache_states,
+        load_encoder,
+    )
 
     from infscope.attribution import GradientSimilarity
     from infscope.data import ExampleSet
     from infscope.gradients import GradientExtractor, ProjectionConfig
     from infscope.gradients.featurize import featurize
-    from infscope.selection import (
-        BIDS,
-        LESS,
-        ClusterBandit,
-        Pool,
-        RandomSelection,
-        TopK,
-    )
+    from infscope.selection import Pool, build_selector
     from infscope.store import FeatureStore
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -283,10 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     model = warm["model"]
     masks = {
-        "pool": torch.where(torch.as_tensor(allowed(pool_rec, offsets, width)), 0.0, float("-inf")),
-        "queries": torch.where(
-            torch.as_tensor(allowed(query_rec, offsets, width)), 0.0, float("-inf")
-        ),
+        name: additive_label_mask(allowed(recs, offsets, width))
+        for name, recs in (("pool", pool_rec), ("queries", query_rec))
     }
 
     def example_set(name: str, labels: np.ndarray) -> ExampleSet:
@@ -344,25 +342,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         target_texts=[r["text"] for r in query_rec],
         tags={"task": pool_task},
     )
-    selectors = {
-        "random": lambda s: RandomSelection(seed=s),
-        "top-k": lambda s: TopK(seed=s),
-        "less": lambda s: LESS(seed=s),
-        "bids": lambda s: BIDS(seed=s),
-        "cluster-bandit": lambda s: ClusterBandit(n_clusters=args.clusters, seed=s),
-    }
-    if "tarot" in args.methods:
-        from infscope.selection.transport import TAROT
-
-        selectors["tarot"] = lambda s: TAROT(seed=s)
-    if "dsir" in args.methods:
-        from infscope.selection.dsir import DSIR
-
-        selectors["dsir"] = lambda s: DSIR(seed=s)
     results: dict[str, dict[str, Any]] = {}
     for method in args.methods:
         t0 = time.perf_counter()
-        selection = selectors[method](0).select(pool, args.budget)
+        options = {"n_clusters": args.clusters} if method == "cluster-bandit" else {}
+        selection = build_selector(method, seed=0, **options).select(pool, args.budget)
         select_seconds = time.perf_counter() - t0
         selection.save(out / "selections" / method)
         counts = {t: c[1] for t, c in selection.counts(pool, "task").items()}

@@ -99,6 +99,11 @@ def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
 
 
+def additive_label_mask(allowed: np.ndarray) -> torch.Tensor:
+    """``[n, C]`` boolean allowed labels -> additive logit mask (0 allowed, -inf not)."""
+    return torch.where(torch.as_tensor(allowed), 0.0, float("-inf"))
+
+
 def _hidden(output: Any) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
 
@@ -358,9 +363,7 @@ class Trainer:
         self.num_labels = num_labels
         self.label_masks = None
         if label_masks is not None:
-            self.label_masks = tuple(
-                torch.where(torch.as_tensor(m), 0.0, float("-inf")) for m in label_masks
-            )
+            self.label_masks = tuple(additive_label_mask(m) for m in label_masks)
         order = np.argsort(-test.lengths, kind="stable")  # length-sorted: cheap evaluation
         self.test_batches = [order[i : i + EVAL_BATCH] for i in range(0, len(order), EVAL_BATCH)]
 
