@@ -80,3 +80,16 @@ def test_load_refuses_foreign_files(tmp_path):
     (tmp_path / "selection.json").write_text('{"format": "other"}')
     with pytest.raises(InputError, match="not an infscope selection"):
         Selection.load(tmp_path)
+
+
+def test_plot_renders_pool_and_selection_shares(tmp_path):
+    from PIL import Image
+
+    pool = Pool(
+        ids=[str(i) for i in range(30)],
+        scores=np.arange(30.0),
+        tags={"task": ["a"] * 20 + ["b"] * 10},
+    )
+    path = TopK().select(pool, 10).plot(pool, "task", tmp_path / "counts.png")
+    image = np.asarray(Image.open(path).convert("L"))
+    assert image.shape[0] > 200 and image.std() > 10  # a drawn figure, not a blank canvas

@@ -105,8 +105,8 @@ def select(
     bids, cluster-bandit, tarot, dsir, vote-k, ideal.
 
     Writes OUT/selection.json (indices, ids, weights, reasons), OUT/subset.jsonl (the picked
-    examples with their fields when --data is given) and OUT/summary.txt (counts per tag before and
-    after).
+    examples with their fields when --data is given), OUT/summary.txt (counts per tag before and
+    after) and OUT/counts_by_TAG.png (pool vs selection shares per tag).
     """
     from infscope.cli.main import _fail, console
 
@@ -132,10 +132,12 @@ def select(
         selection.write_jsonl(out / "subset.jsonl", records)
         summary = selection.summary(pool)
         (out / "summary.txt").write_text(summary + "\n")
+        plots = [selection.plot(pool, name, out / f"counts_by_{name}.png") for name in pool.tags]
     except InfscopeError as err:
         _fail(err)
     console.print(summary, markup=False)
-    console.print(f"wrote {out}/selection.json, subset.jsonl, summary.txt", markup=False)
+    written = ", ".join(["selection.json", "subset.jsonl", "summary.txt", *(p.name for p in plots)])
+    console.print(f"wrote {out}/: {written}", markup=False)
 
 
 def _build_pool(

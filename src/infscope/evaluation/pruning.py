@@ -23,6 +23,7 @@ import numpy as np
 
 from infscope.errors import InputError
 from infscope.evaluation.retraining import RetrainingRunner
+from infscope.plotting import saved_figure
 
 STRATEGIES = ("keep-hard", "keep-easy", "drop-both-tails", "class-stratified")
 RANDOM, FULL = "random", "full-data"
@@ -170,40 +171,34 @@ class PruningResult:
 
     def plot(self, path: str | Path, metric_name: str = "metric") -> Path:
         """Pruning curves (metric vs fraction kept, mean ± std) against random and full data."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         path = Path(path)
-        figure, axis = plt.subplots(figsize=(6.4, 4.2))
-        full_mean, full_std = self.full_data()
-        axis.axhline(full_mean, color="black", lw=1, label="full data")
-        axis.axhspan(full_mean - full_std, full_mean + full_std, color="black", alpha=0.08)
-        curves: dict[str, list[dict[str, object]]] = {}
-        for row in self.summary():
-            if row["score"] != FULL:
-                name = RANDOM if row["score"] == RANDOM else f"{row['score']} ({row['strategy']})"
-                curves.setdefault(name, []).append(row)
-        for name, rows in curves.items():
-            x = [r["keep_fraction"] for r in rows]
-            style = {"color": "gray", "ls": "--"} if name == RANDOM else {}
-            axis.errorbar(
-                x,
-                [r["mean"] for r in rows],
-                yerr=[r["std"] for r in rows],
-                marker="o",
-                capsize=3,
-                label=name,
-                **style,
-            )
-        axis.set_xlabel("fraction of training data kept")
-        axis.set_ylabel(metric_name)
-        axis.legend(fontsize=8)
-        axis.grid(alpha=0.3)
-        figure.tight_layout()
-        figure.savefig(path)
-        plt.close(figure)
+        with saved_figure(path) as axis:
+            full_mean, full_std = self.full_data()
+            axis.axhline(full_mean, color="black", lw=1, label="full data")
+            axis.axhspan(full_mean - full_std, full_mean + full_std, color="black", alpha=0.08)
+            curves: dict[str, list[dict[str, object]]] = {}
+            for row in self.summary():
+                if row["score"] != FULL:
+                    name = (
+                        RANDOM if row["score"] == RANDOM else f"{row['score']} ({row['strategy']})"
+                    )
+                    curves.setdefault(name, []).append(row)
+            for name, rows in curves.items():
+                x = [r["keep_fraction"] for r in rows]
+                style = {"color": "gray", "ls": "--"} if name == RANDOM else {}
+                axis.errorbar(
+                    x,
+                    [r["mean"] for r in rows],
+                    yerr=[r["std"] for r in rows],
+                    marker="o",
+                    capsize=3,
+                    label=name,
+                    **style,
+                )
+            axis.set_xlabel("fraction of training data kept")
+            axis.set_ylabel(metric_name)
+            axis.legend(fontsize=8)
+            axis.grid(alpha=0.3)
         return path
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from infscope.errors import InputError
 from infscope.io import write_atomic
+from infscope.plotting import saved_figure
 
 FORMAT = "infscope.selection"
 
@@ -215,6 +216,23 @@ class Selection:
             for key, (before, after) in self.counts(pool, tag).items():
                 lines.append(f"    {key}: {before} -> {after} ({after / before:.0%})")
         return "\n".join(lines)
+
+    def plot(self, pool: Pool, tag: str, path: str | Path) -> Path:
+        """Bar chart of each value of ``tag``'s share of the pool and of the selection (so a
+        reader sees at a glance what the selection favours or drops), saved to ``path``."""
+        counts = self.counts(pool, tag)
+        names = list(counts)
+        before = np.array([c[0] for c in counts.values()]) / len(pool)
+        after = np.array([c[1] for c in counts.values()]) / max(len(self), 1)
+        x = np.arange(len(names))
+        with saved_figure(path, figsize=(max(6.4, 0.5 * len(names) + 2), 4.2)) as axis:
+            axis.bar(x - 0.2, before, 0.4, label=f"pool ({len(pool)})", color="lightgray")
+            axis.bar(x + 0.2, after, 0.4, label=f"{self.method} ({len(self)})")
+            axis.set_xticks(x, names, rotation=45 if len(names) > 6 else 0, ha="right")
+            axis.set_ylabel(f"share of examples by {tag}")
+            axis.legend(fontsize=8)
+            axis.grid(axis="y", alpha=0.3)
+        return Path(path)
 
     def records(self, examples: Sequence[Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
         """One dict per pick, in pick order: ``id``, ``rank``, ``weight``, ``reason`` and, when
