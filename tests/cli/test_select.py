@@ -85,6 +85,7 @@ def test_bids_from_saved_scores_writes_subset_and_summary(runner, inputs):
     assert [r["id"] for r in rows] == selection.ids and {"task", "text", "reason"} <= set(rows[0])
     counts = {t: sum(r["task"] == t for r in rows) for t in "ab"}
     assert abs(counts["a"] - counts["b"]) <= 2  # balanced despite task a's 10x influence
+    assert (out / "counts_by_task.png").stat().st_size > 1000
     assert f"b: 30 -> {counts['b']} " in (out / "summary.txt").read_text()
     # LESS-style max over tasks is drawn to the inflated task
     result = run(
