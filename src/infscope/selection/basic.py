@@ -20,6 +20,13 @@ def _ranked(scores: np.ndarray, rng: np.random.Generator, descending: bool = Tru
     return np.lexsort((tie, -scores if descending else scores))
 
 
+def gumbel_top_k(log_weights: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """``k`` indices sampled without replacement with probabilities ``∝ exp(log_weights)`` (the
+    Gumbel-top-k trick: one vectorised draw, no renormalisation loop)."""
+    keys = log_weights + rng.gumbel(size=len(log_weights))
+    return np.argsort(-keys, kind="stable")[:k]
+
+
 class TopK(Selector):
     """The ``k`` candidates with the highest scores (``bottom=True``: the lowest)."""
 
@@ -128,8 +135,7 @@ class SoftmaxSampling(Selector):
         if self.standardize:  # so that one temperature means the same on any score scale
             logits = (logits - logits.mean()) / (logits.std() or 1.0)
         logits = logits / self.temperature
-        keys = logits + rng.gumbel(size=len(logits))
-        order = np.argsort(-keys, kind="stable")[:k]
+        order = gumbel_top_k(logits, k, rng)
         log_p = logits - np.logaddexp.reduce(logits)
         reasons = [f"sampled (p={np.exp(log_p[i]):.2e}, score {pool.scores[i]:.4g})" for i in order]
         return self._selection(pool, order, reasons)

@@ -21,6 +21,7 @@ import scipy.sparse as sp
 
 from infscope.errors import InputError
 from infscope.selection.base import Pool, Selection, Selector
+from infscope.selection.basic import gumbel_top_k
 
 _TOKEN = re.compile(r"\w+|[^\w\s]+")
 
@@ -148,8 +149,7 @@ class DSIR(Selector):
     def _select(self, pool: Pool, k: int, rng: np.random.Generator) -> Selection:
         assert pool.texts is not None and pool.target_texts is not None
         raw, target, log_w = _weigh(pool.texts, pool.target_texts, self.buckets, self.ngrams)
-        keys = log_w + rng.gumbel(size=len(log_w))
-        picks = np.argsort(-keys, kind="stable")[:k]
+        picks = gumbel_top_k(log_w, k, rng)
         rank = np.empty(len(log_w), dtype=np.int64)
         rank[np.argsort(-log_w, kind="stable")] = np.arange(1, len(log_w) + 1)
         reasons = [
