@@ -12,7 +12,9 @@ loss) with :func:`infscope.gradients.featurize.featurize`; influence = cosine si
 (:class:`infscope.attribution.GradientSimilarity`); then select the budget with random, top-k
 (mean influence over all queries), LESS (per-task mean, max over tasks), BIDS, cluster-bandit
 (clusters of gradient features, scores looked up only for probed examples) and TAROT (OT toward
-the query features), optionally DSIR (n-grams toward the query texts). Each subset trains a
+the query features), optionally DSIR (n-grams toward the query texts); ``METHOD+strata`` runs
+METHOD inside each (task, label) group with the budget split by group size, which keeps the
+method's choice of examples but not its composition. Each subset trains a
 fresh model with several seeds; per-task and mean test accuracy (mean ± std) are reported next to
 full-data training, with the per-task composition of every subset.
 
@@ -48,6 +50,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT.parent / "shared" / "data" / "multitask_mix"
 RESULTS = ROOT / "bench" / "results"
 METHODS = ("random", "top-k", "less", "bids", "cluster-bandit", "tarot", "dsir")
+# "METHOD+strata": METHOD inside each (task, label) group, the budget split by group size
+METHODS += tuple(f"{m}+strata" for m in METHODS[1:])
 DEFAULT_METHODS = ("random", "top-k", "less", "bids", "cluster-bandit", "tarot")
 START = time.perf_counter()
 
@@ -340,13 +344,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         target_features=target_features,
         texts=[r["text"] for r in pool_rec],
         target_texts=[r["text"] for r in query_rec],
-        tags={"task": pool_task},
+        tags={"task": pool_task, "task_label": [f"{r['task']}:{r['label']}" for r in pool_rec]},
     )
     results: dict[str, dict[str, Any]] = {}
     for method in args.methods:
         t0 = time.perf_counter()
-        options = {"n_clusters": args.clusters} if method == "cluster-bandit" else {}
-        selection = build_selector(method, seed=0, **options).select(pool, args.budget)
+        base, _, strata = method.partition("+")
+        options = {"n_clusters": args.clusters} if base == "cluster-bandit" else {}
+        if strata:
+            options["stratify_by"] = "task_label"
+        selection = build_selector(base, seed=0, **options).select(pool, args.budget)
         select_seconds = time.perf_counter() - t0
         selection.save(out / "selections" / method)
         counts = {t: c[1] for t, c in selection.counts(pool, "task").items()}

@@ -65,3 +65,26 @@ def test_softmax_sampling_interpolates_between_topk_and_random():
     assert abs(p.scores[hot.indices].mean()) < 0.2
     with pytest.raises(InputError):
         SoftmaxSampling(temperature=0)
+
+
+def test_stratified_wraps_any_selector():
+    from infscope.selection import LESS, build_selector
+
+    # one task whose queries favour label 1: LESS alone takes only label-1 examples
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 1] * 50)
+    influence = rng.normal(0, 0.1, (4, 100)) + labels * 1.0
+    pool = Pool(ids=[str(i) for i in range(100)], influence=influence, tags={"label": labels})
+    alone = LESS().select(pool, 20)
+    assert labels[alone.indices].mean() == 1.0
+    wrapped = Stratified(by="label", within=LESS()).select(pool, 20)
+    assert np.bincount(labels[wrapped.indices]).tolist() == [10, 10]
+    # inside each label, LESS's choice: the highest mean influence
+    zeros = np.flatnonzero(labels == 0)
+    best = set(zeros[np.argsort(-influence[:, zeros].mean(0))[:10]])
+    assert set(wrapped.indices[labels[wrapped.indices] == 0]) == best
+    assert wrapped.method == "less+stratified-by-label" and "within label=0" in wrapped.reasons[0]
+    built = build_selector("less", stratify_by="label").select(pool, 20)
+    np.testing.assert_array_equal(np.sort(built.indices), np.sort(wrapped.indices))
+    with pytest.raises(InputError, match="needs influence"):
+        Stratified(within=LESS()).select(Pool(ids=["a", "b"], tags={"label": [0, 1]}), 1)

@@ -99,6 +99,13 @@ def select(
     option: Annotated[
         list[str], typer.Option(help="Method option KEY=VALUE, e.g. n_clusters=50 (repeatable).")
     ] = [],  # noqa: B006
+    stratify_by: Annotated[
+        str | None,
+        typer.Option(help="Select inside each group of this --tag (budget split by group size)."),
+    ] = None,
+    balanced_strata: Annotated[
+        bool, typer.Option(help="With --stratify-by: split the budget equally over the groups.")
+    ] = False,
     seed: Annotated[int, typer.Option(help="Seed: the same inputs and seed, the same subset.")] = 0,
 ) -> None:
     """Select a training subset: top-k, bottom-k, random, stratified, balanced, softmax, less,
@@ -126,7 +133,7 @@ def select(
         )
         from infscope.selection import build_selector
 
-        selector = build_selector(method, seed=seed, **_options(option))
+        selector = build_selector(method, seed, stratify_by, balanced_strata, **_options(option))
         selection = selector.select(pool, _budget(budget))
         selection.save(out)
         selection.write_jsonl(out / "subset.jsonl", records)

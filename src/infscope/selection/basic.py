@@ -83,35 +83,56 @@ def _quotas(sizes: np.ndarray, k: int, balanced: bool) -> np.ndarray:
 
 
 class Stratified(Selector):
-    """Within each group of a tag (class, task, source), the best-scored candidates — either in
-    proportion to the group's size (``balanced=False``) or as equal a number per group as the
-    group sizes allow (``balanced=True``: class-balanced selection). Without scores, a random
-    sample within each group."""
+    """Split the budget over the groups of a tag (class, task, source) — in proportion to group
+    size (``balanced=False``) or as equally as the group sizes allow (``balanced=True``:
+    class-balanced selection) — and select inside each group with ``within``: by default the
+    best-scored candidates (random ones when the pool has no scores).
 
-    def __init__(self, by: str = "label", balanced: bool = False, seed: int = 0) -> None:
+    ``within`` can be any selector, e.g. ``Stratified(LESS(), by="label")`` keeps LESS's choice of
+    examples but not its composition: influence-driven selection tends to collapse onto one class
+    of a task, since examples of the query's label have the most aligned gradients."""
+
+    def __init__(
+        self,
+        by: str = "label",
+        balanced: bool = False,
+        within: Selector | None = None,
+        seed: int = 0,
+    ) -> None:
         super().__init__(seed)
         self.by = by
         self.balanced = balanced
-        self.requires = (f"tag:{by}",)  # type: ignore[misc]
+        self.within = within
+        self.requires = (f"tag:{by}", *(within.requires if within else ()))  # type: ignore[misc]
 
     @property
     def name(self) -> str:  # type: ignore[override]
-        return f"{'balanced' if self.balanced else 'stratified'}-by-{self.by}"
+        prefix = f"{self.within.name}+" if self.within is not None else ""
+        return f"{prefix}{'balanced' if self.balanced else 'stratified'}-by-{self.by}"
+
+    def _inner(self, pool: Pool) -> Selector:
+        if self.within is not None:
+            return self.within
+        return TopK(seed=self.seed) if pool.scores is not None else RandomSelection(self.seed)
 
     def _select(self, pool: Pool, k: int, rng: np.random.Generator) -> Selection:
         groups = pool.tag(self.by).astype(str)
         names, inverse = np.unique(groups, return_inverse=True)
         quota = _quotas(np.bincount(inverse), k, self.balanced)
-        scores = pool.scores if pool.scores is not None else np.zeros(len(pool))
+        inner = self._inner(pool)
         picks: list[int] = []
         reasons: list[str] = []
+        info: dict[str, object] = {}
         for g, name in enumerate(names):
+            if quota[g] == 0:
+                continue
             members = np.flatnonzero(inverse == g)
-            chosen = members[_ranked(scores[members], rng)[: quota[g]]]
-            picks += chosen.tolist()
-            how = "random" if pool.scores is None else "best-scored"
-            reasons += [f"{how} of {self.by}={name} (quota {quota[g]})"] * len(chosen)
-        return self._selection(pool, picks, reasons)
+            chosen = inner._select(pool.subset(members), int(quota[g]), rng)
+            picks += members[chosen.indices].tolist()
+            note = f"{self.by}={name} (quota {quota[g]})"
+            reasons += [f"{reason}; within {note}" for reason in chosen.reasons]
+            info.update({f"{name}: {key}": value for key, value in chosen.info.items()})
+        return self._selection(pool, picks, reasons, **info)
 
 
 class SoftmaxSampling(Selector):

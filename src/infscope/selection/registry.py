@@ -49,14 +49,25 @@ def selector_options(name: str) -> dict[str, Any]:
     }
 
 
-def build_selector(name: str, seed: int = 0, **options: Any) -> Selector:
-    """A selector by name with ``options``; unknown options are a clear error."""
+def build_selector(
+    name: str,
+    seed: int = 0,
+    stratify_by: str | None = None,
+    balanced_strata: bool = False,
+    **options: Any,
+) -> Selector:
+    """A selector by name with ``options`` (unknown options are a clear error). With
+    ``stratify_by`` (a tag), it selects inside each group of that tag, the budget split in
+    proportion to group size or, with ``balanced_strata``, equally (:class:`Stratified`)."""
     known = selector_options(name)
     unknown = sorted(set(options) - set(known))
     if unknown:
         listed = ", ".join(f"{k}={v!r}" for k, v in known.items() if k not in _CALLABLES)
         raise InputError(f"{name} has no option {unknown}; its options: {listed or 'none'}")
-    return _factory(name)(seed=seed, **options)
+    selector = _factory(name)(seed=seed, **options)
+    if stratify_by is None:
+        return selector
+    return Stratified(by=stratify_by, balanced=balanced_strata, within=selector, seed=seed)
 
 
 def _factory(name: str) -> Callable[..., Selector]:
