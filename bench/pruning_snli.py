@@ -610,7 +610,7 @@ def run_variant(
     )
     with meter.stage(f"{tag}: pruning retraining"):
         result = study.run(progress=True)
-    result.tocsv_list(run_dir / "pruning.csv")
+    result.to_csv(run_dir / "pruning.csv")
     title = "clean labels" if flip == 0 else f"{flip:.0%} labels flipped"
     plots = [
         result.plot(run_dir / f"pruning_curves.{ext}", metric_name=f"SNLI test accuracy ({title})")
