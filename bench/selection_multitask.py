@@ -335,6 +335,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     # -- selections ----------------------------------------------------------------------------
     pool_task = [r["task"] for r in pool_rec]
     query_task = [r["task"] for r in query_rec]
+    task_label = np.array([f"{r['task']}:{r['label']}" for r in pool_rec])
+
+    def majority_share(indices: np.ndarray) -> float:
+        """Mean over tasks of the most frequent label's share among the task's selected rows
+        (influence-driven selection tends to collapse onto one label per task)."""
+        shares = []
+        for t in tasks:
+            picked = task_label[indices][np.asarray(pool_task)[indices] == t]
+            if len(picked):
+                shares.append(np.unique(picked, return_counts=True)[1].max() / len(picked))
+        return float(np.mean(shares))
+
     pool = Pool(
         ids=states["pool"].ids,
         scores=influence.mean(axis=0),
@@ -344,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         target_features=target_features,
         texts=[r["text"] for r in pool_rec],
         target_texts=[r["text"] for r in query_rec],
-        tags={"task": pool_task, "task_label": [f"{r['task']}:{r['label']}" for r in pool_rec]},
+        tags={"task": pool_task, "task_label": task_label.tolist()},
     )
     results: dict[str, dict[str, Any]] = {}
     for method in args.methods:
@@ -360,6 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = [train_run(selection.indices, seed) for seed in args.seeds]
         results[method] = {
             "counts": counts,
+            "majority_label_share": majority_share(selection.indices),
             "runs": runs,
             "select_seconds": select_seconds,
             "info": {k: v for k, v in selection.info.items() if isinstance(v, (int, float, str))},
@@ -369,7 +382,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             + mean_std([r["mean_task_accuracy"] for r in runs])
         )
     full = [train_run(np.arange(n_pool), seed) for seed in args.full_seeds]
-    results["full data"] = {"counts": {t: pool_task.count(t) for t in tasks}, "runs": full}
+    results["full data"] = {
+        "counts": {t: pool_task.count(t) for t in tasks},
+        "majority_label_share": majority_share(np.arange(n_pool)),
+        "runs": full,
+    }
     log("full data: mean task accuracy " + mean_std([r["mean_task_accuracy"] for r in full]))
 
     # -- report --------------------------------------------------------------------------------
@@ -385,11 +402,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 mean_std([r["accuracy"] for r in runs]),
             ]
         )
-    counts_header = ["method", *tasks, "min/max share"]
+    counts_header = ["method", *tasks, "min/max count", "majority-label share"]
     counts_rows = []
     for method, res in results.items():
         c = np.array([res["counts"][t] for t in tasks], dtype=float)
-        counts_rows.append([method, *[str(int(v)) for v in c], f"{c.min() / c.max():.2f}"])
+        counts_rows.append(
+            [
+                method,
+                *[str(int(v)) for v in c],
+                f"{c.min() / c.max():.2f}",
+                f"{res['majority_label_share']:.2f}",
+            ]
+        )
     checks = []
     if "bids" in results and "random" in results:
         for other in ("random", "top-k", "less"):
@@ -416,7 +440,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"Budget {args.budget:.0%} of {n_pool} pool rows; seeds {args.seeds} (full data {args.full_seeds}); "
             f"features: Kronecker k={args.dim} on a warm-up model ({len(warm_idx)} rows), extracted in {feature_seconds:.0f}s.",
             "Test accuracy (%), mean ± std over seeds:\n\n" + markdown_table(header, rows),
-            "Selected examples per task (min/max share: balance):\n\n"
+            "Selected examples per task; min/max count: the smallest task's count over the "
+            "largest's (1 = balanced); majority-label share: the mean over tasks of the most "
+            "frequent label's share among the task's selected rows:\n\n"
             + markdown_table(counts_header, counts_rows),
             "\n".join(f"- {c}" for c in checks),
         ]
