@@ -60,25 +60,16 @@ def run(runner, *args):
     return result
 
 
+def select_from_scores(runner, inputs, method, out, *extra):
+    """`select` over the saved query x train matrix, its queries' tasks and the data file."""
+    scores, queries, data = inputs / "scores", inputs / "queries.jsonl", inputs / "data.jsonl"
+    args = ["--method", method, "--budget", "20", "--scores", scores, "--queries", queries]
+    return run(runner, *args, "--data", data, "--out", out, *extra)
+
+
 def test_bids_from_saved_scores_writes_subset_and_summary(runner, inputs):
     out = inputs / "bids"
-    result = run(
-        runner,
-        "--method",
-        "bids",
-        "--budget",
-        "20",
-        "--scores",
-        inputs / "scores",
-        "--queries",
-        inputs / "queries.jsonl",
-        "--data",
-        inputs / "data.jsonl",
-        "--tag",
-        "task",
-        "--out",
-        out,
-    )
+    result = select_from_scores(runner, inputs, "bids", out, "--tag", "task")
     assert result.exit_code == 0, result.output
     selection = Selection.load(out)
     rows = [json.loads(line) for line in (out / "subset.jsonl").read_text().splitlines()]
@@ -88,25 +79,9 @@ def test_bids_from_saved_scores_writes_subset_and_summary(runner, inputs):
     assert (out / "counts_by_task.png").stat().st_size > 1000
     assert f"b: 30 -> {counts['b']} " in (out / "summary.txt").read_text()
     # LESS-style max over tasks is drawn to the inflated task
-    result = run(
-        runner,
-        "--method",
-        "less",
-        "--budget",
-        "20",
-        "--scores",
-        inputs / "scores",
-        "--queries",
-        inputs / "queries.jsonl",
-        "--data",
-        inputs / "data.jsonl",
-        "--out",
-        inputs / "less",
-    )
+    result = select_from_scores(runner, inputs, "less", inputs / "less")
     assert result.exit_code == 0, result.output
-    rows = [
-        json.loads(line) for line in (inputs / "less" / "subset.jsonl").read_text().splitlines()
-    ]
+    rows = [json.loads(x) for x in (inputs / "less" / "subset.jsonl").read_text().splitlines()]
     assert sum(r["task"] == "a" for r in rows) == 20
 
 

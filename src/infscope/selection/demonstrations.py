@@ -129,7 +129,9 @@ class TokenQuery:
 class _TokenCoverage(DemonstrationSelector):
     """Shared BERTScore-recall machinery over candidates given as token embeddings."""
 
-    def __init__(self, token_embeddings: Sequence[np.ndarray], ids: Sequence[str] | None) -> None:
+    def __init__(
+        self, token_embeddings: Sequence[np.ndarray], ids: Sequence[str] | None = None
+    ) -> None:
         if isinstance(token_embeddings, np.ndarray) and token_embeddings.ndim != 3:
             raise InputError("token_embeddings must be one [tokens, dim] array per candidate")
         if len(token_embeddings) == 0:
@@ -193,11 +195,6 @@ class BSRDemonstrations(_TokenCoverage):
 
     name = "bsr"
 
-    def __init__(
-        self, token_embeddings: Sequence[np.ndarray], ids: Sequence[str] | None = None
-    ) -> None:
-        super().__init__(token_embeddings, ids)
-
     def _pick(
         self, best: np.ndarray, w: np.ndarray, k: int
     ) -> tuple[list[int], list[str], dict[str, Any]]:
@@ -218,11 +215,6 @@ class SetBSRDemonstrations(_TokenCoverage):
     final ``set_bsr``."""
 
     name = "set-bsr"
-
-    def __init__(
-        self, token_embeddings: Sequence[np.ndarray], ids: Sequence[str] | None = None
-    ) -> None:
-        super().__init__(token_embeddings, ids)
 
     def _pick(
         self, best: np.ndarray, w: np.ndarray, k: int
