@@ -83,6 +83,11 @@ def test_bids_from_saved_scores_writes_subset_and_summary(runner, inputs):
     assert result.exit_code == 0, result.output
     rows = [json.loads(x) for x in (inputs / "less" / "subset.jsonl").read_text().splitlines()]
     assert sum(r["task"] == "a" for r in rows) == 20
+    # the same, inside each task: --stratify-by adds the tag and splits the budget by group size
+    result = select_from_scores(runner, inputs, "less", inputs / "strat", "--stratify-by", "task")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(x) for x in (inputs / "strat" / "subset.jsonl").read_text().splitlines()]
+    assert sum(r["task"] == "a" for r in rows) == 10
 
 
 @pytest.mark.parametrize("method", sorted(SELECTORS))

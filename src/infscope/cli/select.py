@@ -118,6 +118,8 @@ def select(
     from infscope.cli.main import _fail, console
 
     try:
+        if stratify_by is not None and stratify_by not in tag:
+            tag = [*tag, stratify_by]  # the strata are a tag of the candidates
         pool, records = _build_pool(
             scores,
             negate,
