@@ -247,6 +247,36 @@ def test_model_hessian_solvers_match_dense(tmp_path):
     np.testing.assert_allclose(cg, exact, rtol=1e-5, atol=1e-8)
 
 
+def test_model_hessian_of_several_modules_is_the_hessian_of_the_loss(tmp_path):
+    """Each module's parameters occupy their own slice of the flat vector: the dense Hessian equals
+    ``torch.func.hessian`` of the mean training loss written as a function of that vector (a layout
+    that reused one module's offsets for the next would mix up their parameters)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    x, y = torch.randn(30, 4, dtype=torch.float64), torch.randint(0, 3, (30,))
+    train, _ = _split(x, y, 24)
+    extractor = GradientExtractor(model, ClassificationTask(), IDENTITY)
+    hessian = ModelHessian.from_extractor(extractor, train, batch_size=7)
+
+    def loss(theta):
+        params, offset = {}, 0
+        for module, prefix in zip(extractor.modules, ("0", "2")):
+            parts = module.split(theta[offset : offset + module.num_params])
+            params.update({f"{prefix}.{name}": value for name, value in parts.items()})
+            offset += module.num_params
+        logits = torch.func.functional_call(model, params, (x[:24],))
+        return nn.functional.cross_entropy(logits, y[:24])
+
+    theta = torch.cat(
+        [
+            torch.cat([m.module.weight, m.module.bias[:, None]], dim=1).reshape(-1)
+            for m in extractor.modules
+        ]
+    ).detach()
+    reference = torch.func.hessian(loss)(theta).numpy()
+    np.testing.assert_allclose(hessian.dense(), reference, rtol=1e-8, atol=1e-12)
+
+
 def test_bad_influence_settings(mlp_stores, tmp_path):
     extractor, train_store, _ = mlp_stores
     with pytest.raises(InputError, match="damping"):

@@ -129,11 +129,12 @@ class ModelHessian(Curvature):
         self.model, self.task, self.data, self.modules = model, task, data, list(modules)
         self.batch_size = batch_size
         self.device = next(model.parameters()).device
-        self.layout = [
-            (m, name, index.reshape(-1).long())
-            for m in self.modules
-            for name, index in m.split(torch.arange(m.num_params, dtype=torch.float64)).items()
-        ]
+        self.layout, offset = [], 0
+        for m in self.modules:
+            positions = torch.arange(offset, offset + m.num_params, dtype=torch.float64)
+            for name, index in m.split(positions).items():
+                self.layout.append((m, name, index.reshape(-1).long()))
+            offset += m.num_params
         self.dim = sum(m.num_params for m in self.modules)
         flat = torch.zeros(self.dim, dtype=torch.float64)
         for module, name, index in self.layout:
