@@ -72,15 +72,22 @@ from quality.ours import Result, Workspace, methods, run_method, run_selection, 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_ROOT = ROOT.parent / "shared" / "data"  # the shared data folder sits beside the checkout
 RESULTS = ROOT / "bench" / "results" / "attribution_quality"
-ALL_TASKS = ("digits-logreg", "digits-mlp", "minilm-sst2", "gpt2-trec")
+ALL_TASKS = ("digits-logreg", "digits-mlp", "digits-mlp-128", "minilm-sst2", "gpt2-trec")
 ANCHORS = ("kronfluence", "traker", "captum", "dattri", "cleanlab")
 DAMPING_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 # default retrained models per task (scaled by --scale)
-SUBSETS = {"digits-logreg": 100, "digits-mlp": 100, "minilm-sst2": 100, "gpt2-trec": 50}
+SUBSETS = {
+    "digits-logreg": 100,
+    "digits-mlp": 100,
+    "digits-mlp-128": 100,
+    "minilm-sst2": 100,
+    "gpt2-trec": 50,
+}
 # seconds per stage at --scale 1 on one 2026 AMD EPYC thread (measured; printed as estimates)
 ESTIMATES = {
     "digits-logreg": {"setup": 2, "retrain": 5, "infscope": 80, "anchors": 50},
     "digits-mlp": {"setup": 2, "retrain": 5, "infscope": 15, "anchors": 155},
+    "digits-mlp-128": {"setup": 3, "retrain": 8, "infscope": 60, "anchors": 300},
     "minilm-sst2": {"setup": 35, "retrain": 115, "infscope": 65, "anchors": 790},
     "gpt2-trec": {"setup": 6, "retrain": 135, "infscope": 35, "anchors": 65},
 }
@@ -100,6 +107,8 @@ def build_task(name: str, scale: float):
         return tasks.digits_logistic(scale)
     if name == "digits-mlp":
         return tasks.digits_mlp(scale)
+    if name == "digits-mlp-128":
+        return tasks.digits_mlp(scale, hidden=128)
     if name == "minilm-sst2":
         return tasks.text_classifier(scale, DATA_ROOT, RESULTS / "cache")
     if name == "gpt2-trec":

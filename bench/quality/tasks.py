@@ -183,18 +183,21 @@ def digits_logistic(scale: float = 1.0) -> BenchTask:
 
 
 class DigitsMLP(nn.Sequential):
-    def __init__(self) -> None:
-        super().__init__(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10))
+    def __init__(self, hidden: int = 32) -> None:
+        super().__init__(nn.Linear(64, hidden), nn.Tanh(), nn.Linear(hidden, 10))
 
 
-def digits_mlp(scale: float = 1.0) -> BenchTask:
+def digits_mlp(scale: float = 1.0, hidden: int = 32) -> BenchTask:
+    """``hidden=32``: 2,410 parameters ("digits-mlp"); ``hidden=128``: 9,610 ("digits-mlp-128",
+    where d ≫ n)."""
     n_train, n_query = int(1000 * min(scale, 1.5)), int(100 * scale)
     train, queries, heldout = _digits_splits(n_train, n_query)
     l2, epochs = 5e-4, 20
+    params = 64 * hidden + hidden + hidden * 10 + 10
 
     def make_model(seed: int) -> nn.Module:
         torch.manual_seed(seed)
-        return DigitsMLP()
+        return DigitsMLP(hidden)
 
     def fit(model, split, seed, checkpoints=False):
         return fit_sgd(
@@ -202,10 +205,10 @@ def digits_mlp(scale: float = 1.0) -> BenchTask:
         )
 
     task = BenchTask(
-        name="digits-mlp",
+        name="digits-mlp" if hidden == 32 else f"digits-mlp-{hidden}",
         description=(
             f"scikit-learn digits, {len(train)} train / {len(queries)} LDS queries / "
-            f"{len(heldout)} held-out; MLP 64→32 (tanh)→10, SGD lr 0.2, batch 32, {epochs} "
+            f"{len(heldout)} held-out; MLP 64→{hidden} (tanh)→10, SGD lr 0.2, batch 32, {epochs} "
             f"epochs, weight decay {2 * l2}; checkpoints every 4 epochs"
         ),
         kind="classification",
@@ -222,7 +225,7 @@ def digits_mlp(scale: float = 1.0) -> BenchTask:
         n_classes=10,
         ensemble=3,
         hessian=False,
-        settings={"features": "identity (2410)", "trak_dim": 1024},
+        settings={"features": f"identity ({params})", "trak_dim": 1024},
         anchor_batch=256,
         trak_dim=1024,
     )
