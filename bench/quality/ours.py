@@ -17,12 +17,11 @@ import numpy as np
 from torch import nn
 
 from infscope.attribution import TRAK, DataInf, GradientSimilarity, InfluenceFunction, TracIn
-from infscope.attribution.curvature import ModelHessian
-from infscope.attribution.damping import select_damping
 from infscope.attribution.representer import RepresenterPoints
-from infscope.evaluation import ResourceMeter, current_rss_mb
+from infscope.evaluation import ResourceMeter, current_rss_mb, select_damping
 from infscope.gradients import GradientExtractor, ModuleSelection, ProjectionConfig
 from infscope.gradients.featurize import featurize
+from infscope.gradients.hessian import ModelHessian
 from infscope.store import FeatureStore
 
 from .common import BenchTask, Checkpoint, Split

@@ -141,6 +141,17 @@ def test_seeded_deterministic_and_batch_independent(kind):
     torch.testing.assert_close(first, cached, rtol=1e-5, atol=1e-6)
 
 
+def test_default_kronecker_budget_is_capped_on_a_small_model():
+    """The default k = 4096 on a 51-parameter model: every module is kept whole
+    (blocks capped at the module's size) instead of an error."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    extractor = GradientExtractor(model, ClassificationTask(), ProjectionConfig())
+    assert extractor.feature_dim == 6 * 5 + 3 * 7  # both [W | b] blocks at full size
+    features = extractor.features((torch.randn(5, 4), torch.randint(0, 3, (5,))))
+    assert features.shape == (5, 51) and torch.isfinite(features).all()
+
+
 def test_bad_configurations():
     model, task, _ = _mlp_and_batch()
     gradient_size = 40 * 96 + 96 + 96 * 5 + 5

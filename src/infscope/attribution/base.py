@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from infscope.attribution.scores import Scores, SelfInfluence
 from infscope.errors import InputError, StoreError, StoreMismatchError
+from infscope.linalg import gram_accumulate, unit_rows
 from infscope.store import FeatureStore
 
 NORMALIZATIONS = ("none", "unit")
@@ -108,11 +109,6 @@ class Estimator(ABC):
         return {"method": self.name, "block_size": self.block_size, **self.notes}
 
 
-def _normalise(block: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(block, axis=1, keepdims=True)
-    return np.divide(block, norms, out=np.zeros_like(block), where=norms > 0)
-
-
 class CheckpointSum(Estimator):
     """``sum_c w_c <P_c phi_c(q), phi_c(z)> s_c(z)`` over chosen checkpoints, computed in blocks.
 
@@ -140,15 +136,24 @@ class CheckpointSum(Estimator):
 
     def _prepare(self, block: np.ndarray) -> np.ndarray:
         """Normalisation of raw features (both sides)."""
-        return _normalise(block) if self.normalize == "unit" else block
+        return unit_rows(block) if self.normalize == "unit" else block
 
     def _precondition(self, checkpoint: str, block: np.ndarray) -> np.ndarray:
         """``P_c`` applied to prepared query rows ``[m, dim]`` (identity by default)."""
         return block
 
-    def _train_scale(self, checkpoint: str, start: int, block: np.ndarray) -> np.ndarray | None:
-        """Per-training-row multipliers ``s_c(z)`` for prepared rows (``None`` = 1)."""
+    def _train_scales(self, checkpoint: str) -> np.ndarray | None:
+        """Multipliers ``s_c(z)`` of every training example (``None`` = 1)."""
         return None
+
+    def _self_products(self, checkpoint: str) -> np.ndarray:
+        """``<P_c φ_c(z), φ_c(z)>`` of every training example, in one pass over the store."""
+        out = np.empty(self.train.n_examples)
+        for start, block in self.train.iter_blocks(checkpoint, self.block_size):
+            block = self._prepare(block)
+            own = np.einsum("ij,ij->i", self._precondition(checkpoint, block), block)
+            out[start : start + len(block)] = own
+        return out
 
     def check_query(self, query: FeatureStore) -> None:
         super().check_query(query)
@@ -161,35 +166,31 @@ class CheckpointSum(Estimator):
             )
 
     def _score_into(self, query: FeatureStore, values: np.ndarray) -> None:
+        """One preconditioned query block at a time against the streamed training blocks:
+        memory is bounded by the block size (the training store is read once per query block)."""
         weights = self.checkpoint_weights(self.train)
-        n_blocks = -(-self.train.n_examples // self.block_size) * len(weights)
+        n_query_blocks = -(-query.n_examples // self.block_size)
+        n_blocks = -(-self.train.n_examples // self.block_size) * len(weights) * n_query_blocks
         with tqdm(total=n_blocks, desc=f"scoring[{self.name}]", unit="block", disable=None) as bar:
             for checkpoint, weight in weights:
-                queries = [
-                    (start, self._precondition(checkpoint, self._prepare(block)))
-                    for start, block in query.iter_blocks(checkpoint, self.block_size)
-                ]
-                for t_start, t_block in self.train.iter_blocks(checkpoint, self.block_size):
-                    t_block = self._prepare(t_block)
-                    t_stop = t_start + len(t_block)
-                    scale = self._train_scale(checkpoint, t_start, t_block)
-                    for q_start, q_block in queries:
-                        product = q_block @ t_block.T
-                        if scale is not None:
-                            product = product * scale
-                        values[q_start : q_start + len(q_block), t_start:t_stop] += weight * product
-                    bar.update()
+                scales = self._train_scales(checkpoint)
+                for q_start, q_block in query.iter_blocks(checkpoint, self.block_size):
+                    q_block = self._precondition(checkpoint, self._prepare(q_block))
+                    q_stop = q_start + len(q_block)
+                    for t_start, t_block in self.train.iter_blocks(checkpoint, self.block_size):
+                        t_stop = t_start + len(t_block)
+                        product = gram_accumulate(q_block, self._prepare(t_block), exact=True)
+                        if scales is not None:
+                            product *= scales[t_start:t_stop]
+                        values[q_start:q_stop, t_start:t_stop] += weight * product
+                        bar.update()
 
     def _self_influence(self, train: FeatureStore) -> np.ndarray:
         values = np.zeros(train.n_examples, dtype=np.float64)
         for checkpoint, weight in self.checkpoint_weights(train):
-            for start, block in train.iter_blocks(checkpoint, self.block_size):
-                block = self._prepare(block)
-                own = np.einsum("ij,ij->i", self._precondition(checkpoint, block), block)
-                scale = self._train_scale(checkpoint, start, block)
-                values[start : start + len(block)] += weight * (
-                    own if scale is None else own * scale
-                )
+            own = self._self_products(checkpoint)
+            scales = self._train_scales(checkpoint)
+            values += weight * (own if scales is None else own * scales)
         return values
 
     def describe(self) -> dict:

@@ -1,66 +1,35 @@
-"""Curvature operators ``H`` for influence functions: what ``(H + λI)^-1`` is taken of.
+"""The empirical Fisher of stored training features, ``H = Φᵀ Φ / n``: the default curvature of
+influence functions and TRAK.
 
-* :class:`FeatureFisher` — ``H = Φᵀ Φ / n`` over the training features in a store: the empirical
-  Fisher (Gauss-Newton with observed labels) in projected-gradient space. Works at any scale and
-  with any projection; with ``kind="identity"`` it is the exact empirical Fisher.
-* :class:`ModelHessian` — the Hessian of the mean training loss with respect to the tracked
-  parameters, by ``torch.func`` (exact dense matrix, or Hessian-vector products). For small
-  models; pairs with stores extracted with the identity projection, whose layout it shares.
+With ``kind="identity"`` features it is the exact empirical Fisher (Gauss-Newton with observed
+labels) over the tracked parameters; with a projection it is the Fisher in projected space. It is
+a Gram operator, so besides products with ``H`` it offers products with ``Φ`` and ``Φᵀ`` and the
+``n x n`` kernel ``Φ Φᵀ / n``, which the exact solver inverts instead of ``H`` when ``n < dim``.
+Model curvatures that need forward and backward passes (the Hessian of the training loss) live in
+:mod:`infscope.gradients.hessian`.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator
 
 import numpy as np
-import torch
-from torch import nn
-from torch.func import functional_call, grad, hessian, jvp
 
-from infscope.data import ExampleSet
-from infscope.errors import InputError, StoreMismatchError
-from infscope.gradients.modules import TrackedModule
+from infscope.linalg import Curvature, gram_accumulate, unit_rows
 from infscope.store import FeatureStore
-from infscope.tasks.base import Task, to_device
-
-
-class Curvature(ABC):
-    """A symmetric positive semi-definite operator on feature space."""
-
-    dim: int
-
-    @abstractmethod
-    def matvec(self, vectors: np.ndarray) -> np.ndarray:
-        """``H @ vectors`` for ``vectors`` of shape ``[dim, m]`` (float64)."""
-
-    @abstractmethod
-    def dense(self) -> np.ndarray:
-        """``H`` as a ``[dim, dim]`` float64 array (small ``dim`` only)."""
-
-    def trace(self) -> float:
-        """``trace(H)``; the mean eigenvalue ``trace / dim`` scales relative damping."""
-        return float(np.trace(self.dense()))
-
-    def sample_matvec(
-        self, vectors: np.ndarray, rng: np.random.Generator, batch_size: int
-    ) -> np.ndarray:
-        """An unbiased minibatch estimate of ``H @ vectors`` (default: the exact product)."""
-        return self.matvec(vectors)
-
-    def check_store(self, store: FeatureStore) -> None:
-        """Raise if features in ``store`` do not live in this operator's space."""
-        if store.feature_dim != self.dim:
-            raise StoreMismatchError(
-                f"{store.root} has {store.feature_dim} features, the curvature has dimension {self.dim}"
-            )
 
 
 class FeatureFisher(Curvature):
-    """``H = Φᵀ Φ / n`` from one checkpoint's training features.
+    """``H = Φᵀ Φ / n`` over one checkpoint's training features.
 
-    The features are held in memory (float32) when they fit ``max_memory_bytes``; otherwise every
-    product streams the store block by block.
+    Args:
+        store: the training feature store.
+        checkpoint: which checkpoint's features.
+        block_size: rows per block when streaming.
+        normalize: build ``H`` from unit-norm rows (for estimators that normalise features, so
+            that the curvature and the vectors it acts on live in the same space).
+        max_memory_bytes: features up to this size (float32) are held in memory; larger stores
+            stream block by block on every product.
     """
 
     def __init__(
@@ -68,153 +37,90 @@ class FeatureFisher(Curvature):
         store: FeatureStore,
         checkpoint: str,
         block_size: int = 4096,
+        normalize: bool = False,
         max_memory_bytes: int = 2**31,
     ) -> None:
         self.store, self.checkpoint, self.block_size = store, checkpoint, block_size
-        self.dim, self.n = store.feature_dim, store.n_examples
-        fits = self.n * self.dim * 4 <= max_memory_bytes
-        self._features = store.features(checkpoint) if fits else None
+        self.normalize = normalize
+        self.dim, self.n_examples = store.feature_dim, store.n_examples
+        fits = self.n_examples * self.dim * 4 <= max_memory_bytes
+        self._features = self._prepare(store.features(checkpoint)) if fits else None
+        self._trace: float | None = None
 
-    def _blocks(self):
+    def _prepare(self, block: np.ndarray) -> np.ndarray:
+        return unit_rows(block) if self.normalize else block
+
+    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """``(start, rows)`` float32 blocks of ``Φ`` (normalised if asked)."""
         if self._features is not None:
-            for start in range(0, self.n, self.block_size):
-                yield self._features[start : start + self.block_size]
+            for start in range(0, self.n_examples, self.block_size):
+                yield start, self._features[start : start + self.block_size]
         else:
-            for _, block in self.store.iter_blocks(self.checkpoint, self.block_size):
-                yield block
+            for start, block in self.store.iter_blocks(self.checkpoint, self.block_size):
+                yield start, self._prepare(block)
+
+    def times(self, vectors: np.ndarray, exact: bool = False) -> np.ndarray:
+        """``Φ @ vectors`` for ``vectors [dim, m]``: ``[n, m]`` float64 (float32 products summed
+        in float64 unless ``exact``; see :func:`~infscope.linalg.gram_accumulate`)."""
+        out = np.empty((self.n_examples, vectors.shape[1]))
+        right = np.ascontiguousarray(vectors.T)
+        for start, block in self.blocks():
+            out[start : start + len(block)] = gram_accumulate(block, right, exact)
+        return out
+
+    def transpose_times(self, rows: np.ndarray, exact: bool = False) -> np.ndarray:
+        """``Φᵀ @ rows`` for ``rows [n, m]``: ``[dim, m]`` float64 (per-block products in
+        float32 unless ``exact``, summed over blocks in float64)."""
+        dtype = np.float64 if exact else np.float32
+        out = np.zeros((self.dim, rows.shape[1]))
+        for start, block in self.blocks():
+            part = rows[start : start + len(block)].astype(dtype)
+            out += block.T.astype(dtype, copy=False) @ part
+        return out
 
     def matvec(self, vectors: np.ndarray) -> np.ndarray:
-        out = np.zeros_like(vectors, dtype=np.float64)
-        for block in self._blocks():
-            block = block.astype(np.float64)
-            out += block.T @ (block @ vectors)
-        return out / self.n
+        return self.transpose_times(self.times(vectors)) / self.n_examples
 
-    def dense(self) -> np.ndarray:
+    def gram(self) -> np.ndarray:
+        """The ``[n, n]`` kernel ``Φ Φᵀ / n``, in float64 (what the exact solver inverts)."""
+        out = np.empty((self.n_examples, self.n_examples))
+        for i, rows_i in self.blocks():
+            for j, rows_j in self.blocks():
+                if j < i:
+                    continue
+                part = gram_accumulate(rows_i, rows_j, exact=True)
+                out[i : i + len(rows_i), j : j + len(rows_j)] = part
+                out[j : j + len(rows_j), i : i + len(rows_i)] = part.T
+        return out / self.n_examples
+
+    def dense(self, max_dim: int = 20_000) -> np.ndarray:
+        """``H`` in float64, accumulated over row chunks (bounded float64 copies)."""
+        if self.dim > max_dim:
+            return super().dense(max_dim)  # raises the size error
         out = np.zeros((self.dim, self.dim))
-        for block in self._blocks():
-            block = block.astype(np.float64)
-            out += block.T @ block
-        return out / self.n
+        step = max(1, 2**24 // self.dim)
+        for _, block in self.blocks():
+            for first in range(0, len(block), step):
+                rows = block[first : first + step].astype(np.float64)
+                out += rows.T @ rows
+        return out / self.n_examples
 
     def trace(self) -> float:
-        return float(sum((b.astype(np.float64) ** 2).sum() for b in self._blocks()) / self.n)
+        if self._trace is None:
+            total = sum(
+                float(np.einsum("ij,ij->", b, b, dtype=np.float64)) for _, b in self.blocks()
+            )
+            self._trace = total / self.n_examples
+        return self._trace
 
     def sample_matvec(
         self, vectors: np.ndarray, rng: np.random.Generator, batch_size: int
     ) -> np.ndarray:
-        if self._features is None or batch_size >= self.n:
+        if self._features is None or batch_size >= self.n_examples:
             return self.matvec(vectors)
-        rows = self._features[rng.choice(self.n, size=batch_size, replace=False)].astype(np.float64)
+        picked = rng.choice(self.n_examples, size=batch_size, replace=False)
+        rows = self._features[picked].astype(np.float64)
         return rows.T @ (rows @ vectors) / batch_size
 
-
-class ModelHessian(Curvature):
-    """Hessian of the mean training loss over the tracked parameters, in the identity
-    projection's layout (each module's gradient matrix, row-major, modules in order).
-
-    Built from the model, task and training data; products use forward-over-reverse
-    Hessian-vector products, ``dense()`` the full Hessian. Meant for small models (the dense
-    Hessian of ``D`` parameters has ``D²`` entries).
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        task: Task,
-        data: ExampleSet,
-        modules: Sequence[TrackedModule],
-        batch_size: int = 256,
-    ) -> None:
-        self.model, self.task, self.data, self.modules = model, task, data, list(modules)
-        self.batch_size = batch_size
-        self.device = next(model.parameters()).device
-        self.layout, offset = [], 0
-        for m in self.modules:
-            positions = torch.arange(offset, offset + m.num_params, dtype=torch.float64)
-            for name, index in m.split(positions).items():
-                self.layout.append((m, name, index.reshape(-1).long()))
-            offset += m.num_params
-        self.dim = sum(m.num_params for m in self.modules)
-        flat = torch.zeros(self.dim, dtype=torch.float64)
-        for module, name, index in self.layout:
-            flat[index] = module.parameters()[name].detach().reshape(-1).double().cpu()
-        self.theta = flat.to(self.device)
-        self.names = {id(p): n for n, p in model.named_parameters()}
-
-    @classmethod
-    def from_extractor(cls, extractor, data: ExampleSet, batch_size: int = 256) -> ModelHessian:
-        """The Hessian over the extractor's tracked modules."""
-        return cls(extractor.model, extractor.task, data, extractor.modules, batch_size)
-
-    def check_store(self, store: FeatureStore) -> None:
-        if store.spec.projection.get("kind") != "identity":
-            raise StoreMismatchError(
-                f"{store.root} holds {store.spec.projection.get('kind')!r}-projected features; the "
-                f"model Hessian needs unprojected gradients (ProjectionConfig(kind='identity'))"
-            )
-        names = tuple(m.name for m in self.modules)
-        if tuple(store.spec.modules) != names:
-            raise StoreMismatchError(
-                f"{store.root} tracks modules {store.spec.modules}, the Hessian {names}"
-            )
-
-    def _loss(self, theta: torch.Tensor, batch) -> torch.Tensor:
-        params = {}
-        for module, name, index in self.layout:
-            param = module.parameters()[name]
-            params[self.names[id(param)]] = theta[index].reshape(param.shape).to(param.dtype)
-        return self.task.train_loss(_Bound(self.model, params), batch).sum() / len(self.data)
-
-    def _batches(self):
-        for start in range(0, len(self.data), self.batch_size):
-            examples = [
-                self.data[i] for i in range(start, min(start + self.batch_size, len(self.data)))
-            ]
-            yield to_device(self.task.collate(examples), self.device)
-
-    def _with_eval(self, fn):
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            return fn()
-        finally:
-            self.model.train(was_training)
-
-    def matvec(self, vectors: np.ndarray) -> np.ndarray:
-        v = torch.as_tensor(vectors, dtype=torch.float64, device=self.device)
-
-        def run():
-            out = torch.zeros_like(v)
-            for batch in self._batches():
-                gradient = grad(lambda t, b=batch: self._loss(t, b))
-                for column in range(v.shape[1]):
-                    out[:, column] += jvp(gradient, (self.theta,), (v[:, column],))[1]
-            return out
-
-        return self._with_eval(run).cpu().numpy()
-
-    def dense(self) -> np.ndarray:
-        if self.dim > 20_000:
-            raise InputError(
-                f"a dense Hessian of {self.dim} parameters is too large; use a matrix-free solver"
-            )
-
-        def run():
-            out = torch.zeros(self.dim, self.dim, dtype=torch.float64, device=self.device)
-            for batch in self._batches():
-                out += hessian(lambda t, b=batch: self._loss(t, b))(self.theta)
-            return out
-
-        return self._with_eval(run).cpu().numpy()
-
-
-class _Bound(nn.Module):
-    """The model called with some parameters replaced (for ``torch.func``)."""
-
-    def __init__(self, model: nn.Module, params: dict[str, torch.Tensor]) -> None:
-        super().__init__()
-        self.model, self.params = model, params
-
-    def forward(self, *args, **kwargs):
-        return functional_call(self.model, self.params, args, kwargs)
+    def describe(self) -> dict:
+        return {"curvature": "FeatureFisher", "normalize": self.normalize}

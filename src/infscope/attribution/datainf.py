@@ -5,8 +5,13 @@ the order of inversion and averaging (exact for a single example, Sherman-Morris
 ``1/(n λ_l) Σ_i (I − g_i g_iᵀ / (λ_l + ‖g_i‖²))``, so a query's preconditioned gradient is
 ``(1/λ_l) (v − 1/n Σ_i g_i (g_iᵀ v) / (λ_l + ‖g_i‖²))`` — one pass over the training features,
 no matrix inverse. Made for LoRA layers (small per-layer gradients), valid for any layer.
-``λ_l = damping × mean_i ‖g_i‖² / d_l`` (the paper's choice, with ``damping = 0.1``), i.e. relative
-to the mean eigenvalue of ``G_l`` as everywhere in infscope.
+``λ_l = damping × mean_i ‖g_i‖² / min(n, d_l)``: relative to the mean non-zero eigenvalue of
+``G_l``, as for every damped estimator (:mod:`infscope.attribution.damped`).
+
+The swap of inversion and averaging is accurate only when ``λ_l`` is large next to ``‖g_i‖²``
+(Kwon et al. bound its error by ``O(max ‖g‖⁴ / λ²)``). For ``λ_l ≪ ‖g_i‖²`` each term is a
+projection that no longer depends on ``λ_l``, so within one layer the ranking stops changing with
+the damping; only the balance between layers (each scaled by ``1/λ_l``) does.
 
 Layers are the per-module blocks of identity or Kronecker-projected stores; for dense or sparse
 projections (modules mixed) the whole feature vector is treated as one layer.
@@ -18,29 +23,30 @@ from typing import Any
 
 import numpy as np
 
-from infscope.attribution.base import CheckpointSum
-from infscope.attribution.influence import DAMPING_MODES
-from infscope.errors import InputError
+from infscope.attribution.damped import DampedEstimator
+from infscope.errors import InputError, NonFiniteError
 from infscope.store import FeatureStore
 
 
-class DataInf(CheckpointSum):
+class DataInf(DampedEstimator):
     """DataInf influence at one checkpoint (default: the last)."""
 
     name = "datainf"
+    default_damping = 1.0
 
     def __init__(
         self,
-        damping: float = 0.1,
+        damping: float | None = None,
         damping_mode: str = "relative",
         checkpoint: str | None = None,
         block_size: int = 4096,
     ) -> None:
-        super().__init__("none", block_size)
-        if damping_mode not in DAMPING_MODES or not damping > 0:
-            raise InputError(f"damping must be positive and damping_mode one of {DAMPING_MODES}")
-        self.damping, self.damping_mode, self.checkpoint = float(damping), damping_mode, checkpoint
+        super().__init__(damping, damping_mode, "none", block_size)
+        self.checkpoint = checkpoint
         self.layers: list[tuple[str, slice]] = []
+        self.squared_norms = np.zeros((0, 0))
+        self.lambdas = np.zeros(0)
+        self.inverse_weights = np.zeros((0, 0))
 
     def checkpoint_weights(self, train: FeatureStore) -> list[tuple[str, float]]:
         checkpoint = (
@@ -67,17 +73,23 @@ class DataInf(CheckpointSum):
             block = block.astype(np.float64)
             for layer, (_, cols) in enumerate(self.layers):
                 squared[start : start + len(block), layer] = (block[:, cols] ** 2).sum(axis=1)
+        if not np.isfinite(squared).all():
+            raise NonFiniteError(f"{train.root} holds NaN or inf features")
+        self.squared_norms = squared  # [n, layers]
         sizes = np.array([cols.stop - cols.start for _, cols in self.layers])
-        if self.damping_mode == "relative":
-            self.lambdas = self.damping * squared.mean(axis=0) / sizes
-        else:
-            self.lambdas = np.full(len(self.layers), self.damping)
-        if not (self.lambdas > 0).all():
-            zero = [name for (name, _), lam in zip(self.layers, self.lambdas) if not lam > 0]
+        self.units = squared.mean(axis=0) / np.minimum(train.n_examples, sizes)
+        if self.damping_mode == "relative" and not (self.units > 0).all():
+            zero = [name for (name, _), unit in zip(self.layers, self.units) if not unit > 0]
             raise InputError(
                 f"layers {zero} have zero gradients everywhere: use damping_mode='absolute'"
             )
-        self.inverse_weights = 1.0 / (self.lambdas + squared)  # [n, layers]
+
+    def _apply_damping(self) -> None:
+        if self.damping_mode == "relative":
+            self.lambdas = self.damping * self.units
+        else:
+            self.lambdas = np.full(len(self.layers), self.damping)
+        self.inverse_weights = 1.0 / (self.lambdas + self.squared_norms)  # [n, layers]
 
     def _precondition(self, checkpoint: str, block: np.ndarray) -> np.ndarray:
         queries = block.astype(np.float64)
@@ -96,8 +108,6 @@ class DataInf(CheckpointSum):
     def describe(self) -> dict[str, Any]:
         return {
             **super().describe(),
-            "damping": self.damping,
-            "damping_mode": self.damping_mode,
             "layers": [name for name, _ in self.layers],
-            "absolute_damping": getattr(self, "lambdas", np.array([])).tolist(),
+            "absolute_damping": self.lambdas.tolist(),
         }

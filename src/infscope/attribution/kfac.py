@@ -29,9 +29,11 @@ Conventions (documented differences from kronfluence):
   of averages ignores that and the correlations between positions). They are multiplied by one
   scalar per module so that they sum to ``trace_m = mean_i ‖M_i‖²``, the trace of the module's
   exact empirical-Fisher block. EK-FAC's corrected eigenvalues already sum to ``trace_m``.
-* **Damping per module.** ``damping_mode="relative"`` uses ``λ_m = damping × mean(Λ_m)`` for each
-  module (kronfluence's heuristic), which for both variants equals ``damping × trace_m / dim_m``;
-  ``"absolute"`` uses ``damping`` everywhere. The values used are recorded in ``describe()``.
+* **Damping per module.** ``damping_mode="relative"`` uses ``λ_m = damping × trace_m / min(n,
+  dim_m)`` for each module: the one meaning damping has in infscope (the mean non-zero eigenvalue
+  of the module's ``n``-example Fisher block; :mod:`infscope.attribution.damped`). For a module
+  with ``dim_m ≤ n`` it is kronfluence's heuristic ``damping × mean(Λ_m)``. ``"absolute"`` uses
+  ``damping`` everywhere. The values used are recorded in ``describe()``.
 
 Workflow::
 
@@ -42,9 +44,9 @@ Workflow::
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +56,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from infscope.attribution.base import NORMALIZATIONS, CheckpointSum
+from infscope.attribution.base import NORMALIZATIONS
+from infscope.attribution.damped import DampedEstimator
 from infscope.data import ExampleSet
 from infscope.errors import InputError, NonFiniteError, StoreIncompleteError, StoreMismatchError
 from infscope.gradients.extractor import GradientExtractor, model_fingerprint
@@ -66,7 +69,6 @@ __all__ = ["EKFAC", "KFACFactors"]
 
 FORMAT = "infscope.kfac_factors"
 VERSION = 1
-DAMPING_MODES = ("relative", "absolute")
 _UNSUPPORTED = (
     "K-FAC/EK-FAC needs features that keep modules apart (per-module blocks): extract them with "
     "ProjectionConfig(kind='kronecker', ...) or kind='identity'; dense (gaussian, rademacher) and "
@@ -221,6 +223,14 @@ class KFACFactors:
         if block.kronecker:
             return block.s_vectors, block.a_vectors
         return (block.dense_vectors,)
+
+    def copy(self) -> KFACFactors:
+        """A copy whose per-module statistics can be replaced without touching these factors
+        (the eigenvector arrays are shared: nothing changes them in place)."""
+        out = copy.copy(self)
+        out.blocks = [copy.copy(block) for block in self.blocks]
+        out.statistics = dict(self.statistics)
+        return out
 
     def _block(self, module: str) -> _Block:
         for block in self.blocks:
@@ -388,17 +398,23 @@ class KFACFactors:
         dense = {i: np.zeros((b.dim, b.dim)) for i, b in enumerate(self.blocks) if not b.kronecker}
         traces = np.zeros(len(self.blocks))
         n = store.n_examples
+        # float64 work per module on at most ~2**22 values at a time: memory stays bounded by
+        # the block size of the store read, never a float64 copy of a whole block
         blocks = store.iter_blocks(checkpoint, block_size)
         for _, rows in tqdm(blocks, desc="ekfac eigenvalues", unit="block", disable=not progress):
-            rows = rows.astype(np.float64)
             for index, block in enumerate(self.blocks):
-                x = rows[:, block.slice]
-                traces[index] += np.einsum("ij,ij->", x, x)
-                if block.kronecker:
-                    rotated = block.s_vectors.T @ x.reshape(-1, block.rows, block.cols)
-                    corrected[index] += ((rotated @ block.a_vectors) ** 2).sum(axis=0)
-                else:
-                    dense[index] += x.T @ x
+                step = max(1, 2**22 // block.dim)
+                for first in range(0, len(rows), step):
+                    x = rows[first : first + step, block.slice].astype(np.float64)
+                    traces[index] += np.einsum("ij,ij->", x, x)
+                    if block.kronecker:
+                        rotated = block.s_vectors.T @ x.reshape(-1, block.rows, block.cols)
+                        rotated = rotated @ block.a_vectors
+                        corrected[index] += np.einsum("ijk,ijk->jk", rotated, rotated)
+                    else:
+                        dense[index] += x.T @ x
+        if not (np.isfinite(traces).all()):
+            raise NonFiniteError(f"{store.root} holds NaN or inf features")
         for index, block in enumerate(self.blocks):
             block.trace = float(traces[index] / n)
             if block.kronecker:
@@ -618,44 +634,42 @@ class _Preconditioner:
     damping: float
 
 
-class EKFAC(CheckpointSum):
+class EKFAC(DampedEstimator):
     """Influence with the EK-FAC (or K-FAC) inverse curvature: ``<(F_m + λ_m I)^-1 φ(q), φ(z)>``
     summed over modules, ``F_m = (Q_S ⊗ Q_A) diag(Λ_m) (Q_S ⊗ Q_A)ᵀ`` per Kronecker module and the
     exact block Fisher for the others.
 
     Args:
-        factors: :class:`KFACFactors` fit at the training store's checkpoint.
-        damping: ``λ_m`` relative to each module's mean eigenvalue (or absolute, below).
-        damping_mode: ``"relative"`` (per module, kronfluence's heuristic) or ``"absolute"``.
+        factors: :class:`KFACFactors` fit at the training store's checkpoint. They are not
+            changed: missing corrected eigenvalues are computed on :meth:`fit` into a copy.
+        damping: ``λ_m`` relative to ``trace_m / min(n, dim_m)`` of each module (default 0.1), or
+            absolute (below).
+        damping_mode: ``"relative"`` (per module) or ``"absolute"`` (one ``λ`` everywhere).
         correct_eigenvalues: EK-FAC (``True``, name ``"ekfac"``) or K-FAC with trace-matched
-            ``λ_S ⊗ λ_A`` (``False``, name ``"kfac"``). Missing corrected eigenvalues are computed
-            from the training store on :meth:`fit` (stored on ``factors``).
+            ``λ_S ⊗ λ_A`` (``False``, name ``"kfac"``).
         normalize: ``"none"``, ``"unit"`` or ``"relatif"`` (divide by ``sqrt`` of the training
             example's self-influence).
     """
 
     normalizations = (*NORMALIZATIONS, "relatif")
+    default_damping = 0.1
 
     def __init__(
         self,
         factors: KFACFactors,
-        damping: float = 0.1,
+        damping: float | None = None,
         damping_mode: str = "relative",
         correct_eigenvalues: bool = True,
         normalize: str = "none",
         block_size: int = 4096,
     ) -> None:
-        super().__init__(normalize, block_size)
+        super().__init__(damping, damping_mode, normalize, block_size)
         if not isinstance(factors, KFACFactors):
             raise InputError(f"factors must be KFACFactors, got {type(factors).__name__}")
-        if damping_mode not in DAMPING_MODES:
-            raise InputError(f"damping_mode must be one of {DAMPING_MODES}, got {damping_mode!r}")
-        if not (isinstance(damping, (int, float)) and math.isfinite(damping) and damping > 0):
-            raise InputError(f"damping must be a positive number, got {damping!r}")
         self.factors = factors
-        self.damping, self.damping_mode = float(damping), damping_mode
         self.correct = bool(correct_eigenvalues)
         self.name = "ekfac" if self.correct else "kfac"
+        self.fitted_factors: KFACFactors | None = None
         self._preconditioners: list[_Preconditioner] = []
 
     def checkpoint_weights(self, train: FeatureStore) -> list[tuple[str, float]]:
@@ -665,21 +679,31 @@ class EKFAC(CheckpointSum):
         self.factors.check_store(train)
         super()._fit(train)
         ((checkpoint, _),) = self.checkpoint_weights(train)
-        if self.correct and not self.factors.corrected:
-            self.factors.correct_eigenvalues(train, checkpoint, self.block_size)
-        self._preconditioners = []
-        for block in self.factors.blocks:
-            if block.kronecker:
-                values = block.corrected if self.correct else block.kfac_values()
+        factors = self.factors
+        if self.correct and not factors.corrected:
+            factors = factors.copy().correct_eigenvalues(train, checkpoint, self.block_size)
+        self.fitted_factors = factors
+        self.n_train = train.n_examples
+
+    def _eigenvalues(self, block: _Block) -> np.ndarray:
+        if not block.kronecker:
+            return block.dense_values
+        return block.corrected if self.correct else block.kfac_values()
+
+    def _apply_damping(self) -> None:
+        preconditioners = []
+        for block in self.fitted_factors.blocks:
+            values = self._eigenvalues(block)
+            if self.damping_mode == "relative":
+                damping = self.damping * block.trace / min(self.n_train, block.dim)
             else:
-                values = block.dense_values
-            mean = float(values.mean()) if values.size else 0.0
-            damping = self.damping * mean if self.damping_mode == "relative" else self.damping
+                damping = self.damping
             with np.errstate(divide="ignore"):
                 inverse = np.where(values + damping > 0, 1.0 / (values + damping), 0.0)
             # relative damping of a module whose training gradients all vanish: its training
             # features are zero, so its preconditioned query block contributes nothing anyway
-            self._preconditioners.append(_Preconditioner(block, inverse, damping))
+            preconditioners.append(_Preconditioner(block, inverse, damping))
+        self._preconditioners = preconditioners
 
     def check_query(self, query: FeatureStore) -> None:
         super().check_query(query)
@@ -695,12 +719,11 @@ class EKFAC(CheckpointSum):
     def _precondition(self, checkpoint: str, block: np.ndarray) -> np.ndarray:
         if not self._preconditioners:
             raise InputError("EKFAC is not fitted: call fit(train_store) first")
-        x = np.asarray(block, dtype=np.float64)
-        out = np.empty_like(x)
-        m = len(x)
+        m = len(block)
+        out = np.empty((m, block.shape[1]))
         for pre in self._preconditioners:
             b = pre.block
-            part = x[:, b.slice]
+            part = np.asarray(block[:, b.slice], dtype=np.float64)
             if b.kronecker:
                 rotated = b.s_vectors.T @ part.reshape(m, b.rows, b.cols) @ b.a_vectors
                 rotated *= pre.inverse
@@ -709,23 +732,16 @@ class EKFAC(CheckpointSum):
                 out[:, b.slice] = ((part @ b.dense_vectors) * pre.inverse) @ b.dense_vectors.T
         return out
 
-    def _train_scale(self, checkpoint: str, start: int, block: np.ndarray) -> np.ndarray | None:
-        if self.normalize != "relatif":
-            return None
-        own = np.einsum("ij,ij->i", self._precondition(checkpoint, block), block)
-        return 1.0 / np.sqrt(np.maximum(own, np.finfo(np.float64).tiny))
-
     def describe(self) -> dict[str, Any]:
+        factors = self.fitted_factors or self.factors
         return {
             **super().describe(),
-            "damping": self.damping,
-            "damping_mode": self.damping_mode,
             "corrected_eigenvalues": self.correct,
             "module_damping": {p.block.name: p.damping for p in self._preconditioners},
             "factors": {
-                "checkpoint": self.factors.checkpoint,
-                "fingerprint": self.factors.fingerprint,
-                "n_examples": self.factors.n_examples,
-                "statistics": self.factors.statistics,
+                "checkpoint": factors.checkpoint,
+                "fingerprint": factors.fingerprint,
+                "n_examples": factors.n_examples,
+                "statistics": factors.statistics,
             },
         }

@@ -14,10 +14,21 @@ from typing import Any
 
 import numpy as np
 
-from infscope.errors import InputError
+from infscope.errors import InputError, NonFiniteError
 from infscope.io import write_atomic
 
 FORMAT = "infscope.scores"
+
+
+def _check_finite(values: np.ndarray, method: str) -> None:
+    """Non-finite scores are an error, never a silent NaN ranked first or last."""
+    if not np.isfinite(values).all():
+        bad = int((~np.isfinite(values)).sum())
+        raise NonFiniteError(
+            f"{method} produced {bad} non-finite score(s) (NaN or inf): the features hold NaN/inf "
+            f"or the computation overflowed (check the store with FeatureStore.verify(), or raise "
+            f"the damping)"
+        )
 
 
 def _save(directory: str | Path, values: np.ndarray, meta: dict[str, Any]) -> Path:
@@ -45,6 +56,7 @@ class Scores:
         expected = (len(self.query_ids), len(self.train_ids))
         if self.values.shape != expected:
             raise InputError(f"score matrix {self.values.shape} does not match ids {expected}")
+        _check_finite(self.values, self.method)
 
     def top(self, k: int, harmful: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Per query, indices ``[n_query, k]`` and scores of the ``k`` most helpful training
@@ -76,6 +88,7 @@ class SelfInfluence:
     def __post_init__(self) -> None:
         if self.values.shape != (len(self.train_ids),):
             raise InputError(f"{self.values.shape} values for {len(self.train_ids)} ids")
+        _check_finite(self.values, self.method)
 
     def ranking(self) -> np.ndarray:
         """Indices from highest to lowest self-influence."""

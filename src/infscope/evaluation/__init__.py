@@ -8,6 +8,7 @@ positively with ``tau(q, z)``.
 """
 
 from infscope.evaluation.accounting import ResourceMeter, current_rss_mb
+from infscope.evaluation.damping import DampingSelection, select_damping
 from infscope.evaluation.lds import (
     LDSConfig,
     LDSResult,
@@ -25,6 +26,7 @@ from infscope.evaluation.retraining import (
 )
 
 __all__ = [
+    "DampingSelection",
     "LDSConfig",
     "LDSResult",
     "LOOResult",
@@ -41,4 +43,5 @@ __all__ = [
     "loo_correlation",
     "mislabel_detection",
     "random_subset_masks",
+    "select_damping",
 ]

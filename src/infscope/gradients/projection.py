@@ -116,7 +116,9 @@ class Projector(ABC):
         self.config = config
         self.modules = list(modules)
         total = sum(m.num_params for m in self.modules)
-        if config.dim is not None and config.dim > total:
+        # a Kronecker budget is split over modules and each block is capped at its module's
+        # size, so a budget above the model's size just keeps every module whole
+        if config.kind != "kronecker" and config.dim is not None and config.dim > total:
             raise InputError(
                 f"projection dim {config.dim} is larger than the tracked gradient "
                 f"({total} parameters); use a smaller dim or kind='identity'"

@@ -1,0 +1,93 @@
+"""Estimators with a damping ``λ``, and the one meaning ``damping`` has for all of them.
+
+``damping_mode="relative"`` (the default) sets ``λ = damping × trace(H) / min(n, dim)`` for the
+curvature block that ``λ`` damps (the whole Fisher, one EK-FAC module, one DataInf layer): the
+mean non-zero eigenvalue of an ``n``-example Fisher, so ``damping = 1`` puts ``λ`` in the middle of
+the spectrum whether the features are a 650-dimensional logistic regression or a 10⁵-dimensional
+layer with ``n = 1000``. ``"absolute"`` uses ``damping`` as ``λ`` itself.
+
+Fitting does all λ-independent work (eigendecompositions, Krylov spaces, factor statistics);
+:meth:`DampedEstimator.with_damping` returns a fitted copy at another damping that reuses it, which
+is how :func:`~infscope.evaluation.damping.select_damping` scans a grid for the price of one fit.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from abc import abstractmethod
+from typing import Any
+
+import numpy as np
+
+from infscope.attribution.base import CheckpointSum
+from infscope.errors import InputError
+
+DAMPING_MODES = ("relative", "absolute")
+
+
+def check_damping(damping: Any, damping_mode: str) -> float:
+    """``damping`` as a float, or :class:`InputError` for a non-positive/non-finite value or an
+    unknown mode."""
+    if damping_mode not in DAMPING_MODES:
+        raise InputError(f"damping_mode must be one of {DAMPING_MODES}, got {damping_mode!r}")
+    if isinstance(damping, bool) or not isinstance(damping, (int, float)):
+        raise InputError(f"damping must be a number, got {damping!r}")
+    if not (math.isfinite(damping) and damping > 0):
+        raise InputError(f"damping must be a positive finite number, got {damping}")
+    return float(damping)
+
+
+class DampedEstimator(CheckpointSum):
+    """A :class:`CheckpointSum` whose preconditioner depends on a damping ``λ``.
+
+    Subclasses set :attr:`default_damping` (measured per method, see ``docs/concepts.md``), do
+    their λ-independent work in ``_fit`` and derive everything that depends on ``λ`` in
+    :meth:`_apply_damping`, which ``fit`` and :meth:`with_damping` both call.
+    """
+
+    #: ``damping`` used when none is given (relative mode)
+    default_damping: float = 1.0
+
+    def __init__(
+        self,
+        damping: float | None = None,
+        damping_mode: str = "relative",
+        normalize: str = "none",
+        block_size: int = 4096,
+    ) -> None:
+        super().__init__(normalize, block_size)
+        if damping is None:
+            if damping_mode == "absolute":
+                raise InputError("damping_mode='absolute' needs an explicit damping value")
+            damping = self.default_damping
+        self.damping = check_damping(damping, damping_mode)
+        self.damping_mode = damping_mode
+
+    def fit(self, train):  # type: ignore[override]
+        super().fit(train)
+        self._apply_damping()
+        return self
+
+    @abstractmethod
+    def _apply_damping(self) -> None:
+        """Set the λ-dependent state from the fitted λ-independent state and ``self.damping``."""
+
+    def _train_scales(self, checkpoint: str) -> np.ndarray | None:
+        """RelatIF (``normalize="relatif"``): ``1 / sqrt(<(H+λI)^-1 φ(z), φ(z)>)``."""
+        if self.normalize != "relatif":
+            return None
+        own = self._self_products(checkpoint)
+        return 1.0 / np.sqrt(np.maximum(own, np.finfo(np.float64).tiny))
+
+    def with_damping(self, damping: float) -> DampedEstimator:
+        """A fitted copy at another (same-mode) damping, sharing this one's λ-independent work."""
+        self._require_fit()
+        other = copy.copy(self)
+        other.damping = check_damping(damping, self.damping_mode)
+        other.notes = dict(self.notes)
+        other._apply_damping()
+        return other
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "damping": self.damping, "damping_mode": self.damping_mode}
