@@ -385,7 +385,11 @@ def captum_tracin(
 
 
 def dattri_methods(ws: Workspace, trained: dict[str, Trained], mislabel: bool) -> list[Result]:
-    from dattri.algorithm.influence_function import IFAttributorDataInf, IFAttributorExplicit
+    from dattri.algorithm.influence_function import (
+        IFAttributorCG,
+        IFAttributorDataInf,
+        IFAttributorExplicit,
+    )
     from dattri.task import AttributionTask
 
     task = ws.task
@@ -420,12 +424,31 @@ def dattri_methods(ws: Workspace, trained: dict[str, Trained], mislabel: bool) -
     datainf_lambda = 0.1 * float((features**2).sum(1).mean()) / features.shape[1]
     configs = []
     if task.hessian:
-        configs.append(
-            (
-                f"dattri IF explicit Hessian (λ={2 * task.l2:g} abs)",
-                lambda t: IFAttributorExplicit(task=t, device="cpu", regularization=2 * task.l2),
+        # our default model-Hessian damping (1 × trace / min(n, dim)), for a matched comparison
+        from infscope.gradients.hessian import ModelHessian
+
+        ws.load_final("clean")
+        hessian_lambda = ModelHessian.from_extractor(
+            ws.extractor("train:clean:traj"), task.train.examples
+        ).damping_unit()
+        if task.name == "digits-logreg":
+            configs.append(
+                (
+                    f"dattri IF explicit Hessian (λ={2 * task.l2:g} abs = the L2 term)",
+                    lambda t: IFAttributorExplicit(
+                        task=t, device="cpu", regularization=2 * task.l2
+                    ),
+                )
             )
-        )
+        for reg, label in ((0.0, "dattri default"), (hessian_lambda, "= our default")):
+            configs.append(
+                (
+                    f"dattri IF CG (10 iterations, λ={reg:.3g} {label})",
+                    lambda t, reg=reg: IFAttributorCG(
+                        task=t, device="cpu", regularization=reg, max_iter=10
+                    ),
+                )
+            )
     configs.append(
         (
             f"dattri DataInf (λ={datainf_lambda:.3g} abs = 0.1×mean eig, per parameter tensor)",

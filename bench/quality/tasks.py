@@ -224,7 +224,7 @@ def digits_mlp(scale: float = 1.0, hidden: int = 32) -> BenchTask:
         l2=l2,
         n_classes=10,
         ensemble=3,
-        hessian=False,
+        hessian=True,
         settings={"features": f"identity ({params})", "trak_dim": 1024},
         anchor_batch=256,
         trak_dim=1024,

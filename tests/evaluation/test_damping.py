@@ -80,17 +80,19 @@ def test_select_damping_keeps_the_best_lds_and_fits_once(problem):
 
 def test_select_damping_widens_the_grid_at_an_edge(problem):
     """On this problem the LDS grows with λ up to 1e3 (measured: 0.708 at 1e-3, 0.774 at 0.1,
-    0.875 at 1, 0.898 at 10): a grid whose best value is its largest grows by a decade at a time,
-    at most ``max_widen`` times, and keeps the best value found."""
+    0.875 at 1, 0.898 at 10): a grid whose best value is its largest grows step by step,
+    at most ``max_widen`` times (half a decade each), and keeps the best value found."""
     train_store, query_store, outcomes = problem
     selection = select_damping(
         InfluenceFunction(), train_store, query_store, outcomes, grid=(1e-3, 1e-2), max_widen=3
     )
-    assert sorted(selection.lds) == pytest.approx([1e-3, 1e-2, 1e-1, 1.0, 10.0])
-    assert selection.widened == 3 and selection.damping == pytest.approx(10.0)
-    assert selection.lds[10.0] > selection.lds[1.0] > selection.lds[1e-2]
+    steps = [1e-3, 1e-2, 10**-1.5, 1e-1, 10**-0.5]
+    assert sorted(selection.lds) == pytest.approx(steps)
+    assert selection.widened == 3 and selection.damping == pytest.approx(10**-0.5)
+    values = [selection.lds[d] for d in sorted(selection.lds)]
+    assert values[-1] > values[2] > values[1]
     assert selection.estimator.absolute_damping["final"] == pytest.approx(
-        10.0 * selection.estimator.damping_units["final"]
+        10**-0.5 * selection.estimator.damping_units["final"]
     )
     fixed = select_damping(
         InfluenceFunction(), train_store, query_store, outcomes, grid=(1e-3, 1e-2), max_widen=0

@@ -6,8 +6,10 @@ on the benchmark tasks; given a counterfactual signal on held-out queries — mo
 random subsets, which may be cheap (few subsets, short warm-started fine-tuning) —
 :func:`select_damping` does better: it fits the estimator **once**, scores the held-out queries
 at every ``λ`` of a grid with :meth:`~infscope.attribution.damped.DampedEstimator.with_damping`
-(which reuses all λ-independent work), widens the grid by a decade whenever the best value sits
-at its edge, and keeps the ``λ`` with the best LDS, recording the whole curve with the estimator.
+(which reuses all λ-independent work), widens the grid by half a decade whenever the best value
+sits at its edge, and keeps the ``λ`` with the best LDS, recording the whole curve with the
+estimator. The optimum can be narrow (on logistic regression the LDS of the exact Hessian moves
+0.906 → 0.958 → 0.935 across one decade), hence half-decade steps.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from infscope.evaluation.lds import linear_datamodeling_score
 from infscope.evaluation.retraining import RetrainingOutcomes
 from infscope.store import FeatureStore
 
-#: Relative dampings tried first (in units of the estimator's damping scale).
-DEFAULT_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+#: Relative dampings tried first (in units of the estimator's damping scale): half decades.
+DEFAULT_GRID = tuple(float(f"{10.0 ** (k / 2):.3g}") for k in range(-6, 3))
+#: Factor by which the grid grows past an edge.
+WIDEN_STEP = 10.0**0.5
 
 
 @dataclass
@@ -55,7 +59,7 @@ def select_damping(
 ) -> DampingSelection:
     """Fit ``estimator`` on ``train`` once (unless it is already fitted on it), then keep the
     damping in ``grid`` whose held-out scores best predict ``outcomes`` (LDS). When the best value
-    is the grid's smallest or largest, the grid grows by a decade in that direction, at most
+    is the grid's smallest or largest, the grid grows by half a decade in that direction, at most
     ``max_widen`` times. ``outcomes`` must hold the held-out queries' measurements of models
     retrained on subsets of ``train`` (same example order). The estimator passed in is not
     changed (a fitted copy is returned); the choice travels with every score it produces as
@@ -99,7 +103,7 @@ def select_damping(
         if widened >= max_widen or min(results) < best < max(results):
             break
         widened += 1
-        candidates = [best * 10.0 if best == max(results) else best / 10.0]
+        candidates = [best * WIDEN_STEP if best == max(results) else best / WIDEN_STEP]
     selection = DampingSelection(best, estimators[best], results, widened)
     estimators[best].notes["damping_selection"] = selection.to_dict()
     return selection
