@@ -424,13 +424,14 @@ def dattri_methods(ws: Workspace, trained: dict[str, Trained], mislabel: bool) -
     datainf_lambda = 0.1 * float((features**2).sum(1).mean()) / features.shape[1]
     configs = []
     if task.hessian:
-        # our default model-Hessian damping (1 × trace / min(n, dim)), for a matched comparison
+        # the absolute λ of our default model-Hessian influence, for a matched comparison
+        from infscope.attribution import InfluenceFunction
         from infscope.gradients.hessian import ModelHessian
 
         ws.load_final("clean")
-        hessian_lambda = ModelHessian.from_extractor(
-            ws.extractor("train:clean:traj"), task.train.examples
-        ).damping_unit()
+        hessian = ModelHessian.from_extractor(ws.extractor("train:clean:traj"), task.train.examples)
+        ours = InfluenceFunction("cg", curvature=hessian).fit(ws.store("train:clean:traj"))
+        hessian_lambda = ours.absolute_damping["final"]
         if task.name == "digits-logreg":
             configs.append(
                 (

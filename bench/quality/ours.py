@@ -232,7 +232,7 @@ def methods(task: BenchTask) -> list[Method]:
     if task.hessian:
         rows.append(
             Method(
-                "influence (model Hessian, auto, λ=1 rel)",
+                "influence (model Hessian, auto, λ=0.3 rel)",
                 "traj",
                 lambda ws, lab: _hessian(ws, lab, "auto"),
                 damped=True,
@@ -240,7 +240,7 @@ def methods(task: BenchTask) -> list[Method]:
         )
         rows.append(
             Method(
-                "influence (model Hessian, CG, λ=1 rel)",
+                "influence (model Hessian, CG, λ=0.3 rel)",
                 "traj",
                 lambda ws, lab: _hessian(ws, lab, "cg"),
                 damped=True,

@@ -27,6 +27,8 @@ class Curvature(ABC):
 
     dim: int
     n_examples: int
+    #: relative damping that predicted retraining best across the benchmark tasks
+    default_damping: float = 1.0
 
     @abstractmethod
     def matvec(self, vectors: np.ndarray) -> np.ndarray:
@@ -64,6 +66,12 @@ class Curvature(ABC):
             )
         return unit
 
+    def smallest_eigenvalue(self) -> float:
+        """The most negative eigenvalue of ``H``, or 0 for an operator that is positive
+        semi-definite by construction (a Fisher). Indefinite operators (a model Hessian away
+        from a minimum) override this with an estimate."""
+        return 0.0
+
     def sample_matvec(
         self, vectors: np.ndarray, rng: np.random.Generator, batch_size: int
     ) -> np.ndarray:
@@ -79,6 +87,37 @@ class Curvature(ABC):
 
     def describe(self) -> dict:
         return {"curvature": type(self).__name__}
+
+
+def krylov_eigenpairs(
+    curvature: Curvature, steps: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ritz values (descending) and vectors of ``H`` from a Krylov space of ``steps`` products
+    (Lanczos with full re-orthogonalisation, done twice for stability): the extremes of the
+    spectrum converge first. Stops early when the space is invariant."""
+    dim = curvature.dim
+    steps = max(1, min(dim, steps))
+    rng = np.random.default_rng(seed)
+    basis = np.zeros((dim, steps + 1))
+    projected = np.zeros((steps + 1, steps))
+    start = rng.standard_normal(dim)
+    basis[:, 0] = start / np.linalg.norm(start)
+    used = steps
+    for j in range(steps):
+        w = curvature.matvec(basis[:, j : j + 1])[:, 0]
+        for _ in range(2):
+            coefficients = basis[:, : j + 1].T @ w
+            w -= basis[:, : j + 1] @ coefficients
+            projected[: j + 1, j] += coefficients
+        norm = np.linalg.norm(w)
+        projected[j + 1, j] = norm
+        if norm < 1e-10 * max(1.0, abs(projected[: j + 1, j]).max()):
+            used = j + 1  # invariant subspace found: the Krylov space is exhausted
+            break
+        basis[:, j + 1] = w / norm
+    values, vectors = symmetric_eigh(projected[:used, :used])
+    order = np.argsort(values)[::-1]
+    return values[order], basis[:, :used] @ vectors[:, order]
 
 
 def gram_accumulate(left: np.ndarray, right: np.ndarray, exact: bool = False) -> np.ndarray:

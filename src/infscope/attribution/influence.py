@@ -8,7 +8,11 @@ The first-order effect of up-weighting training example ``z`` on query ``q``'s m
 :mod:`solver <infscope.attribution.solvers>` (``auto``: exact when small enough, else CG).
 
 **Damping decides rankings more than the estimator does.** It is relative by default (see
-:mod:`infscope.attribution.damped`): ``λ = damping × trace(H) / min(n, dim)``. The default
+:mod:`infscope.attribution.damped`): ``λ = damping × trace(H) / min(n, dim)``, plus, for an
+indefinite curvature (the Hessian of a model away from a minimum), the shift ``−σ_min`` that
+makes ``H + λI`` positive definite (Levenberg-Marquardt style; ``σ_min`` from Lanczos). In
+absolute mode ``λ`` is used as given: the exact solver then refuses an indefinite ``H + λI`` and
+CG stops a column at negative curvature. The default
 ``damping = 1`` was within 0.03 LDS of the best value on every classification task of
 ``docs/benchmarks.md``; :func:`~infscope.evaluation.damping.select_damping` tunes it from data.
 """
@@ -43,7 +47,8 @@ class InfluenceFunction(DampedEstimator):
         solver: ``"auto"`` (exact up to 8192 dimensions to decompose — of ``H``, or of the
             ``n x n`` kernel when ``n < dim`` — else CG), ``"exact"``, ``"cg"``, ``"lissa"``,
             ``"arnoldi"`` or an :class:`~infscope.attribution.solvers.InverseSolver`.
-        damping: ``λ`` relative to ``trace(H) / min(n, dim)`` (default 1), or absolute.
+        damping: ``λ`` relative to ``trace(H) / min(n, dim)`` (default: the curvature's
+            ``default_damping``, 1 for the Fisher, 0.3 for the model Hessian), or absolute.
         damping_mode: ``"relative"`` or ``"absolute"``.
         curvature: ``None`` for the empirical Fisher of the training features at each checkpoint
             (of the unit-normalised features with ``normalize="unit"``), or a curvature operator
@@ -71,6 +76,8 @@ class InfluenceFunction(DampedEstimator):
         block_size: int = 4096,
         solver_options: dict[str, Any] | None = None,
     ) -> None:
+        if damping is None and curvature is not None and damping_mode == "relative":
+            damping = curvature.default_damping
         super().__init__(damping, damping_mode, normalize, block_size)
         if isinstance(checkpoints, str) and checkpoints not in ("last", "all"):
             checkpoints = [checkpoints]
@@ -88,6 +95,7 @@ class InfluenceFunction(DampedEstimator):
         self.checkpoints = checkpoints
         self.inverses: dict[str, PreparedInverse] = {}
         self.damping_units: dict[str, float] = {}
+        self.shifts: dict[str, float] = {}  # −σ_min of an indefinite curvature (relative mode)
         self.absolute_damping: dict[str, float] = {}
 
     def checkpoint_weights(self, train: FeatureStore) -> list[tuple[str, float]]:
@@ -106,7 +114,7 @@ class InfluenceFunction(DampedEstimator):
             raise InputError(
                 "a given curvature belongs to one checkpoint; use checkpoints='last' or one id"
             )
-        self.inverses, self.damping_units = {}, {}
+        self.inverses, self.damping_units, self.shifts = {}, {}, {}
         for checkpoint, _ in weights:
             curvature = self.curvature or FeatureFisher(
                 train, checkpoint, self.block_size, normalize=self.normalize == "unit"
@@ -114,11 +122,16 @@ class InfluenceFunction(DampedEstimator):
             curvature.check_store(train)
             solver = auto_solver(curvature) if self.solver == "auto" else self.solver
             self.inverses[checkpoint] = solver.prepare(curvature)
-            relative = self.damping_mode == "relative"
-            self.damping_units[checkpoint] = curvature.damping_unit() if relative else 1.0
+            if self.damping_mode == "relative":
+                self.damping_units[checkpoint] = curvature.damping_unit()
+                self.shifts[checkpoint] = -curvature.smallest_eigenvalue()
+            else:
+                self.damping_units[checkpoint], self.shifts[checkpoint] = 1.0, 0.0
 
     def _apply_damping(self) -> None:
-        self.absolute_damping = {c: self.damping * unit for c, unit in self.damping_units.items()}
+        self.absolute_damping = {
+            c: self.damping * unit + self.shifts[c] for c, unit in self.damping_units.items()
+        }
         for checkpoint, damping in self.absolute_damping.items():
             self.inverses[checkpoint].check_damping(damping)
 
@@ -131,6 +144,7 @@ class InfluenceFunction(DampedEstimator):
         return {
             **super().describe(),
             "damping_unit": self.damping_units,
+            "indefinite_shift": self.shifts,
             "absolute_damping": self.absolute_damping,
             "solvers": solvers,
         }

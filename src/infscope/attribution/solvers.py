@@ -16,7 +16,7 @@ import numpy as np
 
 from infscope.attribution.curvature import FeatureFisher
 from infscope.errors import InputError
-from infscope.linalg import Curvature, require_finite, symmetric_eigh
+from infscope.linalg import Curvature, krylov_eigenpairs, require_finite, symmetric_eigh
 
 SOLVERS = ("auto", "exact", "cg", "lissa", "arnoldi")
 
@@ -295,7 +295,7 @@ class LissaSolver(InverseSolver):
 
     ``batch_size`` draws minibatch curvature products (stochastic LiSSA; ``None`` = full
     products); ``repeats`` averages independent runs. ``scale=None`` sets ``s`` from the top
-    eigenvalue of ``H`` (power iteration, once per curvature) and the damping of each solve.
+    eigenvalue of ``H`` (30 Lanczos steps, once per curvature) and the damping of each solve.
     A diverging recursion (``s`` too small) raises instead of returning NaN.
     """
 
@@ -317,7 +317,9 @@ class LissaSolver(InverseSolver):
         self.repeats, self.seed = repeats, seed
 
     def prepare(self, curvature: Curvature) -> PreparedInverse:
-        top = None if self.scale is not None else _top_eigenvalue(curvature, self.seed)
+        top = None
+        if self.scale is None:
+            top = max(float(krylov_eigenpairs(curvature, 30, self.seed)[0][0]), 0.0)
         return LissaInverse(curvature, self, top)
 
     def describe(self) -> dict[str, Any]:
@@ -354,37 +356,16 @@ class ArnoldiSolver(InverseSolver):
         self.rank, self.n_iter, self.residual, self.seed = rank, n_iter, residual, seed
 
     def prepare(self, curvature: Curvature) -> PreparedInverse:
-        dim = curvature.dim
-        steps = min(dim, self.n_iter or 2 * self.rank)
-        rng = np.random.default_rng(self.seed)
-        basis = np.zeros((dim, steps + 1))
-        hessenberg = np.zeros((steps + 1, steps))
-        start = rng.standard_normal(dim)
-        basis[:, 0] = start / np.linalg.norm(start)
-        used = steps
-        for j in range(steps):
-            w = curvature.matvec(basis[:, j : j + 1])[:, 0]
-            for _ in range(2):  # full re-orthogonalisation, twice for stability
-                coefficients = basis[:, : j + 1].T @ w
-                w -= basis[:, : j + 1] @ coefficients
-                hessenberg[: j + 1, j] += coefficients
-            norm = np.linalg.norm(w)
-            hessenberg[j + 1, j] = norm
-            if norm < 1e-10 * max(1.0, abs(hessenberg[: j + 1, j]).max()):
-                used = j + 1  # invariant subspace found: the Krylov space is exhausted
-                break
-            basis[:, j + 1] = w / norm
-        small = hessenberg[:used, :used]
-        eigenvalues, vectors = symmetric_eigh(small)
-        order = np.argsort(eigenvalues)[::-1][: self.rank]
-        eigenvalues = np.clip(eigenvalues[order], 0.0, None)
-        eigenvectors = basis[:, :used] @ vectors[:, order]
+        steps = self.n_iter or 2 * self.rank
+        values, vectors = krylov_eigenpairs(curvature, steps, self.seed)
+        eigenvalues = np.clip(values[: self.rank], 0.0, None)
+        eigenvectors = vectors[:, : self.rank]
         residual = None
         if self.residual:
-            rest = min(curvature.n_examples, dim) - len(eigenvalues)
+            rest = min(curvature.n_examples, curvature.dim) - len(eigenvalues)
             mass = max(curvature.trace() - float(eigenvalues.sum()), 0.0)
             residual = mass / rest if rest > 0 else 0.0
-        info = {"n_iter": self.n_iter, "krylov_dim": used}
+        info = {"n_iter": self.n_iter, "krylov_dim": len(values)}
         return SpectralInverse(curvature, "arnoldi", eigenvalues, eigenvectors, residual, info)
 
     def describe(self) -> dict[str, Any]:
@@ -394,19 +375,6 @@ class ArnoldiSolver(InverseSolver):
             "n_iter": self.n_iter,
             "residual": self.residual,
         }
-
-
-def _top_eigenvalue(curvature: Curvature, seed: int, iterations: int = 50) -> float:
-    vector = np.random.default_rng(seed).standard_normal((curvature.dim, 1))
-    value = 0.0
-    for _ in range(iterations):
-        vector /= np.linalg.norm(vector)
-        product = curvature.matvec(vector)
-        value = float((vector * product).sum())
-        vector = product
-        if not np.linalg.norm(vector) > 0:
-            return 0.0
-    return value
 
 
 def make_solver(name: str, **options: Any) -> InverseSolver:

@@ -20,7 +20,7 @@ from torch.func import functional_call, grad, jvp, vmap
 from infscope.data import ExampleSet
 from infscope.errors import InputError, StoreMismatchError
 from infscope.gradients.modules import TrackedModule
-from infscope.linalg import Curvature
+from infscope.linalg import Curvature, krylov_eigenpairs
 from infscope.tasks.base import Task, to_device
 
 #: Below this dimension the trace is exact (one product per coordinate); above, Hutchinson.
@@ -29,6 +29,9 @@ EXACT_TRACE_DIM = 256
 
 class ModelHessian(Curvature):
     """``H = ∇²_θ (1/n Σ_i L_i(θ))`` over the tracked parameters of ``model``.
+
+    Its default relative damping is 0.3 (on top of the shift of an indefinite Hessian): the best
+    values on the benchmark's digits tasks were 0.1–0.3, within 0.005 LDS of it.
 
     Args:
         model, task, data: what the training loss is (``task.train_loss``) and over which
@@ -39,7 +42,11 @@ class ModelHessian(Curvature):
             ``batch_size x vector_batch``).
         trace_probes: Rademacher probes of the Hutchinson trace estimate (``dim`` above
             :data:`EXACT_TRACE_DIM`); seeded by ``seed``.
+        lanczos_steps: Krylov steps that estimate the most negative eigenvalue (relative
+            damping shifts an indefinite Hessian by it).
     """
+
+    default_damping = 0.3
 
     def __init__(
         self,
@@ -50,6 +57,7 @@ class ModelHessian(Curvature):
         batch_size: int = 256,
         vector_batch: int = 64,
         trace_probes: int = 64,
+        lanczos_steps: int = 60,
         seed: int = 0,
     ) -> None:
         if min(batch_size, vector_batch, trace_probes) < 1:
@@ -58,7 +66,7 @@ class ModelHessian(Curvature):
             raise InputError("the Hessian needs at least one training example")
         self.model, self.task, self.data, self.modules = model, task, data, list(modules)
         self.batch_size, self.vector_batch = batch_size, vector_batch
-        self.trace_probes, self.seed = trace_probes, seed
+        self.trace_probes, self.lanczos_steps, self.seed = trace_probes, lanczos_steps, seed
         self.device = next(model.parameters()).device
         self.layout, offset = [], 0
         for m in self.modules:
@@ -74,6 +82,7 @@ class ModelHessian(Curvature):
         self.theta = flat.to(self.device)
         self.names = {id(p): n for n, p in model.named_parameters()}
         self._trace: float | None = None
+        self._smallest: float | None = None
 
     @classmethod
     def from_extractor(cls, extractor, data: ExampleSet, **options) -> ModelHessian:
@@ -140,6 +149,14 @@ class ModelHessian(Curvature):
                 probes = rng.choice([-1.0, 1.0], size=(self.dim, self.trace_probes))
                 self._trace = float((probes * self.matvec(probes)).sum() / self.trace_probes)
         return self._trace
+
+    def smallest_eigenvalue(self) -> float:
+        """The most negative eigenvalue (≤ 0), from ``lanczos_steps`` Lanczos steps (seeded),
+        enlarged by 10 %: Ritz values lie inside the spectrum, so the estimate errs towards 0."""
+        if self._smallest is None:
+            values, _ = krylov_eigenpairs(self, self.lanczos_steps, self.seed)
+            self._smallest = 1.1 * min(float(values[-1]), 0.0)
+        return self._smallest
 
     def describe(self) -> dict:
         estimate = "exact" if self.dim <= EXACT_TRACE_DIM else f"hutchinson-{self.trace_probes}"
