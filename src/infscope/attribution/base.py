@@ -18,6 +18,8 @@ from infscope.linalg import gram_accumulate, unit_rows
 from infscope.store import FeatureStore
 
 NORMALIZATIONS = ("none", "unit")
+#: Bytes of float64 rows a block may hold: wide features get fewer rows than ``block_size``.
+BLOCK_BYTES = 2**28
 
 
 class Estimator(ABC):
@@ -57,6 +59,11 @@ class Estimator(ABC):
 
     def _fit(self, train: FeatureStore) -> None:
         """Estimator-specific preparation (factors, kernels); nothing by default."""
+
+    def rows_per_block(self, dim: int) -> int:
+        """Rows per block for ``dim``-wide features: ``block_size``, or fewer so that a block's
+        float64 working copy stays under :data:`BLOCK_BYTES` (memory bounded for any width)."""
+        return max(1, min(self.block_size, BLOCK_BYTES // (8 * max(dim, 1))))
 
     def _require_fit(self) -> FeatureStore:
         if self.train is None:
@@ -149,7 +156,8 @@ class CheckpointSum(Estimator):
     def _self_products(self, checkpoint: str) -> np.ndarray:
         """``<P_c φ_c(z), φ_c(z)>`` of every training example, in one pass over the store."""
         out = np.empty(self.train.n_examples)
-        for start, block in self.train.iter_blocks(checkpoint, self.block_size):
+        rows = self.rows_per_block(self.train.feature_dim)
+        for start, block in self.train.iter_blocks(checkpoint, rows):
             block = self._prepare(block)
             own = np.einsum("ij,ij->i", self._precondition(checkpoint, block), block)
             out[start : start + len(block)] = own
@@ -169,15 +177,16 @@ class CheckpointSum(Estimator):
         """One preconditioned query block at a time against the streamed training blocks:
         memory is bounded by the block size (the training store is read once per query block)."""
         weights = self.checkpoint_weights(self.train)
-        n_query_blocks = -(-query.n_examples // self.block_size)
-        n_blocks = -(-self.train.n_examples // self.block_size) * len(weights) * n_query_blocks
+        rows = self.rows_per_block(self.train.feature_dim)
+        n_query_blocks = -(-query.n_examples // rows)
+        n_blocks = -(-self.train.n_examples // rows) * len(weights) * n_query_blocks
         with tqdm(total=n_blocks, desc=f"scoring[{self.name}]", unit="block", disable=None) as bar:
             for checkpoint, weight in weights:
                 scales = self._train_scales(checkpoint)
-                for q_start, q_block in query.iter_blocks(checkpoint, self.block_size):
+                for q_start, q_block in query.iter_blocks(checkpoint, rows):
                     q_block = self._precondition(checkpoint, self._prepare(q_block))
                     q_stop = q_start + len(q_block)
-                    for t_start, t_block in self.train.iter_blocks(checkpoint, self.block_size):
+                    for t_start, t_block in self.train.iter_blocks(checkpoint, rows):
                         t_stop = t_start + len(t_block)
                         product = gram_accumulate(q_block, self._prepare(t_block), exact=True)
                         if scales is not None:

@@ -69,7 +69,7 @@ class DataInf(DampedEstimator):
             self.layers = [("all", slice(0, train.feature_dim))]
         ((checkpoint, _),) = self.checkpoint_weights(train)
         squared = np.zeros((train.n_examples, len(self.layers)))
-        for start, block in train.iter_blocks(checkpoint, self.block_size):
+        for start, block in train.iter_blocks(checkpoint, self.rows_per_block(train.feature_dim)):
             block = block.astype(np.float64)
             for layer, (_, cols) in enumerate(self.layers):
                 squared[start : start + len(block), layer] = (block[:, cols] ** 2).sum(axis=1)
@@ -94,7 +94,8 @@ class DataInf(DampedEstimator):
     def _precondition(self, checkpoint: str, block: np.ndarray) -> np.ndarray:
         queries = block.astype(np.float64)
         correction = np.zeros_like(queries)
-        for start, train in self.train.iter_blocks(checkpoint, self.block_size):
+        rows = self.rows_per_block(self.train.feature_dim)
+        for start, train in self.train.iter_blocks(checkpoint, rows):
             train = train.astype(np.float64)
             weights = self.inverse_weights[start : start + len(train)]
             for layer, (_, cols) in enumerate(self.layers):

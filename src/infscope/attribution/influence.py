@@ -117,7 +117,10 @@ class InfluenceFunction(DampedEstimator):
         self.inverses, self.damping_units, self.shifts = {}, {}, {}
         for checkpoint, _ in weights:
             curvature = self.curvature or FeatureFisher(
-                train, checkpoint, self.block_size, normalize=self.normalize == "unit"
+                train,
+                checkpoint,
+                self.rows_per_block(train.feature_dim),
+                normalize=self.normalize == "unit",
             )
             curvature.check_store(train)
             solver = auto_solver(curvature) if self.solver == "auto" else self.solver

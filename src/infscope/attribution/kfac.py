@@ -53,13 +53,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from infscope.attribution.base import NORMALIZATIONS
 from infscope.attribution.damped import DampedEstimator
 from infscope.data import ExampleSet
 from infscope.errors import InputError, NonFiniteError, StoreIncompleteError, StoreMismatchError
+from infscope.gradients.covariance import UNSUPPORTED, KroneckerCovariances, accumulate
 from infscope.gradients.extractor import GradientExtractor, model_fingerprint
 from infscope.gradients.featurize import model_signature
 from infscope.gradients.projection import IdentityProjector, KroneckerProjector
@@ -69,11 +69,6 @@ __all__ = ["EKFAC", "KFACFactors"]
 
 FORMAT = "infscope.kfac_factors"
 VERSION = 1
-_UNSUPPORTED = (
-    "K-FAC/EK-FAC needs features that keep modules apart (per-module blocks): extract them with "
-    "ProjectionConfig(kind='kronecker', ...) or kind='identity'; dense (gaussian, rademacher) and "
-    "sjlt projections mix all modules and are not supported"
-)
 
 
 def _canonical(value: Any) -> Any:
@@ -147,7 +142,7 @@ def _layout(projection: dict[str, Any]) -> list[dict[str, Any]]:
     blocks = projection.get("blocks")
     if not blocks:
         raise InputError(
-            f"{_UNSUPPORTED} (this projection is {projection.get('kind', 'unknown')!r})"
+            f"{UNSUPPORTED} (this projection is {projection.get('kind', 'unknown')!r})"
         )
     return blocks
 
@@ -253,6 +248,10 @@ class KFACFactors:
     ) -> KFACFactors:
         """Fit the factors at the extractor's current weights with one pass over ``data``.
 
+        When the training store is extracted at the same time, pass ``covariances=`` to
+        :func:`~infscope.gradients.featurize.featurize` instead and build the factors with
+        :meth:`from_covariances`: one forward/backward pass serves both.
+
         Args:
             extractor: model, task, tracked modules and a Kronecker or identity projection (the
                 same settings as the training store).
@@ -267,112 +266,82 @@ class KFACFactors:
             batch_size: examples per forward/backward pass.
             max_factor_dim: refuse a factor (or dense block) larger than this per side.
         """
-        if batch_size < 1:
-            raise InputError(f"batch_size must be positive, got {batch_size}")
-        projector = extractor.projector
-        if not isinstance(projector, (KroneckerProjector, IdentityProjector)):
-            raise InputError(f"{_UNSUPPORTED} (the extractor uses {extractor.projection.kind!r})")
-        projection = _canonical(projector.describe())
-        blocks = _blocks_from_layout(_layout(projection))
-        for block in blocks:
-            sides = (block.rows, block.cols) if block.kronecker else (block.dim,)
-            if max(sides) > max_factor_dim:
-                raise InputError(
-                    f"module {block.name!r}: a K-FAC factor would be {max(sides)}x{max(sides)} "
-                    f"(> max_factor_dim={max_factor_dim}); use a Kronecker projection with smaller "
-                    f"factor_dims, or leave the module out"
+        if not isinstance(extractor.projector, (KroneckerProjector, IdentityProjector)):
+            raise InputError(f"{UNSUPPORTED} (the extractor uses {extractor.projection.kind!r})")
+        _check_factor_sizes(extractor, max_factor_dim)
+        if store is not None:  # every check before the expensive pass
+            probe = cls._empty(extractor, checkpoint, len(data))
+            probe.check_store(store)
+            _require_training_store(store, probe._store_checkpoint(store, checkpoint))
+        covariances = accumulate(extractor, data, batch_size, progress, features=store is None)
+        return cls.from_covariances(covariances, store, checkpoint, progress, max_factor_dim)
+
+    @classmethod
+    def from_covariances(
+        cls,
+        covariances: KroneckerCovariances,
+        store: FeatureStore | None = None,
+        checkpoint: str | None = None,
+        progress: bool = False,
+        max_factor_dim: int = 8192,
+    ) -> KFACFactors:
+        """Factors from collected covariances (e.g. gathered by ``featurize(..., covariances=)``
+        while it wrote ``store``). With ``store``: traces, dense blocks and EK-FAC's corrected
+        eigenvalues are read from it; without: from the covariances' feature statistics."""
+        extractor = covariances.extractor
+        _check_factor_sizes(extractor, max_factor_dim)
+        factors = cls._empty(extractor, checkpoint, covariances.n_examples)
+        factors.fingerprint = covariances.fingerprint
+        if store is not None:
+            factors.check_store(store)
+            if covariances.n_examples != store.n_examples:
+                raise StoreMismatchError(
+                    f"the covariances saw {covariances.n_examples} examples, {store.root} holds "
+                    f"{store.n_examples}: collect them over the whole training set"
                 )
-        factors = cls(
-            blocks,
+            factors.checkpoint = factors._store_checkpoint(store, checkpoint)
+            _require_training_store(store, factors.checkpoint)
+        elif not covariances.features:
+            raise InputError(
+                "without a store the covariances must hold feature statistics (features=True)"
+            )
+        for index, block in enumerate(factors.blocks):
+            if block.kronecker:
+                block.tokens = covariances.tokens[index]
+                block.a_values, block.a_vectors = _eigh(covariances.covariance(index, "inputs"))
+                block.s_values, block.s_vectors = _eigh(covariances.covariance(index, "outputs"))
+        if store is not None:
+            factors._store_statistics(store, factors.checkpoint, progress=progress)
+        else:
+            n = covariances.n_examples
+            for index, block in enumerate(factors.blocks):
+                block.trace = float(covariances.traces[index] / n)
+                if not block.kronecker:
+                    block.dense_values, block.dense_vectors = _eigh(covariances.dense[index] / n)
+            factors.statistics = {"source": "data", "n_examples": n}
+        return factors
+
+    @classmethod
+    def _empty(cls, extractor: GradientExtractor, checkpoint: str | None, n: int) -> KFACFactors:
+        projection = _canonical(extractor.projector.describe())
+        return cls(
+            _blocks_from_layout(_layout(projection)),
             projection,
             extractor.module_names,
             model_signature(extractor),
             checkpoint or "final",
             model_fingerprint(extractor.model),
-            len(data),
+            n,
             {},
         )
-        if store is not None:
-            factors.check_store(store)
-            if checkpoint is None:  # prefer the store checkpoint holding these very weights
-                matches = [c.id for c in store.checkpoints if c.fingerprint == factors.fingerprint]
-                factors.checkpoint = matches[-1] if matches else factors.checkpoint
-            factors.checkpoint = factors.resolve_checkpoint(store, checkpoint)
-            _require_training_store(store, factors.checkpoint)  # before the expensive pass
-        factors._accumulate(extractor, data, batch_size, progress, features=store is None)
-        if store is not None:
-            factors._store_statistics(store, factors.checkpoint, progress=progress)
-        return factors
 
-    def _accumulate(
-        self,
-        extractor: GradientExtractor,
-        data: ExampleSet,
-        batch_size: int,
-        progress: bool,
-        features: bool,
-    ) -> None:
-        """One pass over ``data``: covariances of projected activations and output gradients
-        (over positions with a nonzero output gradient) and, with ``features``, traces and dense
-        blocks from the per-example features of the same factors."""
-        projector = extractor.projector
-        kronecker = isinstance(projector, KroneckerProjector)
-        sums_a: dict[int, torch.Tensor] = {}
-        sums_s: dict[int, torch.Tensor] = {}
-        dense = {i: np.zeros((b.dim, b.dim)) for i, b in enumerate(self.blocks) if not b.kronecker}
-        traces = np.zeros(len(self.blocks))
-        n = len(data)
-        with tqdm(total=n, desc="kfac factors", unit="ex", disable=not progress) as bar:
-            for first in range(0, n, batch_size):
-                last = min(first + batch_size, n)
-                try:
-                    batch = extractor.task.collate([data[i] for i in range(first, last)])
-                    captured, _ = extractor.factors(batch, "loss")
-                except NonFiniteError as err:
-                    ids = [data.ids[first + p] for p in err.positions]
-                    raise NonFiniteError(
-                        str(err), [first + p for p in err.positions], ids
-                    ) from None
-                with torch.no_grad():
-                    for index, (module, (a, g)) in enumerate(zip(extractor.modules, captured)):
-                        block = self.blocks[index]
-                        if not block.kronecker:
-                            continue
-                        device = g.device if g.device.type == "cuda" else torch.device("cpu")
-                        active = (g != 0).any(dim=-1)  # [B, T]
-                        if kronecker:
-                            p_in, p_out = projector.matrices(index, g.device)
-                            a = module.project_inputs(a, p_in.to(g.dtype))
-                            g = g @ p_out.to(g.dtype).T
-                        elif not a.is_floating_point():  # embedding ids: one-hot inputs
-                            a = torch.nn.functional.one_hot(a, module.n_cols).to(g.dtype)
-                        a = a[active].to(device, torch.float64)
-                        g = g[active].to(device, torch.float64)
-                        if index not in sums_a:
-                            sums_a[index] = a.new_zeros(block.cols, block.cols)
-                            sums_s[index] = g.new_zeros(block.rows, block.rows)
-                        sums_a[index] += a.T @ a
-                        sums_s[index] += g.T @ g
-                        block.tokens += int(active.sum())
-                    if features:
-                        rows = projector.project(captured).detach().cpu().double().numpy()
-                        for index, block in enumerate(self.blocks):
-                            x = rows[:, block.slice]
-                            traces[index] += np.einsum("ij,ij->", x, x)
-                            if not block.kronecker:
-                                dense[index] += x.T @ x
-                bar.update(last - first)
-        for index, block in enumerate(self.blocks):
-            if block.kronecker:
-                count = max(block.tokens, 1)
-                block.a_values, block.a_vectors = _eigh(sums_a[index].cpu().numpy() / count)
-                block.s_values, block.s_vectors = _eigh(sums_s[index].cpu().numpy() / count)
-            if features:
-                block.trace = float(traces[index] / n)
-                if not block.kronecker:
-                    block.dense_values, block.dense_vectors = _eigh(dense[index] / n)
-        if features:
-            self.statistics = {"source": "data", "n_examples": n}
+    def _store_checkpoint(self, store: FeatureStore, checkpoint: str | None) -> str:
+        """The store checkpoint these factors belong to: ``checkpoint``, else the one holding
+        these very weights (by fingerprint), else the factors' own id."""
+        if checkpoint is None:
+            matches = [c.id for c in store.checkpoints if c.fingerprint == self.fingerprint]
+            self.checkpoint = matches[-1] if matches else self.checkpoint
+        return self.resolve_checkpoint(store, checkpoint)
 
     def correct_eigenvalues(
         self,
@@ -610,6 +579,17 @@ class KFACFactors:
         return factors
 
 
+def _check_factor_sizes(extractor: GradientExtractor, max_factor_dim: int) -> None:
+    for block in _blocks_from_layout(_layout(_canonical(extractor.projector.describe()))):
+        sides = (block.rows, block.cols) if block.kronecker else (block.dim,)
+        if max(sides) > max_factor_dim:
+            raise InputError(
+                f"module {block.name!r}: a K-FAC factor would be {max(sides)}x{max(sides)} "
+                f"(> max_factor_dim={max_factor_dim}); use a Kronecker projection with smaller "
+                f"factor_dims, or leave the module out"
+            )
+
+
 def _require_training_store(store: FeatureStore, checkpoint: str) -> None:
     if store.spec.gradient != "loss":
         raise StoreMismatchError(
@@ -681,7 +661,8 @@ class EKFAC(DampedEstimator):
         ((checkpoint, _),) = self.checkpoint_weights(train)
         factors = self.factors
         if self.correct and not factors.corrected:
-            factors = factors.copy().correct_eigenvalues(train, checkpoint, self.block_size)
+            rows = self.rows_per_block(train.feature_dim)
+            factors = factors.copy().correct_eigenvalues(train, checkpoint, rows)
         self.fitted_factors = factors
         self.n_train = train.n_examples
 

@@ -31,7 +31,7 @@ def build_estimator(
     checkpoint: str | None = None,
     damping: float | None = None,
     damping_mode: str = "relative",
-    solver: str = "exact",
+    solver: str = "auto",
     l2_regularization: float | None = None,
     factors: str | Path | None = None,
     block_size: int = 4096,

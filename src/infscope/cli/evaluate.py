@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from types import ModuleType
 from typing import Annotated, Any
 
 import typer
@@ -18,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from infscope.cli.models import load_function
+from infscope.cli.output import console, fail
 from infscope.errors import InfscopeError, InputError
 
 app = typer.Typer(
@@ -30,21 +30,6 @@ app = typer.Typer(
 
 TRUE = {"1", "true", "yes", "y", "t"}
 FALSE = {"0", "false", "no", "n", "f", ""}
-
-
-def _main() -> ModuleType:
-    # imported when called: main imports this module to register the sub-app
-    from infscope.cli import main
-
-    return main
-
-
-def _fail(err: Exception) -> None:
-    _main()._fail(err)
-
-
-def _print(*args: Any) -> None:
-    _main().console.print(*args)
 
 
 def _finite(value: Any) -> Any:
@@ -64,7 +49,7 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_finite(payload), indent=2, allow_nan=False).encode()
     write_atomic(path, lambda h: h.write(text))
-    _print(f"[green]{escape(str(path))}[/]: report written")
+    console.print(f"[green]{escape(str(path))}[/]: report written")
 
 
 def _flag(value: Any, example_id: str, field: str) -> bool:
@@ -172,7 +157,7 @@ def mislabel(
             flags = _flags_from_ids(mislabeled_ids, result.train_ids)  # type: ignore[arg-type]
         report = mislabel_detection(result, flags, tuple(fraction or (0.05, 0.1, 0.2)))
     except InfscopeError as err:
-        _fail(err)
+        fail(err)
     table = Table(title=f"mislabel detection by self-influence ({escape(result.method)})")
     for column in ("metric", "value", "random"):
         table.add_column(column, justify="left" if column == "metric" else "right")
@@ -181,8 +166,8 @@ def mislabel(
     table.add_row("average precision", f"{report.average_precision:.3f}", f"{prevalence:.3f}")
     for f, found in report.found_at.items():
         table.add_row(f"found in top {f:.0%}", f"{found:.1%}", f"{f:.1%}")
-    _print(table)
-    _print(f"{report.n_mislabeled} mislabeled of {report.n} training examples")
+    console.print(table)
+    console.print(f"{report.n_mislabeled} mislabeled of {report.n} training examples")
     if json_path is not None:
         _write_json(json_path, {"method": result.method, **report.to_dict()})
 
@@ -223,15 +208,15 @@ def lds(
         outcomes = lds_ground_truth(function, len(matrix.train_ids), config, cache)
         result = linear_datamodeling_score(matrix, outcomes, n_bootstrap, confidence, seed)
     except InfscopeError as err:
-        _fail(err)
+        fail(err)
     half = (result.ci_high - result.ci_low) / 2
-    _print(
+    console.print(
         f"LDS {result.mean:.3f} ± {half:.3f} ({confidence:.0%} CI [{result.ci_low:.3f}, "
         f"{result.ci_high:.3f}]) over {result.per_query.size - result.n_dropped} queries, "
         f"{result.n_subsets} subsets of {alpha:.0%} ({escape(matrix.method)})"
     )
     if result.n_dropped:
-        _print(f"{result.n_dropped} queries dropped: their measurements did not vary")
+        console.print(f"{result.n_dropped} queries dropped: their measurements did not vary")
     if json_path is not None:
         payload = {"method": matrix.method, "alpha": alpha, "seed": seed, **result.to_dict()}
         payload["query_ids"] = matrix.query_ids
@@ -269,7 +254,7 @@ def loo(
         )
         correlation = loo_correlation(matrix, result)
     except InfscopeError as err:
-        _fail(err)
+        fail(err)
     table = Table(title=f"leave-one-out agreement ({escape(matrix.method)})")
     for column in ("correlation", "all pairs", "per-query mean"):
         table.add_column(column, justify="left" if column == "correlation" else "right")
@@ -279,8 +264,8 @@ def loo(
             f"{correlation[name]:+.3f}",
             f"{correlation[f'{name}_per_query_mean']:+.3f}",
         )
-    _print(table)
-    _print(
+    console.print(table)
+    console.print(
         f"{len(result.indices)} examples removed x {result.deltas.shape[0]} queries "
         f"= {correlation['n_pairs']} pairs"
     )

@@ -8,11 +8,11 @@ from typing import Annotated
 
 import numpy as np
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from infscope.cli.evaluate import app as evaluate_app
+from infscope.cli.output import console, fail
 from infscope.cli.prune import prune
 from infscope.cli.select import select
 from infscope.errors import InfscopeError, InputError
@@ -27,12 +27,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
-
-
-def _fail(err: Exception) -> None:
-    console.print(f"[bold red]error:[/] {escape(str(err))}")  # messages hold paths, data
-    raise typer.Exit(code=2)
 
 
 @app.command()
@@ -154,7 +148,7 @@ def features(
             ).save(fit_factors)
             console.print(f"K-FAC/EK-FAC factors → {escape(str(fit_factors))}")
     except InfscopeError as err:
-        _fail(err)
+        fail(err)
     written, expected = store.status()[checkpoint]
     console.print(
         f"[green]{escape(str(out))}[/]: checkpoint {checkpoint!r}, {written}/{expected} shards"
@@ -184,14 +178,23 @@ def score(
         ),
     ] = None,
     damping: Annotated[
-        float | None, typer.Option(help="Damping λ (default: the method's); see --damping-mode.")
+        float | None,
+        typer.Option(
+            help="Damping, the same meaning for every method: relative to trace(H)/min(n, dim) "
+            "of the curvature block it damps (default: the method's, 1 for influence/trak/"
+            "datainf, 0.1 for ekfac/kfac); see --damping-mode."
+        ),
     ] = None,
     damping_mode: Annotated[
-        str, typer.Option(help="relative (λ × mean curvature eigenvalue) | absolute.")
+        str, typer.Option(help="relative (as above) | absolute (λ itself).")
     ] = "relative",
     solver: Annotated[
-        str, typer.Option(help="influence/trak: exact | cg | lissa | arnoldi.")
-    ] = "exact",
+        str,
+        typer.Option(
+            help="influence/trak: auto (exact when small enough, else cg) | exact | cg | lissa "
+            "| arnoldi."
+        ),
+    ] = "auto",
     l2_regularization: Annotated[
         float | None, typer.Option(help="representer: the final layer's L2 regularisation.")
     ] = None,
@@ -220,7 +223,7 @@ def score(
         result = estimator.score(FeatureStore.open(query)) if query else estimator.self_influence()
         result.save(out)
     except InfscopeError as err:
-        _fail(err)
+        fail(err)
     console.print(
         f"[green]{escape(str(out))}[/]: {estimator.name} scores {tuple(result.values.shape)}"
     )
@@ -260,7 +263,7 @@ def top(
         result = load_scores(scores)
         train_text, query_text = _texts(train_data, field), _texts(query_data, field)
     except InfscopeError as err:
-        _fail(err)
+        fail(err)
     if isinstance(result, SelfInfluence):
         table = Table(title=f"highest self-influence ({result.method})")
         for column in ("rank", "train id", "score", "example"):
@@ -306,7 +309,7 @@ def demo(
     try:
         config.validate()
     except InfscopeError as err:
-        _fail(err)
+        fail(err)
     console.print(
         f"[bold]infscope demo[/]: MLP on 8x8 digits, {flip_fraction:.0%} of training labels "
         f"flipped, TracIn over {epochs // config.checkpoint_every} checkpoints, "

@@ -9,6 +9,7 @@ import numpy as np
 import typer
 
 from infscope.cli.models import load_function
+from infscope.cli.output import console, fail
 from infscope.errors import InfscopeError, InputError
 
 
@@ -83,7 +84,6 @@ def prune(
 
     Resumable: every training run is cached under OUT/cache, so a killed study continues.
     """
-    from infscope.cli.main import _fail, console
     from infscope.data import ExampleSet
     from infscope.evaluation.pruning import PruningStudy
 
@@ -113,6 +113,6 @@ def prune(
             result.plot(out / f"pruning_curve.{suffix}", metric_name)
         (out / "summary.txt").write_text(result.text() + "\n")
     except InfscopeError as err:
-        _fail(err)
+        fail(err)
     console.print(result.text(), markup=False)
     console.print(f"wrote {out}/runs.csv, pruning_curve.png/.svg, summary.txt", markup=False)

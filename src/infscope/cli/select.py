@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from infscope.cli.output import console, fail
 from infscope.errors import InfscopeError, InputError
 
 
@@ -115,7 +116,6 @@ def select(
     examples with their fields when --data is given), OUT/summary.txt (counts per tag before and
     after) and OUT/counts_by_TAG.png (pool vs selection shares per tag).
     """
-    from infscope.cli.main import _fail, console
 
     try:
         if stratify_by is not None and stratify_by not in tag:
@@ -143,7 +143,7 @@ def select(
         (out / "summary.txt").write_text(summary + "\n")
         plots = [selection.plot(pool, name, out / f"counts_by_{name}.png") for name in pool.tags]
     except InfscopeError as err:
-        _fail(err)
+        fail(err)
     console.print(summary, markup=False)
     written = ", ".join(["selection.json", "subset.jsonl", "summary.txt", *(p.name for p in plots)])
     console.print(f"wrote {out}/: {written}", markup=False)

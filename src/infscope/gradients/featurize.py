@@ -12,10 +12,12 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from infscope.data import ExampleSet
 from infscope.errors import InputError, NonFiniteError
+from infscope.gradients.covariance import KroneckerCovariances
 from infscope.gradients.extractor import GradientExtractor, model_fingerprint
 from infscope.store import FeatureStore, StoreSpec
 
@@ -46,6 +48,7 @@ def featurize(
     worker: int = 0,
     num_workers: int = 1,
     progress: bool = True,
+    covariances: KroneckerCovariances | None = None,
 ) -> FeatureStore:
     """Write the features of ``data`` at the extractor's current weights as ``checkpoint``.
 
@@ -60,6 +63,10 @@ def featurize(
         shard_size: examples per shard file.
         dtype: ``"float32"`` or ``"float16"`` on disk.
         worker, num_workers: this process's share of the shards.
+        covariances: a :class:`~infscope.gradients.covariance.KroneckerCovariances` of the same
+            extractor to fill from the same forward/backward passes (K-FAC/EK-FAC factors without
+            a second pass over the data). Shards that a resumed run skips are passed through
+            once more for the covariances only, so they always see every example once.
     """
     if dtype not in STORE_DTYPES:
         raise InputError(f"dtype must be one of {STORE_DTYPES}, got {dtype!r}")
@@ -67,6 +74,16 @@ def featurize(
         raise InputError(f"batch_size must be positive, got {batch_size}")
     if not 0 <= worker < num_workers:
         raise InputError(f"worker {worker} is not in [0, {num_workers})")
+    if covariances is not None:
+        if covariances.extractor is not extractor:
+            raise InputError("the covariances were made for another extractor")
+        if gradient != "loss" or num_workers != 1:
+            raise InputError(
+                "covariances are collected from the training loss of the whole set: use "
+                "gradient='loss' and one worker"
+            )
+        if covariances.n_examples:
+            raise InputError("the covariances already hold examples: give a fresh collector")
     spec = StoreSpec(
         feature_dim=extractor.feature_dim,
         dtype=dtype,
@@ -82,6 +99,13 @@ def featurize(
         checkpoint, learning_rate=learning_rate, fingerprint=model_fingerprint(extractor.model)
     )
     todo = store.missing_shards(checkpoint, worker=worker, num_workers=num_workers)
+    if covariances is not None:  # a resumed run: the finished shards still feed the covariances
+        for start, stop in store.shard_ranges():
+            if (start, stop) in todo:
+                continue
+            for first in range(start, stop, batch_size):
+                examples = [data[i] for i in range(first, min(first + batch_size, stop))]
+                covariances.update(extractor.factors(extractor.task.collate(examples), "loss")[0])
     total = sum(stop - start for start, stop in todo)
     with tqdm(total=total, desc=f"features[{checkpoint}]", unit="ex", disable=not progress) as bar:
         for start, stop in todo:
@@ -90,7 +114,11 @@ def featurize(
                 last = min(first + batch_size, stop)
                 try:
                     batch = extractor.task.collate([data[i] for i in range(first, last)])
-                    features, values = extractor.extract(batch, gradient)
+                    captured, values = extractor.factors(batch, gradient)
+                    with torch.no_grad():
+                        features = extractor.projector.project(captured)
+                    if covariances is not None:
+                        covariances.update(captured)
                 except NonFiniteError as err:
                     ids = [data.ids[first + p] for p in err.positions]
                     positions = [first + p for p in err.positions]

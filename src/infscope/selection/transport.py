@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import ot
 
 from infscope.errors import InputError
 from infscope.selection.base import Pool, Selection, Selector
@@ -71,6 +70,8 @@ def transport_distance(cost: np.ndarray, exact: bool = True, reg: float = 0.02) 
     (network simplex, ``ot.emd2``) or entropic (``ot.sinkhorn2`` with regularisation ``reg`` in
     cost units; the returned value is the transport cost of the entropic plan, slightly above the
     exact one)."""
+    import ot  # POT: loaded only when a transport distance is computed
+
     s, m = cost.shape
     a, b = np.full(s, 1.0 / s), np.full(m, 1.0 / m)
     if exact:
