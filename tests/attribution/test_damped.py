@@ -36,7 +36,9 @@ def mlp(tmp_path_factory):
     root = tmp_path_factory.mktemp("damped")
     train, query = _split(x, y, 50)
     extractor, train_store, query_store = _stores(root, model, ClassificationTask(), train, query)
-    margin = GradientExtractor(model, ClassificationTask("margin"), ProjectionConfig("identity", None))
+    margin = GradientExtractor(
+        model, ClassificationTask("margin"), ProjectionConfig("identity", None)
+    )
     featurize(margin, train, root / "mtrain", gradient="measurement", progress=False)
     featurize(margin, query, root / "mquery", gradient="measurement", progress=False)
     factors = KFACFactors.fit(extractor, train, progress=False)  # no store: K-FAC only
@@ -111,7 +113,8 @@ def test_unit_normalisation_applies_to_the_curvature(mlp):
     lam = np.trace(fisher) / min(fisher.shape[0], len(phi))
     expected = psi @ np.linalg.solve(fisher + lam * np.eye(len(fisher)), phi.T)
     scores = InfluenceFunction(normalize="unit").fit(train).score(query).values
-    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-8)
+    # features are normalised in float32: agreement to ~1e-6 of the largest score
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6 * abs(expected).max())
 
 
 def test_model_hessian_relative_damping_is_matrix_free_and_shifts_an_indefinite_hessian(
@@ -131,9 +134,7 @@ def test_model_hessian_relative_damping_is_matrix_free_and_shifts_an_indefinite_
     dense = hessian.dense()
     exact_trace, smallest = np.trace(dense), np.linalg.eigvalsh(dense).min()
     assert smallest < 0  # random weights: indefinite
-    monkeypatch.setattr(
-        ModelHessian, "dense", lambda *a, **k: pytest.fail("dense Hessian built")
-    )
+    monkeypatch.setattr(ModelHessian, "dense", lambda *a, **k: pytest.fail("dense Hessian built"))
     estimator = InfluenceFunction("cg", curvature=hessian).fit(store)
     assert hessian.trace() == pytest.approx(exact_trace, rel=0.15)  # Hutchinson, 256 probes
     assert estimator.describe()["indefinite_shift"]["final"] >= -smallest
@@ -150,10 +151,13 @@ def test_model_hessian_relative_damping_is_matrix_free_and_shifts_an_indefinite_
 
 
 def test_non_finite_features_are_an_error_not_a_nan_score(tmp_path):
-    rng = np.random.default_rng(0)
-    features = rng.standard_normal((20, 6))
-    features[3, 2] = np.inf
+    """The store refuses to write NaN/inf, but a shard damaged on disk can still hold one: every
+    estimator then raises instead of writing a matrix of NaN scores."""
+    features = np.random.default_rng(0).standard_normal((20, 6))
     store = _store(tmp_path / "inf", features)
-    for estimator in (InfluenceFunction(), DataInf()):
+    damaged = features.astype(np.float32)
+    damaged[3, 2] = np.inf
+    np.save(store.shard_path("final", 0), damaged)
+    for estimator in (InfluenceFunction(), InfluenceFunction("cg"), DataInf()):
         with pytest.raises(NonFiniteError):
             estimator.fit(store).score(store)

@@ -123,6 +123,15 @@ def features(
             f"tracking {len(extractor.modules)} modules, {extractor.projector.gradient_dim:,} "
             f"parameters → {extractor.feature_dim} features ({projection})"
         )
+        if fit_factors is not None and gradient != "loss":
+            raise InputError("--fit-factors needs training (loss) gradients")
+        # one process writing the whole store: the factors come from the same passes
+        same_pass = fit_factors is not None and num_workers == 1
+        covariances = None
+        if same_pass:
+            from infscope.gradients.covariance import KroneckerCovariances
+
+            covariances = KroneckerCovariances(extractor)
         store = featurize(
             extractor,
             examples,
@@ -135,17 +144,22 @@ def features(
             dtype=dtype,
             worker=worker,
             num_workers=num_workers,
+            covariances=covariances,
         )
         if fit_factors is not None:
             from infscope.attribution.kfac import KFACFactors
 
-            if gradient != "loss" or not store.is_complete(checkpoint):
+            if not store.is_complete(checkpoint):
                 raise InputError(
-                    "--fit-factors needs a complete store of training (loss) gradients"
+                    "--fit-factors needs the complete store: run it with the last worker"
                 )
-            KFACFactors.fit(
-                extractor, examples, store=store, checkpoint=checkpoint, batch_size=batch_size
-            ).save(fit_factors)
+            if same_pass:
+                factors = KFACFactors.from_covariances(covariances, store, checkpoint)
+            else:
+                factors = KFACFactors.fit(
+                    extractor, examples, store=store, checkpoint=checkpoint, batch_size=batch_size
+                )
+            factors.save(fit_factors)
             console.print(f"K-FAC/EK-FAC factors → {escape(str(fit_factors))}")
     except InfscopeError as err:
         fail(err)
