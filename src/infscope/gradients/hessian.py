@@ -57,7 +57,7 @@ class ModelHessian(Curvature):
         batch_size: int = 256,
         vector_batch: int = 64,
         trace_probes: int = 64,
-        lanczos_steps: int = 60,
+        lanczos_steps: int = 30,
         seed: int = 0,
     ) -> None:
         if min(batch_size, vector_batch, trace_probes) < 1:
