@@ -222,6 +222,40 @@ def markdown_table(task_name: str, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def family_name(method: str) -> str:
+    """A method's row name without its damping: ``"trak (1 model, λ=1 rel)"`` → ``"trak (1
+    model)"``."""
+    return re.sub(r"\s*\(λ=[^)]*\)|,\s*λ=[^)]*", "", method)
+
+
+def defaults_table(rows: list[dict], selections: dict[str, dict]) -> str:
+    """Each damped estimator at its default against the same estimator tuned by select_damping
+    (on held-out queries), next to the gradient dot product; and what the selection cost."""
+    by_method = {row["method"]: row for row in rows}
+    dot = by_method.get("dot", {}).get("lds")
+    lines = [
+        "| estimator | default LDS | tuned λ | tuned LDS | default − tuned | default − dot "
+        "| select_damping ÷ one fit+score |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, selection in selections.items():
+        default = by_method.get(name, {}).get("lds")
+        prefix = f"{family_name(name)}, tuned"
+        tuned = next(
+            (r.get("lds") for r in rows if r["method"].removeprefix("**best: ").startswith(prefix)),
+            None,
+        )
+        if default is None or tuned is None:
+            continue
+        ratio = selection.get("cost_ratio")
+        lines.append(
+            f"| {name} | {default:.3f} | {selection['chosen']:g} | {tuned:.3f} | "
+            f"{default - tuned:+.3f} | {'—' if dot is None else f'{default - dot:+.3f}'} | "
+            f"{'—' if ratio is None else f'{ratio:.1f}×'} |"
+        )
+    return "\n".join(lines)
+
+
 def run_task(name: str, args, report: dict) -> None:
     scale = args.scale
     subsets = args.subsets or max(10, int(round(SUBSETS[name] * scale)))
@@ -289,9 +323,9 @@ def run_task(name: str, args, report: dict) -> None:
                 continue
             selections[method.name] = selection
             score = selection["lds"][str(selection["chosen"])]
-            family = re.sub(r"\s*\(λ=[^)]*\)|,\s*λ=[^)]*", "", method.name)
             result.method = (
-                f"{family}, tuned: λ={selection['chosen']:g} rel (held-out LDS {score:.3f})"
+                f"{family_name(method.name)}, tuned: λ={selection['chosen']:g} rel "
+                f"(held-out LDS {score:.3f})"
             )
             results.append(result)
             print(
@@ -354,8 +388,10 @@ def run_task(name: str, args, report: dict) -> None:
     rows = [evaluate(r, outcomes, task.flipped) for r in results]
     checks = agreement(results)
     table = markdown_table(name, rows)
+    defaults = defaults_table(rows, selections)
     print(f"\n{name}: {task.description}\n")
     print(table)
+    print(f"\n{defaults}")
     if checks:
         print(
             "\nagreement with the matching infscope estimator (Spearman of all scores; top-10 overlap):"
@@ -382,6 +418,7 @@ def run_task(name: str, args, report: dict) -> None:
         "agreement": checks,
         "damping_selection": selections,
         "markdown": table,
+        "defaults_markdown": defaults,
     }
 
 
@@ -477,7 +514,8 @@ def main(argv: list[str] | None = None) -> None:
         args.json.write_text(json.dumps(report, indent=1, default=float))
     sections = [
         f"### {name}\n\n{entry['description']}; infscope features: {entry['features']}; "
-        f"M = {entry['subsets']} retrained models.\n\n{entry['markdown']}"
+        f"M = {entry['subsets']} retrained models.\n\n{entry['markdown']}\n\n"
+        f"{entry['defaults_markdown']}"
         for name, entry in report["tasks"].items()
     ]
     args.markdown.write_text("\n\n".join(sections) + "\n")

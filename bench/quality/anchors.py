@@ -463,11 +463,16 @@ def dattri_methods(ws: Workspace, trained: dict[str, Trained], mislabel: bool) -
     queries = DataLoader(_dataset(task.queries), batch_size=query_batch, shuffle=False)
     results = []
     for name, make in configs:
-        with _PeakRSS(ws.meter, name) as meter:
-            attributor = make(attribution_task("clean"))
-            full, part = loaders(task.train)
-            attributor.cache(full)
-            scores = attributor.attribute(part, queries).detach().T.double().numpy()
+        try:  # one configuration running out of memory must not lose the others
+            with _PeakRSS(ws.meter, name) as meter:
+                attributor = make(attribution_task("clean"))
+                full, part = loaders(task.train)
+                attributor.cache(full)
+                scores = attributor.attribute(part, queries).detach().T.double().numpy()
+        except RuntimeError as err:
+            note = f"FAILED: {str(err).splitlines()[0][:160]}"
+            results.append(Result(name, "dattri 0.3.0", note=note))
+            continue
         result = Result(
             name, "dattri 0.3.0", scores=scores, seconds=meter.seconds, peak_mb=meter.peak
         )
