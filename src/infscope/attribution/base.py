@@ -19,7 +19,7 @@ from infscope.store import FeatureStore
 
 NORMALIZATIONS = ("none", "unit")
 #: Bytes of float64 rows a block may hold: wide features get fewer rows than ``block_size``.
-BLOCK_BYTES = 2**28
+BLOCK_BYTES = 2**24
 
 
 class Estimator(ABC):

@@ -367,12 +367,13 @@ class KFACFactors:
         dense = {i: np.zeros((b.dim, b.dim)) for i, b in enumerate(self.blocks) if not b.kronecker}
         traces = np.zeros(len(self.blocks))
         n = store.n_examples
-        # float64 work per module on at most ~2**22 values at a time: memory stays bounded by
-        # the block size of the store read, never a float64 copy of a whole block
-        blocks = store.iter_blocks(checkpoint, block_size)
+        # float64 work per module on at most ~2**20 values at a time: memory stays bounded by
+        # the size of one read, never a float64 copy of a whole block
+        rows = max(1, min(block_size, 2**25 // (4 * store.feature_dim)))  # ≤ 32 MiB per read
+        blocks = store.iter_blocks(checkpoint, rows)
         for _, rows in tqdm(blocks, desc="ekfac eigenvalues", unit="block", disable=not progress):
             for index, block in enumerate(self.blocks):
-                step = max(1, 2**22 // block.dim)
+                step = max(1, 2**20 // block.dim)
                 for first in range(0, len(rows), step):
                     x = rows[first : first + step, block.slice].astype(np.float64)
                     traces[index] += np.einsum("ij,ij->", x, x)
@@ -700,17 +701,20 @@ class EKFAC(DampedEstimator):
     def _precondition(self, checkpoint: str, block: np.ndarray) -> np.ndarray:
         if not self._preconditioners:
             raise InputError("EKFAC is not fitted: call fit(train_store) first")
-        m = len(block)
-        out = np.empty((m, block.shape[1]))
+        out = np.empty(block.shape)
         for pre in self._preconditioners:
             b = pre.block
-            part = np.asarray(block[:, b.slice], dtype=np.float64)
-            if b.kronecker:
-                rotated = b.s_vectors.T @ part.reshape(m, b.rows, b.cols) @ b.a_vectors
-                rotated *= pre.inverse
-                out[:, b.slice] = (b.s_vectors @ rotated @ b.a_vectors.T).reshape(m, b.dim)
-            else:
-                out[:, b.slice] = ((part @ b.dense_vectors) * pre.inverse) @ b.dense_vectors.T
+            step = max(1, 2**20 // b.dim)  # float64 temporaries of ~8 MiB, whatever the width
+            for first in range(0, len(block), step):
+                part = np.asarray(block[first : first + step, b.slice], dtype=np.float64)
+                m = len(part)
+                if b.kronecker:
+                    rotated = b.s_vectors.T @ part.reshape(m, b.rows, b.cols) @ b.a_vectors
+                    rotated *= pre.inverse
+                    restored = (b.s_vectors @ rotated @ b.a_vectors.T).reshape(m, b.dim)
+                else:
+                    restored = ((part @ b.dense_vectors) * pre.inverse) @ b.dense_vectors.T
+                out[first : first + m, b.slice] = restored
         return out
 
     def describe(self) -> dict[str, Any]:

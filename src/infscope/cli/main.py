@@ -78,7 +78,10 @@ def features(
     completion_field: Annotated[str, typer.Option()] = "completion",
     max_length: Annotated[int, typer.Option(help="Token limit per example.")] = 128,
     batch_size: Annotated[int, typer.Option()] = 32,
-    shard_size: Annotated[int, typer.Option(help="Examples per shard file.")] = 1024,
+    shard_size: Annotated[
+        int | None,
+        typer.Option(help="Examples per shard file (default: 1024, fewer for wide features)."),
+    ] = None,
     dtype: Annotated[str, typer.Option(help="float32 | float16 on disk.")] = "float32",
     device: Annotated[
         str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: model's).")

@@ -20,8 +20,11 @@ from infscope.errors import InputError, NonFiniteError
 from infscope.gradients.covariance import KroneckerCovariances
 from infscope.gradients.extractor import GradientExtractor, model_fingerprint
 from infscope.store import FeatureStore, StoreSpec
+from infscope.store.feature_store import META_FILE
 
 STORE_DTYPES = ("float32", "float16")
+#: Bytes of features a shard holds by default (its rows are buffered in memory before the write).
+SHARD_BYTES = 2**25
 
 
 def model_signature(extractor: GradientExtractor) -> str:
@@ -43,7 +46,7 @@ def featurize(
     gradient: str = "loss",
     learning_rate: float | None = None,
     batch_size: int = 32,
-    shard_size: int = 1024,
+    shard_size: int | None = None,
     dtype: str = "float32",
     worker: int = 0,
     num_workers: int = 1,
@@ -60,7 +63,8 @@ def featurize(
         gradient: ``"loss"`` for training examples, ``"measurement"`` for queries.
         learning_rate: learning rate in effect at this checkpoint (used by TracIn).
         batch_size: examples per forward/backward pass.
-        shard_size: examples per shard file.
+        shard_size: examples per shard file (default: 1024, or fewer for wide features so that
+            a shard holds at most 32 MiB; a resumed store keeps its own).
         dtype: ``"float32"`` or ``"float16"`` on disk.
         worker, num_workers: this process's share of the shards.
         covariances: a :class:`~infscope.gradients.covariance.KroneckerCovariances` of the same
@@ -84,6 +88,12 @@ def featurize(
             )
         if covariances.n_examples:
             raise InputError("the covariances already hold examples: give a fresh collector")
+    if shard_size is None:
+        existing = Path(root) / META_FILE
+        if existing.exists():
+            shard_size = FeatureStore.open(root).spec.shard_size
+        else:
+            shard_size = max(1, min(1024, SHARD_BYTES // (4 * extractor.feature_dim)))
     spec = StoreSpec(
         feature_dim=extractor.feature_dim,
         dtype=dtype,
@@ -109,7 +119,8 @@ def featurize(
     total = sum(stop - start for start, stop in todo)
     with tqdm(total=total, desc=f"features[{checkpoint}]", unit="ex", disable=not progress) as bar:
         for start, stop in todo:
-            blocks, losses = [], []
+            rows = np.empty((stop - start, extractor.feature_dim), dtype=np.float32)
+            losses = np.empty(stop - start)
             for first in range(start, stop, batch_size):
                 last = min(first + batch_size, stop)
                 try:
@@ -129,8 +140,8 @@ def featurize(
                     raise InputError(
                         f"{err} (in the batch of examples {first}..{last - 1}: ids {ids}{more})"
                     ) from None
-                blocks.append(features.detach().float().cpu().numpy())
-                losses.append(values.double().cpu().numpy())
+                rows[first - start : last - start] = features.detach().float().cpu().numpy()
+                losses[first - start : last - start] = values.double().cpu().numpy()
                 bar.update(last - first)
-            store.write_shard(checkpoint, start, np.concatenate(blocks), np.concatenate(losses))
+            store.write_shard(checkpoint, start, rows, losses)
     return store
