@@ -230,22 +230,15 @@ def methods(task: BenchTask) -> list[Method]:
         ),
     ]
     if task.hessian:
-        rows.append(
+        rows += [
             Method(
-                "influence (model Hessian, auto, λ=0.3 rel)",
+                f"influence (model Hessian, {label}, λ=0.3 rel)",
                 "traj",
-                lambda ws, lab: _hessian(ws, lab, "auto"),
+                lambda ws, lab, solver=solver: _hessian(ws, lab, solver),
                 damped=True,
             )
-        )
-        rows.append(
-            Method(
-                "influence (model Hessian, CG, λ=0.3 rel)",
-                "traj",
-                lambda ws, lab: _hessian(ws, lab, "cg"),
-                damped=True,
-            )
-        )
+            for solver, label in (("auto", "auto"), ("cg", "CG"))
+        ]
     if task.kind == "classification":
         n = task.ensemble
         rows.append(

@@ -3,7 +3,6 @@ separate pass, also when the extraction resumes, and the misuses refused."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -16,10 +15,7 @@ from infscope.gradients.covariance import KroneckerCovariances
 from infscope.gradients.featurize import featurize
 from infscope.store import FeatureStore
 from infscope.tasks import ClassificationTask
-
-
-def _covariance(values, vectors):
-    return vectors @ np.diag(values) @ vectors.T
+from tests.attribution.test_kfac import assert_same_factors
 
 
 @pytest.fixture
@@ -30,19 +26,6 @@ def setup():
     data = ExampleSet([(x[i], y[i]) for i in range(70)], tuple(map(str, range(70))))
     config = ProjectionConfig(kind="kronecker", dim=40, seed=3)
     return GradientExtractor(model, ClassificationTask(), config), data
-
-
-def _same(ours: KFACFactors, reference: KFACFactors) -> None:
-    for a, b in zip(ours.blocks, reference.blocks):
-        assert a.tokens == b.tokens
-        for values, vectors in (("a_values", "a_vectors"), ("s_values", "s_vectors")):
-            np.testing.assert_allclose(
-                _covariance(getattr(a, values), getattr(a, vectors)),
-                _covariance(getattr(b, values), getattr(b, vectors)),
-                rtol=1e-9,
-                atol=1e-12,
-            )
-        np.testing.assert_allclose(a.corrected, b.corrected, rtol=1e-9, atol=1e-14)
 
 
 def test_one_pass_gives_the_factors_of_two(setup, tmp_path):
@@ -60,7 +43,7 @@ def test_one_pass_gives_the_factors_of_two(setup, tmp_path):
     store = FeatureStore.open(tmp_path / "s")
     assert covariances.n_examples == 70
     one_pass = KFACFactors.from_covariances(covariances, store)
-    _same(one_pass, KFACFactors.fit(extractor, data, store, progress=False))
+    assert_same_factors(one_pass, KFACFactors.fit(extractor, data, store, progress=False))
     assert EKFAC(one_pass).fit(store).score(store).values.shape == (70, 70)
 
 
@@ -74,7 +57,7 @@ def test_a_resumed_extraction_still_sees_every_example(setup, tmp_path):
     featurize(extractor, data, root, shard_size=16, progress=False, covariances=covariances)
     store = FeatureStore.open(root)
     assert covariances.n_examples == 70
-    _same(
+    assert_same_factors(
         KFACFactors.from_covariances(covariances, store),
         KFACFactors.fit(extractor, data, store, progress=False),
     )
