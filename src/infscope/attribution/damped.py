@@ -8,7 +8,8 @@ layer with ``n = 1000``. ``"absolute"`` uses ``damping`` as ``λ`` itself.
 
 Fitting does all λ-independent work (eigendecompositions, Krylov spaces, factor statistics);
 :meth:`DampedEstimator.with_damping` returns a fitted copy at another damping that reuses it, which
-is how :func:`~infscope.evaluation.damping.select_damping` scans a grid for the price of one fit.
+is how :func:`~infscope.evaluation.damping.select_damping` scans a grid with one fit (each grid
+value still preconditions and scores the held-out queries again; CG re-solves).
 """
 
 from __future__ import annotations

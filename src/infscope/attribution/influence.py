@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from infscope.attribution.curvature import FeatureFisher
-from infscope.attribution.damped import DAMPING_MODES, DampedEstimator
+from infscope.attribution.damped import DampedEstimator
 from infscope.attribution.solvers import (
     SOLVERS,
     InverseSolver,
@@ -37,7 +37,7 @@ from infscope.errors import InputError, StoreMismatchError
 from infscope.linalg import Curvature
 from infscope.store import FeatureStore
 
-__all__ = ["DAMPING_MODES", "TRAK", "InfluenceFunction"]
+__all__ = ["TRAK", "InfluenceFunction"]
 
 
 class InfluenceFunction(DampedEstimator):

@@ -383,7 +383,7 @@ def make_solver(name: str, **options: Any) -> InverseSolver:
     :func:`auto_solver` once the curvature is known)."""
     classes = {"exact": ExactSolver, "cg": CGSolver, "lissa": LissaSolver, "arnoldi": ArnoldiSolver}
     if name not in classes:
-        raise InputError(f"unknown solver {name!r}; choose from {SOLVERS}")
+        raise InputError(f"unknown solver {name!r}; choose from {tuple(classes)}")
     try:
         return classes[name](**options)
     except TypeError as err:
