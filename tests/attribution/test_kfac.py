@@ -434,3 +434,161 @@ def test_mixed_projections_are_refused(mlp, tmp_path, kind):
     featurize(mixed, train, tmp_path / kind, progress=False)
     with pytest.raises(InputError, match="kind='kronecker'"):
         EKFAC(factors).fit(FeatureStore.open(tmp_path / kind))
+
+
+# ---- eigen-projected stores (curvature-aware projection) -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def eigen(tmp_path_factory):
+    """The MLP's full-rank eigenbasis and eigen-projected train/query stores."""
+    from infscope.gradients.covariance import fit_kronecker_basis
+
+    torch.manual_seed(0)
+    n, n_query = 120, 10
+    x = torch.randn(n + n_query, 6)
+    y = (x @ torch.randn(6, 3) + 0.5 * torch.randn(n + n_query, 3)).argmax(1)
+    model = nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 3))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.03)
+    for _ in range(30):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x[:n]), y[:n]).backward()
+        optimizer.step()
+    model.eval()
+    train, query = _split(x, y, n)
+    root = tmp_path_factory.mktemp("eigen")
+    task = ClassificationTask()
+    identity = _stores(root / "identity", model, task, train, query)
+    basis = fit_kronecker_basis(identity[0], train, progress=False)
+    config = ProjectionConfig(kind="eigen", basis=basis)
+    extractor, train_store, query_store = _stores(root / "eigen", model, task, train, query, config)
+    return model, x, y, n, basis, identity, (extractor, train_store, query_store), root
+
+
+@pytest.mark.parametrize("corrected", [True, False])
+def test_eigen_store_at_full_rank_is_unprojected_ekfac(eigen, corrected):
+    _, _, _, _, basis, (ident, it, iq), (_, et, eq), _ = eigen
+    factors = KFACFactors.fit(ident, _examples(eigen), it, progress=False)
+    reference = EKFAC(factors, correct_eigenvalues=corrected).fit(it)
+    ours = EKFAC(basis, correct_eigenvalues=corrected).fit(et)
+    scale = np.abs(reference.score(iq).values).max()
+    np.testing.assert_allclose(ours.score(eq).values, reference.score(iq).values, atol=1e-5 * scale)
+    np.testing.assert_allclose(
+        ours.self_influence().values, reference.self_influence().values, rtol=1e-4
+    )
+    for name, value in reference.describe()["module_damping"].items():
+        assert ours.describe()["module_damping"][name] == pytest.approx(value, rel=1e-6)
+    assert ours.fitted_factors._block("0").diagonal and ours.factors is basis
+
+
+def _examples(eigen):
+    _, x, y, n, *_ = eigen
+    return _split(x, y, n)[0]
+
+
+def test_truncated_eigen_store_projects_the_full_preconditioner(eigen, tmp_path):
+    """At a budget below full rank the features are a subset of the full-rank eigen coordinates,
+    and the scores are the full-space EK-FAC preconditioner restricted to them: the same
+    corrected eigenvalues and the same (full-space) damping on the kept coordinates."""
+    model, x, y, n, basis, _, (_, et, eq), _ = eigen
+    train, query = _split(x, y, n)
+    config = ProjectionConfig(kind="eigen", dim=40, basis=basis)
+    _, tt, tq = _stores(tmp_path, model, ClassificationTask(), train, query, config)
+    full = EKFAC(basis).fit(et)
+    cut = EKFAC(basis).fit(tt)
+    assert tt.feature_dim <= 40
+    kept, offset = [], 0
+    cut_basis = basis.truncate(40)
+    for module, small in zip(basis.modules, cut_basis.modules):
+        index = np.arange(module.dim).reshape(module.out_rank, module.in_rank)
+        kept.append(offset + index[: small.out_rank, : small.in_rank].ravel())
+        offset += module.dim
+    kept = np.concatenate(kept)
+    inverse = np.concatenate(
+        [p.inverse.ravel() for p in full._preconditioners]
+    )  # 1 / (Λ* + λ_m), full rank
+    expected = (eq.features()[:, kept] * inverse[kept]) @ et.features()[:, kept].T
+    np.testing.assert_allclose(cut.score(tq).values, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # kronfluence's torch.cuda.amp use
+def test_matches_kronfluence_at_full_rank(eigen, tmp_path):
+    """kronfluence 1.0.1's EK-FAC (empirical Fisher, its 0.1 × mean-eigenvalue damping, which is
+    infscope's default when every module's dim ≤ n) on the same model and data: measured
+    Spearman 1.000 and relative error 2e-7."""
+    from kronfluence.analyzer import Analyzer, prepare_model
+    from kronfluence.arguments import FactorArguments, ScoreArguments
+    from kronfluence.task import Task as KronfluenceTask
+
+    model, x, y, n, basis, _, (_, et, eq), _ = eigen
+
+    class Task(KronfluenceTask):
+        def compute_train_loss(self, batch, model, sample=False):
+            return nn.functional.cross_entropy(model(batch[0]), batch[1], reduction="sum")
+
+        def compute_measurement(self, batch, model):
+            return nn.functional.cross_entropy(model(batch[0]), batch[1], reduction="sum")
+
+    train = torch.utils.data.TensorDataset(x[:n], y[:n])
+    query = torch.utils.data.TensorDataset(x[n:], y[n:])
+    analyzer = Analyzer(
+        "eigen",
+        prepare_model(copy.deepcopy(model), Task()),
+        Task(),
+        cpu=True,
+        output_dir=str(tmp_path),
+        disable_model_save=True,
+        disable_tqdm=True,
+    )
+    arguments = FactorArguments(strategy="ekfac", use_empirical_fisher=True)
+    analyzer.fit_all_factors("f", train, per_device_batch_size=32, factor_args=arguments)
+    analyzer.compute_pairwise_scores(
+        "s",
+        "f",
+        query,
+        train,
+        per_device_query_batch_size=len(query),
+        per_device_train_batch_size=32,
+        score_args=ScoreArguments(damping_factor=None),
+    )
+    theirs = analyzer.load_pairwise_scores("s")["all_modules"].double().numpy()
+    ours = EKFAC(basis).fit(et).score(eq).values
+    assert spearmanr(ours.ravel(), theirs.ravel())[0] >= 0.99
+    np.testing.assert_allclose(ours, theirs, atol=1e-4 * np.abs(theirs).max())
+
+
+def test_true_fisher_store_gives_the_curvature(eigen, tmp_path):
+    model, x, y, n, basis, _, (extractor, et, eq), _ = eigen
+    train, _ = _split(x, y, n)
+    featurize(extractor, train, tmp_path / "fisher", gradient="fisher", progress=False)
+    fisher = FeatureStore.open(tmp_path / "fisher")
+    assert fisher.spec.task["sample_seed"] == 0
+    estimator = EKFAC(basis, fisher=fisher).fit(et)
+    sampled = fisher.features().astype(np.float64)
+    start = 0
+    for block in estimator.fitted_factors.blocks:
+        expected = (sampled[:, start : start + block.dim] ** 2).mean(0).reshape(block.shape)
+        np.testing.assert_allclose(block.corrected, expected, rtol=1e-5)
+        start += block.dim
+    empirical = EKFAC(basis).fit(et).score(eq).values
+    true = estimator.score(eq).values
+    assert not np.allclose(true, empirical)
+    with pytest.raises(StoreMismatchError, match="sampled-label"):
+        EKFAC(basis, fisher=eq).fit(et)
+    # the same seed draws the same labels: a second store is identical
+    featurize(extractor, train, tmp_path / "again", gradient="fisher", progress=False)
+    np.testing.assert_array_equal(FeatureStore.open(tmp_path / "again").features(), sampled)
+
+
+def test_eigen_factors_persist_and_refuse_other_stores(eigen, tmp_path):
+    model, x, y, n, basis, (_, it, _), (_, et, eq), _ = eigen
+    factors = KFACFactors.from_basis(basis, et)
+    loaded = KFACFactors.load(factors.save(tmp_path / "f.safetensors"))
+    assert loaded._block("0").diagonal
+    np.testing.assert_allclose(
+        EKFAC(loaded).fit(et).score(eq).values, EKFAC(basis).fit(et).score(eq).values
+    )
+    with pytest.raises(StoreMismatchError, match="not projected with this eigenbasis"):
+        KFACFactors.from_basis(basis, it)
+    with pytest.raises(StoreMismatchError, match="not projected with this eigenbasis"):
+        KFACFactors.from_basis(basis.truncate(30), et)

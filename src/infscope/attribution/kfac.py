@@ -60,6 +60,7 @@ from infscope.attribution.damped import DampedEstimator
 from infscope.data import ExampleSet
 from infscope.errors import InputError, NonFiniteError, StoreIncompleteError, StoreMismatchError
 from infscope.gradients.covariance import UNSUPPORTED, KroneckerCovariances, accumulate
+from infscope.gradients.eigenbasis import KroneckerBasis
 from infscope.gradients.extractor import GradientExtractor, model_fingerprint
 from infscope.gradients.featurize import model_signature
 from infscope.gradients.projection import IdentityProjector, KroneckerProjector
@@ -92,8 +93,12 @@ class _Block:
     start: int
     tokens: int = 0  # positions that entered A and S (Kronecker blocks)
     trace: float = 0.0  # mean_i ||M_i||^2: trace of the exact empirical-Fisher block
+    # the module's full (unprojected) trace and size, when known (eigen stores): relative damping
+    # is then the full-space λ_m, so a truncated eigenbasis projects the full preconditioner
+    full_trace: float | None = None
+    full_dim: int | None = None
     s_values: np.ndarray | None = None  # [rows] eigenvalues of S_p
-    s_vectors: np.ndarray | None = None  # [rows, rows]
+    s_vectors: np.ndarray | None = None  # [rows, rows]; None: the features are in the eigenbasis
     a_values: np.ndarray | None = None  # [cols]
     a_vectors: np.ndarray | None = None  # [cols, cols]
     corrected: np.ndarray | None = None  # [rows, cols] EK-FAC eigenvalues
@@ -105,8 +110,24 @@ class _Block:
         return self.rows * self.cols
 
     @property
+    def diagonal(self) -> bool:
+        """A Kronecker block whose features are already in its eigenbasis (``eigen`` stores):
+        its eigenvectors are the identity and are not stored."""
+        return self.kronecker and self.s_values is not None and self.s_vectors is None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.rows, self.cols
+
+    @property
     def slice(self) -> slice:
         return slice(self.start, self.start + self.dim)
+
+    def damping_unit(self, n: int) -> float:
+        """``trace / min(n, dim)`` of the module's full block when known, else of this one."""
+        if self.full_trace is not None:
+            return self.full_trace / min(n, self.full_dim)
+        return self.trace / min(n, self.dim)
 
     def kfac_values(self) -> np.ndarray:
         """``λ_S ⊗ λ_A`` as ``[rows, cols]``, rescaled so that it sums to ``trace``."""
@@ -116,21 +137,20 @@ class _Block:
 
     def arrays(self) -> dict[str, np.ndarray]:
         names = ("s_values", "s_vectors", "a_values", "a_vectors", "corrected")
+        if self.diagonal:
+            names = ("s_values", "a_values", "corrected")
         if not self.kronecker:
             names = ("dense_values", "dense_vectors")
         out = {n: getattr(self, n) for n in names if getattr(self, n) is not None}
         out["trace"] = np.array([self.trace], dtype=np.float64)
         return out
 
-    def expected_shapes(self, corrected: bool) -> dict[str, tuple[int, ...]]:
+    def expected_shapes(self, corrected: bool, diagonal: bool) -> dict[str, tuple[int, ...]]:
         shapes: dict[str, tuple[int, ...]] = {"trace": (1,)}
         if self.kronecker:
-            shapes.update(
-                s_values=(self.rows,),
-                s_vectors=(self.rows, self.rows),
-                a_values=(self.cols,),
-                a_vectors=(self.cols, self.cols),
-            )
+            shapes.update(s_values=(self.rows,), a_values=(self.cols,))
+            if not diagonal:
+                shapes.update(s_vectors=(self.rows, self.rows), a_vectors=(self.cols, self.cols))
             if corrected:
                 shapes["corrected"] = (self.rows, self.cols)
         else:
@@ -213,8 +233,11 @@ class KFACFactors:
         return block.kfac_values()
 
     def eigenvectors(self, module: str) -> tuple[np.ndarray, ...]:
-        """``(Q_S, Q_A)`` of a Kronecker module, ``(U,)`` of a dense block."""
+        """``(Q_S, Q_A)`` of a Kronecker module, ``(U,)`` of a dense block (identities for the
+        blocks of an eigen-projected store, whose features are already in the eigenbasis)."""
         block = self._block(module)
+        if block.diagonal:
+            return np.eye(block.rows), np.eye(block.cols)
         if block.kronecker:
             return block.s_vectors, block.a_vectors
         return (block.dense_vectors,)
@@ -322,6 +345,59 @@ class KFACFactors:
         return factors
 
     @classmethod
+    def from_basis(
+        cls,
+        basis: KroneckerBasis,
+        store: FeatureStore,
+        checkpoint: str | None = None,
+        block_size: int = 4096,
+        progress: bool = False,
+    ) -> KFACFactors:
+        """Factors of a store extracted with ``ProjectionConfig(kind="eigen", basis=basis)``.
+
+        Its features are already in each module's K-FAC eigenbasis, so the factors are diagonal
+        and no model pass is needed: K-FAC's eigenvalues are the basis's ``λ_S ⊗ λ_A`` (cut to the
+        store's ranks), and EK-FAC's corrected ones, the traces and the dense blocks are read from
+        ``store`` in one streamed pass — the training store, or a ``gradient="fisher"`` store of
+        the same examples for the true Fisher.
+        """
+        projection = store.spec.projection
+        if projection.get("kind") != "eigen" or projection.get("basis") != basis.digest:
+            raise StoreMismatchError(
+                f"{store.root} was not projected with this eigenbasis (its projection is "
+                f"{projection.get('kind')!r}, basis {str(projection.get('basis'))[:12]}...); "
+                f"extract it with ProjectionConfig(kind='eigen', basis=...) of this basis"
+            )
+        truncated = basis.truncate(projection.get("dim"))
+        blocks = _blocks_from_layout(_layout(projection))
+        if [b.name for b in blocks] != [m.name for m in truncated.modules]:
+            raise StoreMismatchError(f"{store.root}'s modules differ from the eigenbasis's")
+        for block, module in zip(blocks, truncated.modules):
+            if block.kronecker:
+                if (block.rows, block.cols) != (module.out_rank, module.in_rank):
+                    raise StoreMismatchError(
+                        f"{store.root}: module {block.name!r} has a {block.rows}x{block.cols} "
+                        f"block, the eigenbasis cut to dim={projection.get('dim')} gives "
+                        f"{module.out_rank}x{module.in_rank}"
+                    )
+                block.s_values, block.a_values = module.s_values, module.a_values
+                block.tokens = module.tokens
+            block.full_trace, block.full_dim = module.trace, module.rows * module.cols
+        factors = cls(
+            blocks,
+            projection,
+            tuple(store.spec.modules),
+            store.spec.model,
+            checkpoint or "final",
+            basis.fingerprint,
+            store.n_examples,
+            {},
+        )
+        factors.checkpoint = factors._store_checkpoint(store, checkpoint)
+        factors._store_statistics(store, factors.checkpoint, block_size, progress)
+        return factors
+
+    @classmethod
     def _empty(cls, extractor: GradientExtractor, checkpoint: str | None, n: int) -> KFACFactors:
         projection = _canonical(extractor.projector.describe())
         return cls(
@@ -377,7 +453,9 @@ class KFACFactors:
                 for first in range(0, len(rows), step):
                     x = rows[first : first + step, block.slice].astype(np.float64)
                     traces[index] += np.einsum("ij,ij->", x, x)
-                    if block.kronecker:
+                    if block.diagonal:
+                        corrected[index] += np.einsum("ij,ij->j", x, x).reshape(block.shape)
+                    elif block.kronecker:
                         rotated = block.s_vectors.T @ x.reshape(-1, block.rows, block.cols)
                         rotated = rotated @ block.a_vectors
                         corrected[index] += np.einsum("ijk,ijk->jk", rotated, rotated)
@@ -469,6 +547,9 @@ class KFACFactors:
                     "shape": [b.rows, b.cols],
                     "kronecker": b.kronecker,
                     "tokens": b.tokens,
+                    "full_trace": b.full_trace,
+                    "full_dim": b.full_dim,
+                    "diagonal": b.diagonal,
                 }
                 for b in self.blocks
             ],
@@ -545,7 +626,10 @@ class KFACFactors:
             expected = {}
             for index, (block, entry) in enumerate(zip(blocks, meta["modules"])):
                 block.tokens = int(entry["tokens"])
-                for name, shape in block.expected_shapes(corrected).items():
+                block.full_trace = entry.get("full_trace")
+                block.full_dim = entry.get("full_dim")
+                diagonal = bool(entry.get("diagonal", False))
+                for name, shape in block.expected_shapes(corrected, diagonal).items():
                     expected[f"{index}.{name}"] = (block, name, shape)
             missing = sorted(set(expected) - set(tensors))
             unknown = sorted(set(tensors) - set(expected))
@@ -592,10 +676,10 @@ def _check_factor_sizes(extractor: GradientExtractor, max_factor_dim: int) -> No
 
 
 def _require_training_store(store: FeatureStore, checkpoint: str) -> None:
-    if store.spec.gradient != "loss":
+    if store.spec.gradient not in ("loss", "fisher"):
         raise StoreMismatchError(
             f"{store.root} holds {store.spec.gradient!r} gradients; K-FAC statistics need the "
-            f"training store (gradient='loss')"
+            f"training store (gradient='loss') or a sampled-label one (gradient='fisher')"
         )
     if not store.is_complete(checkpoint):
         raise StoreIncompleteError(
@@ -621,8 +705,11 @@ class EKFAC(DampedEstimator):
     exact block Fisher for the others.
 
     Args:
-        factors: :class:`KFACFactors` fit at the training store's checkpoint. They are not
-            changed: missing corrected eigenvalues are computed on :meth:`fit` into a copy.
+        factors: :class:`KFACFactors` fit at the training store's checkpoint, or the
+            :class:`~infscope.gradients.eigenbasis.KroneckerBasis` an ``eigen``-projected training
+            store was extracted with (the factors are then built from it on :meth:`fit`, see
+            :meth:`KFACFactors.from_basis`). They are not changed: missing corrected eigenvalues
+            are computed on :meth:`fit` into a copy.
         damping: ``λ_m`` relative to ``trace_m / min(n, dim_m)`` of each module (default 0.1), or
             absolute (below).
         damping_mode: ``"relative"`` (per module) or ``"absolute"`` (one ``λ`` everywhere).
@@ -630,6 +717,10 @@ class EKFAC(DampedEstimator):
             ``λ_S ⊗ λ_A`` (``False``, name ``"kfac"``).
         normalize: ``"none"``, ``"unit"`` or ``"relatif"`` (divide by ``sqrt`` of the training
             example's self-influence).
+        fisher: a store of the training examples' sampled-label gradients (``featurize(...,
+            gradient="fisher")``, same projection and checkpoint) from which the curvature
+            statistics (traces, corrected eigenvalues, dense blocks) are taken: the true Fisher.
+            ``None``: the training store's own (empirical Fisher).
     """
 
     normalizations = (*NORMALIZATIONS, "relatif")
@@ -643,28 +734,43 @@ class EKFAC(DampedEstimator):
         correct_eigenvalues: bool = True,
         normalize: str = "none",
         block_size: int = 4096,
+        fisher: FeatureStore | None = None,
     ) -> None:
         super().__init__(damping, damping_mode, normalize, block_size)
-        if not isinstance(factors, KFACFactors):
-            raise InputError(f"factors must be KFACFactors, got {type(factors).__name__}")
+        if not isinstance(factors, (KFACFactors, KroneckerBasis)):
+            raise InputError(
+                f"factors must be KFACFactors or a KroneckerBasis, got {type(factors).__name__}"
+            )
+        if fisher is not None and not isinstance(fisher, FeatureStore):
+            raise InputError(f"fisher must be a FeatureStore, got {type(fisher).__name__}")
         self.factors = factors
+        self.fisher = fisher
         self.correct = bool(correct_eigenvalues)
         self.name = "ekfac" if self.correct else "kfac"
         self.fitted_factors: KFACFactors | None = None
         self._preconditioners: list[_Preconditioner] = []
 
     def checkpoint_weights(self, train: FeatureStore) -> list[tuple[str, float]]:
-        return [(self.factors.resolve_checkpoint(train), 1.0)]
+        return [((self.fitted_factors or self.factors).resolve_checkpoint(train), 1.0)]
 
     def _fit(self, train: FeatureStore) -> None:
-        self.factors.check_store(train)
-        super()._fit(train)
-        ((checkpoint, _),) = self.checkpoint_weights(train)
+        self.fitted_factors = None
+        statistics = self.fisher or train
+        if self.fisher is not None and self.fisher.spec.gradient != "fisher":
+            raise StoreMismatchError(
+                f"{self.fisher.root} holds {self.fisher.spec.gradient!r} gradients; the true "
+                f"Fisher needs sampled-label ones (extract them with gradient='fisher')"
+            )
+        rows = self.rows_per_block(train.feature_dim)
         factors = self.factors
-        if self.correct and not factors.corrected:
-            rows = self.rows_per_block(train.feature_dim)
-            factors = factors.copy().correct_eigenvalues(train, checkpoint, rows)
+        if isinstance(factors, KroneckerBasis):
+            factors = KFACFactors.from_basis(factors, statistics, block_size=rows)
+        elif self.fisher is not None or (self.correct and not factors.corrected):
+            factors.check_store(statistics)
+            factors = factors.copy().correct_eigenvalues(statistics, None, rows)
+        factors.check_store(train)
         self.fitted_factors = factors
+        super()._fit(train)
         self.n_train = train.n_examples
 
     def _eigenvalues(self, block: _Block) -> np.ndarray:
@@ -677,7 +783,7 @@ class EKFAC(DampedEstimator):
         for block in self.fitted_factors.blocks:
             values = self._eigenvalues(block)
             if self.damping_mode == "relative":
-                damping = self.damping * block.trace / min(self.n_train, block.dim)
+                damping = self.damping * block.damping_unit(self.n_train)
             else:
                 damping = self.damping
             with np.errstate(divide="ignore"):
@@ -691,7 +797,7 @@ class EKFAC(DampedEstimator):
         super().check_query(query)
         ((checkpoint, _),) = self.checkpoint_weights(self.train)
         info = query.checkpoint(checkpoint)
-        fingerprints = (info.fingerprint, self.factors.fingerprint)
+        fingerprints = (info.fingerprint, self.fitted_factors.fingerprint)
         if None not in fingerprints and fingerprints[0] != fingerprints[1]:
             raise StoreMismatchError(
                 f"checkpoint {checkpoint!r} of query store {query.root} was extracted from "
@@ -708,7 +814,9 @@ class EKFAC(DampedEstimator):
             for first in range(0, len(block), step):
                 part = np.asarray(block[first : first + step, b.slice], dtype=np.float64)
                 m = len(part)
-                if b.kronecker:
+                if b.diagonal:
+                    restored = part * pre.inverse.reshape(-1)
+                elif b.kronecker:
                     rotated = b.s_vectors.T @ part.reshape(m, b.rows, b.cols) @ b.a_vectors
                     rotated *= pre.inverse
                     restored = (b.s_vectors @ rotated @ b.a_vectors.T).reshape(m, b.dim)

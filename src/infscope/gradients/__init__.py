@@ -1,5 +1,7 @@
 """Per-example gradient features: module selection, batched extraction, projections."""
 
+from infscope.gradients.covariance import fit_kronecker_basis
+from infscope.gradients.eigenbasis import KroneckerBasis
 from infscope.gradients.extractor import (
     GradientExtractor,
     ModuleSelection,
@@ -13,10 +15,12 @@ __all__ = [
     "PROJECTION_KINDS",
     "SUPPORTED_TYPES",
     "GradientExtractor",
+    "KroneckerBasis",
     "ModuleSelection",
     "ProjectionConfig",
     "TrackedModule",
     "build_projector",
+    "fit_kronecker_basis",
     "model_fingerprint",
     "per_example_features",
     "select_modules",

@@ -7,6 +7,10 @@ Both come from the same captured ``(a, g)`` that the projector turns into featur
 store (``covariances=``), and :func:`accumulate` does a pass of its own when no store is being
 extracted. The eigendecompositions and everything read back from a store live with the
 estimator (:class:`~infscope.attribution.kfac.KFACFactors`).
+
+:func:`fit_kronecker_basis` gathers the same statistics in each module's *full* space (exact, or
+sketched above a size cap) for the curvature-aware ``eigen`` projection
+(:mod:`infscope.gradients.eigenbasis`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from tqdm.auto import tqdm
 
 from infscope.data import ExampleSet
 from infscope.errors import InputError, NonFiniteError
-from infscope.gradients.extractor import GradientExtractor, model_fingerprint
+from infscope.gradients.eigenbasis import FISHER_KINDS, KroneckerBasis, ModuleBasis
+from infscope.gradients.extractor import GradientExtractor, model_fingerprint, sampling_generator
+from infscope.gradients.modules import TrackedModule
 from infscope.gradients.projection import IdentityProjector, KroneckerProjector
 
 UNSUPPORTED = (
@@ -143,3 +149,187 @@ def accumulate(
             covariances.update(captured, rows)
             bar.update(last - first)
     return covariances
+
+
+class _FactorSide:
+    """Running second moment of one factor side: exact (``dim ≤ max_exact_dim``) or a Nyström
+    sketch ``Y = Σ x (xᵀ Ω)``; plus the exact trace."""
+
+    def __init__(self, dim: int, max_exact_dim: int, sketch_rank: int, seed: int) -> None:
+        self.dim = dim
+        self.total = 0.0
+        self.exact = dim <= max_exact_dim
+        if self.exact:
+            self.sum = torch.zeros(dim, dim, dtype=torch.float64)
+        else:
+            generator = torch.Generator().manual_seed(seed)
+            omega = torch.randn(
+                dim, min(sketch_rank, dim), generator=generator, dtype=torch.float64
+            )
+            self.omega = torch.linalg.qr(omega).Q
+            self.sketch = torch.zeros_like(self.omega)
+
+    def update(self, x: torch.Tensor) -> None:
+        """Add the rows of ``x`` ``[m, dim]`` (float64, CPU)."""
+        self.total += float((x * x).sum())
+        if self.exact:
+            self.sum += x.T @ x
+        else:
+            self.sketch += x.T @ (x @ self.omega)
+
+    def update_counts(self, counts: torch.Tensor) -> None:
+        """Add one-hot rows given as per-coordinate counts (embedding inputs)."""
+        self.total += float(counts.sum())
+        if self.exact:
+            self.sum.diagonal().add_(counts)
+        else:
+            self.sketch += counts[:, None] * self.omega
+
+    def eigenpairs(self, tokens: int) -> tuple[np.ndarray, np.ndarray, float]:
+        """Descending eigenvalues and eigenvectors of the mean, and its trace."""
+        scale = 1.0 / max(tokens, 1)
+        if self.exact:
+            matrix = (self.sum + self.sum.T).numpy() * (scale / 2)
+            values, vectors = np.linalg.eigh(matrix)
+        else:  # single-pass Nyström approximation from the sketch
+            sketch, omega = self.sketch.numpy() * scale, self.omega.numpy()
+            shift = np.sqrt(self.dim) * np.spacing(np.linalg.norm(sketch))
+            shifted = sketch + shift * omega
+            core = omega.T @ shifted
+            factor = np.linalg.cholesky((core + core.T) / 2)
+            left = np.linalg.solve(factor, shifted.T).T  # shifted @ factor^-T
+            vectors, singular, _ = np.linalg.svd(left, full_matrices=False)
+            values = singular**2 - shift
+        order = np.argsort(values)[::-1]
+        return np.clip(values[order], 0.0, None), vectors[:, order], self.total * scale
+
+
+def _inputs_gram(module: TrackedModule, a: torch.Tensor) -> torch.Tensor:
+    """``a_t · a_t'`` per example ``[B, T, T]`` (one-hot ids compare equal)."""
+    if not a.is_floating_point():
+        return (a[:, :, None] == a[:, None, :]).to(torch.float64)
+    return a @ a.transpose(1, 2)
+
+
+def _squared_norms(module: TrackedModule, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``‖M_i‖²`` of every example's gradient matrix ``M_i = Σ_t g_t a_tᵀ`` without forming it
+    when the ``T × T`` Gram form is cheaper."""
+    tokens = g.shape[1]
+    if not module.supports_kronecker or module.n_rows * module.n_cols <= tokens * tokens:
+        rows = module.gradient_rows(a, g, 0, module.n_rows).to(torch.float64)
+        return rows.flatten(1).pow(2).sum(1)
+    gram_g = g @ g.transpose(1, 2)
+    return (gram_g * _inputs_gram(module, a)).sum(dim=(1, 2))
+
+
+def fit_kronecker_basis(
+    extractor: GradientExtractor,
+    data: ExampleSet,
+    *,
+    fisher: str = "empirical",
+    sample_seed: int = 0,
+    batch_size: int = 32,
+    max_exact_dim: int = 4096,
+    sketch_rank: int = 1024,
+    seed: int = 0,
+    progress: bool = True,
+) -> KroneckerBasis:
+    """Fit every tracked module's K-FAC eigenbasis in its full space, in one forward/backward pass
+    over ``data`` at the extractor's current weights (its projection is not used).
+
+    Args:
+        extractor: a :class:`~infscope.gradients.extractor.GradientExtractor` (model, task and
+            tracked modules).
+        data: the training examples.
+        fisher: ``"empirical"`` (observed labels) or ``"true"`` (labels drawn from the model,
+            seeded by ``sample_seed``).
+        batch_size: examples per pass.
+        max_exact_dim: factor sides up to this size are summed and eigendecomposed exactly;
+            wider ones are sketched with ``sketch_rank`` columns (Nyström).
+        seed: seed of the sketches.
+    """
+    if fisher not in FISHER_KINDS:
+        raise InputError(f"fisher must be one of {FISHER_KINDS}, got {fisher!r}")
+    if batch_size < 1 or max_exact_dim < 1 or sketch_rank < 1:
+        raise InputError("batch_size, max_exact_dim and sketch_rank must be positive")
+    if len(data) == 0:
+        raise InputError("empty dataset: no examples to fit an eigenbasis on")
+    modules = extractor.modules
+    sides = [
+        (
+            _FactorSide(m.n_rows, max_exact_dim, sketch_rank, seed * 7919 + 2 * i),
+            _FactorSide(m.n_cols, max_exact_dim, sketch_rank, seed * 7919 + 2 * i + 1),
+        )
+        if m.supports_kronecker
+        else None
+        for i, m in enumerate(modules)
+    ]
+    tokens = [0] * len(modules)
+    traces = np.zeros(len(modules))
+    gradient = "fisher" if fisher == "true" else "loss"
+    n = len(data)
+    with tqdm(total=n, desc="eigenbasis", unit="ex", disable=not progress) as bar:
+        for first in range(0, n, batch_size):
+            last = min(first + batch_size, n)
+            generator = sampling_generator(sample_seed, first) if fisher == "true" else None
+            try:
+                batch = extractor.task.collate([data[i] for i in range(first, last)])
+                captured, _ = extractor.factors(batch, gradient, generator)
+            except NonFiniteError as err:
+                ids = [data.ids[first + p] for p in err.positions]
+                raise NonFiniteError(str(err), [first + p for p in err.positions], ids) from None
+            with torch.no_grad():
+                for index, (module, (a, g)) in enumerate(zip(modules, captured)):
+                    g = g.to("cpu", torch.float64)
+                    a = a.cpu() if not a.is_floating_point() else a.to("cpu", torch.float64)
+                    traces[index] += float(_squared_norms(module, a, g).sum())
+                    if sides[index] is None:
+                        continue
+                    active = (g != 0).any(dim=-1)
+                    out_side, in_side = sides[index]
+                    out_side.update(g[active])
+                    if a.is_floating_point():
+                        in_side.update(a[active])
+                    else:
+                        counts = torch.bincount(a[active], minlength=module.n_cols)
+                        in_side.update_counts(counts.to(torch.float64))
+                    tokens[index] += int(active.sum())
+            bar.update(last - first)
+    if not np.isfinite(traces).all():
+        raise NonFiniteError("non-finite gradients while fitting the eigenbasis")
+    fitted = []
+    for index, module in enumerate(modules):
+        trace = float(traces[index] / n)
+        if sides[index] is None:
+            fitted.append(ModuleBasis(module.name, module.n_rows, module.n_cols, False, trace))
+            continue
+        s_values, s_vectors, s_total = sides[index][0].eigenpairs(tokens[index])
+        a_values, a_vectors, a_total = sides[index][1].eigenpairs(tokens[index])
+        fitted.append(
+            ModuleBasis(
+                module.name,
+                module.n_rows,
+                module.n_cols,
+                True,
+                trace,
+                tokens[index],
+                s_values,
+                s_vectors,
+                s_total,
+                a_values,
+                a_vectors,
+                a_total,
+            )
+        )
+    settings = {
+        "max_exact_dim": max_exact_dim,
+        "sketch_rank": sketch_rank,
+        "seed": seed,
+        "sample_seed": sample_seed if fisher == "true" else None,
+        "sketched": [
+            m.name
+            for m, s in zip(modules, sides)
+            if s is not None and not (s[0].exact and s[1].exact)
+        ],
+    }
+    return KroneckerBasis(fitted, fisher, model_fingerprint(extractor.model), n, settings)

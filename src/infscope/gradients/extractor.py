@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -22,7 +23,9 @@ from infscope.gradients.modules import TrackedModule, select_modules
 from infscope.gradients.projection import ProjectionConfig, Projector, build_projector
 from infscope.tasks.base import Batch, Task, to_device
 
-GRADIENT_KINDS = ("loss", "measurement")
+#: ``loss``: the training loss (training examples); ``measurement``: the task's measurement
+#: (queries); ``fisher``: the training loss at targets sampled from the model (true Fisher).
+GRADIENT_KINDS = ("loss", "measurement", "fisher")
 
 
 @dataclass(frozen=True)
@@ -93,11 +96,14 @@ class GradientExtractor:
         return tuple(m.name for m in self.modules)
 
     def factors(
-        self, batch: Batch, gradient: str = "loss"
+        self, batch: Batch, gradient: str = "loss", generator: torch.Generator | None = None
     ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
-        """Captured ``(A, G)`` per tracked module and the per-example losses of one batch."""
+        """Captured ``(A, G)`` per tracked module and the per-example losses of one batch
+        (``gradient="fisher"`` draws the targets with ``generator``, a seeded CPU generator)."""
         if gradient not in GRADIENT_KINDS:
             raise InputError(f"gradient must be one of {GRADIENT_KINDS}, got {gradient!r}")
+        if gradient == "fisher" and generator is None:
+            raise InputError("gradient='fisher' samples targets: give a seeded torch.Generator")
         captures = [_Capture() for _ in self.modules]
         batch_size = _batch_size(batch)
         handles = [
@@ -109,8 +115,12 @@ class GradientExtractor:
         try:
             with torch.enable_grad():
                 batch = to_device(batch, self.device)
-                fn = self.task.train_loss if gradient == "loss" else self.task.measurement
-                losses = fn(self.model, batch)
+                if gradient == "fisher":
+                    losses = self.task.sampled_loss(self.model, batch, generator)
+                elif gradient == "loss":
+                    losses = self.task.train_loss(self.model, batch)
+                else:
+                    losses = self.task.measurement(self.model, batch)
                 _check_losses(losses)
                 outputs = [out for capture in captures for out in capture.outputs]
                 for module, capture in zip(self.modules, captures):
@@ -142,18 +152,23 @@ class GradientExtractor:
             factors.append((a, g))
         return factors, losses.detach()
 
-    def features(self, batch: Batch, gradient: str = "loss") -> torch.Tensor:
+    def features(
+        self, batch: Batch, gradient: str = "loss", generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Projected per-example gradients ``[B, feature_dim]`` of one batch.
 
         ``gradient="loss"`` differentiates the training loss (training examples);
-        ``"measurement"`` the task's measurement (queries).
+        ``"measurement"`` the task's measurement (queries); ``"fisher"`` the training loss at
+        targets drawn from the model with ``generator`` (true-Fisher curvature statistics).
         """
-        return self.extract(batch, gradient)[0]
+        return self.extract(batch, gradient, generator)[0]
 
-    def extract(self, batch: Batch, gradient: str = "loss") -> tuple[torch.Tensor, torch.Tensor]:
+    def extract(
+        self, batch: Batch, gradient: str = "loss", generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Features ``[B, feature_dim]`` and the per-example values ``[B]`` of the differentiated
         function (the loss, or the measurement)."""
-        factors, losses = self.factors(batch, gradient)
+        factors, losses = self.factors(batch, gradient, generator)
         with torch.no_grad():
             return self.projector.project(factors), losses
 
@@ -227,17 +242,29 @@ def _model_device(model: nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
+def sampling_generator(seed: int, first: int) -> torch.Generator:
+    """The CPU generator for the sampled targets of the batch starting at example ``first``:
+    fixed by ``(seed, first)``, so a resumed run or another worker draws the same targets."""
+    state = np.random.SeedSequence([int(seed), int(first)]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
 def per_example_features(
     extractor: GradientExtractor,
     examples: Sequence[Any],
     batch_size: int = 32,
     gradient: str = "loss",
+    sample_seed: int = 0,
 ) -> torch.Tensor:
     """Features of an in-memory list of examples (for small sets; use a store for anything big)."""
     if len(examples) == 0:
         raise InputError("empty dataset: no examples to extract features from")
     blocks = [
-        extractor.features(extractor.task.collate(examples[i : i + batch_size]), gradient)
+        extractor.features(
+            extractor.task.collate(examples[i : i + batch_size]),
+            gradient,
+            sampling_generator(sample_seed, i) if gradient == "fisher" else None,
+        )
         for i in range(0, len(examples), batch_size)
     ]
     return torch.cat(blocks)

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from infscope.data import ExampleSet
 from infscope.errors import InputError, NonFiniteError
 from infscope.gradients.covariance import KroneckerCovariances
-from infscope.gradients.extractor import GradientExtractor, model_fingerprint
+from infscope.gradients.extractor import GradientExtractor, model_fingerprint, sampling_generator
 from infscope.store import FeatureStore, StoreSpec
 from infscope.store.feature_store import META_FILE
 
@@ -52,6 +52,7 @@ def featurize(
     num_workers: int = 1,
     progress: bool = True,
     covariances: KroneckerCovariances | None = None,
+    sample_seed: int = 0,
 ) -> FeatureStore:
     """Write the features of ``data`` at the extractor's current weights as ``checkpoint``.
 
@@ -60,7 +61,9 @@ def featurize(
         data: examples and their ids.
         root: store directory (created, or resumed when it holds a compatible store).
         checkpoint: name of the model state the features belong to.
-        gradient: ``"loss"`` for training examples, ``"measurement"`` for queries.
+        gradient: ``"loss"`` for training examples, ``"measurement"`` for queries, ``"fisher"``
+            for the true Fisher of the training examples (targets drawn from the model; a store
+            that curvature-based estimators take for their curvature statistics).
         learning_rate: learning rate in effect at this checkpoint (used by TracIn).
         batch_size: examples per forward/backward pass.
         shard_size: examples per shard file (default: 1024, or fewer for wide features so that
@@ -71,6 +74,8 @@ def featurize(
             extractor to fill from the same forward/backward passes (K-FAC/EK-FAC factors without
             a second pass over the data). Shards that a resumed run skips are passed through
             once more for the covariances only, so they always see every example once.
+        sample_seed: ``gradient="fisher"``: seed of the sampled targets (per batch, by position,
+            so resumed runs and workers draw the same ones); recorded with the store's task.
     """
     if dtype not in STORE_DTYPES:
         raise InputError(f"dtype must be one of {STORE_DTYPES}, got {dtype!r}")
@@ -102,7 +107,10 @@ def featurize(
         projection=extractor.describe()["projection"],
         model=model_signature(extractor),
         shard_size=shard_size,
-        task=extractor.task.describe(),
+        task={
+            **extractor.task.describe(),
+            **({"sample_seed": sample_seed} if gradient == "fisher" else {}),
+        },
     )
     store = FeatureStore.create(root, list(data.ids), spec)
     store.add_checkpoint(
@@ -125,7 +133,10 @@ def featurize(
                 last = min(first + batch_size, stop)
                 try:
                     batch = extractor.task.collate([data[i] for i in range(first, last)])
-                    captured, values = extractor.factors(batch, gradient)
+                    generator = (
+                        sampling_generator(sample_seed, first) if gradient == "fisher" else None
+                    )
+                    captured, values = extractor.factors(batch, gradient, generator)
                     with torch.no_grad():
                         features = extractor.projector.project(captured)
                     if covariances is not None:

@@ -6,7 +6,11 @@
 * ``sjlt`` — sparse JL / CountSketch: each gradient coordinate is hashed to ``s`` buckets with
   random signs (4-wise independent polynomial hashes, so nothing is stored);
 * ``kronecker`` — per module, ``P_out M P_in^T``: input activations and output gradients are
-  projected separately and the full per-example gradient ``M`` is never formed (as in LoGra).
+  projected separately and the full per-example gradient ``M`` is never formed (as in LoGra);
+* ``eigen`` — the same Kronecker form with ``P_out = Q_Sᵀ``, ``P_in = Q_Aᵀ``: the leading
+  eigenvectors of each module's K-FAC factors fitted on the training data
+  (:mod:`infscope.gradients.eigenbasis`), so the features keep the directions that carry the
+  curvature (the projection for EK-FAC; random projections stay the choice for TracIn/TRAK).
 
 Every random matrix is generated on the CPU from ``seed`` and the module's index, so the same
 configuration gives the same features on any device, batch size or worker.
@@ -17,7 +21,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -26,7 +30,7 @@ import torch
 from infscope.errors import InputError
 from infscope.gradients.modules import TrackedModule
 
-PROJECTION_KINDS = ("identity", "gaussian", "rademacher", "sjlt", "kronecker")
+PROJECTION_KINDS = ("identity", "gaussian", "rademacher", "sjlt", "kronecker", "eigen")
 _PRIME = 2**31 - 1
 
 
@@ -35,10 +39,13 @@ class ProjectionConfig:
     """How per-example gradients are compressed.
 
     Attributes:
-        kind: one of ``identity``, ``gaussian``, ``rademacher``, ``sjlt``, ``kronecker``.
+        kind: one of ``identity``, ``gaussian``, ``rademacher``, ``sjlt``, ``kronecker``,
+            ``eigen``.
         dim: total feature dimension ``k`` (``None`` for ``identity``). For ``kronecker`` it is a
             budget split evenly over modules, each block ``k_out x k_in`` as square as the module
-            allows, so the resulting ``feature_dim`` can be a little below ``dim``.
+            allows, so the resulting ``feature_dim`` can be a little below ``dim``. For ``eigen``
+            it is split by curvature mass (:meth:`KroneckerBasis.allocate`); ``None`` keeps the
+            whole basis.
         seed: random seed; with the module list it fixes every projection matrix.
         sjlt_nonzeros: nonzeros per gradient coordinate for ``sjlt`` (1 = CountSketch); must
             divide ``dim``.
@@ -47,6 +54,8 @@ class ProjectionConfig:
         chunk_elements: bound on the random-matrix elements generated at once by dense kinds
             (part of the seed schedule, so it is recorded with the features).
         cache_bytes: dense and sjlt projections up to this size are generated once and reused.
+        basis: ``eigen`` only: a :class:`~infscope.gradients.eigenbasis.KroneckerBasis` or the
+            path of one saved with ``KroneckerBasis.save``; stores record its digest.
     """
 
     kind: str = "kronecker"
@@ -56,13 +65,23 @@ class ProjectionConfig:
     factor_dims: tuple[int, int] | None = None
     chunk_elements: int = 2**24
     cache_bytes: int = 2**29
+    basis: Any = None
 
     def __post_init__(self) -> None:
         if self.kind not in PROJECTION_KINDS:
             raise InputError(
                 f"unknown projection kind {self.kind!r}; choose from {PROJECTION_KINDS}"
             )
-        if self.kind == "identity":
+        if (self.basis is None) == (self.kind == "eigen"):
+            raise InputError("the eigen projection, and only it, takes a basis")
+        if self.kind == "eigen":
+            if self.factor_dims is not None:
+                raise InputError("factor_dims applies to the kronecker projection only")
+            if self.dim is not None and (isinstance(self.dim, bool) or self.dim < 1):
+                raise InputError(
+                    f"the eigen projection needs a positive dim or None, got {self.dim}"
+                )
+        elif self.kind == "identity":
             if self.dim is not None:
                 raise InputError("the identity projection takes no dim (use dim=None)")
         elif self.factor_dims is not None:
@@ -82,8 +101,10 @@ class ProjectionConfig:
             )
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["factor_dims"] = list(self.factor_dims) if self.factor_dims else None
+        if self.basis is not None:
+            data["basis"] = getattr(self.basis, "digest", None) or str(self.basis)
         return data
 
     @classmethod
@@ -118,7 +139,11 @@ class Projector(ABC):
         total = sum(m.num_params for m in self.modules)
         # a Kronecker budget is split over modules and each block is capped at its module's
         # size, so a budget above the model's size just keeps every module whole
-        if config.kind != "kronecker" and config.dim is not None and config.dim > total:
+        if (
+            config.kind not in ("kronecker", "eigen")
+            and config.dim is not None
+            and config.dim > total
+        ):
             raise InputError(
                 f"projection dim {config.dim} is larger than the tracked gradient "
                 f"({total} parameters); use a smaller dim or kind='identity'"
@@ -339,6 +364,47 @@ class KroneckerProjector(Projector):
         return torch.cat(blocks, dim=1)
 
 
+class EigenProjector(KroneckerProjector):
+    """Per module ``Q_S,rᵀ M Q_A,r``: the Kronecker projection onto the leading eigenvectors of
+    the module's K-FAC factors (:class:`~infscope.gradients.eigenbasis.KroneckerBasis`), ranks
+    split over modules by curvature mass for ``dim`` features. Non-Kronecker modules are whole."""
+
+    def __init__(self, config: ProjectionConfig, modules: Sequence[TrackedModule]) -> None:
+        from infscope.gradients.eigenbasis import KroneckerBasis
+
+        basis = config.basis
+        if not isinstance(basis, KroneckerBasis):
+            basis = KroneckerBasis.load(basis)
+        basis.check_modules(list(modules))
+        self.source = basis
+        self.basis = basis.truncate(config.dim)
+        super().__init__(config, modules)
+
+    def _block_shape(self, module: TrackedModule) -> tuple[int, int]:
+        (entry,) = [m for m in self.basis.modules if m.name == module.name]
+        return (entry.in_rank, entry.out_rank) if entry.kronecker else (module.num_params, 1)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "basis": self.source.digest,
+            "fisher": self.source.fisher,
+            "basis_fingerprint": self.source.fingerprint,
+        }
+
+    def matrices(self, index: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(Q_A,rᵀ, Q_S,rᵀ)`` for module ``index``; for a whole block ``(I, [[1]])``."""
+        if index not in self._matrices:
+            entry = self.basis.modules[index]
+            if entry.kronecker:
+                p_in = torch.as_tensor(entry.a_vectors.T, dtype=torch.float32)
+                p_out = torch.as_tensor(entry.s_vectors.T, dtype=torch.float32)
+            else:
+                p_in, p_out = torch.eye(self.modules[index].num_params), torch.ones(1, 1)
+            self._matrices[index] = (p_in.contiguous().to(device), p_out.contiguous().to(device))
+        return self._matrices[index]
+
+
 def build_projector(config: ProjectionConfig, modules: Sequence[TrackedModule]) -> Projector:
     """The projector for ``config.kind`` over ``modules``."""
     if not modules:
@@ -349,5 +415,6 @@ def build_projector(config: ProjectionConfig, modules: Sequence[TrackedModule]) 
         "rademacher": DenseProjector,
         "sjlt": SparseProjector,
         "kronecker": KroneckerProjector,
+        "eigen": EigenProjector,
     }
     return kinds[config.kind](config, modules)

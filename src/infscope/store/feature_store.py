@@ -65,7 +65,7 @@ CHECKPOINTS_DIR = "checkpoints"
 LOSSES_SUFFIX = ".losses"
 
 DTYPES = ("float16", "float32")
-GRADIENTS = ("loss", "measurement")
+GRADIENTS = ("loss", "measurement", "fisher")
 _CHECKPOINT_ID_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 _SHARD_RE = re.compile(r"^shard-(\d{10})-(\d{10})\.npy$")
 _HASH_CHUNK = 1 << 20

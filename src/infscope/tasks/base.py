@@ -54,6 +54,17 @@ class Task(ABC):
         """Per-example loss-like measurement for queries, shape ``[batch_size]`` (default: the loss)."""
         return self.train_loss(model, batch)
 
+    def sampled_loss(
+        self, model: nn.Module, batch: Batch, generator: torch.Generator
+    ) -> torch.Tensor:
+        """Per-example training loss with the targets drawn from the model's own predictive
+        distribution (``generator`` on the CPU): its gradients give the *true* Fisher, where the
+        observed targets give the empirical one. Built-in tasks implement it."""
+        raise InputError(
+            f"{type(self).__name__} cannot sample targets from the model: implement "
+            f"sampled_loss(model, batch, generator) for the true Fisher, or use the empirical one"
+        )
+
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable description recorded with extracted features."""
         return {"task": type(self).__name__, "measurement": self.measurement_name}
@@ -68,6 +79,15 @@ def to_device(batch: Batch, device: torch.device | str) -> Batch:
     if isinstance(batch, (list, tuple)):
         return type(batch)(to_device(value, device) for value in batch)
     return batch
+
+
+def sample_labels(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One label per row of ``logits [..., classes]`` drawn from ``softmax(logits)`` (on the CPU,
+    so that a seeded ``generator`` gives the same draw on any device)."""
+    probabilities = torch.softmax(logits.detach().double().cpu(), dim=-1)
+    flat = probabilities.reshape(-1, probabilities.shape[-1])
+    drawn = torch.multinomial(flat, 1, generator=generator).reshape(probabilities.shape[:-1])
+    return drawn.to(logits.device)
 
 
 def margin_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

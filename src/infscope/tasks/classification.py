@@ -9,7 +9,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from infscope.errors import InputError
-from infscope.tasks.base import CLASSIFICATION_MEASUREMENTS, Batch, Task, classification_measurement
+from infscope.tasks.base import (
+    CLASSIFICATION_MEASUREMENTS,
+    Batch,
+    Task,
+    classification_measurement,
+    sample_labels,
+)
 
 
 def _inputs_and_targets(batch: Batch) -> tuple[Any, torch.Tensor]:
@@ -64,6 +70,12 @@ class ClassificationTask(Task):
             self.measurement_name, *self._logits_and_labels(model, batch)
         )
 
+    def sampled_loss(
+        self, model: nn.Module, batch: Batch, generator: torch.Generator
+    ) -> torch.Tensor:
+        logits, _ = self._logits_and_labels(model, batch)
+        return F.cross_entropy(logits, sample_labels(logits, generator), reduction="none")
+
 
 class RegressionTask(Task):
     """Squared-error regression: per example ``0.5 * ||model(inputs) - targets||^2``."""
@@ -83,3 +95,13 @@ class RegressionTask(Task):
             )
         residual = (predictions - targets.to(predictions.dtype)).reshape(targets.shape[0], -1)
         return 0.5 * residual.pow(2).sum(dim=1)
+
+    def sampled_loss(
+        self, model: nn.Module, batch: Batch, generator: torch.Generator
+    ) -> torch.Tensor:
+        """Targets drawn from the unit-variance Gaussian the squared error is the likelihood of."""
+        inputs, targets = _inputs_and_targets(batch)
+        predictions = model(inputs).reshape(targets.shape[0], -1)
+        noise = torch.randn(predictions.shape, generator=generator, dtype=torch.float64)
+        sampled = predictions.detach() + noise.to(predictions.device, predictions.dtype)
+        return 0.5 * (predictions - sampled).pow(2).sum(dim=1)

@@ -15,7 +15,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from infscope.errors import InputError
-from infscope.tasks.base import CLASSIFICATION_MEASUREMENTS, Batch, Task, classification_measurement
+from infscope.tasks.base import (
+    CLASSIFICATION_MEASUREMENTS,
+    Batch,
+    Task,
+    classification_measurement,
+    sample_labels,
+)
 
 MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 
@@ -93,6 +99,12 @@ class HFSequenceClassificationTask(Task):
             self.measurement_name, self._logits(model, batch), batch["labels"]
         )
 
+    def sampled_loss(
+        self, model: nn.Module, batch: Batch, generator: torch.Generator
+    ) -> torch.Tensor:
+        logits = self._logits(model, batch)
+        return F.cross_entropy(logits, sample_labels(logits, generator), reduction="none")
+
     def describe(self) -> dict[str, Any]:
         return {
             **super().describe(),
@@ -157,10 +169,16 @@ class HFCausalLMTask(Task):
             labels[row, n_prompt : len(ids)] = torch.as_tensor(ids[n_prompt:])
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
-    def _token_nll(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def _token_nll(
+        self, model: nn.Module, batch: Batch, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token NLL of the completion tokens (of tokens drawn from the model at those
+        positions when ``generator`` is given) and the number of scored tokens per example."""
         logits = model(**model_inputs(batch)).logits[:, :-1]
         targets = batch["labels"][:, 1:]
         scored = targets != -100
+        if generator is not None:
+            targets = torch.where(scored, sample_labels(logits, generator), targets)
         nll = F.cross_entropy(
             logits.reshape(-1, logits.shape[-1]),
             targets.clamp_min(0).reshape(-1),
@@ -170,6 +188,12 @@ class HFCausalLMTask(Task):
 
     def train_loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         nll, n_tokens = self._token_nll(model, batch)
+        return nll.sum(dim=1) / n_tokens.clamp_min(1)
+
+    def sampled_loss(
+        self, model: nn.Module, batch: Batch, generator: torch.Generator
+    ) -> torch.Tensor:
+        nll, n_tokens = self._token_nll(model, batch, generator)
         return nll.sum(dim=1) / n_tokens.clamp_min(1)
 
     def measurement(self, model: nn.Module, batch: Batch) -> torch.Tensor:
