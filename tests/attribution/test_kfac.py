@@ -143,7 +143,8 @@ def test_preconditioner_is_the_dense_kronecker_inverse(tmp_path, corrected):
 def test_block_diagonal_over_modules_with_a_dense_layernorm_block(tmp_path):
     """Several modules: the curvature is block diagonal, each Kronecker block by its definition
     and the LayerNorm block (no Kronecker structure) the exact block Fisher ΦᵀΦ/n, each damped
-    by 0.1 × its own trace / min(n, dim)."""
+    by 0.1 × its mean eigenvalue: trace / dim for a Kronecker block (kronfluence's unit), the
+    mean non-zero one, trace / min(n, dim), for the exact block."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.Tanh(), nn.Linear(6, 3))
     x, y = torch.randn(30, 4), torch.randint(0, 3, (30,))
@@ -163,7 +164,8 @@ def test_block_diagonal_over_modules_with_a_dense_layernorm_block(tmp_path):
             fisher = kron @ np.diag(block.corrected.ravel()) @ kron.T
         else:
             fisher = p.T @ p / 25
-        lam = 0.1 * np.trace(fisher) / min(25, len(fisher))  # the mean non-zero eigenvalue
+        rank = len(fisher) if block.kronecker else min(25, len(fisher))
+        lam = 0.1 * np.trace(fisher) / rank
         expected += q @ np.linalg.solve(fisher + lam * np.eye(len(fisher)), p.T)
     scores = EKFAC(factors).fit(train_store).score(query_store).values
     np.testing.assert_allclose(scores, expected, rtol=1e-6, atol=1e-9)
@@ -393,11 +395,11 @@ def test_damping_is_per_module_and_recorded(mlp):
         damping = described["module_damping"]
         n = train_store.n_examples
         for block in factors.blocks:
-            unit = block.trace / min(n, block.dim)
-            assert damping[block.name] == pytest.approx(0.1 * unit, rel=1e-12)
-            if block.dim <= n:  # then it is kronfluence's 0.1 x mean eigenvalue
-                mean = factors.eigenvalues(block.name, corrected).mean()
-                assert damping[block.name] == pytest.approx(0.1 * mean, rel=1e-9)
+            assert block.dim > n or block.name == "2"  # both cases are covered
+            assert damping[block.name] == pytest.approx(0.1 * block.trace / block.dim, rel=1e-12)
+            # kronfluence's 0.1 x mean eigenvalue (EK-FAC's and trace-matched K-FAC's)
+            mean = factors.eigenvalues(block.name, corrected).mean()
+            assert damping[block.name] == pytest.approx(0.1 * mean, rel=1e-9)
         assert damping["0"] != pytest.approx(damping["2"], rel=0.01)
     absolute = EKFAC(factors, 0.3, "absolute").fit(train_store).describe()["module_damping"]
     assert absolute == {"0": 0.3, "2": 0.3}
@@ -505,7 +507,7 @@ def test_truncated_eigen_store_projects_the_full_preconditioner(eigen, tmp_path)
         offset += module.dim
     kept = np.concatenate(kept)
     inverse = np.concatenate(
-        [p.inverse.ravel() for p in full._preconditioners]
+        [p.inverse.ravel() for p in full._preconditioners["final"]]
     )  # 1 / (Λ* + λ_m), full rank
     expected = (eq.features()[:, kept] * inverse[kept]) @ et.features()[:, kept].T
     np.testing.assert_allclose(cut.score(tq).values, expected, rtol=1e-4, atol=1e-4)
@@ -592,3 +594,58 @@ def test_eigen_factors_persist_and_refuse_other_stores(eigen, tmp_path):
         KFACFactors.from_basis(basis, it)
     with pytest.raises(StoreMismatchError, match="not projected with this eigenbasis"):
         KFACFactors.from_basis(basis.truncate(30), et)
+
+
+def test_trajectory_basis_averages_ekfac_over_checkpoints(eigen, tmp_path):
+    """One basis fit over two checkpoints; stores hold both; checkpoints="all" is the mean of the
+    per-checkpoint EK-FAC scores, each with its own corrected eigenvalues in the shared basis."""
+    from infscope.gradients.covariance import fit_kronecker_basis
+
+    model, x, y, n, _, (ident, _, _), _, _ = eigen
+    train, query = _split(x, y, n)
+    early = {k: v.clone() for k, v in model.state_dict().items()}
+    late = copy.deepcopy(model)
+    optimizer = torch.optim.SGD(late.parameters(), lr=0.5)
+    for _ in range(20):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(late(x[:n]), y[:n]).backward()
+        optimizer.step()
+    late_state = late.state_dict()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    basis = fit_kronecker_basis(ident, train, weights=[early, late_state], progress=False)
+    for key, value in model.state_dict().items():  # the model's own weights are restored
+        assert torch.equal(value, before[key])
+    assert len(basis.fingerprints) == 2 and basis.fingerprint is None
+
+    extractor = GradientExtractor(
+        model, ClassificationTask(), ProjectionConfig("eigen", basis=basis)
+    )
+    for name, state in (("early", early), ("late", late_state)):
+        model.load_state_dict(state)
+        featurize(extractor, train, tmp_path / "train", name, progress=False)
+        featurize(
+            extractor, query, tmp_path / "query", name, gradient="measurement", progress=False
+        )
+    model.load_state_dict(before)
+    train_store, query_store = (
+        FeatureStore.open(tmp_path / "train"),
+        FeatureStore.open(tmp_path / "query"),
+    )
+    both = EKFAC(basis, checkpoints="all").fit(train_store)
+    assert list(both.factors_by_checkpoint) == ["early", "late"]
+    single = [
+        EKFAC(basis, checkpoints=[c]).fit(train_store).score(query_store).values
+        for c in ("early", "late")
+    ]
+    np.testing.assert_allclose(
+        both.score(query_store).values, np.mean(single, 0), rtol=1e-5, atol=1e-6
+    )
+    assert not np.allclose(single[0], single[1])
+    early_factors = both.factors_by_checkpoint["early"]
+    assert early_factors.fingerprint == train_store.checkpoint("early").fingerprint
+
+    # a basis fit on other weights refuses the stores; factors belong to one checkpoint
+    other = fit_kronecker_basis(ident, train, weights=[late_state, late_state], progress=False)
+    assert other.digest != basis.digest
+    with pytest.raises(InputError, match="one checkpoint"):
+        EKFAC(KFACFactors.from_basis(basis, train_store, "early"), checkpoints="all")

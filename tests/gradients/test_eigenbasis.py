@@ -204,3 +204,20 @@ def test_sequence_model_traces_and_token_counts(tokenizer):
     last = [m for m in basis.modules if m.name == "transformer.h.1.mlp.c_proj"][0]
     assert last.tokens == int((labels != -100).sum())
     assert not [m for m in basis.modules if m.name == "transformer.h.0.ln_1"][0].kronecker
+
+
+def test_a_basis_over_repeated_weights_equals_the_single_one():
+    model, data = _mlp_data()
+    extractor = GradientExtractor(model, ClassificationTask(), IDENTITY)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    single = fit_kronecker_basis(extractor, data, progress=False)
+    twice = fit_kronecker_basis(extractor, data, weights=[state, state], progress=False)
+    for a, b in zip(single.modules, twice.modules):
+        np.testing.assert_allclose(
+            _matrix(a.s_values, a.s_vectors), _matrix(b.s_values, b.s_vectors), atol=1e-12
+        )
+        np.testing.assert_allclose(
+            _matrix(a.a_values, a.a_vectors), _matrix(b.a_values, b.a_vectors), atol=1e-10
+        )
+        assert a.trace == pytest.approx(b.trace) and a.tokens == b.tokens
+    assert twice.fingerprints == single.fingerprints * 2

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from infscope.errors import StoreMismatchError
 from infscope.linalg import Curvature, gram_accumulate, unit_rows
 from infscope.store import FeatureStore
 
@@ -122,5 +123,20 @@ class FeatureFisher(Curvature):
         rows = self._features[picked].astype(np.float64)
         return rows.T @ (rows @ vectors) / batch_size
 
+    def check_store(self, store) -> None:
+        """The scored store must be projected like this curvature's (a sampled-label store of
+        the same training set gives the true Fisher)."""
+        super().check_store(store)
+        for name in ("projection", "modules", "model"):
+            if getattr(store.spec, name) != getattr(self.store.spec, name):
+                raise StoreMismatchError(
+                    f"{store.root} and the curvature's store {self.store.root} differ in {name}: "
+                    f"extract both with the same settings"
+                )
+
     def describe(self) -> dict:
-        return {"curvature": "FeatureFisher", "normalize": self.normalize}
+        return {
+            "curvature": "FeatureFisher",
+            "normalize": self.normalize,
+            "gradient": self.store.spec.gradient,
+        }

@@ -10,16 +10,21 @@ of the per-example gradients in that basis: ``Λ*[r, c] = mean_i ((Q_Sᵀ M_i Q_
 Everything lives in the space of the stored features. For a Kronecker-projected store a module's
 feature block is ``P_out M_i P_inᵀ``, so the factors are fit on projected activations ``P_in a``
 and projected output gradients ``P_out g`` (``A_p = P_in A P_inᵀ``, ``S_p = P_out S P_outᵀ``);
-for an identity-projected store ``P = I`` and this is exact, unprojected K-FAC/EK-FAC. Dense and
-sparse JL stores mix modules and have no per-module blocks: they are refused. Modules without
-Kronecker structure (LayerNorm) get their exact dense block of the Fisher (it is small).
+for an identity-projected store ``P = I`` and this is exact, unprojected K-FAC/EK-FAC. A random
+``P`` makes this ``(P F Pᵀ + λ)⁻¹``, not the projection of the full-space inverse, and keeps few
+of a wide layer's directions; the **eigen** projection (:mod:`infscope.gradients.eigenbasis`)
+instead projects onto the leading eigenvectors of the full-space factors, so its features are
+already in the Kronecker eigenbasis: the factors are diagonal (:meth:`KFACFactors.from_basis`, no
+model pass), EK-FAC there is the full-space EK-FAC restricted to the kept directions, and at full
+rank it is unprojected EK-FAC (equal to kronfluence's at the same damping, which a test checks).
+Dense and sparse JL stores mix modules and have no per-module blocks: they are refused. Modules
+without Kronecker structure (LayerNorm) get their exact dense block of the Fisher (it is small).
 
 Conventions (documented differences from kronfluence):
 
-* **Empirical Fisher.** ``g`` is the gradient of each example's *training loss* (observed labels),
-  so the curvature approximates ``ΦᵀΦ/n`` of the training store — the same curvature as
-  :class:`~infscope.attribution.influence.InfluenceFunction`'s default — not the true Fisher with
-  sampled labels.
+* **Fisher.** ``g`` is the gradient of each example's *training loss* (observed labels: the
+  empirical Fisher) unless the statistics come from a ``gradient="fisher"`` store of labels
+  sampled from the model (``EKFAC(..., fisher=store)``: the true Fisher, kronfluence's default).
 * **Positions whose output gradient is exactly zero are left out of ``A`` and ``S``** (padding,
   positions the loss never sees — e.g. every token but [CLS] in a BERT classifier's last block):
   they contribute nothing to any per-example gradient ``M_i = Σ_t g_t a_tᵀ``. This subsumes
@@ -29,17 +34,25 @@ Conventions (documented differences from kronfluence):
   of averages ignores that and the correlations between positions). They are multiplied by one
   scalar per module so that they sum to ``trace_m = mean_i ‖M_i‖²``, the trace of the module's
   exact empirical-Fisher block. EK-FAC's corrected eigenvalues already sum to ``trace_m``.
-* **Damping per module.** ``damping_mode="relative"`` uses ``λ_m = damping × trace_m / min(n,
-  dim_m)`` for each module: the one meaning damping has in infscope (the mean non-zero eigenvalue
-  of the module's ``n``-example Fisher block; :mod:`infscope.attribution.damped`). For a module
-  with ``dim_m ≤ n`` it is kronfluence's heuristic ``damping × mean(Λ_m)``. ``"absolute"`` uses
-  ``damping`` everywhere. The values used are recorded in ``describe()``.
+* **Damping per module.** ``damping_mode="relative"`` uses ``λ_m = damping × trace_m / dim_m``
+  for a Kronecker module — the mean of its K-FAC/EK-FAC eigenvalues, kronfluence's heuristic
+  ``damping × mean(Λ_m)`` (of the module's full block for an eigen store, so truncation keeps the
+  full-space λ) — and ``trace_m / min(n, dim_m)`` for a dense block, the mean non-zero eigenvalue
+  of its exact ``n``-example Fisher (:mod:`infscope.attribution.damped`). The Kronecker
+  eigenvalues are not limited to rank ``n``, so their mean is the scale their damping is relative
+  to; with ``trace / min(n, dim)`` the best damping on a language model sat 10³× below the
+  default. ``"absolute"`` uses ``damping`` everywhere. The values are recorded in ``describe()``.
 
 Workflow::
 
     factors = KFACFactors.fit(extractor, train_data, store=train_store)   # one pass + one read
     factors.save("factors.safetensors")
     scores = EKFAC(factors).fit(train_store).score(query_store)
+
+    # curvature-aware projection (what language models want):
+    basis = fit_kronecker_basis(extractor, train_data)       # full-space factors, one pass
+    config = ProjectionConfig("eigen", dim=4096, basis=basis) # extract train and query stores
+    scores = EKFAC(basis).fit(train_store).score(query_store)
 """
 
 from __future__ import annotations
@@ -66,7 +79,7 @@ from infscope.gradients.featurize import model_signature
 from infscope.gradients.projection import IdentityProjector, KroneckerProjector
 from infscope.store import FeatureStore
 
-__all__ = ["EKFAC", "KFACFactors"]
+__all__ = ["EKFAC", "KFACFactors", "load_factors"]
 
 FORMAT = "infscope.kfac_factors"
 VERSION = 1
@@ -124,10 +137,15 @@ class _Block:
         return slice(self.start, self.start + self.dim)
 
     def damping_unit(self, n: int) -> float:
-        """``trace / min(n, dim)`` of the module's full block when known, else of this one."""
+        """What relative damping multiplies. A Kronecker block: the mean of its K-FAC/EK-FAC
+        eigenvalues, ``trace / dim`` (kronfluence's unit; of the module's full block when known,
+        so that a truncated eigenbasis keeps the full-space λ). A dense block, the exact Fisher
+        of ``n`` examples: its mean non-zero eigenvalue, ``trace / min(n, dim)``."""
+        if not self.kronecker:
+            return self.trace / min(n, self.dim)
         if self.full_trace is not None:
-            return self.full_trace / min(n, self.full_dim)
-        return self.trace / min(n, self.dim)
+            return self.full_trace / self.full_dim
+        return self.trace / self.dim
 
     def kfac_values(self) -> np.ndarray:
         """``λ_S ⊗ λ_A`` as ``[rows, cols]``, rescaled so that it sums to ``trace``."""
@@ -393,6 +411,14 @@ class KFACFactors:
             store.n_examples,
             {},
         )
+        if basis.fingerprint is None:  # a basis over several checkpoints: it must be one of them
+            info = store.checkpoint(checkpoint or store.checkpoints[-1].id)
+            if info.fingerprint is not None and info.fingerprint not in basis.fingerprints:
+                raise StoreMismatchError(
+                    f"checkpoint {info.id!r} of {store.root} holds weights the eigenbasis was not "
+                    f"fit on; fit it over the checkpoints the stores hold"
+                )
+            factors.fingerprint, checkpoint = info.fingerprint, info.id
         factors.checkpoint = factors._store_checkpoint(store, checkpoint)
         factors._store_statistics(store, factors.checkpoint, block_size, progress)
         return factors
@@ -664,6 +690,22 @@ class KFACFactors:
         return factors
 
 
+def load_factors(path: str | Path) -> KFACFactors | KroneckerBasis:
+    """A file written by :meth:`KFACFactors.save` or :meth:`KroneckerBasis.save`, by its format."""
+    from safetensors import safe_open
+
+    from infscope.gradients.eigenbasis import FORMAT as BASIS_FORMAT
+
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            meta = json.loads((handle.metadata() or {}).get("infscope") or "{}")
+    except Exception:  # unreadable: let load() give its own error
+        meta = {}
+    if isinstance(meta, dict) and meta.get("format") == BASIS_FORMAT:
+        return KroneckerBasis.load(path)
+    return KFACFactors.load(path)
+
+
 def _check_factor_sizes(extractor: GradientExtractor, max_factor_dim: int) -> None:
     for block in _blocks_from_layout(_layout(_canonical(extractor.projector.describe()))):
         sides = (block.rows, block.cols) if block.kronecker else (block.dim,)
@@ -702,25 +744,30 @@ class _Preconditioner:
 class EKFAC(DampedEstimator):
     """Influence with the EK-FAC (or K-FAC) inverse curvature: ``<(F_m + λ_m I)^-1 φ(q), φ(z)>``
     summed over modules, ``F_m = (Q_S ⊗ Q_A) diag(Λ_m) (Q_S ⊗ Q_A)ᵀ`` per Kronecker module and the
-    exact block Fisher for the others.
+    exact block Fisher for the others; averaged over checkpoints when given several.
 
     Args:
         factors: :class:`KFACFactors` fit at the training store's checkpoint, or the
             :class:`~infscope.gradients.eigenbasis.KroneckerBasis` an ``eigen``-projected training
-            store was extracted with (the factors are then built from it on :meth:`fit`, see
-            :meth:`KFACFactors.from_basis`). They are not changed: missing corrected eigenvalues
-            are computed on :meth:`fit` into a copy.
-        damping: ``λ_m`` relative to ``trace_m / min(n, dim_m)`` of each module (default 0.1), or
-            absolute (below).
+            store was extracted with (the factors of each checkpoint are then built from it on
+            :meth:`fit`, see :meth:`KFACFactors.from_basis`). They are not changed: missing
+            corrected eigenvalues are computed on :meth:`fit` into a copy.
+        damping: ``λ_m`` relative to the mean eigenvalue of each Kronecker module,
+            ``trace_m / dim_m`` (kronfluence's unit; default 0.1), and to ``trace_m / min(n,
+            dim_m)`` of a dense block; or absolute (below).
         damping_mode: ``"relative"`` (per module) or ``"absolute"`` (one ``λ`` everywhere).
         correct_eigenvalues: EK-FAC (``True``, name ``"ekfac"``) or K-FAC with trace-matched
             ``λ_S ⊗ λ_A`` (``False``, name ``"kfac"``).
         normalize: ``"none"``, ``"unit"`` or ``"relatif"`` (divide by ``sqrt`` of the training
             example's self-influence).
         fisher: a store of the training examples' sampled-label gradients (``featurize(...,
-            gradient="fisher")``, same projection and checkpoint) from which the curvature
+            gradient="fisher")``, same projection and checkpoints) from which the curvature
             statistics (traces, corrected eigenvalues, dense blocks) are taken: the true Fisher.
             ``None``: the training store's own (empirical Fisher).
+        checkpoints: with a basis, ``"all"`` (every checkpoint of the training store, equally
+            weighted: influence averaged over a training trajectory, each checkpoint with its own
+            EK-FAC eigenvalues in the shared basis), a list of ids, or ``None`` (the checkpoint
+            the basis was fit at, else the last). :class:`KFACFactors` belong to one checkpoint.
     """
 
     normalizations = (*NORMALIZATIONS, "relatif")
@@ -728,13 +775,14 @@ class EKFAC(DampedEstimator):
 
     def __init__(
         self,
-        factors: KFACFactors,
+        factors: KFACFactors | KroneckerBasis,
         damping: float | None = None,
         damping_mode: str = "relative",
         correct_eigenvalues: bool = True,
         normalize: str = "none",
         block_size: int = 4096,
         fisher: FeatureStore | None = None,
+        checkpoints: str | list[str] | None = None,
     ) -> None:
         super().__init__(damping, damping_mode, normalize, block_size)
         if not isinstance(factors, (KFACFactors, KroneckerBasis)):
@@ -743,18 +791,51 @@ class EKFAC(DampedEstimator):
             )
         if fisher is not None and not isinstance(fisher, FeatureStore):
             raise InputError(f"fisher must be a FeatureStore, got {type(fisher).__name__}")
+        if checkpoints is not None and isinstance(factors, KFACFactors):
+            raise InputError(
+                "KFACFactors belong to one checkpoint; to average over checkpoints, project the "
+                "stores with an eigenbasis fit over them and pass the basis"
+            )
+        if isinstance(checkpoints, str) and checkpoints != "all":
+            checkpoints = [checkpoints]
         self.factors = factors
         self.fisher = fisher
+        self.checkpoints = (
+            checkpoints if checkpoints == "all" or checkpoints is None else list(checkpoints)
+        )
         self.correct = bool(correct_eigenvalues)
         self.name = "ekfac" if self.correct else "kfac"
-        self.fitted_factors: KFACFactors | None = None
-        self._preconditioners: list[_Preconditioner] = []
+        #: the factors used for each checkpoint scored (in order), after fit
+        self.factors_by_checkpoint: dict[str, KFACFactors] = {}
+        self._preconditioners: dict[str, list[_Preconditioner]] = {}
+
+    @property
+    def fitted_factors(self) -> KFACFactors | None:
+        """The fitted factors of the last checkpoint scored (the only one by default)."""
+        if not self.factors_by_checkpoint:
+            return None
+        return list(self.factors_by_checkpoint.values())[-1]
 
     def checkpoint_weights(self, train: FeatureStore) -> list[tuple[str, float]]:
-        return [((self.fitted_factors or self.factors).resolve_checkpoint(train), 1.0)]
+        if self.factors_by_checkpoint:
+            ids = list(self.factors_by_checkpoint)
+        else:
+            ids = self._checkpoint_ids(train)
+        return [(c, 1.0 / len(ids)) for c in ids]
+
+    def _checkpoint_ids(self, train: FeatureStore) -> list[str]:
+        if self.checkpoints == "all":
+            return [c.id for c in train.checkpoints]
+        if self.checkpoints is not None:
+            return [train.checkpoint(c).id for c in self.checkpoints]
+        factors = self.factors
+        if isinstance(factors, KFACFactors):
+            return [factors.resolve_checkpoint(train)]
+        matches = [c.id for c in train.checkpoints if c.fingerprint in factors.fingerprints]
+        return [matches[-1] if matches else train.checkpoints[-1].id]
 
     def _fit(self, train: FeatureStore) -> None:
-        self.fitted_factors = None
+        self.factors_by_checkpoint = {}
         statistics = self.fisher or train
         if self.fisher is not None and self.fisher.spec.gradient != "fisher":
             raise StoreMismatchError(
@@ -762,14 +843,17 @@ class EKFAC(DampedEstimator):
                 f"Fisher needs sampled-label ones (extract them with gradient='fisher')"
             )
         rows = self.rows_per_block(train.feature_dim)
-        factors = self.factors
-        if isinstance(factors, KroneckerBasis):
-            factors = KFACFactors.from_basis(factors, statistics, block_size=rows)
-        elif self.fisher is not None or (self.correct and not factors.corrected):
-            factors.check_store(statistics)
-            factors = factors.copy().correct_eigenvalues(statistics, None, rows)
-        factors.check_store(train)
-        self.fitted_factors = factors
+        fitted = {}
+        for checkpoint in self._checkpoint_ids(train):
+            factors = self.factors
+            if isinstance(factors, KroneckerBasis):
+                factors = KFACFactors.from_basis(factors, statistics, checkpoint, block_size=rows)
+            elif self.fisher is not None or (self.correct and not factors.corrected):
+                factors.check_store(statistics)
+                factors = factors.copy().correct_eigenvalues(statistics, None, rows)
+            factors.check_store(train)
+            fitted[factors.resolve_checkpoint(train, checkpoint)] = factors
+        self.factors_by_checkpoint = fitted
         super()._fit(train)
         self.n_train = train.n_examples
 
@@ -779,36 +863,38 @@ class EKFAC(DampedEstimator):
         return block.corrected if self.correct else block.kfac_values()
 
     def _apply_damping(self) -> None:
-        preconditioners = []
-        for block in self.fitted_factors.blocks:
-            values = self._eigenvalues(block)
-            if self.damping_mode == "relative":
-                damping = self.damping * block.damping_unit(self.n_train)
-            else:
-                damping = self.damping
-            with np.errstate(divide="ignore"):
-                inverse = np.where(values + damping > 0, 1.0 / (values + damping), 0.0)
-            # relative damping of a module whose training gradients all vanish: its training
-            # features are zero, so its preconditioned query block contributes nothing anyway
-            preconditioners.append(_Preconditioner(block, inverse, damping))
-        self._preconditioners = preconditioners
+        self._preconditioners = {}
+        for checkpoint, factors in self.factors_by_checkpoint.items():
+            preconditioners = []
+            for block in factors.blocks:
+                values = self._eigenvalues(block)
+                if self.damping_mode == "relative":
+                    damping = self.damping * block.damping_unit(self.n_train)
+                else:
+                    damping = self.damping
+                with np.errstate(divide="ignore"):
+                    inverse = np.where(values + damping > 0, 1.0 / (values + damping), 0.0)
+                # relative damping of a module whose training gradients all vanish: its training
+                # features are zero, so its preconditioned query block contributes nothing anyway
+                preconditioners.append(_Preconditioner(block, inverse, damping))
+            self._preconditioners[checkpoint] = preconditioners
 
     def check_query(self, query: FeatureStore) -> None:
         super().check_query(query)
-        ((checkpoint, _),) = self.checkpoint_weights(self.train)
-        info = query.checkpoint(checkpoint)
-        fingerprints = (info.fingerprint, self.fitted_factors.fingerprint)
-        if None not in fingerprints and fingerprints[0] != fingerprints[1]:
-            raise StoreMismatchError(
-                f"checkpoint {checkpoint!r} of query store {query.root} was extracted from "
-                f"different weights than the K-FAC factors were fit on"
-            )
+        for checkpoint, factors in self.factors_by_checkpoint.items():
+            info = query.checkpoint(checkpoint)
+            fingerprints = (info.fingerprint, factors.fingerprint)
+            if None not in fingerprints and fingerprints[0] != fingerprints[1]:
+                raise StoreMismatchError(
+                    f"checkpoint {checkpoint!r} of query store {query.root} was extracted from "
+                    f"different weights than the K-FAC factors were fit on"
+                )
 
     def _precondition(self, checkpoint: str, block: np.ndarray) -> np.ndarray:
-        if not self._preconditioners:
+        if checkpoint not in self._preconditioners:
             raise InputError("EKFAC is not fitted: call fit(train_store) first")
         out = np.empty(block.shape)
-        for pre in self._preconditioners:
+        for pre in self._preconditioners[checkpoint]:
             b = pre.block
             step = max(1, 2**20 // b.dim)  # float64 temporaries of ~8 MiB, whatever the width
             for first in range(0, len(block), step):
@@ -827,14 +913,16 @@ class EKFAC(DampedEstimator):
 
     def describe(self) -> dict[str, Any]:
         factors = self.fitted_factors or self.factors
+        last = list(self._preconditioners.values())[-1] if self._preconditioners else []
         return {
             **super().describe(),
             "corrected_eigenvalues": self.correct,
-            "module_damping": {p.block.name: p.damping for p in self._preconditioners},
+            "fisher": "true (sampled labels)" if self.fisher is not None else "empirical",
+            "module_damping": {p.block.name: p.damping for p in last},
             "factors": {
-                "checkpoint": factors.checkpoint,
+                "checkpoint": getattr(factors, "checkpoint", None),
                 "fingerprint": factors.fingerprint,
                 "n_examples": factors.n_examples,
-                "statistics": factors.statistics,
+                "statistics": getattr(factors, "statistics", None),
             },
         }

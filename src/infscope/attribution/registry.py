@@ -35,10 +35,20 @@ def build_estimator(
     l2_regularization: float | None = None,
     factors: str | Path | None = None,
     block_size: int = 4096,
+    fisher: str | Path | None = None,
 ) -> Estimator:
     """An unfitted estimator. ``damping=None`` takes each method's default; ``checkpoint`` is a
     checkpoint id (``"all"`` averages influence over checkpoints); ``factors`` is a saved K-FAC
-    factors file (``ekfac``/``kfac``)."""
+    factors file or the eigenbasis an ``eigen`` store was projected with (``ekfac``/``kfac``);
+    ``fisher`` a sampled-label store whose statistics give the curvature (true Fisher:
+    ``ekfac``/``kfac``, and ``influence``'s Fisher)."""
+    fisher_store = None
+    if fisher is not None:
+        from infscope.store import FeatureStore
+
+        if method not in ("ekfac", "kfac", "influence"):
+            raise InputError(f"{method} takes no Fisher store (ekfac, kfac and influence do)")
+        fisher_store = FeatureStore.open(fisher)
     damped = {} if damping is None else {"damping": damping}
     if method in ("dot", "cosine"):
         unit = "unit" if method == "cosine" else normalize
@@ -50,8 +60,16 @@ def build_estimator(
             block_size=block_size,
         )
     if method == "influence":
+        curvature = None
+        if fisher_store is not None:
+            from infscope.attribution.curvature import FeatureFisher
+
+            last = fisher_store.checkpoints[-1].id
+            which = last if checkpoint in (None, "all") else fisher_store.checkpoint(checkpoint).id
+            curvature = FeatureFisher(fisher_store, which, block_size)
         return InfluenceFunction(
             solver,
+            curvature=curvature,
             damping_mode=damping_mode,
             normalize=normalize,
             checkpoints=checkpoint or "last",
@@ -75,14 +93,16 @@ def build_estimator(
             raise InputError("representer points need the final layer's l2_regularization")
         return RepresenterPoints(l2_regularization, checkpoint=checkpoint, block_size=block_size)
     if method in ("ekfac", "kfac"):
-        from infscope.attribution.kfac import EKFAC, KFACFactors
+        from infscope.attribution.kfac import EKFAC, load_factors
 
         if factors is None:
             raise InputError(
-                f"{method} needs fitted factors (a .safetensors file from KFACFactors.save)"
+                f"{method} needs fitted factors: a .safetensors file from KFACFactors.save, or "
+                f"the eigenbasis of an eigen-projected store"
             )
         return EKFAC(
-            KFACFactors.load(factors),
+            load_factors(factors),
+            fisher=fisher_store,
             damping_mode=damping_mode,
             correct_eigenvalues=method == "ekfac",
             normalize=normalize,

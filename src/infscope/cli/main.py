@@ -49,17 +49,41 @@ def features(
         float | None, typer.Option(help="Learning rate at this checkpoint (TracIn).")
     ] = None,
     gradient: Annotated[
-        str, typer.Option(help="'loss' for training data, 'measurement' for queries.")
+        str,
+        typer.Option(
+            help="'loss' for training data, 'measurement' for queries, 'fisher' for the "
+            "training data's sampled-label gradients (true-Fisher curvature: score --fisher)."
+        ),
     ] = "loss",
     measurement: Annotated[
         str | None,
         typer.Option(help="Query measurement: loss, margin (classifiers), logprob (LMs)."),
     ] = None,
     projection: Annotated[
-        str, typer.Option(help="kronecker | sjlt | gaussian | rademacher | identity.")
+        str,
+        typer.Option(
+            help="kronecker | eigen (curvature-aware, for ekfac/kfac; needs --basis) | sjlt | "
+            "gaussian | rademacher | identity."
+        ),
     ] = "kronecker",
-    dim: Annotated[int, typer.Option(help="Feature dimension k (ignored by identity).")] = 4096,
+    dim: Annotated[
+        int,
+        typer.Option(help="Feature dimension k (ignored by identity; eigen: 0 = full rank)."),
+    ] = 4096,
     seed: Annotated[int, typer.Option(help="Projection seed.")] = 0,
+    basis: Annotated[
+        Path | None,
+        typer.Option(
+            help="eigen: the eigenbasis file; fitted on DATA and saved there when it does not "
+            "exist yet (training data), read otherwise."
+        ),
+    ] = None,
+    fisher: Annotated[
+        str, typer.Option(help="eigen basis fitted here: empirical | true (sampled labels).")
+    ] = "empirical",
+    sample_seed: Annotated[
+        int, typer.Option(help="Seed of sampled labels (--gradient fisher, --fisher true).")
+    ] = 0,
     include: Annotated[
         list[str] | None, typer.Option(help="Glob of module names to track (repeatable).")
     ] = None,
@@ -111,9 +135,6 @@ def features(
             max_length=max_length,
             measurement=measurement,
         )
-        config = ProjectionConfig(
-            kind=projection, dim=None if projection == "identity" else dim, seed=seed
-        )
         selection = ModuleSelection(
             tuple(include) if include else None,
             tuple(exclude or ()),
@@ -121,6 +142,27 @@ def features(
         )
         if device:
             loaded.to(device)
+        if projection == "eigen":
+            from infscope.gradients.covariance import fit_or_load_basis
+
+            fitted_basis, fitted_now = fit_or_load_basis(
+                basis,
+                GradientExtractor(loaded, task_obj, ProjectionConfig("identity", None), selection),
+                examples,
+                fit=gradient == "loss",
+                fisher=fisher,
+                sample_seed=sample_seed,
+                batch_size=batch_size,
+            )
+            if fitted_now:
+                console.print(f"eigenbasis ({fisher} Fisher) → {escape(str(basis))}")
+            config = ProjectionConfig("eigen", dim or None, seed=seed, basis=fitted_basis)
+        else:
+            if basis is not None:
+                raise InputError("--basis applies to --projection eigen only")
+            config = ProjectionConfig(
+                kind=projection, dim=None if projection == "identity" else dim, seed=seed
+            )
         extractor = GradientExtractor(loaded, task_obj, config, selection, device=device)
         console.print(
             f"tracking {len(extractor.modules)} modules, {extractor.projector.gradient_dim:,} "
@@ -148,6 +190,7 @@ def features(
             worker=worker,
             num_workers=num_workers,
             covariances=covariances,
+            sample_seed=sample_seed,
         )
         if fit_factors is not None:
             from infscope.attribution.kfac import KFACFactors
@@ -216,7 +259,18 @@ def score(
         float | None, typer.Option(help="representer: the final layer's L2 regularisation.")
     ] = None,
     factors: Annotated[
-        Path | None, typer.Option(help="ekfac/kfac: factors file from KFACFactors.save.")
+        Path | None,
+        typer.Option(
+            help="ekfac/kfac: factors file from --fit-factors / KFACFactors.save, or the "
+            "--basis file of an eigen-projected store."
+        ),
+    ] = None,
+    fisher: Annotated[
+        Path | None,
+        typer.Option(
+            help="ekfac/kfac/influence: a --gradient fisher store of the training data; its "
+            "statistics give the curvature (true Fisher). Default: the training store's."
+        ),
     ] = None,
     block_size: Annotated[int, typer.Option(help="Rows per block (bounds memory).")] = 4096,
 ) -> None:
@@ -235,6 +289,7 @@ def score(
             l2_regularization=l2_regularization,
             factors=factors,
             block_size=block_size,
+            fisher=fisher,
         )
         estimator.fit(FeatureStore.open(train))
         result = estimator.score(FeatureStore.open(query)) if query else estimator.self_influence()

@@ -16,6 +16,8 @@ sketched above a size cap) for the curvature-aware ``eigen`` projection
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -233,9 +235,12 @@ def fit_kronecker_basis(
     sketch_rank: int = 1024,
     seed: int = 0,
     progress: bool = True,
+    weights: Sequence[dict[str, torch.Tensor]] | None = None,
 ) -> KroneckerBasis:
     """Fit every tracked module's K-FAC eigenbasis in its full space, in one forward/backward pass
-    over ``data`` at the extractor's current weights (its projection is not used).
+    over ``data`` at the extractor's current weights (its projection is not used) — or one pass
+    per state dict in ``weights``, averaging the factors (one basis for the checkpoints of a
+    training trajectory; the model's own weights are restored afterwards).
 
     Args:
         extractor: a :class:`~infscope.gradients.extractor.GradientExtractor` (model, task and
@@ -268,10 +273,80 @@ def fit_kronecker_basis(
     traces = np.zeros(len(modules))
     gradient = "fisher" if fisher == "true" else "loss"
     n = len(data)
+    model = extractor.model
+    original = None if weights is None else {k: v.clone() for k, v in model.state_dict().items()}
+    fingerprints = []
+    try:
+        for state in weights if weights is not None else [None]:
+            if state is not None:
+                model.load_state_dict(state)
+            fingerprints.append(model_fingerprint(model))
+            _accumulate_factors(
+                extractor, data, sides, tokens, traces, gradient, sample_seed, batch_size, progress
+            )
+    finally:
+        if original is not None:
+            model.load_state_dict(original)
+    n_passes = len(fingerprints)
+    if not np.isfinite(traces).all():
+        raise NonFiniteError("non-finite gradients while fitting the eigenbasis")
+    fitted = []
+    for index, module in enumerate(modules):
+        trace = float(traces[index] / (n * n_passes))
+        if sides[index] is None:
+            fitted.append(ModuleBasis(module.name, module.n_rows, module.n_cols, False, trace))
+            continue
+        s_values, s_vectors, s_total = sides[index][0].eigenpairs(tokens[index])
+        a_values, a_vectors, a_total = sides[index][1].eigenpairs(tokens[index])
+        fitted.append(
+            ModuleBasis(
+                module.name,
+                module.n_rows,
+                module.n_cols,
+                True,
+                trace,
+                tokens[index] // n_passes,
+                s_values,
+                s_vectors,
+                s_total,
+                a_values,
+                a_vectors,
+                a_total,
+            )
+        )
+    settings = {
+        "max_exact_dim": max_exact_dim,
+        "sketch_rank": sketch_rank,
+        "seed": seed,
+        "sample_seed": sample_seed if fisher == "true" else None,
+        "sketched": [
+            m.name
+            for m, s in zip(modules, sides)
+            if s is not None and not (s[0].exact and s[1].exact)
+        ],
+    }
+    return KroneckerBasis(fitted, fisher, tuple(fingerprints), n, settings)
+
+
+def _accumulate_factors(
+    extractor: GradientExtractor,
+    data: ExampleSet,
+    sides: list,
+    tokens: list[int],
+    traces: np.ndarray,
+    gradient: str,
+    sample_seed: int,
+    batch_size: int,
+    progress: bool,
+) -> None:
+    """One pass over ``data`` at the model's current weights into the factor sides, token counts
+    and traces (in place)."""
+    modules = extractor.modules
+    n = len(data)
     with tqdm(total=n, desc="eigenbasis", unit="ex", disable=not progress) as bar:
         for first in range(0, n, batch_size):
             last = min(first + batch_size, n)
-            generator = sampling_generator(sample_seed, first) if fisher == "true" else None
+            generator = sampling_generator(sample_seed, first) if gradient == "fisher" else None
             try:
                 batch = extractor.task.collate([data[i] for i in range(first, last)])
                 captured, _ = extractor.factors(batch, gradient, generator)
@@ -295,41 +370,30 @@ def fit_kronecker_basis(
                         in_side.update_counts(counts.to(torch.float64))
                     tokens[index] += int(active.sum())
             bar.update(last - first)
-    if not np.isfinite(traces).all():
-        raise NonFiniteError("non-finite gradients while fitting the eigenbasis")
-    fitted = []
-    for index, module in enumerate(modules):
-        trace = float(traces[index] / n)
-        if sides[index] is None:
-            fitted.append(ModuleBasis(module.name, module.n_rows, module.n_cols, False, trace))
-            continue
-        s_values, s_vectors, s_total = sides[index][0].eigenpairs(tokens[index])
-        a_values, a_vectors, a_total = sides[index][1].eigenpairs(tokens[index])
-        fitted.append(
-            ModuleBasis(
-                module.name,
-                module.n_rows,
-                module.n_cols,
-                True,
-                trace,
-                tokens[index],
-                s_values,
-                s_vectors,
-                s_total,
-                a_values,
-                a_vectors,
-                a_total,
-            )
+
+
+def fit_or_load_basis(
+    path: str | Path | None,
+    extractor: GradientExtractor,
+    data: ExampleSet,
+    *,
+    fit: bool,
+    **options: Any,
+) -> tuple[KroneckerBasis, bool]:
+    """The eigenbasis saved at ``path``, or — when there is none and ``fit`` (training data) — one
+    fitted on ``data`` with ``options`` (:func:`fit_kronecker_basis`) and saved there first.
+    Returns the basis and whether it was fitted now. A basis that exists is never refitted: the
+    training and query stores must share it."""
+    if path is None:
+        raise InputError("the eigen projection needs --basis: the eigenbasis file to fit or read")
+    path = Path(path)
+    if path.exists():
+        return KroneckerBasis.load(path), False
+    if not fit:
+        raise InputError(
+            f"no eigenbasis at {path}: extract the training store (gradient 'loss') with "
+            f"--projection eigen first, which fits it there"
         )
-    settings = {
-        "max_exact_dim": max_exact_dim,
-        "sketch_rank": sketch_rank,
-        "seed": seed,
-        "sample_seed": sample_seed if fisher == "true" else None,
-        "sketched": [
-            m.name
-            for m, s in zip(modules, sides)
-            if s is not None and not (s[0].exact and s[1].exact)
-        ],
-    }
-    return KroneckerBasis(fitted, fisher, model_fingerprint(extractor.model), n, settings)
+    basis = fit_kronecker_basis(extractor, data, **options)
+    basis.save(path)
+    return basis, True

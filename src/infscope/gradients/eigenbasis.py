@@ -116,16 +116,22 @@ class KroneckerBasis:
         self,
         modules: list[ModuleBasis],
         fisher: str,
-        fingerprint: str | None,
+        fingerprints: tuple[str, ...],
         n_examples: int,
         settings: dict[str, Any],
     ) -> None:
         self.modules = list(modules)
         self.fisher = fisher
-        self.fingerprint = fingerprint
+        #: the weights it was fit at: one checkpoint, or the several its factors average over
+        self.fingerprints = tuple(fingerprints)
         self.n_examples = int(n_examples)
         self.settings = dict(settings)  # how it was fit (sketching, seed)
         self._digest: str | None = None
+
+    @property
+    def fingerprint(self) -> str | None:
+        """The weights' fingerprint when fit at one checkpoint (``None`` for several)."""
+        return self.fingerprints[0] if len(self.fingerprints) == 1 else None
 
     @property
     def feature_dim(self) -> int:
@@ -217,7 +223,7 @@ class KroneckerBasis:
         ranks = self.allocate(budget)
         modules = [m.truncated(*r) for m, r in zip(self.modules, ranks)]
         settings = {**self.settings, "truncated_to": budget}
-        return KroneckerBasis(modules, self.fisher, self.fingerprint, self.n_examples, settings)
+        return KroneckerBasis(modules, self.fisher, self.fingerprints, self.n_examples, settings)
 
     # ---- persistence -----------------------------------------------------------------------
 
@@ -226,7 +232,7 @@ class KroneckerBasis:
             "format": FORMAT,
             "version": VERSION,
             "fisher": self.fisher,
-            "fingerprint": self.fingerprint,
+            "fingerprints": list(self.fingerprints),
             "n_examples": self.n_examples,
             "settings": self.settings,
             "modules": [
@@ -330,8 +336,7 @@ class KroneckerBasis:
             fisher = str(meta["fisher"])
             if fisher not in FISHER_KINDS:
                 raise InputError(f"unknown fisher {fisher!r}")
-            return cls(
-                modules, fisher, meta["fingerprint"], int(meta["n_examples"]), meta["settings"]
-            )
+            fingerprints = tuple(str(f) for f in meta["fingerprints"])
+            return cls(modules, fisher, fingerprints, int(meta["n_examples"]), meta["settings"])
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{path}: inconsistent eigenbasis file: {exc}") from None
