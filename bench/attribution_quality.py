@@ -339,7 +339,7 @@ def run_task(name: str, args, report: dict) -> None:
         # per estimator ("tuned"), and the best of them marked as infscope's best
         best = None
         for method in chosen:
-            if not method.damped:
+            if not method.damped or args.no_tuning:
                 continue
             start = time.perf_counter()
             try:
@@ -511,6 +511,11 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="comma-separated feature budgets of the eigen-projected EK-FAC rows of the MiniLM "
         "and GPT-2 tasks, 0 = full rank (default: the Kronecker k)",
+    )
+    parser.add_argument(
+        "--no-tuning",
+        action="store_true",
+        help="skip the select_damping rows (defaults only: e.g. for a curve over --eigen-dims)",
     )
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)"

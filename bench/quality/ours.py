@@ -85,7 +85,7 @@ class Workspace:
         self.extract_seconds: dict[tuple[str, str], float] = {}
         self.extract_peak: dict[str, float] = {}
         self.extractors: dict[str, GradientExtractor] = {}
-        self.bases: dict[str, KroneckerBasis] = {}
+        self.bases: dict[str, KroneckerBasis | list[KroneckerBasis]] = {}
 
     # ---- stores -----------------------------------------------------------------------------
 
@@ -93,28 +93,30 @@ class Workspace:
         kind = "rademacher" if self.task.projection.kind == "identity" else "kronecker"
         return ProjectionConfig(kind=kind, dim=self.task.trak_dim)
 
-    def basis(self, labels: str, fisher: str, trajectory: bool) -> KroneckerBasis:
-        """The full-space K-FAC eigenbasis of the final model, or over the whole trajectory (one
-        pass over the training data per checkpoint); its time and peak are charged to every
-        eigen store built on it."""
+    def basis(
+        self, labels: str, fisher: str, trajectory: bool
+    ) -> KroneckerBasis | list[KroneckerBasis]:
+        """The full-space K-FAC eigenbasis of the final model, or one per trajectory checkpoint
+        (a pass over the training data each); its time and peak are charged to every eigen store
+        built on it."""
         name = f"basis:{labels}:{fisher}{':trajectory' if trajectory else ''}"
         if name not in self.bases:
-            model = self.load_final(labels)
+            trained = self.trained[labels]
             extractor = GradientExtractor(
-                model, self.task.infscope_task("loss"), ProjectionConfig("identity", None)
+                self.model, self.task.infscope_task("loss"), ProjectionConfig("identity", None)
             )
             data = self.task.train if labels == "clean" else self.task.noisy_train
-            states = [c.state for c in self.trained[labels].trajectory] if trajectory else None
             start, base = time.perf_counter(), current_rss_mb()
+            bases = []
             with self.meter.stage(name):
-                self.bases[name] = fit_kronecker_basis(
-                    extractor,
-                    data.examples,
-                    fisher=fisher,
-                    batch_size=64,
-                    progress=False,
-                    weights=states,
-                )
+                for checkpoint in trained.trajectory if trajectory else [trained.final]:
+                    self.model.load_state_dict(checkpoint.state)
+                    bases.append(
+                        fit_kronecker_basis(
+                            extractor, data.examples, fisher=fisher, batch_size=64, progress=False
+                        )
+                    )
+            self.bases[name] = bases if trajectory else bases[0]
             self.extract_seconds[(name, "final")] = time.perf_counter() - start
             self.extract_peak[name] = self.meter.report()[name]["peak_mb"] - base
         return self.bases[name]
@@ -125,7 +127,7 @@ class Workspace:
         Kinds: ``traj`` (the task's projection, training trajectory), ``ens`` (TRAK), ``rep``
         (representer points), ``eig<f><k>[a]`` (eigen projection of ``k`` features on the
         empirical (``f = e``) or true (``t``) Fisher basis, ``k = 0``: full rank; of the final
-        model, or with ``a`` of every trajectory checkpoint, on one basis fit over them). Split
+        model, or with ``a`` of every trajectory checkpoint, each on its own basis). Split
         ``fisher`` is the training set's sampled-label store."""
         split, labels, kind = name.split(":")
         data = {

@@ -21,23 +21,10 @@ from infscope.gradients import GradientExtractor, ModuleSelection, ProjectionCon
 from infscope.gradients.featurize import featurize
 from infscope.store import FeatureStore
 from infscope.tasks import ClassificationTask, HFCausalLMTask, RegressionTask
+from tests.attribution.conftest import IDENTITY
+from tests.attribution.conftest import split_examples as _split
+from tests.attribution.conftest import stores as _stores
 from tests.conftest import tiny_gpt2
-
-IDENTITY = ProjectionConfig(kind="identity", dim=None)
-
-
-def _stores(root, model, task, train, query, config=IDENTITY, selection=None):
-    extractor = GradientExtractor(model, task, config, selection)
-    featurize(extractor, train, root / "train", progress=False)
-    featurize(extractor, query, root / "query", gradient="measurement", progress=False)
-    return extractor, FeatureStore.open(root / "train"), FeatureStore.open(root / "query")
-
-
-def _split(x, y, n):
-    pairs = [(x[i], y[i]) for i in range(len(y))]
-    return ExampleSet(pairs[:n], tuple(map(str, range(n)))), ExampleSet(
-        pairs[n:], tuple(f"q{i}" for i in range(len(y) - n))
-    )
 
 
 def _correlations(a, b):
@@ -441,32 +428,6 @@ def test_mixed_projections_are_refused(mlp, tmp_path, kind):
 # ---- eigen-projected stores (curvature-aware projection) -----------------------------------
 
 
-@pytest.fixture(scope="module")
-def eigen(tmp_path_factory):
-    """The MLP's full-rank eigenbasis and eigen-projected train/query stores."""
-    from infscope.gradients.covariance import fit_kronecker_basis
-
-    torch.manual_seed(0)
-    n, n_query = 120, 10
-    x = torch.randn(n + n_query, 6)
-    y = (x @ torch.randn(6, 3) + 0.5 * torch.randn(n + n_query, 3)).argmax(1)
-    model = nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 3))
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.03)
-    for _ in range(30):
-        optimizer.zero_grad()
-        nn.functional.cross_entropy(model(x[:n]), y[:n]).backward()
-        optimizer.step()
-    model.eval()
-    train, query = _split(x, y, n)
-    root = tmp_path_factory.mktemp("eigen")
-    task = ClassificationTask()
-    identity = _stores(root / "identity", model, task, train, query)
-    basis = fit_kronecker_basis(identity[0], train, progress=False)
-    config = ProjectionConfig(kind="eigen", basis=basis)
-    extractor, train_store, query_store = _stores(root / "eigen", model, task, train, query, config)
-    return model, x, y, n, basis, identity, (extractor, train_store, query_store), root
-
-
 @pytest.mark.parametrize("corrected", [True, False])
 def test_eigen_store_at_full_rank_is_unprojected_ekfac(eigen, corrected):
     _, _, _, _, basis, (ident, it, iq), (_, et, eq), _ = eigen
@@ -649,3 +610,71 @@ def test_trajectory_basis_averages_ekfac_over_checkpoints(eigen, tmp_path):
     assert other.digest != basis.digest
     with pytest.raises(InputError, match="one checkpoint"):
         EKFAC(KFACFactors.from_basis(basis, train_store, "early"), checkpoints="all")
+
+
+def test_per_checkpoint_bases_in_one_store(eigen, tmp_path):
+    """One basis per checkpoint, one rank layout: each checkpoint's features are its gradients
+    on its own basis, and EK-FAC averages the per-checkpoint influence."""
+    from infscope.gradients import per_example_features
+    from infscope.gradients.covariance import fit_kronecker_basis
+    from infscope.gradients.eigenbasis import shared_truncation
+
+    model, x, y, n, _, (ident, _, _), _, _ = eigen
+    train, query = _split(x, y, n)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    late = copy.deepcopy(model)
+    optimizer = torch.optim.SGD(late.parameters(), lr=0.5)
+    for _ in range(20):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(late(x[:n]), y[:n]).backward()
+        optimizer.step()
+    states = {"early": before, "late": late.state_dict()}
+    bases = []
+    for state in states.values():
+        model.load_state_dict(state)
+        bases.append(fit_kronecker_basis(ident, train, progress=False))
+    config = ProjectionConfig("eigen", dim=40, basis=bases)
+    extractor = GradientExtractor(model, ClassificationTask(), config)
+    with pytest.raises(InputError, match="bind"):
+        extractor.features(ClassificationTask().collate(list(train)[:2]))
+    cut = shared_truncation(bases, 40)
+    assert [(m.out_rank, m.in_rank) for m in cut[0].modules] == [
+        (m.out_rank, m.in_rank) for m in cut[1].modules
+    ]
+    for (name, state), basis in zip(states.items(), cut):
+        model.load_state_dict(state)
+        featurize(extractor, train, tmp_path / "train", name, progress=False)
+        featurize(
+            extractor, query, tmp_path / "query", name, gradient="measurement", progress=False
+        )
+        alone = GradientExtractor(
+            model, ClassificationTask(), ProjectionConfig("eigen", basis=basis)
+        )
+        np.testing.assert_allclose(
+            FeatureStore.open(tmp_path / "train").features(name),
+            per_example_features(alone, list(train)).numpy(),
+            atol=1e-5,
+        )
+    train_store, query_store = (
+        FeatureStore.open(tmp_path / "train"),
+        FeatureStore.open(tmp_path / "query"),
+    )
+    assert train_store.spec.projection["basis"] == [b.digest for b in bases]
+    averaged = EKFAC(bases).fit(train_store)
+    assert list(averaged.factors_by_checkpoint) == ["early", "late"]
+    single = [
+        EKFAC(bases, checkpoints=[c]).fit(train_store).score(query_store).values
+        for c in ("early", "late")
+    ]
+    np.testing.assert_allclose(
+        averaged.score(query_store).values, np.mean(single, 0), rtol=1e-5, atol=1e-6
+    )
+    # weights no basis was fit at
+    model.load_state_dict({k: v + 0.01 for k, v in before.items()})
+    with pytest.raises(InputError, match="none of the 2 eigenbases"):
+        featurize(extractor, train, tmp_path / "train", "other", progress=False)
+    model.load_state_dict(before)
+    with pytest.raises(InputError, match="different ones"):
+        GradientExtractor(
+            model, ClassificationTask(), ProjectionConfig("eigen", basis=[bases[0], bases[0]])
+        )

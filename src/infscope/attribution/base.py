@@ -2,6 +2,8 @@
 
 An estimator reads features from :class:`~infscope.store.FeatureStore` objects block by block,
 so memory stays bounded by the block size (plus the output matrix, which may be a memory map).
+The query × train products run in NumPy on the CPU, or in torch on a device given with
+:meth:`Estimator.to` (a GPU), one block pair at a time either way.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from infscope.attribution.scores import Scores, SelfInfluence
@@ -37,9 +40,40 @@ class Estimator(ABC):
         if block_size < 1:
             raise InputError(f"block_size must be positive, got {block_size}")
         self.block_size = block_size
+        #: where query × train products run: ``None`` for NumPy on the CPU, else a torch device
+        self.device: torch.device | None = None
         self.train: FeatureStore | None = None
         #: extra facts recorded with every score (e.g. how the damping was chosen)
         self.notes: dict = {}
+
+    def to(self, device: str | torch.device | None) -> Estimator:
+        """Run the query × train products on ``device`` (``"cuda"``, ``"cuda:1"``, ``"cpu"`` for
+        torch on the CPU; ``None`` for NumPy) in float64, block by block. Returns ``self``."""
+        if device is None:
+            self.device = None
+            return self
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError) as err:
+            raise InputError(f"not a torch device: {device!r} ({err})") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise InputError(f"device {device} asked for, but torch sees no CUDA device")
+        self.device = device
+        return self
+
+    def _products(self, left: np.ndarray | torch.Tensor, right: np.ndarray) -> np.ndarray:
+        """``left @ right.T`` in float64: NumPy, or torch on :attr:`device` (``left`` may already
+        be there, see :meth:`_on_device`)."""
+        if self.device is None:
+            return gram_accumulate(left, right, exact=True)
+        right = torch.from_numpy(np.ascontiguousarray(right)).to(self.device, torch.float64)
+        return (self._on_device(left) @ right.T).cpu().numpy()
+
+    def _on_device(self, block: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """A block moved once to :attr:`device` as float64 (unchanged without a device)."""
+        if self.device is None or isinstance(block, torch.Tensor):
+            return block
+        return torch.from_numpy(np.ascontiguousarray(block)).to(self.device, torch.float64)
 
     def fit(self, train: FeatureStore) -> Estimator:
         """Remember (and validate) the training features."""
@@ -113,7 +147,8 @@ class Estimator(ABC):
 
     def describe(self) -> dict:
         """Settings recorded with the scores."""
-        return {"method": self.name, "block_size": self.block_size, **self.notes}
+        device = "numpy" if self.device is None else str(self.device)
+        return {"method": self.name, "block_size": self.block_size, "device": device, **self.notes}
 
 
 class CheckpointSum(Estimator):
@@ -186,9 +221,10 @@ class CheckpointSum(Estimator):
                 for q_start, q_block in query.iter_blocks(checkpoint, rows):
                     q_block = self._precondition(checkpoint, self._prepare(q_block))
                     q_stop = q_start + len(q_block)
+                    q_block = self._on_device(q_block)
                     for t_start, t_block in self.train.iter_blocks(checkpoint, rows):
                         t_stop = t_start + len(t_block)
-                        product = gram_accumulate(q_block, self._prepare(t_block), exact=True)
+                        product = self._products(q_block, self._prepare(t_block))
                         if scales is not None:
                             product *= scales[t_start:t_stop]
                         values[q_start:q_stop, t_start:t_stop] += weight * product

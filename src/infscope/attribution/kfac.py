@@ -61,6 +61,7 @@ import copy
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,12 @@ from infscope.attribution.damped import DampedEstimator
 from infscope.data import ExampleSet
 from infscope.errors import InputError, NonFiniteError, StoreIncompleteError, StoreMismatchError
 from infscope.gradients.covariance import UNSUPPORTED, KroneckerCovariances, accumulate
-from infscope.gradients.eigenbasis import KroneckerBasis
+from infscope.gradients.eigenbasis import (
+    KroneckerBasis,
+    as_bases,
+    describe_bases,
+    shared_truncation,
+)
 from infscope.gradients.extractor import GradientExtractor, model_fingerprint
 from infscope.gradients.featurize import model_signature
 from infscope.gradients.projection import IdentityProjector, KroneckerProjector
@@ -365,7 +371,7 @@ class KFACFactors:
     @classmethod
     def from_basis(
         cls,
-        basis: KroneckerBasis,
+        basis: KroneckerBasis | Sequence[KroneckerBasis],
         store: FeatureStore,
         checkpoint: str | None = None,
         block_size: int = 4096,
@@ -377,16 +383,31 @@ class KFACFactors:
         and no model pass is needed: K-FAC's eigenvalues are the basis's ``λ_S ⊗ λ_A`` (cut to the
         store's ranks), and EK-FAC's corrected ones, the traces and the dense blocks are read from
         ``store`` in one streamed pass — the training store, or a ``gradient="fisher"`` store of
-        the same examples for the true Fisher.
+        the same examples for the true Fisher. With one basis per checkpoint (the sequence the
+        store was projected with), the checkpoint's own basis is used.
         """
+        bases = as_bases(basis)
         projection = store.spec.projection
-        if projection.get("kind") != "eigen" or projection.get("basis") != basis.digest:
+        if (
+            projection.get("kind") != "eigen"
+            or projection.get("basis") != describe_bases(bases)["basis"]
+        ):
             raise StoreMismatchError(
                 f"{store.root} was not projected with this eigenbasis (its projection is "
                 f"{projection.get('kind')!r}, basis {str(projection.get('basis'))[:12]}...); "
                 f"extract it with ProjectionConfig(kind='eigen', basis=...) of this basis"
             )
-        truncated = basis.truncate(projection.get("dim"))
+        cut = shared_truncation(bases, projection.get("dim"))
+        truncated = cut[0]
+        if len(cut) > 1:  # the checkpoint's own basis
+            info = store.checkpoint(checkpoint or store.checkpoints[-1].id)
+            matching = [b for b in cut if b.fingerprint == info.fingerprint]
+            if not matching:
+                raise StoreMismatchError(
+                    f"checkpoint {info.id!r} of {store.root} holds weights none of the eigenbases "
+                    f"was fit at"
+                )
+            truncated, checkpoint = matching[0], info.id
         blocks = _blocks_from_layout(_layout(projection))
         if [b.name for b in blocks] != [m.name for m in truncated.modules]:
             raise StoreMismatchError(f"{store.root}'s modules differ from the eigenbasis's")
@@ -407,13 +428,13 @@ class KFACFactors:
             tuple(store.spec.modules),
             store.spec.model,
             checkpoint or "final",
-            basis.fingerprint,
+            truncated.fingerprint,
             store.n_examples,
             {},
         )
-        if basis.fingerprint is None:  # a basis over several checkpoints: it must be one of them
+        if truncated.fingerprint is None:  # a basis averaged over checkpoints: one of them
             info = store.checkpoint(checkpoint or store.checkpoints[-1].id)
-            if info.fingerprint is not None and info.fingerprint not in basis.fingerprints:
+            if info.fingerprint is not None and info.fingerprint not in truncated.fingerprints:
                 raise StoreMismatchError(
                     f"checkpoint {info.id!r} of {store.root} holds weights the eigenbasis was not "
                     f"fit on; fit it over the checkpoints the stores hold"
@@ -748,8 +769,8 @@ class EKFAC(DampedEstimator):
 
     Args:
         factors: :class:`KFACFactors` fit at the training store's checkpoint, or the
-            :class:`~infscope.gradients.eigenbasis.KroneckerBasis` an ``eigen``-projected training
-            store was extracted with (the factors of each checkpoint are then built from it on
+            :class:`~infscope.gradients.eigenbasis.KroneckerBasis` (or the per-checkpoint
+            sequence of them) an ``eigen``-projected training store was extracted with (the factors of each checkpoint are then built from it on
             :meth:`fit`, see :meth:`KFACFactors.from_basis`). They are not changed: missing
             corrected eigenvalues are computed on :meth:`fit` into a copy.
         damping: ``λ_m`` relative to the mean eigenvalue of each Kronecker module,
@@ -764,10 +785,11 @@ class EKFAC(DampedEstimator):
             gradient="fisher")``, same projection and checkpoints) from which the curvature
             statistics (traces, corrected eigenvalues, dense blocks) are taken: the true Fisher.
             ``None``: the training store's own (empirical Fisher).
-        checkpoints: with a basis, ``"all"`` (every checkpoint of the training store, equally
+        checkpoints: with bases, ``"all"`` (every checkpoint of the training store, equally
             weighted: influence averaged over a training trajectory, each checkpoint with its own
-            EK-FAC eigenvalues in the shared basis), a list of ids, or ``None`` (the checkpoint
-            the basis was fit at, else the last). :class:`KFACFactors` belong to one checkpoint.
+            EK-FAC eigenvalues), a list of ids, or ``None``: the checkpoints the bases were fit at
+            (one per checkpoint given as a sequence — the trajectory average), else the last.
+            :class:`KFACFactors` belong to one checkpoint.
     """
 
     normalizations = (*NORMALIZATIONS, "relatif")
@@ -775,7 +797,7 @@ class EKFAC(DampedEstimator):
 
     def __init__(
         self,
-        factors: KFACFactors | KroneckerBasis,
+        factors: KFACFactors | KroneckerBasis | Sequence[KroneckerBasis],
         damping: float | None = None,
         damping_mode: str = "relative",
         correct_eigenvalues: bool = True,
@@ -785,9 +807,13 @@ class EKFAC(DampedEstimator):
         checkpoints: str | list[str] | None = None,
     ) -> None:
         super().__init__(damping, damping_mode, normalize, block_size)
-        if not isinstance(factors, (KFACFactors, KroneckerBasis)):
+        if isinstance(factors, (list, tuple)):
+            factors = as_bases(factors)
+            if len(factors) == 1:
+                factors = factors[0]
+        elif not isinstance(factors, (KFACFactors, KroneckerBasis)):
             raise InputError(
-                f"factors must be KFACFactors or a KroneckerBasis, got {type(factors).__name__}"
+                f"factors must be KFACFactors or KroneckerBasis(es), got {type(factors).__name__}"
             )
         if fisher is not None and not isinstance(fisher, FeatureStore):
             raise InputError(f"fisher must be a FeatureStore, got {type(fisher).__name__}")
@@ -831,6 +857,9 @@ class EKFAC(DampedEstimator):
         factors = self.factors
         if isinstance(factors, KFACFactors):
             return [factors.resolve_checkpoint(train)]
+        if isinstance(factors, list):  # one basis per checkpoint: every checkpoint they cover
+            known = {b.fingerprint for b in factors}
+            return [c.id for c in train.checkpoints if c.fingerprint in known]
         matches = [c.id for c in train.checkpoints if c.fingerprint in factors.fingerprints]
         return [matches[-1] if matches else train.checkpoints[-1].id]
 
@@ -846,7 +875,7 @@ class EKFAC(DampedEstimator):
         fitted = {}
         for checkpoint in self._checkpoint_ids(train):
             factors = self.factors
-            if isinstance(factors, KroneckerBasis):
+            if isinstance(factors, (KroneckerBasis, list)):
                 factors = KFACFactors.from_basis(factors, statistics, checkpoint, block_size=rows)
             elif self.fisher is not None or (self.correct and not factors.corrected):
                 factors.check_store(statistics)

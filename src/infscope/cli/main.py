@@ -273,6 +273,10 @@ def score(
         ),
     ] = None,
     block_size: Annotated[int, typer.Option(help="Rows per block (bounds memory).")] = 4096,
+    device: Annotated[
+        str | None,
+        typer.Option(help="Run the query x train products in torch on this device (cuda, cuda:1)."),
+    ] = None,
 ) -> None:
     """Score training examples: query x train influence, or self-influence without --query."""
     from infscope.attribution.registry import build_estimator
@@ -291,7 +295,7 @@ def score(
             block_size=block_size,
             fisher=fisher,
         )
-        estimator.fit(FeatureStore.open(train))
+        estimator.to(device).fit(FeatureStore.open(train))
         result = estimator.score(FeatureStore.open(query)) if query else estimator.self_influence()
         result.save(out)
     except InfscopeError as err:

@@ -95,6 +95,13 @@ class GradientExtractor:
     def module_names(self) -> tuple[str, ...]:
         return tuple(m.name for m in self.modules)
 
+    def bind_weights(self) -> str:
+        """Fingerprint the model's current weights and tell the projector (whose matrices may
+        depend on the checkpoint: per-checkpoint eigenbases). Returns the fingerprint."""
+        fingerprint = model_fingerprint(self.model)
+        self.projector.bind_weights(fingerprint)
+        return fingerprint
+
     def factors(
         self, batch: Batch, gradient: str = "loss", generator: torch.Generator | None = None
     ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
@@ -259,6 +266,7 @@ def per_example_features(
     """Features of an in-memory list of examples (for small sets; use a store for anything big)."""
     if len(examples) == 0:
         raise InputError("empty dataset: no examples to extract features from")
+    extractor.bind_weights()
     blocks = [
         extractor.features(
             extractor.task.collate(examples[i : i + batch_size]),

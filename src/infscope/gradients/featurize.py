@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from infscope.data import ExampleSet
 from infscope.errors import InputError, NonFiniteError
 from infscope.gradients.covariance import KroneckerCovariances
-from infscope.gradients.extractor import GradientExtractor, model_fingerprint, sampling_generator
+from infscope.gradients.extractor import GradientExtractor, sampling_generator
 from infscope.store import FeatureStore, StoreSpec
 from infscope.store.feature_store import META_FILE
 
@@ -114,7 +114,7 @@ def featurize(
     )
     store = FeatureStore.create(root, list(data.ids), spec)
     store.add_checkpoint(
-        checkpoint, learning_rate=learning_rate, fingerprint=model_fingerprint(extractor.model)
+        checkpoint, learning_rate=learning_rate, fingerprint=extractor.bind_weights()
     )
     todo = store.missing_shards(checkpoint, worker=worker, num_workers=num_workers)
     if covariances is not None:  # a resumed run: the finished shards still feed the covariances

@@ -55,7 +55,9 @@ class ProjectionConfig:
             (part of the seed schedule, so it is recorded with the features).
         cache_bytes: dense and sjlt projections up to this size are generated once and reused.
         basis: ``eigen`` only: a :class:`~infscope.gradients.eigenbasis.KroneckerBasis` or the
-            path of one saved with ``KroneckerBasis.save``; stores record its digest.
+            path of one saved with ``KroneckerBasis.save`` — or a sequence of them, one per
+            checkpoint of the store (each checkpoint projected on its own); stores record their
+            digests.
     """
 
     kind: str = "kronecker"
@@ -104,7 +106,9 @@ class ProjectionConfig:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["factor_dims"] = list(self.factor_dims) if self.factor_dims else None
         if self.basis is not None:
-            data["basis"] = getattr(self.basis, "digest", None) or str(self.basis)
+            given = self.basis if isinstance(self.basis, (list, tuple)) else [self.basis]
+            digests = [getattr(b, "digest", None) or str(b) for b in given]
+            data["basis"] = digests if isinstance(self.basis, (list, tuple)) else digests[0]
         return data
 
     @classmethod
@@ -166,6 +170,10 @@ class Projector(ABC):
         if blocks is not None:
             described["blocks"] = blocks
         return described
+
+    def bind_weights(self, fingerprint: str) -> None:
+        """Tell the projector which weights the next features come from (a no-op unless its
+        matrices depend on the checkpoint, as the eigen projection's bases can)."""
 
     def blocks_layout(self) -> list[dict[str, Any]] | None:
         """Per-module slices of the feature vector, in order, when the projection keeps modules
@@ -367,42 +375,65 @@ class KroneckerProjector(Projector):
 class EigenProjector(KroneckerProjector):
     """Per module ``Q_S,rᵀ M Q_A,r``: the Kronecker projection onto the leading eigenvectors of
     the module's K-FAC factors (:class:`~infscope.gradients.eigenbasis.KroneckerBasis`), ranks
-    split over modules by curvature mass for ``dim`` features. Non-Kronecker modules are whole."""
+    split over modules by curvature mass for ``dim`` features. Non-Kronecker modules are whole.
+
+    With one basis per checkpoint (a sequence), each checkpoint's features are projected on its
+    own basis, all cut to one rank layout; :meth:`bind_weights` (called by featurize) picks the
+    basis of the model's current weights."""
 
     def __init__(self, config: ProjectionConfig, modules: Sequence[TrackedModule]) -> None:
-        from infscope.gradients.eigenbasis import KroneckerBasis
+        from infscope.gradients.eigenbasis import as_bases, shared_truncation
 
-        basis = config.basis
-        if not isinstance(basis, KroneckerBasis):
-            basis = KroneckerBasis.load(basis)
-        basis.check_modules(list(modules))
-        self.source = basis
-        self.basis = basis.truncate(config.dim)
+        self.sources = as_bases(config.basis)
+        for basis in self.sources:
+            basis.check_modules(list(modules))
+        self.bases = shared_truncation(self.sources, config.dim)
+        self._active: int | None = 0 if len(self.bases) == 1 else None
         super().__init__(config, modules)
 
+    @property
+    def basis(self):
+        """The basis features are projected on now."""
+        if self._active is None:
+            raise InputError(
+                "the eigen projection holds bases of several checkpoints: bind the model's "
+                "weights first (extractor.bind_weights(); featurize does it)"
+            )
+        return self.bases[self._active]
+
+    def bind_weights(self, fingerprint: str) -> None:
+        if len(self.bases) == 1:
+            return
+        for index, basis in enumerate(self.bases):
+            if basis.fingerprint == fingerprint:
+                self._active = index
+                return
+        raise InputError(
+            f"none of the {len(self.bases)} eigenbases was fit at the model's current weights "
+            f"(fingerprint {fingerprint[:12]}...); fit one at this checkpoint"
+        )
+
     def _block_shape(self, module: TrackedModule) -> tuple[int, int]:
-        (entry,) = [m for m in self.basis.modules if m.name == module.name]
+        (entry,) = [m for m in self.bases[0].modules if m.name == module.name]
         return (entry.in_rank, entry.out_rank) if entry.kronecker else (module.num_params, 1)
 
     def describe(self) -> dict[str, Any]:
-        return {
-            **super().describe(),
-            "basis": self.source.digest,
-            "fisher": self.source.fisher,
-            "basis_fingerprint": self.source.fingerprint,
-        }
+        from infscope.gradients.eigenbasis import describe_bases
+
+        return {**super().describe(), **describe_bases(self.sources)}
 
     def matrices(self, index: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """``(Q_A,rᵀ, Q_S,rᵀ)`` for module ``index``; for a whole block ``(I, [[1]])``."""
-        if index not in self._matrices:
-            entry = self.basis.modules[index]
+        entry = self.basis.modules[index]
+        key = (self._active, index)
+        if key not in self._matrices:
             if entry.kronecker:
                 p_in = torch.as_tensor(entry.a_vectors.T, dtype=torch.float32)
                 p_out = torch.as_tensor(entry.s_vectors.T, dtype=torch.float32)
             else:
                 p_in, p_out = torch.eye(self.modules[index].num_params), torch.ones(1, 1)
-            self._matrices[index] = (p_in.contiguous().to(device), p_out.contiguous().to(device))
-        return self._matrices[index]
+            self._matrices[key] = (p_in.contiguous().to(device), p_out.contiguous().to(device))
+        return self._matrices[key]
 
 
 def build_projector(config: ProjectionConfig, modules: Sequence[TrackedModule]) -> Projector:

@@ -1,0 +1,55 @@
+"""Fixtures of the attribution tests: small models with identity- and eigen-projected stores."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from infscope.data import ExampleSet
+from infscope.gradients import GradientExtractor, ProjectionConfig
+from infscope.gradients.featurize import featurize
+from infscope.store import FeatureStore
+from infscope.tasks import ClassificationTask
+
+IDENTITY = ProjectionConfig(kind="identity", dim=None)
+
+
+def stores(root, model, task, train, query, config=IDENTITY, selection=None):
+    extractor = GradientExtractor(model, task, config, selection)
+    featurize(extractor, train, root / "train", progress=False)
+    featurize(extractor, query, root / "query", gradient="measurement", progress=False)
+    return extractor, FeatureStore.open(root / "train"), FeatureStore.open(root / "query")
+
+
+def split_examples(x, y, n):
+    pairs = [(x[i], y[i]) for i in range(len(y))]
+    return ExampleSet(pairs[:n], tuple(map(str, range(n)))), ExampleSet(
+        pairs[n:], tuple(f"q{i}" for i in range(len(y) - n))
+    )
+
+
+@pytest.fixture(scope="module")
+def eigen(tmp_path_factory):
+    """The MLP's full-rank eigenbasis and eigen-projected train/query stores."""
+    from infscope.gradients.covariance import fit_kronecker_basis
+
+    torch.manual_seed(0)
+    n, n_query = 120, 10
+    x = torch.randn(n + n_query, 6)
+    y = (x @ torch.randn(6, 3) + 0.5 * torch.randn(n + n_query, 3)).argmax(1)
+    model = nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 3))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.03)
+    for _ in range(30):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x[:n]), y[:n]).backward()
+        optimizer.step()
+    model.eval()
+    train, query = split_examples(x, y, n)
+    root = tmp_path_factory.mktemp("eigen")
+    task = ClassificationTask()
+    identity = stores(root / "identity", model, task, train, query)
+    basis = fit_kronecker_basis(identity[0], train, progress=False)
+    config = ProjectionConfig(kind="eigen", basis=basis)
+    extractor, train_store, query_store = stores(root / "eigen", model, task, train, query, config)
+    return model, x, y, n, basis, identity, (extractor, train_store, query_store), root
