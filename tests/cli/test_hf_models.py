@@ -278,3 +278,105 @@ def test_eigen_projection_end_to_end_with_true_fisher(tmp_path, bert_dir):
         ],
     )
     assert result.exit_code == 2 and "takes no Fisher store" in result.output
+
+
+def test_eigen_bases_per_checkpoint_from_the_cli(tmp_path, bert_dir):
+    """Two checkpoints: --basis-only fits each one's basis; features with both bases project each
+    checkpoint on its own; ekfac with both averages the checkpoints, as the Python API does."""
+    from infscope.attribution import EKFAC, load_scores
+    from infscope.gradients import KroneckerBasis
+
+    path, model = bert_dir
+    other = tmp_path / "bert-2"
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.01 * torch.randn_like(param))
+    model.save_pretrained(other)
+    (other / "tokenizer_config.json").write_text((path / "tokenizer_config.json").read_text())
+    for name in ("vocab.txt", "special_tokens_map.json", "tokenizer.json"):
+        if (path / name).exists():
+            (other / name).write_bytes((path / name).read_bytes())
+    data = _jsonl(
+        tmp_path / "train.jsonl",
+        [{"id": f"s{i}", "text": s, "label": i % 2} for i, s in enumerate(SENTENCES)],
+    )
+    models = {"early": path, "late": other}
+    bases = [tmp_path / f"basis-{c}.safetensors" for c in models]
+    common = ["--max-length", "32", "--projection", "eigen", "--dim", "200"]
+    for model_dir, basis in zip(models.values(), bases):
+        result = runner.invoke(
+            app,
+            [
+                "features",
+                str(data),
+                "--model",
+                str(model_dir),
+                "--basis",
+                str(basis),
+                "--basis-only",
+            ],
+        )
+        assert result.exit_code == 0 and basis.is_file(), result.output
+    with_both = [arg for b in bases for arg in ("--basis", str(b))]
+    for checkpoint, model_dir in models.items():
+        for out, gradient in (("train", "loss"), ("query", "measurement")):
+            result = runner.invoke(
+                app,
+                [
+                    "features",
+                    str(data),
+                    "--model",
+                    str(model_dir),
+                    "--out",
+                    str(tmp_path / out),
+                    "--checkpoint",
+                    checkpoint,
+                    "--gradient",
+                    gradient,
+                    *common,
+                    *with_both,
+                ],
+            )
+            assert result.exit_code == 0, result.output
+    result = runner.invoke(
+        app,
+        [
+            "score",
+            "--train",
+            str(tmp_path / "train"),
+            "--query",
+            str(tmp_path / "query"),
+            "--method",
+            "ekfac",
+            "--out",
+            str(tmp_path / "scores"),
+            *[arg for b in bases for arg in ("--factors", str(b))],
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    train, query = FeatureStore.open(tmp_path / "train"), FeatureStore.open(tmp_path / "query")
+    expected = EKFAC([KroneckerBasis.load(b) for b in bases]).fit(train)
+    assert list(expected.factors_by_checkpoint) == ["early", "late"]
+    np.testing.assert_allclose(
+        load_scores(tmp_path / "scores").values, expected.score(query).values, rtol=1e-5
+    )
+    # several bases: each must exist; --out is needed unless only fitting
+    result = runner.invoke(
+        app,
+        [
+            "features",
+            str(data),
+            "--model",
+            str(path),
+            "--out",
+            str(tmp_path / "x"),
+            *common,
+            "--basis",
+            str(bases[0]),
+            "--basis",
+            str(tmp_path / "missing.safetensors"),
+        ],
+    )
+    assert result.exit_code == 2 and "fit each first" in result.output
+    result = runner.invoke(app, ["features", str(data), "--model", str(path)])
+    assert result.exit_code == 2 and "--out" in result.output

@@ -33,13 +33,14 @@ def build_estimator(
     damping_mode: str = "relative",
     solver: str = "auto",
     l2_regularization: float | None = None,
-    factors: str | Path | None = None,
+    factors: str | Path | list[str | Path] | None = None,
     block_size: int = 4096,
     fisher: str | Path | None = None,
 ) -> Estimator:
     """An unfitted estimator. ``damping=None`` takes each method's default; ``checkpoint`` is a
     checkpoint id (``"all"`` averages influence over checkpoints); ``factors`` is a saved K-FAC
-    factors file or the eigenbasis an ``eigen`` store was projected with (``ekfac``/``kfac``);
+    factors file or the eigenbasis (or per-checkpoint eigenbases) an ``eigen`` store was
+    projected with (``ekfac``/``kfac``);
     ``fisher`` a sampled-label store whose statistics give the curvature (true Fisher:
     ``ekfac``/``kfac``, and ``influence``'s Fisher)."""
     fisher_store = None
@@ -95,13 +96,15 @@ def build_estimator(
     if method in ("ekfac", "kfac"):
         from infscope.attribution.kfac import EKFAC, load_factors
 
-        if factors is None:
+        if isinstance(factors, (list, tuple)):
+            factors = factors[0] if len(factors) == 1 else [load_factors(f) for f in factors]
+        if not factors:
             raise InputError(
                 f"{method} needs fitted factors: a .safetensors file from KFACFactors.save, or "
                 f"the eigenbasis of an eigen-projected store"
             )
         return EKFAC(
-            load_factors(factors),
+            factors if isinstance(factors, list) else load_factors(factors),
             fisher=fisher_store,
             damping_mode=damping_mode,
             correct_eigenvalues=method == "ekfac",

@@ -40,7 +40,10 @@ def features(
             help="HF model or PEFT adapter directory, or module:function for --task factory."
         ),
     ],
-    out: Annotated[Path, typer.Option(help="Feature store directory (resumed if it exists).")],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Feature store directory (resumed if it exists)."),
+    ] = None,
     task: Annotated[str, typer.Option(help="hf-seqcls | hf-causal-lm | factory.")] = "hf-seqcls",
     checkpoint: Annotated[
         str, typer.Option(help="Name of this model state in the store.")
@@ -72,12 +75,17 @@ def features(
     ] = 4096,
     seed: Annotated[int, typer.Option(help="Projection seed.")] = 0,
     basis: Annotated[
-        Path | None,
+        list[Path] | None,
         typer.Option(
-            help="eigen: the eigenbasis file; fitted on DATA and saved there when it does not "
-            "exist yet (training data), read otherwise."
+            help="eigen: the eigenbasis file, fitted on DATA and saved there when it does not "
+            "exist yet (training data), read otherwise; repeat it with one file per checkpoint "
+            "(each fitted first with --basis-only) to project every checkpoint on its own."
         ),
     ] = None,
+    basis_only: Annotated[
+        bool,
+        typer.Option(help="Only fit the eigenbasis of this model into --basis; no store."),
+    ] = False,
     fisher: Annotated[
         str, typer.Option(help="eigen basis fitted here: empirical | true (sampled labels).")
     ] = "empirical",
@@ -142,11 +150,13 @@ def features(
         )
         if device:
             loaded.to(device)
-        if projection == "eigen":
-            from infscope.gradients.covariance import fit_or_load_basis
+        if out is None and not basis_only:
+            raise InputError("give --out, the feature store directory")
+        if projection == "eigen" or basis_only:
+            from infscope.gradients.covariance import fit_or_load_bases
 
-            fitted_basis, fitted_now = fit_or_load_basis(
-                basis,
+            bases, fitted = fit_or_load_bases(
+                basis or [],
                 GradientExtractor(loaded, task_obj, ProjectionConfig("identity", None), selection),
                 examples,
                 fit=gradient == "loss",
@@ -154,11 +164,15 @@ def features(
                 sample_seed=sample_seed,
                 batch_size=batch_size,
             )
-            if fitted_now:
-                console.print(f"eigenbasis ({fisher} Fisher) → {escape(str(basis))}")
-            config = ProjectionConfig("eigen", dim or None, seed=seed, basis=fitted_basis)
+            for path in fitted:
+                console.print(f"eigenbasis ({fisher} Fisher) → {escape(str(path))}")
+            if basis_only:
+                if not fitted:
+                    console.print(f"{escape(str(basis[0]))} exists: kept, not refitted")
+                return
+            config = ProjectionConfig("eigen", dim or None, seed=seed, basis=bases)
         else:
-            if basis is not None:
+            if basis:
                 raise InputError("--basis applies to --projection eigen only")
             config = ProjectionConfig(
                 kind=projection, dim=None if projection == "identity" else dim, seed=seed
@@ -259,10 +273,10 @@ def score(
         float | None, typer.Option(help="representer: the final layer's L2 regularisation.")
     ] = None,
     factors: Annotated[
-        Path | None,
+        list[Path] | None,
         typer.Option(
             help="ekfac/kfac: factors file from --fit-factors / KFACFactors.save, or the "
-            "--basis file of an eigen-projected store."
+            "--basis file(s) of an eigen-projected store (repeat for one per checkpoint)."
         ),
     ] = None,
     fisher: Annotated[

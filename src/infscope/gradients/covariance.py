@@ -373,28 +373,35 @@ def _accumulate_factors(
             bar.update(last - first)
 
 
-def fit_or_load_basis(
-    path: str | Path | None,
+def fit_or_load_bases(
+    paths: Sequence[str | Path],
     extractor: GradientExtractor,
     data: ExampleSet,
     *,
     fit: bool,
     **options: Any,
-) -> tuple[KroneckerBasis, bool]:
-    """The eigenbasis saved at ``path``, or — when there is none and ``fit`` (training data) — one
-    fitted on ``data`` with ``options`` (:func:`fit_kronecker_basis`) and saved there first.
-    Returns the basis and whether it was fitted now. A basis that exists is never refitted: the
-    training and query stores must share it."""
-    if path is None:
+) -> tuple[list[KroneckerBasis], list[Path]]:
+    """The eigenbases saved at ``paths`` (one, or one per checkpoint of a store). A single one
+    that does not exist yet is fitted on ``data`` at the extractor's weights when ``fit``
+    (training data) with ``options`` (:func:`fit_kronecker_basis`) and saved there first; with
+    several, each must exist. A basis that exists is never refitted: the training and query
+    stores share it. Returns the bases and the paths fitted now."""
+    paths = [Path(p) for p in paths]
+    if not paths:
         raise InputError("the eigen projection needs --basis: the eigenbasis file to fit or read")
-    path = Path(path)
-    if path.exists():
-        return KroneckerBasis.load(path), False
-    if not fit:
+    missing = [p for p in paths if not p.exists()]
+    if len(paths) > 1 and missing:
         raise InputError(
-            f"no eigenbasis at {path}: extract the training store (gradient 'loss') with "
+            f"no eigenbasis at {', '.join(map(str, missing))}: with one basis per checkpoint, "
+            f"fit each first (features --basis PATH --basis-only, at that checkpoint's model)"
+        )
+    if missing and not fit:
+        raise InputError(
+            f"no eigenbasis at {missing[0]}: extract the training store (gradient 'loss') with "
             f"--projection eigen first, which fits it there"
         )
-    basis = fit_kronecker_basis(extractor, data, **options)
-    basis.save(path)
-    return basis, True
+    if missing:
+        basis = fit_kronecker_basis(extractor, data, **options)
+        basis.save(missing[0])
+        return [basis], missing
+    return [KroneckerBasis.load(p) for p in paths], []
