@@ -620,15 +620,23 @@ def pretrained_lm(scale: float, data_root: Path, cache_dir: Path) -> BenchTask:
         intent = str(names[row["label"]]).replace("_", " ")
         return {"id": row["id"], "prompt": f"{row['text']} intent:", "completion": f" {intent}"}
 
-    train_rows = [banking[i] for i in rng.choice(len(banking), n_train, replace=False)]
-    picked = rng.choice(len(banking_test), n_query + n_heldout, replace=False)
+    base = _minilm_tokenizer()
+
+    def fits(row):  # prompt and completion within the model's 64 positions
+        record = pair(row)
+        return len(base(record["prompt"] + record["completion"])["input_ids"]) <= 60
+
+    pool = [r for r in banking if fits(r)]
+    test_pool = [r for r in banking_test if fits(r)]
+    train_rows = [pool[i] for i in rng.choice(len(pool), n_train, replace=False)]
+    picked = rng.choice(len(test_pool), n_query + n_heldout, replace=False)
     splits_rows = {
         "train": [pair(r) for r in train_rows],
-        "query": [pair(banking_test[i]) for i in picked[:n_query]],
-        "heldout": [pair(banking_test[i]) for i in picked[n_query:]],
+        "query": [pair(test_pool[i]) for i in picked[:n_query]],
+        "heldout": [pair(test_pool[i]) for i in picked[n_query:]],
     }
     texts = corpus + [r["prompt"] + r["completion"] for rs in splits_rows.values() for r in rs]
-    tokenizer = CompactTokenizer(_minilm_tokenizer(), texts)
+    tokenizer = CompactTokenizer(base, texts)
     config = _gpt2_config(tokenizer, width=64, layers=2, heads=4)
     pre_epochs, pre_lr = 2, 3e-3
     key = f"{tokenizer.vocab_size}-{len(corpus)}-{pre_epochs}-{pre_lr}"
@@ -637,7 +645,9 @@ def pretrained_lm(scale: float, data_root: Path, cache_dir: Path) -> BenchTask:
         torch.manual_seed(0)
         model = _conv1d_to_linear(GPT2LMHeadModel(config))
         lm = HFCausalLMTask(tokenizer, max_length=48)
-        records = [{"prompt": "", "completion": t} for t in corpus]
+        records = [  # next-token prediction needs two tokens
+            {"prompt": "", "completion": t} for t in corpus if len(tokenizer(t)["input_ids"]) > 1
+        ]
         optimizer = torch.optim.AdamW(model.parameters(), lr=pre_lr, weight_decay=0.01)
         generator = torch.Generator().manual_seed(0)
         model.train()
@@ -663,4 +673,6 @@ def pretrained_lm(scale: float, data_root: Path, cache_dir: Path) -> BenchTask:
         f"pre-trained from scratch for {pre_epochs} epochs on {len(corpus)} banking77/TREC/SMS "
         f"texts (cached), then fine-tuned"
     )
-    return _causal_lm_task("lm-banking", description, splits_rows, tokenizer, make_model, 4, 1e-3)
+    return _causal_lm_task(
+        "lm-banking", description, splits_rows, tokenizer, make_model, 4, 1e-3, max_length=64
+    )

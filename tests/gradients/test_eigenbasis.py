@@ -221,3 +221,39 @@ def test_a_basis_over_repeated_weights_equals_the_single_one():
         )
         assert a.trace == pytest.approx(b.trace) and a.tokens == b.tokens
     assert twice.fingerprints == single.fingerprints * 2
+
+
+def test_sequence_features_in_either_contraction_order(tokenizer):
+    """Tiny GPT-2: eigen features equal Q_Sᵀ M Q_A of the full gradients both for square blocks
+    and for blocks with one input direction and every output one (which sum over positions
+    before the output projection)."""
+    rng = np.random.default_rng(1)
+    words = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran"]
+    records = [
+        {"prompt": " ".join(rng.choice(words, 5)), "completion": " ".join(rng.choice(words, 4))}
+        for _ in range(6)
+    ]
+    model = tiny_gpt2(tokenizer.vocab_size).eval()
+    task = HFCausalLMTask(tokenizer, max_length=16)
+    selection = ModuleSelection(types=("Conv1D",))
+    identity = GradientExtractor(model, task, IDENTITY, selection)
+    data = ExampleSet(records, tuple(map(str, range(6))))
+    basis = fit_kronecker_basis(identity, data, progress=False)
+    full = per_example_features(identity, records).double().numpy()
+    for ranks in (
+        [(min(4, m.out_rank), min(4, m.in_rank)) for m in basis.modules],
+        [(m.out_rank, 1) for m in basis.modules],
+    ):
+        cut = basis.truncate_to(ranks)
+        eigen = GradientExtractor(model, task, ProjectionConfig("eigen", basis=cut), selection)
+        features = per_example_features(eigen, records).double().numpy()
+        start = offset = 0
+        for module in cut.modules:
+            m = full[:, start : start + module.rows * module.cols]
+            m = m.reshape(-1, module.rows, module.cols)
+            expected = (module.s_vectors.T @ m @ module.a_vectors).reshape(len(m), -1)
+            np.testing.assert_allclose(
+                features[:, offset : offset + module.dim], expected, rtol=1e-4, atol=1e-6
+            )
+            start += module.rows * module.cols
+            offset += module.dim

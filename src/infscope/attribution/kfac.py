@@ -78,7 +78,6 @@ from infscope.gradients.eigenbasis import (
     KroneckerBasis,
     as_bases,
     describe_bases,
-    shared_truncation,
 )
 from infscope.gradients.extractor import GradientExtractor, model_fingerprint
 from infscope.gradients.featurize import model_signature
@@ -219,8 +218,10 @@ class KFACFactors:
         fingerprint: str | None,
         n_examples: int,
         statistics: dict[str, Any],
+        width: int | None = None,
     ) -> None:
-        # Internal: use fit() or load().
+        # Internal: use fit(), from_basis() or load().
+        self.width = width  # the features' length when zero padding follows the blocks
         self.blocks = blocks
         self.projection = projection
         self.modules = tuple(modules)
@@ -234,7 +235,7 @@ class KFACFactors:
 
     @property
     def feature_dim(self) -> int:
-        return sum(b.dim for b in self.blocks)
+        return self.width or sum(b.dim for b in self.blocks)
 
     @property
     def corrected(self) -> bool:
@@ -390,35 +391,34 @@ class KFACFactors:
         projection = store.spec.projection
         if (
             projection.get("kind") != "eigen"
-            or projection.get("basis") != describe_bases(bases)["basis"]
+            or projection.get("basis") != describe_bases(bases, projection.get("dim"))["basis"]
         ):
             raise StoreMismatchError(
                 f"{store.root} was not projected with this eigenbasis (its projection is "
                 f"{projection.get('kind')!r}, basis {str(projection.get('basis'))[:12]}...); "
                 f"extract it with ProjectionConfig(kind='eigen', basis=...) of this basis"
             )
-        cut = shared_truncation(bases, projection.get("dim"))
-        truncated = cut[0]
-        if len(cut) > 1:  # the checkpoint's own basis
+        truncated = bases[0]
+        if len(bases) > 1:  # the checkpoint's own basis
             info = store.checkpoint(checkpoint or store.checkpoints[-1].id)
-            matching = [b for b in cut if b.fingerprint == info.fingerprint]
+            matching = [b for b in bases if b.fingerprint == info.fingerprint]
             if not matching:
                 raise StoreMismatchError(
                     f"checkpoint {info.id!r} of {store.root} holds weights none of the eigenbases "
                     f"was fit at"
                 )
             truncated, checkpoint = matching[0], info.id
-        blocks = _blocks_from_layout(_layout(projection))
-        if [b.name for b in blocks] != [m.name for m in truncated.modules]:
-            raise StoreMismatchError(f"{store.root}'s modules differ from the eigenbasis's")
+        truncated = truncated.truncate(projection.get("dim"))
+        # the checkpoint's own layout (zero padding after it, with one basis per checkpoint)
+        layout = [
+            {"module": m.name, "shape": [m.out_rank, m.in_rank], "kronecker": m.kronecker}
+            for m in truncated.modules
+        ]
+        blocks = _blocks_from_layout(layout)
+        if len(bases) == 1 and layout != _layout(projection):
+            raise StoreMismatchError(f"{store.root}'s block layout differs from the eigenbasis's")
         for block, module in zip(blocks, truncated.modules):
             if block.kronecker:
-                if (block.rows, block.cols) != (module.out_rank, module.in_rank):
-                    raise StoreMismatchError(
-                        f"{store.root}: module {block.name!r} has a {block.rows}x{block.cols} "
-                        f"block, the eigenbasis cut to dim={projection.get('dim')} gives "
-                        f"{module.out_rank}x{module.in_rank}"
-                    )
                 block.s_values, block.a_values = module.s_values, module.a_values
                 block.tokens = module.tokens
             block.full_trace, block.full_dim = module.trace, module.rows * module.cols
@@ -431,6 +431,7 @@ class KFACFactors:
             truncated.fingerprint,
             store.n_examples,
             {},
+            width=store.feature_dim,
         )
         if truncated.fingerprint is None:  # a basis averaged over checkpoints: one of them
             info = store.checkpoint(checkpoint or store.checkpoints[-1].id)
@@ -527,7 +528,8 @@ class KFACFactors:
 
     def check_store(self, store: FeatureStore) -> None:
         """Raise unless ``store``'s features live in these factors' space."""
-        _layout(store.spec.projection)
+        if self.width is None:  # factors from_basis carry their checkpoint's own layout
+            _layout(store.spec.projection)
         problems = []
         if store.spec.projection != self.projection:
             keys = sorted(
@@ -922,7 +924,7 @@ class EKFAC(DampedEstimator):
     def _precondition(self, checkpoint: str, block: np.ndarray) -> np.ndarray:
         if checkpoint not in self._preconditioners:
             raise InputError("EKFAC is not fitted: call fit(train_store) first")
-        out = np.empty(block.shape)
+        out = np.zeros(block.shape)  # columns after the blocks (zero padding) stay zero
         for pre in self._preconditioners[checkpoint]:
             b = pre.block
             step = max(1, 2**20 // b.dim)  # float64 temporaries of ~8 MiB, whatever the width

@@ -54,10 +54,8 @@ __all__ = [
     "FISHER_KINDS",
     "KroneckerBasis",
     "ModuleBasis",
-    "allocate_ranks",
     "as_bases",
     "describe_bases",
-    "shared_truncation",
 ]
 
 
@@ -175,8 +173,10 @@ class KroneckerBasis:
     # ---- budget ----------------------------------------------------------------------------
 
     def allocate(self, budget: int) -> list[tuple[int, int]]:
-        """``(r_out, r_in)`` per module for at most ``budget`` features (:func:`allocate_ranks`)."""
-        return allocate_ranks([self], budget)
+        """``(r_out, r_in)`` per module for at most ``budget`` features: whole blocks for
+        non-Kronecker modules, then greedy growth of the Kronecker blocks by the curvature mass
+        an added row or column captures per added feature, ``trace_m × F_S(r_out) × F_A(r_in)``."""
+        return _allocate(self, budget)
 
     def truncate(self, budget: int | None) -> KroneckerBasis:
         """The basis cut to at most ``budget`` features (:meth:`allocate`); ``None`` or a budget
@@ -312,66 +312,6 @@ class KroneckerBasis:
             raise InputError(f"{path}: inconsistent eigenbasis file: {exc}") from None
 
 
-def allocate_ranks(bases: Sequence[KroneckerBasis], budget: int) -> list[tuple[int, int]]:
-    """``(r_out, r_in)`` per module for at most ``budget`` features, shared by every basis in
-    ``bases`` (the checkpoints of one store need one layout): whole blocks for non-Kronecker
-    modules, then greedy growth of the Kronecker blocks by the curvature mass an added row or
-    column captures per added feature, ``trace_m × F_S(r_out) × F_A(r_in)`` averaged over the
-    bases."""
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-        raise InputError(f"the eigen projection's dim must be a positive int, got {budget!r}")
-    first = bases[0]
-    limits = [
-        (min(b.modules[i].out_rank for b in bases), min(b.modules[i].in_rank for b in bases))
-        for i in range(len(first.modules))
-    ]
-    ranks = [limits[i] if not m.kronecker else (1, 1) for i, m in enumerate(first.modules)]
-    used = sum(r[0] * r[1] for r in ranks)
-    if used > budget:
-        raise InputError(
-            f"dim {budget} is below the {used} features the modules need at the least (one "
-            f"per Kronecker module, all of each LayerNorm-like module); raise dim"
-        )
-
-    def mass(index: int, r_out: int, r_in: int) -> float:
-        return float(
-            np.mean(
-                [
-                    b.modules[index].trace
-                    * b.modules[index].captured("out", r_out)
-                    * b.modules[index].captured("in", r_in)
-                    for b in bases
-                ]
-            )
-        )
-
-    def push(index: int) -> None:
-        r_out, r_in = ranks[index]
-        here = mass(index, r_out, r_in)
-        if r_out < limits[index][0]:
-            gain = mass(index, r_out + 1, r_in) - here
-            heapq.heappush(heap, (-gain / r_in, index, versions[index], "out", r_in))
-        if r_in < limits[index][1]:
-            gain = mass(index, r_out, r_in + 1) - here
-            heapq.heappush(heap, (-gain / r_out, index, versions[index], "in", r_out))
-
-    versions = [0] * len(first.modules)
-    heap: list[tuple[float, int, int, str, int]] = []
-    for index, module in enumerate(first.modules):
-        if module.kronecker:
-            push(index)
-    while heap:
-        _, index, version, side, cost = heapq.heappop(heap)
-        if version != versions[index] or used + cost > budget:
-            continue
-        r_out, r_in = ranks[index]
-        ranks[index] = (r_out + 1, r_in) if side == "out" else (r_out, r_in + 1)
-        used += cost
-        versions[index] += 1
-        push(index)
-    return ranks
-
-
 def as_bases(basis: Any) -> list[KroneckerBasis]:
     """A basis, a saved basis's path, or a sequence of them (one per checkpoint) as a list of
     loaded bases. Several must each belong to one checkpoint, all different."""
@@ -391,23 +331,9 @@ def as_bases(basis: Any) -> list[KroneckerBasis]:
     return bases
 
 
-def shared_truncation(bases: Sequence[KroneckerBasis], budget: int | None) -> list[KroneckerBasis]:
-    """Every basis cut to one rank layout for at most ``budget`` features (:func:`allocate_ranks`);
-    ``None`` or a budget at or above the smallest basis keeps the common full ranks."""
-    if len(bases) == 1:
-        return [bases[0].truncate(budget)]
-    if budget is None or budget >= min(b.feature_dim for b in bases):
-        ranks = [
-            (min(b.modules[i].out_rank for b in bases), min(b.modules[i].in_rank for b in bases))
-            for i in range(len(bases[0].modules))
-        ]
-    else:
-        ranks = allocate_ranks(bases, budget)
-    return [b.truncate_to(ranks, budget) for b in bases]
-
-
-def describe_bases(bases: Sequence[KroneckerBasis]) -> dict[str, Any]:
-    """What a store records about the bases it was projected with (digests, not paths)."""
+def describe_bases(bases: Sequence[KroneckerBasis], budget: int | None) -> dict[str, Any]:
+    """What a store records about the bases it was projected with (digests, not paths; with
+    several, each checkpoint's own rank layout for ``budget``)."""
     if len(bases) == 1:
         return {
             "basis": bases[0].digest,
@@ -418,4 +344,52 @@ def describe_bases(bases: Sequence[KroneckerBasis]) -> dict[str, Any]:
         "basis": [b.digest for b in bases],
         "fisher": bases[0].fisher,
         "basis_fingerprint": [b.fingerprint for b in bases],
+        "ranks": [[[m.out_rank, m.in_rank] for m in b.truncate(budget).modules] for b in bases],
     }
+
+
+def _allocate(basis: KroneckerBasis, budget: int) -> list[tuple[int, int]]:
+    """``(r_out, r_in)`` per module for at most ``budget`` features: whole blocks for
+    non-Kronecker modules, then greedy growth of the Kronecker blocks by the curvature mass an
+    added row or column captures per added feature, ``trace_m × F_S(r_out) × F_A(r_in)``."""
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise InputError(f"the eigen projection's dim must be a positive int, got {budget!r}")
+    modules = basis.modules
+    limits = [(m.out_rank, m.in_rank) for m in modules]
+    ranks = [limits[i] if not m.kronecker else (1, 1) for i, m in enumerate(modules)]
+    used = sum(r[0] * r[1] for r in ranks)
+    if used > budget:
+        raise InputError(
+            f"dim {budget} is below the {used} features the modules need at the least (one "
+            f"per Kronecker module, all of each LayerNorm-like module); raise dim"
+        )
+
+    def mass(index: int, r_out: int, r_in: int) -> float:
+        module = modules[index]
+        return module.trace * module.captured("out", r_out) * module.captured("in", r_in)
+
+    def push(index: int) -> None:
+        r_out, r_in = ranks[index]
+        here = mass(index, r_out, r_in)
+        if r_out < limits[index][0]:
+            gain = mass(index, r_out + 1, r_in) - here
+            heapq.heappush(heap, (-gain / r_in, index, versions[index], "out", r_in))
+        if r_in < limits[index][1]:
+            gain = mass(index, r_out, r_in + 1) - here
+            heapq.heappush(heap, (-gain / r_out, index, versions[index], "in", r_out))
+
+    versions = [0] * len(modules)
+    heap: list[tuple[float, int, int, str, int]] = []
+    for index, module in enumerate(modules):
+        if module.kronecker:
+            push(index)
+    while heap:
+        _, index, version, side, cost = heapq.heappop(heap)
+        if version != versions[index] or used + cost > budget:
+            continue
+        r_out, r_in = ranks[index]
+        ranks[index] = (r_out + 1, r_in) if side == "out" else (r_out, r_in + 1)
+        used += cost
+        versions[index] += 1
+        push(index)
+    return ranks
