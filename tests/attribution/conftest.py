@@ -29,13 +29,10 @@ def split_examples(x, y, n):
     )
 
 
-@pytest.fixture(scope="module")
-def eigen(tmp_path_factory):
-    """The MLP's full-rank eigenbasis and eigen-projected train/query stores."""
-    from infscope.gradients.covariance import fit_kronecker_basis
-
+def trained_mlp(n: int, n_query: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A 6-12-3 tanh MLP trained for 30 Adam steps on the first ``n`` of ``n + n_query`` points
+    of a noisy linear 3-class problem (seed 0)."""
     torch.manual_seed(0)
-    n, n_query = 120, 10
     x = torch.randn(n + n_query, 6)
     y = (x @ torch.randn(6, 3) + 0.5 * torch.randn(n + n_query, 3)).argmax(1)
     model = nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 3))
@@ -44,6 +41,30 @@ def eigen(tmp_path_factory):
         optimizer.zero_grad()
         nn.functional.cross_entropy(model(x[:n]), y[:n]).backward()
         optimizer.step()
+    return model, x, y
+
+
+def later_state(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n: int) -> dict:
+    """The weights after 20 more SGD steps on the first ``n`` points (a later checkpoint); the
+    model itself is not changed."""
+    import copy
+
+    late = copy.deepcopy(model)
+    optimizer = torch.optim.SGD(late.parameters(), lr=0.5)
+    for _ in range(20):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(late(x[:n]), y[:n]).backward()
+        optimizer.step()
+    return late.state_dict()
+
+
+@pytest.fixture(scope="module")
+def eigen(tmp_path_factory):
+    """The MLP's full-rank eigenbasis and eigen-projected train/query stores."""
+    from infscope.gradients.covariance import fit_kronecker_basis
+
+    n = 120
+    model, x, y = trained_mlp(n, 10)
     model.eval()
     train, query = split_examples(x, y, n)
     root = tmp_path_factory.mktemp("eigen")

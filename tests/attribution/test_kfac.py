@@ -21,7 +21,7 @@ from infscope.gradients import GradientExtractor, ModuleSelection, ProjectionCon
 from infscope.gradients.featurize import featurize
 from infscope.store import FeatureStore
 from infscope.tasks import ClassificationTask, HFCausalLMTask, RegressionTask
-from tests.attribution.conftest import IDENTITY
+from tests.attribution.conftest import IDENTITY, later_state, trained_mlp
 from tests.attribution.conftest import split_examples as _split
 from tests.attribution.conftest import stores as _stores
 from tests.conftest import tiny_gpt2
@@ -54,16 +54,8 @@ def _covariance(values, vectors):
 @pytest.fixture(scope="module")
 def mlp(tmp_path_factory):
     """A 6-12-3 tanh MLP trained for 30 Adam steps on 60 examples (identity-projected stores)."""
-    torch.manual_seed(0)
-    n, n_query = 60, 10
-    x = torch.randn(n + n_query, 6)
-    y = (x @ torch.randn(6, 3) + 0.5 * torch.randn(n + n_query, 3)).argmax(1)
-    model = nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 3))
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.03)
-    for _ in range(30):
-        optimizer.zero_grad()
-        nn.functional.cross_entropy(model(x[:n]), y[:n]).backward()
-        optimizer.step()
+    n = 60
+    model, x, y = trained_mlp(n, 10)
     train, query = _split(x, y, n)
     root = tmp_path_factory.mktemp("mlp")
     extractor, train_store, query_store = _stores(root, model, ClassificationTask(), train, query)
@@ -565,13 +557,7 @@ def test_trajectory_basis_averages_ekfac_over_checkpoints(eigen, tmp_path):
     model, x, y, n, _, (ident, _, _), _, _ = eigen
     train, query = _split(x, y, n)
     early = {k: v.clone() for k, v in model.state_dict().items()}
-    late = copy.deepcopy(model)
-    optimizer = torch.optim.SGD(late.parameters(), lr=0.5)
-    for _ in range(20):
-        optimizer.zero_grad()
-        nn.functional.cross_entropy(late(x[:n]), y[:n]).backward()
-        optimizer.step()
-    late_state = late.state_dict()
+    late_state = later_state(model, x, y, n)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     basis = fit_kronecker_basis(ident, train, weights=[early, late_state], progress=False)
     for key, value in model.state_dict().items():  # the model's own weights are restored
@@ -622,13 +608,7 @@ def test_per_checkpoint_bases_in_one_store(eigen, tmp_path):
     model, x, y, n, _, (ident, _, _), _, _ = eigen
     train, query = _split(x, y, n)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    late = copy.deepcopy(model)
-    optimizer = torch.optim.SGD(late.parameters(), lr=0.5)
-    for _ in range(20):
-        optimizer.zero_grad()
-        nn.functional.cross_entropy(late(x[:n]), y[:n]).backward()
-        optimizer.step()
-    states = {"early": before, "late": late.state_dict()}
+    states = {"early": before, "late": later_state(model, x, y, n)}
     bases = []
     for state in states.values():
         model.load_state_dict(state)

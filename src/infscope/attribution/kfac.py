@@ -60,7 +60,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +81,7 @@ from infscope.gradients.eigenbasis import (
 from infscope.gradients.extractor import GradientExtractor, model_fingerprint
 from infscope.gradients.featurize import model_signature
 from infscope.gradients.projection import IdentityProjector, KroneckerProjector
+from infscope.io import write_atomic
 from infscope.store import FeatureStore
 
 __all__ = ["EKFAC", "KFACFactors", "load_factors"]
@@ -614,7 +614,7 @@ class KFACFactors:
 
     def save(self, path: str | Path) -> Path:
         """Write one safetensors file (float64 arrays, JSON metadata), atomically."""
-        from safetensors.numpy import save_file
+        from safetensors.numpy import save
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -624,13 +624,7 @@ class KFACFactors:
             for name, array in block.arrays().items()
         }
         meta = json.dumps(_canonical(self.metadata()), sort_keys=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            save_file(tensors, str(tmp), metadata={"infscope": meta})
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        write_atomic(path, save(tensors, metadata={"infscope": meta}))
         return path
 
     @classmethod

@@ -35,7 +35,6 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -45,6 +44,7 @@ import numpy as np
 
 from infscope.errors import InputError
 from infscope.gradients.modules import TrackedModule
+from infscope.io import write_atomic
 
 FORMAT = "infscope.kronecker_basis"
 VERSION = 1
@@ -230,18 +230,12 @@ class KroneckerBasis:
 
     def save(self, path: str | Path) -> Path:
         """One safetensors file (float64 arrays, JSON metadata), written atomically."""
-        from safetensors.numpy import save_file
+        from safetensors.numpy import save
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in self._arrays().items()}
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            save_file(tensors, str(tmp), metadata={"infscope": json.dumps(self._metadata())})
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        write_atomic(path, save(tensors, metadata={"infscope": json.dumps(self._metadata())}))
         return path
 
     @classmethod
