@@ -42,16 +42,13 @@ def test_exact_factors_traces_and_eigen_features():
     full = per_example_features(extractor, list(data)).double().numpy()
     start = 0
     for index, module in enumerate(basis.modules):
-        np.testing.assert_allclose(
-            _matrix(module.a_values, module.a_vectors),
-            reference.covariance(index, "inputs"),
-            atol=1e-10,
-        )
-        np.testing.assert_allclose(
-            _matrix(module.s_values, module.s_vectors),
-            reference.covariance(index, "outputs"),
-            atol=1e-12,
-        )
+        for side, values, vectors in (
+            ("inputs", module.a_values, module.a_vectors),
+            ("outputs", module.s_values, module.s_vectors),
+        ):  # float32 products summed in float64
+            expected = reference.covariance(index, side)
+            atol = 1e-6 * np.abs(expected).max()
+            np.testing.assert_allclose(_matrix(values, vectors), expected, atol=atol)
         assert np.all(np.diff(module.s_values) <= 1e-15)  # descending
         block = full[:, start : start + module.rows * module.cols]
         assert module.trace == pytest.approx((block**2).sum(1).mean(), rel=1e-5)
@@ -93,14 +90,14 @@ def test_sketched_side_recovers_a_low_rank_factor():
         extractor, data, max_exact_dim=16, sketch_rank=8, progress=False
     ).modules[0]
     assert sketched.a_vectors.shape == (41, 8) and exact.a_vectors.shape == (41, 41)
-    np.testing.assert_allclose(sketched.a_values[:5], exact.a_values[:5], rtol=1e-8)
+    np.testing.assert_allclose(sketched.a_values[:5], exact.a_values[:5], rtol=1e-3)
     np.testing.assert_allclose(
         _matrix(sketched.a_values[:5], sketched.a_vectors[:, :5]),
         _matrix(exact.a_values[:5], exact.a_vectors[:, :5]),
-        atol=1e-8,
+        atol=1e-3 * exact.a_values[0],
     )
     assert sketched.a_total == pytest.approx(exact.a_total)
-    np.testing.assert_allclose(sketched.s_values, exact.s_values)  # 3 outputs: exact side
+    np.testing.assert_allclose(sketched.s_values, exact.s_values)  # 3 outputs: exact both times
 
 
 def test_budget_follows_curvature_mass():

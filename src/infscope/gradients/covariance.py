@@ -156,7 +156,9 @@ def accumulate(
 
 class _FactorSide:
     """Running second moment of one factor side: exact (``dim ≤ max_exact_dim``) or a Nyström
-    sketch ``Y = Σ x (xᵀ Ω)``; plus the exact trace."""
+    sketch ``Y = Σ x (xᵀ Ω)``; plus the trace. Each batch's products are float32 (as
+    kronfluence's covariances; twice as fast on an LM head, relative error ~1e-7), summed over
+    batches in float64."""
 
     def __init__(self, dim: int, max_exact_dim: int, sketch_rank: int, seed: int) -> None:
         self.dim = dim
@@ -170,15 +172,17 @@ class _FactorSide:
                 dim, min(sketch_rank, dim), generator=generator, dtype=torch.float64
             )
             self.omega = torch.linalg.qr(omega).Q
+            self.omega32 = self.omega.float()
             self.sketch = torch.zeros_like(self.omega)
 
     def update(self, x: torch.Tensor) -> None:
-        """Add the rows of ``x`` ``[m, dim]`` (float64, CPU)."""
-        self.total += float((x * x).sum())
+        """Add the rows of ``x`` ``[m, dim]`` (CPU)."""
+        self.total += float(x.double().pow(2).sum())
+        x = x.float()
         if self.exact:
-            self.sum += x.T @ x
+            self.sum += (x.T @ x).double()
         else:
-            self.sketch += x.T @ (x @ self.omega)
+            self.sketch += (x.T @ (x @ self.omega32)).double()
 
     def update_counts(self, counts: torch.Tensor) -> None:
         """Add one-hot rows given as per-coordinate counts (embedding inputs)."""
@@ -195,16 +199,30 @@ class _FactorSide:
             matrix = (self.sum + self.sum.T).numpy() * (scale / 2)
             values, vectors = np.linalg.eigh(matrix)
         else:  # single-pass Nyström approximation from the sketch
-            sketch, omega = self.sketch.numpy() * scale, self.omega.numpy()
-            shift = np.sqrt(self.dim) * np.spacing(np.linalg.norm(sketch))
-            shifted = sketch + shift * omega
-            core = omega.T @ shifted
-            factor = np.linalg.cholesky((core + core.T) / 2)
-            left = np.linalg.solve(factor, shifted.T).T  # shifted @ factor^-T
-            vectors, singular, _ = np.linalg.svd(left, full_matrices=False)
-            values = singular**2 - shift
+            vectors, values = _nystrom(self.sketch.numpy() * scale, self.omega.numpy())
         order = np.argsort(values)[::-1]
         return np.clip(values[order], 0.0, None), vectors[:, order], self.total * scale
+
+
+def _nystrom(sketch: np.ndarray, omega: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvectors and eigenvalues of a PSD matrix ``A`` from ``Y = A Ω`` (orthonormal ``Ω``):
+    the stabilised single-pass Nyström approximation of Tropp, Yurtsever, Udell & Cevher (2017).
+    The shift ``ν`` is set by float32 round-off (the sketch's products are float32) and raised
+    tenfold while ``Ωᵀ(Y + νΩ)`` is not numerically positive definite."""
+    shift = np.sqrt(len(sketch)) * np.finfo(np.float32).eps * np.linalg.norm(sketch)
+    for _ in range(6):
+        shifted = sketch + shift * omega
+        core = omega.T @ shifted
+        try:
+            factor = np.linalg.cholesky((core + core.T) / 2)
+            break
+        except np.linalg.LinAlgError:
+            shift *= 10
+    else:
+        raise NonFiniteError("the Nyström sketch of a K-FAC factor is not positive semi-definite")
+    left = np.linalg.solve(factor, shifted.T).T  # shifted @ factor^-T
+    vectors, singular, _ = np.linalg.svd(left, full_matrices=False)
+    return vectors, singular**2 - shift
 
 
 def _inputs_gram(module: TrackedModule, a: torch.Tensor) -> torch.Tensor:
