@@ -443,14 +443,15 @@ def _examples(eigen):
 
 def test_truncated_eigen_store_projects_the_full_preconditioner(eigen, tmp_path):
     """At a budget below full rank the features are a subset of the full-rank eigen coordinates,
-    and the scores are the full-space EK-FAC preconditioner restricted to them: the same
-    corrected eigenvalues and the same (full-space) damping on the kept coordinates."""
+    and at one absolute damping the scores are the full-space EK-FAC preconditioner restricted to
+    them (the same corrected eigenvalues on the kept coordinates). Relative damping is the mean
+    of the kept eigenvalues per module."""
     model, x, y, n, basis, _, (_, et, eq), _ = eigen
     train, query = _split(x, y, n)
     config = ProjectionConfig(kind="eigen", dim=40, basis=basis)
     _, tt, tq = _stores(tmp_path, model, ClassificationTask(), train, query, config)
-    full = EKFAC(basis).fit(et)
-    cut = EKFAC(basis).fit(tt)
+    full = EKFAC(basis, 1e-3, "absolute").fit(et)
+    cut = EKFAC(basis, 1e-3, "absolute").fit(tt)
     assert tt.feature_dim <= 40
     kept, offset = [], 0
     cut_basis = basis.truncate(40)
@@ -464,6 +465,12 @@ def test_truncated_eigen_store_projects_the_full_preconditioner(eigen, tmp_path)
     )  # 1 / (Λ* + λ_m), full rank
     expected = (eq.features()[:, kept] * inverse[kept]) @ et.features()[:, kept].T
     np.testing.assert_allclose(cut.score(tq).values, expected, rtol=1e-4, atol=1e-4)
+
+    relative = EKFAC(basis).fit(tt)
+    for block in relative.fitted_factors.blocks:
+        kept_mean = block.corrected.mean()  # EK-FAC's eigenvalues sum to the block's trace
+        damping = relative.describe()["module_damping"][block.name]
+        assert damping == pytest.approx(0.1 * kept_mean, rel=1e-6)
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # kronfluence's torch.cuda.amp use
