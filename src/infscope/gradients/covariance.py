@@ -134,7 +134,8 @@ def accumulate(
     if batch_size < 1:
         raise InputError(f"batch_size must be positive, got {batch_size}")
     covariances = KroneckerCovariances(extractor, features)
-    extractor.bind_weights()
+    if extractor.projector.needs_weights:
+        extractor.bind_weights()
     n = len(data)
     with tqdm(total=n, desc="kfac factors", unit="ex", disable=not progress) as bar:
         for first in range(0, n, batch_size):

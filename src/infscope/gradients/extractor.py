@@ -266,7 +266,8 @@ def per_example_features(
     """Features of an in-memory list of examples (for small sets; use a store for anything big)."""
     if len(examples) == 0:
         raise InputError("empty dataset: no examples to extract features from")
-    extractor.bind_weights()
+    if extractor.projector.needs_weights:
+        extractor.bind_weights()
     blocks = [
         extractor.features(
             extractor.task.collate(examples[i : i + batch_size]),

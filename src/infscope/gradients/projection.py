@@ -171,6 +171,9 @@ class Projector(ABC):
             described["blocks"] = blocks
         return described
 
+    #: whether the matrices depend on the checkpoint (:meth:`bind_weights` must be called)
+    needs_weights = False
+
     def bind_weights(self, fingerprint: str) -> None:
         """Tell the projector which weights the next features come from (a no-op unless its
         matrices depend on the checkpoint, as the eigen projection's bases can)."""
@@ -403,7 +406,8 @@ class EigenProjector(KroneckerProjector):
         for basis in self.sources:
             basis.check_modules(list(modules))
         self.bases = [basis.truncate(config.dim) for basis in self.sources]
-        self._active: int | None = 0 if len(self.bases) == 1 else None
+        self.needs_weights = len(self.bases) > 1
+        self._active: int | None = None if self.needs_weights else 0
         super().__init__(config, modules)
 
     @property
@@ -417,7 +421,7 @@ class EigenProjector(KroneckerProjector):
         return self.bases[self._active]
 
     def bind_weights(self, fingerprint: str) -> None:
-        if len(self.bases) == 1:
+        if not self.needs_weights:
             return
         for index, basis in enumerate(self.bases):
             if basis.fingerprint == fingerprint:
