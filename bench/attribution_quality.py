@@ -195,24 +195,20 @@ def agreement(rows: list[Result], k: int = 10) -> list[dict]:
     out = []
     by_name = {r.method: r for r in rows if r.scores is not None}
     for needles, ours_needles in PAIRS:
-        ours = next(
-            (
-                r
-                for n, r in by_name.items()
-                if r.family == "infscope"
-                and not n.startswith("**")
-                and "tuned" not in n
-                and all(x in n for x in ours_needles)
-            ),
-            None,
-        )
-        for theirs in by_name.values():
-            if (
-                ours is None
-                or theirs.family == "infscope"
-                or not all(n in theirs.method for n in needles)
-            ):
-                continue
+        matching = [  # every untuned infscope row of the family (e.g. each eigen budget)
+            r
+            for n, r in by_name.items()
+            if r.family == "infscope"
+            and not n.startswith("**")
+            and "tuned" not in n
+            and all(x in n for x in ours_needles)
+        ]
+        for theirs, ours in (
+            (t, o)
+            for t in by_name.values()
+            if t.family != "infscope" and all(n in t.method for n in needles)
+            for o in matching
+        ):
             rho = spearmanr(theirs.scores.ravel(), ours.scores.ravel()).statistic
             top_t = np.argsort(-theirs.scores, axis=1)[:, :k]
             top_o = np.argsort(-ours.scores, axis=1)[:, :k]
