@@ -654,6 +654,8 @@ def test_per_checkpoint_bases_in_one_store(eigen, tmp_path):
     np.testing.assert_allclose(
         averaged.score(query_store).values, np.mean(single, 0), rtol=1e-5, atol=1e-6
     )
+    with pytest.raises(InputError, match="save the bases"):
+        averaged.fitted_factors.save(tmp_path / "factors.safetensors")
     # weights no basis was fit at
     model.load_state_dict({k: v + 0.01 for k, v in before.items()})
     with pytest.raises(InputError, match="none of the 2 eigenbases"):

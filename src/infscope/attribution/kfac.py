@@ -610,6 +610,11 @@ class KFACFactors:
         """Write one safetensors file (float64 arrays, JSON metadata), atomically."""
         from safetensors.numpy import save
 
+        if not self.projection.get("blocks"):
+            raise InputError(
+                "these factors belong to a store with one eigenbasis per checkpoint: they are "
+                "rebuilt from the bases on fit (EKFAC(bases)); save the bases instead"
+            )
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {
