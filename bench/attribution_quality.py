@@ -313,7 +313,17 @@ def run_task(name: str, args, report: dict) -> None:
     results: list[Result] = []
     selections: dict[str, dict] = {}
     try:
-        ws = Workspace(task, work, meter, trained)
+        basis_options = {
+            key: value
+            for key, value in (
+                ("max_exact_dim", args.max_exact_dim),
+                ("sketch_rank", args.sketch_rank),
+            )
+            if value is not None
+        }
+        if basis_options:
+            print(f"  eigenbases fit with {basis_options}", flush=True)
+        ws = Workspace(task, work, meter, trained, basis_options)
         print(f"[infscope] estimators: estimate {estimate(name, 'infscope', scale)}", flush=True)
         t0 = time.perf_counter()
         candidates = methods(task)
@@ -507,6 +517,19 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="comma-separated feature budgets of the eigen-projected EK-FAC rows of the MiniLM "
         "and GPT-2 tasks, 0 = full rank (default: the Kronecker k)",
+    )
+    parser.add_argument(
+        "--max-exact-dim",
+        type=int,
+        default=None,
+        help="eigen rows: factor sides up to this size are eigendecomposed exactly, wider ones "
+        "sketched (default: the library's, 4096)",
+    )
+    parser.add_argument(
+        "--sketch-rank",
+        type=int,
+        default=None,
+        help="eigen rows: Nyström columns of a sketched factor side (default: the library's, 1024)",
     )
     parser.add_argument(
         "--no-tuning",

@@ -78,8 +78,17 @@ EIGEN_KIND = re.compile(r"eig([et])(\d+)(a?)")
 class Workspace:
     """Stores and trained models of one task, created on demand."""
 
-    def __init__(self, task: BenchTask, root: Path, meter: ResourceMeter, trained: dict) -> None:
+    def __init__(
+        self,
+        task: BenchTask,
+        root: Path,
+        meter: ResourceMeter,
+        trained: dict,
+        basis_options: dict | None = None,
+    ) -> None:
         self.task, self.root, self.meter, self.trained = task, root, meter, trained
+        #: keyword arguments of every ``fit_kronecker_basis`` call (e.g. ``max_exact_dim``)
+        self.basis_options = dict(basis_options or {})
         self.model = task.make_model(0)
         self.stores: dict[str, FeatureStore] = {}
         self.extract_seconds: dict[tuple[str, str], float] = {}
@@ -113,7 +122,12 @@ class Workspace:
                     self.model.load_state_dict(checkpoint.state)
                     bases.append(
                         fit_kronecker_basis(
-                            extractor, data.examples, fisher=fisher, batch_size=64, progress=False
+                            extractor,
+                            data.examples,
+                            fisher=fisher,
+                            batch_size=64,
+                            progress=False,
+                            **self.basis_options,
                         )
                     )
             self.bases[name] = bases if trajectory else bases[0]

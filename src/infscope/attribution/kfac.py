@@ -73,6 +73,7 @@ from tqdm.auto import tqdm
 
 from infscope.attribution.base import NORMALIZATIONS
 from infscope.attribution.damped import DampedEstimator
+from infscope.attribution.low_rank import LowRankQueries, ModuleLayout
 from infscope.data import ExampleSet
 from infscope.errors import InputError, NonFiniteError, StoreIncompleteError, StoreMismatchError
 from infscope.gradients.covariance import UNSUPPORTED, KroneckerCovariances, accumulate
@@ -783,6 +784,11 @@ class EKFAC(DampedEstimator):
             EK-FAC eigenvalues), a list of ids, or ``None``: the checkpoints the bases were fit at
             (one per checkpoint given as a sequence — the trajectory average), else the last.
             :class:`KFACFactors` belong to one checkpoint.
+        query_rank: score with each Kronecker module's preconditioned query matrix cut to its
+            best rank-``query_rank`` approximation (:mod:`infscope.attribution.low_rank`): all
+            queries held at once as factors, the training store read once per checkpoint, the
+            kept share of the queries' squared norm recorded as ``query_energy``. ``None``
+            (default): exact, one preconditioned query block at a time.
     """
 
     normalizations = (*NORMALIZATIONS, "relatif")
@@ -798,8 +804,14 @@ class EKFAC(DampedEstimator):
         block_size: int = 4096,
         fisher: FeatureStore | None = None,
         checkpoints: str | list[str] | None = None,
+        query_rank: int | None = None,
     ) -> None:
         super().__init__(damping, damping_mode, normalize, block_size)
+        if query_rank is not None and (
+            isinstance(query_rank, bool) or not isinstance(query_rank, int) or query_rank < 1
+        ):
+            raise InputError(f"query_rank must be a positive int or None, got {query_rank!r}")
+        self.query_rank = query_rank
         if isinstance(factors, (list, tuple)):
             factors = as_bases(factors)
             if len(factors) == 1:
@@ -933,12 +945,44 @@ class EKFAC(DampedEstimator):
                 out[first : first + m, b.slice] = restored
         return out
 
+    def _score_into(self, query: FeatureStore, values: np.ndarray) -> None:
+        if self.query_rank is None:
+            super()._score_into(query, values)
+            return
+        rows = self.rows_per_block(self.train.feature_dim)
+        kept, total = 0.0, 0.0
+        for checkpoint, weight in self.checkpoint_weights(self.train):
+            layout = [
+                ModuleLayout(p.block.slice, p.block.rows, p.block.cols, p.block.kronecker)
+                for p in self._preconditioners[checkpoint]
+            ]
+            chunks = (
+                self._precondition(checkpoint, self._prepare(block))
+                for _, block in query.iter_blocks(checkpoint, rows)
+            )
+            queries = LowRankQueries.compress(
+                chunks, layout, query.n_examples, self.query_rank, self.device
+            )
+            kept += sum(m.kept for m in queries.modules)
+            total += sum(m.total for m in queries.modules)
+            scales = self._train_scales(checkpoint)
+            blocks = self.train.iter_blocks(checkpoint, rows)
+            for start, block in tqdm(
+                blocks, desc=f"scoring[{self.name}, rank {self.query_rank}]", disable=None
+            ):
+                product = queries.products(self._prepare(block))
+                if scales is not None:
+                    product *= scales[start : start + len(block)]
+                values[:, start : start + len(block)] += weight * product
+        self.notes["query_energy"] = kept / total if total > 0 else 1.0
+
     def describe(self) -> dict[str, Any]:
         factors = self.fitted_factors or self.factors
         last = list(self._preconditioners.values())[-1] if self._preconditioners else []
         return {
             **super().describe(),
             "corrected_eigenvalues": self.correct,
+            "query_rank": self.query_rank,
             "fisher": "true (sampled labels)" if self.fisher is not None else "empirical",
             "module_damping": {p.block.name: p.damping for p in last},
             "factors": {
