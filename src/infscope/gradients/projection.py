@@ -376,8 +376,10 @@ class KroneckerProjector(Projector):
                 tokens, (k_out, n_rows), k_in = g.shape[1], p_out.shape, p_in.shape[0]
                 if tokens * n_rows * k_in + n_rows * k_in * k_out < tokens * n_rows * k_out:
                     # narrow input side (an LM head kept at many outputs, few inputs): sum over
-                    # positions first, then project the [n_rows, k_in] result
-                    block = p_out @ torch.einsum("bto,bti->boi", g, projected_in)
+                    # positions first, then project the [n_rows, k_in] result — as one GEMM of
+                    # [B·k_in, n_rows] rows (``p_out @ batch`` would copy p_out per example)
+                    summed = torch.einsum("bto,bti->bio", g, projected_in)
+                    block = (summed @ p_out.T).transpose(1, 2)
                 else:
                     block = torch.einsum("bto,bti->boi", g @ p_out.T, projected_in)
             else:
