@@ -31,6 +31,11 @@ class StoreCorruptError(StoreError):
     """Store files are unreadable or inconsistent (bad metadata, truncated shard, bad checksum)."""
 
 
+class ProvenanceError(StoreMismatchError):
+    """Features that would be combined come from different model weights (or a trajectory's
+    checkpoints share weights), so the result would be silently wrong."""
+
+
 class NonFiniteError(InputError):
     """A loss, measurement or feature is NaN or infinite.
 
@@ -47,3 +52,8 @@ class NonFiniteError(InputError):
             shown = ", ".join(map(str, self.ids[:5])) + (" ..." if len(self.ids) > 5 else "")
             message = f"{message}: example ids {shown}"
         super().__init__(message)
+
+
+class InfscopeWarning(UserWarning):
+    """Something the user should know that does not stop the run (a fallback taken, weights
+    initialised on load, a slow configuration). The CLI prints each as one ``warning:`` line."""

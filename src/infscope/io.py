@@ -8,13 +8,36 @@ fsynced, renamed into place, and the folder fsynced so the rename survives a cra
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 Writer = Callable[[BinaryIO], object]
+
+
+class HashingWriter:
+    """File-like wrapper that sha256-hashes what is written through it. Not a real file, so
+    numpy writes an array in bounded chunks through :meth:`write` instead of ``tofile``."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+        self.sha = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        return self._handle.write(data)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            sha.update(block)
+    return sha.hexdigest()
 
 
 def tmp_path(final: Path) -> Path:
@@ -84,3 +107,21 @@ def create_atomic(final: str | Path, data: bytes | Writer) -> bool:
             tmp.unlink()
     fsync_dir(final.parent)
     return True
+
+
+@contextlib.contextmanager
+def locked(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path`` (created if needed) for the block: processes
+    that update one file by read-modify-write take turns. Without ``fcntl`` (Windows) the block
+    runs unlocked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

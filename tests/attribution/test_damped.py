@@ -11,7 +11,7 @@ from torch import nn
 from infscope.attribution import TRAK, DataInf, InfluenceFunction
 from infscope.attribution.kfac import EKFAC, KFACFactors
 from infscope.attribution.solvers import LissaSolver
-from infscope.errors import InputError, NonFiniteError
+from infscope.errors import InputError, StoreCorruptError
 from infscope.gradients import GradientExtractor, ProjectionConfig
 from infscope.gradients.featurize import featurize
 from infscope.gradients.hessian import ModelHessian
@@ -152,12 +152,20 @@ def test_model_hessian_relative_damping_is_matrix_free_and_shifts_an_indefinite_
 
 def test_non_finite_features_are_an_error_not_a_nan_score(tmp_path):
     """The store refuses to write NaN/inf, but a shard damaged on disk can still hold one: every
-    estimator then raises instead of writing a matrix of NaN scores."""
+    estimator then raises, naming the shard (and the example, when the checksum was forged to
+    match), instead of writing a matrix of NaN scores."""
+    from infscope.io import sha256_file
+
     features = np.random.default_rng(0).standard_normal((20, 6))
     store = _store(tmp_path / "inf", features)
     damaged = features.astype(np.float32)
     damaged[3, 2] = np.inf
-    np.save(store.shard_path("final", 0), damaged)
+    path = store.shard_path("final", 0)
+    np.save(path, damaged)
     for estimator in (InfluenceFunction(), InfluenceFunction("cg"), DataInf()):
-        with pytest.raises(NonFiniteError):
-            estimator.fit(store).score(store)
+        with pytest.raises(StoreCorruptError, match=f"{path.name}.*sha256 mismatch"):
+            estimator.fit(FeatureStore.open(store.root)).score(store)
+    path.with_suffix(".sha256").write_text(sha256_file(path) + "\n")
+    for estimator in (InfluenceFunction(), InfluenceFunction("cg"), DataInf()):
+        with pytest.raises(StoreCorruptError, match=f"non-finite.*{store.ids[3]!r}"):
+            estimator.fit(FeatureStore.open(store.root)).score(store)

@@ -373,3 +373,80 @@ def test_garbled_metadata(tmp_path):
     (tmp_path / "ids.json").write_text("[1, 2")
     with pytest.raises(StoreCorruptError, match="ids.json"):
         FeatureStore.open(tmp_path)
+
+
+# ---- integrity on read, recoverable metadata ------------------------------------------------
+
+
+def test_reads_check_each_shard_checksum_once_per_process(tmp_path):
+    """A bit flip in a shard's data is caught by a plain read (not only by verify()), naming the
+    shard; an intact store is hashed once per process, then read from the cache."""
+    store = write_full(tmp_path, make_features())
+    flipped = store.shard_path("ckpt-1", 10)
+    data = bytearray(flipped.read_bytes())
+    data[-3] ^= 0x10
+    flipped.write_bytes(bytes(data))
+    reader = FeatureStore.open(tmp_path)
+    with pytest.raises(StoreCorruptError, match=rf"{flipped.name}.*sha256 mismatch"):
+        reader.features()
+    with pytest.raises(StoreCorruptError, match=flipped.name):
+        list(reader.iter_blocks(block_size=4))
+
+    fresh = write_full(tmp_path / "fresh", make_features())
+    fresh.features()
+    calls = []
+    original = FeatureStore._check_shard
+    FeatureStore._check_shard = lambda self, *a: calls.append(a) or original(self, *a)
+    try:
+        FeatureStore.open(tmp_path / "fresh").features()
+        assert calls == []  # verified already in this process
+        fresh.verify()  # verify() always re-checks
+        assert len(calls) == 5
+    finally:
+        FeatureStore._check_shard = original
+
+
+def test_missing_checksum_and_non_finite_rows_name_the_shard_and_examples(tmp_path):
+    store = write_full(tmp_path, make_features())
+    store.shard_path("ckpt-1", 0).with_suffix(".sha256").unlink()
+    with pytest.raises(StoreCorruptError, match=r"shard-0000000000-0000000005.*checksum file"):
+        store.features()
+
+    store = write_full(tmp_path / "inf", make_features())
+    path = store.shard_path("ckpt-1", 5)
+    rows = np.load(path)
+    rows[2, 1] = np.inf  # written around write_shard's checks, checksum made to match
+    np.save(path, rows)
+    from infscope.io import sha256_file
+
+    path.with_suffix(".sha256").write_text(sha256_file(path) + "\n")
+    with pytest.raises(StoreCorruptError, match=r"non-finite.*'ex7'"):
+        FeatureStore.open(tmp_path / "inf").features()
+    with pytest.raises(StoreCorruptError, match="ex7"):
+        store.verify()
+
+
+def test_learning_rate_added_later_without_re_extraction(tmp_path):
+    store = FeatureStore.create(tmp_path, make_ids(), make_spec())
+    store.add_checkpoint("a", fingerprint="f1")
+    fill(store, "a", make_features())
+    before = store_files(tmp_path / "checkpoints")
+    assert store.set_learning_rate("a", 0.05) == CheckpointInfo("a", 0.05, "f1")
+    assert FeatureStore.open(tmp_path).checkpoint("a").learning_rate == 0.05
+    assert store_files(tmp_path / "checkpoints") == before  # shards untouched
+    store.set_learning_rate("a", 0.05)  # the same rate again: nothing to refuse
+    with pytest.raises(StoreMismatchError, match="replace"):
+        store.set_learning_rate("a", 0.1)
+    store.set_learning_rate("a", 0.1, replace=True)
+    assert FeatureStore.open(tmp_path).checkpoint("a").learning_rate == 0.1
+    with pytest.raises(StoreError, match="unknown checkpoint"):
+        store.set_learning_rate("nope", 0.1)
+    with pytest.raises(InputError, match="learning_rate"):
+        store.set_learning_rate("a", float("nan"))
+
+
+def test_checkpoints_with_the_same_weights_are_reported(tmp_path):
+    store = FeatureStore.create(tmp_path, make_ids(), make_spec())
+    for cid, fingerprint in (("a", "w1"), ("b", "w2"), ("c", "w1"), ("d", None), ("e", "w1")):
+        store.add_checkpoint(cid, fingerprint=fingerprint)
+    assert store.same_weights() == [["a", "c", "e"]]

@@ -8,6 +8,7 @@ The query × train products run in NumPy on the CPU, or in torch on a device giv
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from infscope.attribution.scores import Scores, SelfInfluence
-from infscope.errors import InputError, StoreError, StoreMismatchError
+from infscope.errors import InputError, ProvenanceError, StoreError, StoreMismatchError
 from infscope.linalg import gram_accumulate, unit_rows
 from infscope.store import FeatureStore
 
@@ -89,10 +90,29 @@ class Estimator(ABC):
             )
         self.train = train
         self._fit(train)
+        self._check_distinct_weights(train)
         return self
 
     def _fit(self, train: FeatureStore) -> None:
         """Estimator-specific preparation (factors, kernels); nothing by default."""
+
+    def scored_checkpoints(self) -> list[str]:
+        """Ids of the training store's checkpoints the scores combine (default: all)."""
+        return [c.id for c in self._require_fit().checkpoints]
+
+    def _check_distinct_weights(self, train: FeatureStore) -> None:
+        """A trajectory or ensemble over checkpoints that share their weights counts one model
+        state several times (usually: the checkpoint was not loaded before extraction)."""
+        used = set(self.scored_checkpoints())
+        for group in train.same_weights():
+            shared = [c for c in group if c in used]
+            if len(shared) > 1:
+                raise ProvenanceError(
+                    f"checkpoints {', '.join(map(repr, shared))} of {train.root} were extracted "
+                    "from identical model weights, so combining them counts one state "
+                    f"{len(shared)} times: load each checkpoint's weights before `infscope "
+                    "features`, or score one of them (--checkpoint)"
+                )
 
     def rows_per_block(self, dim: int) -> int:
         """Rows per block for ``dim``-wide features: ``block_size``, or fewer so that a block's
@@ -119,23 +139,62 @@ class Estimator(ABC):
                 f"{query.root} is incomplete {query.status()}; resume extraction first"
             )
 
-    def score(self, query: FeatureStore, out: str | Path | None = None) -> Scores:
-        """Scores ``[n_query, n_train]``; with ``out``, written into a memory-mapped ``.npy``."""
+    def check_weights(self, query: FeatureStore) -> None:
+        """:class:`ProvenanceError` when a checkpoint the scores use was extracted from other
+        model weights for the queries than for the training examples (same name, other
+        fingerprint): such scores mix two models."""
+        train = self._require_fit()
+        known = {c.id: c.fingerprint for c in query.checkpoints}
+        for checkpoint in self.scored_checkpoints():
+            ours, theirs = train.checkpoint(checkpoint).fingerprint, known.get(checkpoint)
+            if ours is not None and theirs is not None and ours != theirs:
+                raise ProvenanceError(
+                    f"checkpoint {checkpoint!r}: query store {query.root} was extracted from "
+                    f"other model weights (fingerprint {theirs[:12]}) than training store "
+                    f"{train.root} ({ours[:12]}); extract both from the same weights, or allow "
+                    "it deliberately (allow_other_weights=True, --allow-other-weights)"
+                )
+
+    def score(
+        self,
+        query: FeatureStore,
+        out: str | Path | None = None,
+        *,
+        allow_other_weights: bool = False,
+    ) -> Scores:
+        """Scores ``[n_query, n_train]``; with ``out``, written into a memory-mapped ``.npy``.
+        Queries must come from the same weights as the training features at every checkpoint
+        used (:meth:`check_weights`) unless ``allow_other_weights``."""
         train = self._require_fit()
         self.check_query(query)
+        if not allow_other_weights:
+            self.check_weights(query)
         shape = (query.n_examples, train.n_examples)
         if out is None:
             values = np.zeros(shape, dtype=np.float32)
         else:
             values = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=shape)
         self._score_into(query, values)
-        return Scores(values, list(query.ids), list(train.ids), self.name, self.describe())
+        metadata = {
+            **self.describe(),
+            "train_store": os.path.abspath(train.root),
+            "query_store": os.path.abspath(query.root),
+            **({"allow_other_weights": True} if allow_other_weights else {}),
+        }
+        return Scores(values, list(query.ids), list(train.ids), self.name, metadata)
 
     def self_influence(self) -> SelfInfluence:
-        """Each training example's score against itself."""
+        """Each training example's score against itself (high = unusual for its label: likely
+        mislabeled or atypical)."""
         train = self._require_fit()
         values = self._self_influence(train)
-        return SelfInfluence(values.astype(np.float32), list(train.ids), self.name, self.describe())
+        metadata = {
+            **self.describe(),
+            "train_store": os.path.abspath(train.root),
+            "higher_is_harder": True,
+            "high_means": "unusual for its label (likely mislabeled or atypical)",
+        }
+        return SelfInfluence(values.astype(np.float32), list(train.ids), self.name, metadata)
 
     @abstractmethod
     def _score_into(self, query: FeatureStore, values: np.ndarray) -> None:
@@ -175,6 +234,9 @@ class CheckpointSum(Estimator):
         self.checkpoint_weights(
             train
         )  # fail at fit, not mid-scoring, on a missing checkpoint or rate
+
+    def scored_checkpoints(self) -> list[str]:
+        return [c for c, _ in self.checkpoint_weights(self._require_fit())]
 
     def _prepare(self, block: np.ndarray) -> np.ndarray:
         """Normalisation of raw features (both sides)."""

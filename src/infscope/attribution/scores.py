@@ -15,30 +15,47 @@ from typing import Any
 import numpy as np
 
 from infscope.errors import InputError, NonFiniteError
-from infscope.io import write_atomic
+from infscope.io import HashingWriter, sha256_file, write_atomic
 
 FORMAT = "infscope.scores"
+VALUES_FILE = "values.npy"
+META_FILE = "scores.json"
 
 
-def _check_finite(values: np.ndarray, method: str) -> None:
-    """Non-finite scores are an error, never a silent NaN ranked first or last."""
-    if not np.isfinite(values).all():
-        bad = int((~np.isfinite(values)).sum())
-        raise NonFiniteError(
-            f"{method} produced {bad} non-finite score(s) (NaN or inf): the features hold NaN/inf "
-            f"or the computation overflowed (check the store with FeatureStore.verify(), or raise "
-            f"the damping)"
-        )
+def _check_finite(values: np.ndarray, method: str, ids: list[str], columns: list[str]) -> None:
+    """Non-finite scores are an error naming examples, never a silent NaN ranked first or last.
+    ``ids`` name the rows of a matrix (the values of a vector), ``columns`` a matrix's columns."""
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return
+    if values.ndim == 2:
+        rows, cols = np.nonzero(bad)
+        where = ", ".join(f"query {ids[r]!r} x train {columns[c]!r}" for r, c in zip(rows[:3], cols))
+    else:
+        where = ", ".join(f"train {ids[i]!r}" for i in np.flatnonzero(bad)[:3])
+    raise NonFiniteError(
+        f"{method} produced {int(bad.sum())} non-finite score(s) (NaN or inf), e.g. {where}: the "
+        "features hold NaN/inf or the computation overflowed (check the stores with `infscope "
+        "store verify`, or raise the damping)"
+    )
 
 
 def _save(directory: str | Path, values: np.ndarray, meta: dict[str, Any]) -> Path:
-    """Values first, then the JSON that makes the directory readable: a crash leaves no scores
-    that look complete."""
+    """Values first, then the JSON that makes the directory readable and records the values'
+    sha256: a crash, or values left from another run, never read as complete scores."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    write_atomic(directory / "values.npy", lambda h: np.save(h, values))
-    meta = {"format": FORMAT, **meta}
-    write_atomic(directory / "scores.json", lambda h: h.write(json.dumps(meta).encode()))
+    digest: list[str] = []
+
+    def write_values(handle: Any) -> None:
+        writer = HashingWriter(handle)
+        np.lib.format.write_array(writer, np.ascontiguousarray(values), allow_pickle=False)
+        digest.append(writer.sha.hexdigest())
+
+    write_atomic(directory / VALUES_FILE, write_values)
+    meta = {"format": FORMAT, **meta, "values_sha256": digest[0]}
+    text = json.dumps(meta).encode()
+    write_atomic(directory / META_FILE, lambda h: h.write(text))
     return directory
 
 
@@ -56,7 +73,7 @@ class Scores:
         expected = (len(self.query_ids), len(self.train_ids))
         if self.values.shape != expected:
             raise InputError(f"score matrix {self.values.shape} does not match ids {expected}")
-        _check_finite(self.values, self.method)
+        _check_finite(self.values, self.method, self.query_ids, self.train_ids)
 
     def top(self, k: int, harmful: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Per query, indices ``[n_query, k]`` and scores of the ``k`` most helpful training
@@ -88,10 +105,34 @@ class SelfInfluence:
     def __post_init__(self) -> None:
         if self.values.shape != (len(self.train_ids),):
             raise InputError(f"{self.values.shape} values for {len(self.train_ids)} ids")
-        _check_finite(self.values, self.method)
+        _check_finite(self.values, self.method, self.train_ids, [])
+
+    @property
+    def higher_is_harder(self) -> bool | None:
+        """Whether a high value means hard or suspicious (self-influence, EL2N, forgetting), not
+        easy (confidence, AUM): ``metadata["higher_is_harder"]``, ``None`` when not recorded."""
+        return self.metadata.get("higher_is_harder")
+
+    def oriented(self, negate: bool = False) -> SelfInfluence:
+        """These scores with high = hard / suspicious: negated when they record that higher means
+        easier, or — for scores that record no direction — when ``negate`` is asked.
+        :class:`InputError` for ``negate`` on scores that record their direction (they are
+        oriented already; negating again would silently invert them)."""
+        harder = self.higher_is_harder
+        if negate and harder is not None:
+            means = self.metadata.get("high_means", "harder" if harder else "easier")
+            raise InputError(
+                f"{self.method} scores record their direction (high = {means}) and are oriented "
+                "automatically; drop the negation"
+            )
+        if harder is not False and not negate:
+            return self
+        metadata = {**self.metadata, "higher_is_harder": True, "negated": True}
+        return SelfInfluence(-self.values, list(self.train_ids), f"-{self.method}", metadata)
 
     def ranking(self) -> np.ndarray:
-        """Indices from highest to lowest self-influence."""
+        """Indices from highest to lowest value (of :meth:`oriented` for the most suspicious
+        first)."""
         return np.argsort(-self.values, kind="stable")
 
     def save(self, directory: str | Path) -> Path:
@@ -100,15 +141,33 @@ class SelfInfluence:
 
 
 def load_scores(directory: str | Path) -> Scores | SelfInfluence:
-    """Read what :meth:`Scores.save` or :meth:`SelfInfluence.save` wrote."""
+    """Read what :meth:`Scores.save` or :meth:`SelfInfluence.save` wrote; :class:`InputError`
+    for a missing, foreign, incomplete or altered scores directory."""
     directory = Path(directory)
     try:
-        meta = json.loads((directory / "scores.json").read_text())
-        values = np.load(directory / "values.npy", allow_pickle=False)
+        meta = json.loads((directory / META_FILE).read_text())
     except (OSError, ValueError) as err:
         raise InputError(f"{directory} holds no readable scores ({err})") from None
-    if meta.get("format") != FORMAT:
-        raise InputError(f"{directory}/scores.json is not an infscope scores file")
-    if meta["kind"] == "self":
-        return SelfInfluence(values, meta["train_ids"], meta["method"], meta["metadata"])
-    return Scores(values, meta["query_ids"], meta["train_ids"], meta["method"], meta["metadata"])
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise InputError(f"{directory}/{META_FILE} is not an infscope scores file")
+    recorded = meta.get("values_sha256")
+    try:
+        if recorded is not None and sha256_file(directory / VALUES_FILE) != recorded:
+            raise InputError(
+                f"{directory}/{VALUES_FILE} does not match its {META_FILE} (a run was "
+                "interrupted, or the file changed): score again"
+            )
+        values = np.load(directory / VALUES_FILE, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise InputError(f"{directory} holds no readable scores ({err})") from None
+    try:
+        kind, method, metadata = meta["kind"], str(meta["method"]), dict(meta.get("metadata", {}))
+        if kind == "self":
+            return SelfInfluence(values, list(meta["train_ids"]), method, metadata)
+        if kind == "matrix":
+            return Scores(values, list(meta["query_ids"]), list(meta["train_ids"]), method, metadata)
+    except InputError:
+        raise
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputError(f"{directory}/{META_FILE} is malformed ({err!r})") from None
+    raise InputError(f"{directory}/{META_FILE}: unknown kind {kind!r}")

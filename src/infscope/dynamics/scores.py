@@ -131,13 +131,9 @@ def class_normalize(
 def hardness(score: SelfInfluence) -> SelfInfluence:
     """``score`` oriented so that high = hard / suspicious (negated when higher means easier,
     e.g. confidence or AUM)."""
-    harder = score.metadata.get("higher_is_harder")
-    if harder is None:
+    if score.higher_is_harder is None:
         raise InputError(f"score {score.method!r} does not say which direction is harder")
-    if harder:
-        return score
-    metadata = {**score.metadata, "higher_is_harder": True, "negated": True}
-    return SelfInfluence(-score.values, list(score.train_ids), f"-{score.method}", metadata)
+    return score.oriented()
 
 
 def _result(

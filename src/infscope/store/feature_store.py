@@ -11,11 +11,16 @@ the store is built to survive being killed and to be shared by several workers:
   :meth:`FeatureStore.missing_shards` lists what is left. Metadata is canonical JSON and shards are
   plain little-endian ``.npy`` files, so a resumed store is byte-identical to an uninterrupted one.
 * **Several workers.** Shard ``i`` belongs to worker ``i % num_workers``; workers write disjoint
-  files. There is no multi-process lock: in a distributed run, let rank 0 create the store and
-  register checkpoints (:meth:`FeatureStore.add_checkpoint`) before the other ranks write.
+  files. Changes to store.json (registering a checkpoint, adding a learning rate) hold an
+  exclusive lock on ``<root>/.store.lock`` around the read-modify-write, so concurrent writers
+  never lose each other's checkpoints; two writers of the same shard write the same bytes.
 * **Never looks complete when it is not.** Reads refuse to proceed while any shard is missing
   (:class:`~infscope.errors.StoreIncompleteError`), and unreadable files raise
   :class:`~infscope.errors.StoreCorruptError` naming the file.
+* **Never reads corrupt data.** The first read of a shard in a process (again whenever its size or
+  modification time changes) checks its sha256 against the sidecar and that every value is
+  finite; a mismatch is a :class:`~infscope.errors.StoreCorruptError` naming the shard (and the
+  examples, for non-finite rows). :meth:`FeatureStore.verify` checks every shard now.
 
 No pickle anywhere: metadata is JSON and shards are loaded with ``allow_pickle=False``.
 
@@ -31,7 +36,6 @@ Layout::
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import math
@@ -53,7 +57,15 @@ from infscope.errors import (
     StoreIncompleteError,
     StoreMismatchError,
 )
-from infscope.io import create_atomic, fsync_dir, tmp_path, write_atomic
+from infscope.io import (
+    HashingWriter,
+    create_atomic,
+    fsync_dir,
+    locked,
+    sha256_file,
+    tmp_path,
+    write_atomic,
+)
 
 __all__ = ["CheckpointInfo", "FeatureStore", "StoreSpec"]
 
@@ -63,12 +75,15 @@ META_FILE = "store.json"
 IDS_FILE = "ids.json"
 CHECKPOINTS_DIR = "checkpoints"
 LOSSES_SUFFIX = ".losses"
+CHECKSUM_SUFFIX = ".sha256"
+LOCK_FILE = ".store.lock"
 
 DTYPES = ("float16", "float32")
 GRADIENTS = ("loss", "measurement", "fisher")
 _CHECKPOINT_ID_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 _SHARD_RE = re.compile(r"^shard-(\d{10})-(\d{10})\.npy$")
-_HASH_CHUNK = 1 << 20
+#: shard file -> (inode, size, mtime) when this process last found it intact
+_VERIFIED: dict[str, tuple[int, int, int]] = {}
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,29 +266,13 @@ def _json_bytes(obj: Any) -> bytes:
     return (json.dumps(obj, sort_keys=True, indent=2, allow_nan=False) + "\n").encode("utf-8")
 
 
-class _HashingWriter:
-    """File-like wrapper that hashes what is written. Not a real file, so numpy writes the array
-    in bounded chunks through :meth:`write` instead of ``tofile``."""
-
-    def __init__(self, f: Any) -> None:
-        self._f = f
-        self.sha = hashlib.sha256()
-
-    def write(self, data: bytes) -> int:
-        self.sha.update(data)
-        return self._f.write(data)
-
-
 def _shard_name(start: int, stop: int) -> str:
     return f"shard-{start:010d}-{stop:010d}.npy"
 
 
-def _sha256_file(path: Path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            sha.update(chunk)
-    return sha.hexdigest()
+def _file_state(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 # --------------------------------------------------------------------------------------------
@@ -411,16 +410,17 @@ class FeatureStore:
         """Register a checkpoint whose features will be written.
 
         Idempotent when the info is equal; :class:`StoreMismatchError` when a checkpoint of that
-        id exists with a different learning rate or fingerprint. Re-reads store.json first so a
-        checkpoint registered by another process is not lost, then updates it atomically (the
-        re-read-and-replace is not locked: in distributed runs let rank 0 register checkpoints).
+        id exists with a different learning rate or fingerprint. The re-read and replace of
+        store.json hold the store's lock, so a checkpoint registered by another process at the
+        same time is never lost.
         """
         info = CheckpointInfo(checkpoint_id, learning_rate=learning_rate, fingerprint=fingerprint)
-        self._refresh()
-        for existing in self._checkpoints:
-            if existing.id == info.id:
-                if existing == info:
-                    break
+        with locked(self.root / LOCK_FILE):
+            self._refresh()
+            existing = next((c for c in self._checkpoints if c.id == info.id), None)
+            if existing is None:
+                self._write_meta([*self._checkpoints, info])
+            elif existing != info:
                 diffs = [
                     f"{name} (stored {getattr(existing, name)!r}, given {getattr(info, name)!r})"
                     for name in ("learning_rate", "fingerprint")
@@ -430,12 +430,36 @@ class FeatureStore:
                     f"checkpoint {info.id!r} is already registered in {self.root} with different "
                     f"info: {'; '.join(diffs)}"
                 )
-        else:
-            checkpoints = [*self._checkpoints, info]
-            self._write_meta(checkpoints)
-            self._checkpoints = checkpoints
         (self.root / CHECKPOINTS_DIR / info.id).mkdir(parents=True, exist_ok=True)
         return info
+
+    def set_learning_rate(
+        self, checkpoint_id: str, learning_rate: float, *, replace: bool = False
+    ) -> CheckpointInfo:
+        """Record the learning rate of an existing checkpoint (TracIn's weight) without
+        re-extracting. A different rate already recorded is kept unless ``replace``
+        (:class:`StoreMismatchError` then). Locked like :meth:`add_checkpoint`."""
+        with locked(self.root / LOCK_FILE):
+            self._refresh()
+            existing = self.checkpoint(checkpoint_id)
+            info = CheckpointInfo(existing.id, learning_rate, existing.fingerprint)
+            if existing.learning_rate not in (None, info.learning_rate) and not replace:
+                raise StoreMismatchError(
+                    f"checkpoint {existing.id!r} of {self.root} already records learning rate "
+                    f"{existing.learning_rate!r}; pass replace=True (--replace) to change it"
+                )
+            self._write_meta([info if c.id == info.id else c for c in self._checkpoints])
+        return info
+
+    def same_weights(self) -> list[list[str]]:
+        """Groups of checkpoint ids whose recorded weight fingerprints are equal (each group has
+        two or more ids): features of one model state recorded under several names."""
+        self._refresh()
+        groups: dict[str, list[str]] = {}
+        for c in self._checkpoints:
+            if c.fingerprint is not None:
+                groups.setdefault(c.fingerprint, []).append(c.id)
+        return [ids for ids in groups.values() if len(ids) > 1]
 
     def checkpoint(self, checkpoint_id: str) -> CheckpointInfo:
         """The registered checkpoint of that id; :class:`StoreError` listing known ids if not."""
@@ -544,11 +568,13 @@ class FeatureStore:
         tmp = tmp_path(final)
         try:
             with open(tmp, "wb") as f:
-                writer = _HashingWriter(f)
+                writer = HashingWriter(f)
                 np.lib.format.write_array(writer, out, version=(1, 0), allow_pickle=False)
                 f.flush()
                 os.fsync(f.fileno())
-            write_atomic(final.with_suffix(".sha256"), (writer.sha.hexdigest() + "\n").encode())
+            write_atomic(
+                final.with_suffix(CHECKSUM_SUFFIX), (writer.sha.hexdigest() + "\n").encode()
+            )
             os.replace(tmp, final)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -641,10 +667,10 @@ class FeatureStore:
             yield b0, block
 
     def verify(self) -> None:
-        """Check every shard file of every registered checkpoint: a readable ``.npy`` whose dtype
-        and shape match the spec, an expected range, and a sha256 equal to its sidecar's.
-        :class:`StoreCorruptError` naming each bad file and the problem. Missing shards are not
-        an error here (see :meth:`is_complete`)."""
+        """Check every shard file of every registered checkpoint now: a readable ``.npy`` whose
+        dtype and shape match the spec, an expected range, a sha256 equal to its sidecar's and
+        finite values. :class:`StoreCorruptError` naming each bad file and the problem. Missing
+        shards are not an error here (see :meth:`is_complete`)."""
         self._refresh()
         expected = dict(self.shard_ranges())
         problems: list[str] = []
@@ -658,22 +684,9 @@ class FeatureStore:
                     problems.append(f"{path}: unexpected shard file for this store's shard ranges")
                     continue
                 try:
-                    self._load_shard(c.id, int(m.group(1)))
+                    self._load_shard(c.id, int(m.group(1)), recheck=True)
                 except StoreCorruptError as exc:
                     problems.append(str(exc))
-                    continue
-                sidecar = path.with_suffix(".sha256")
-                try:
-                    recorded = sidecar.read_text(encoding="ascii").strip()
-                except (OSError, UnicodeDecodeError) as exc:
-                    problems.append(f"{path}: checksum file {sidecar.name} unreadable ({exc})")
-                    continue
-                actual = _sha256_file(path)
-                if recorded != actual:
-                    problems.append(
-                        f"{path}: sha256 mismatch (recorded {recorded[:16]}..., "
-                        f"actual {actual[:16]}...); delete the shard and resume to rewrite it"
-                    )
         if problems:
             shown = problems[:20]
             more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
@@ -732,8 +745,9 @@ class FeatureStore:
                 "it writes only the missing shards."
             )
 
-    def _load_shard(self, cid: str, start: int) -> np.ndarray:
-        """Memory-map one shard, checking its header's dtype and shape (cheap; no hashing)."""
+    def _load_shard(self, cid: str, start: int, recheck: bool = False) -> np.ndarray:
+        """Memory-map one shard, checking its header's dtype and shape, and — the first time in
+        this process, whenever the file changed, or with ``recheck`` — its checksum and values."""
         path = self.shard_path(cid, start)
         rows = self._shard_stop(start) - start
         try:
@@ -754,7 +768,39 @@ class FeatureStore:
             raise StoreCorruptError(
                 f"{path}: shape {arr.shape}, expected {(rows, self.feature_dim)}"
             )
+        state = _file_state(path)
+        if recheck or _VERIFIED.get(str(path)) != state:
+            self._check_shard(path, start, arr)
+            _VERIFIED[str(path)] = state
         return arr
+
+    def _check_shard(self, path: Path, start: int, arr: np.ndarray) -> None:
+        """:class:`StoreCorruptError` unless the shard's sha256 equals its sidecar's and every
+        value is finite (a non-finite row names its example)."""
+        sidecar = path.with_suffix(CHECKSUM_SUFFIX)
+        try:
+            recorded = sidecar.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise StoreCorruptError(
+                f"{path}: checksum file {sidecar.name} unreadable ({exc}); delete the shard and "
+                "resume to rewrite it"
+            ) from None
+        actual = sha256_file(path)
+        if recorded != actual:
+            raise StoreCorruptError(
+                f"{path}: sha256 mismatch (recorded {recorded[:16]}..., actual {actual[:16]}...): "
+                "the file changed after it was written; delete the shard and resume to rewrite it"
+            )
+        step = max(1, (1 << 22) // max(self.feature_dim, 1))
+        for first in range(0, len(arr), step):
+            bad = self._bad_rows(arr[first : first + step])
+            if bad.size:
+                ids = [self.ids[start + first + int(i)] for i in bad[:5]]
+                raise StoreCorruptError(
+                    f"{path}: non-finite features (NaN or inf) for example id(s) "
+                    f"{', '.join(map(repr, ids))}{' ...' if bad.size > 5 else ''}; re-extract "
+                    "them (delete the shard and resume)"
+                )
 
     def _refresh(self) -> None:
         """Re-read the checkpoint list from store.json (another process may have added one)."""
@@ -774,6 +820,7 @@ class FeatureStore:
             "checkpoints": [c.to_json() for c in checkpoints],
         }
         write_atomic(self.root / META_FILE, _json_bytes(doc))
+        self._checkpoints = list(checkpoints)
 
 
 def _read_meta(path: Path) -> tuple[StoreSpec, int, list[CheckpointInfo]]:
