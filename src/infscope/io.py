@@ -8,12 +8,14 @@ fsynced, renamed into place, and the folder fsynced so the rename survives a cra
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
+import io
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 Writer = Callable[[BinaryIO], object]
 
@@ -125,3 +127,31 @@ def locked(path: str | Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+TABLE_SUFFIXES = (".csv", ".parquet")
+
+
+def write_table(path: str | Path, columns: dict[str, Sequence[Any]]) -> Path:
+    """Write named, equally long columns as a ``.csv`` or ``.parquet`` table, atomically (the
+    parquet writer, pyarrow, is imported only then)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        from infscope.errors import InputError
+
+        raise InputError(f"{path}: a table is written as {' or '.join(TABLE_SUFFIXES)}")
+    if suffix == ".csv":
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(list(columns))
+        writer.writerows(zip(*columns.values()))
+        data = text.getvalue().encode("utf-8")
+        write_atomic(path, data)
+        return path
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({name: list(values) for name, values in columns.items()})
+    write_atomic(path, lambda handle: pq.write_table(table, handle))
+    return path

@@ -25,12 +25,20 @@ def test_saved_scores_round_trip(tmp_path):
     Scores(values, ["q0", "q1"], ["a", "b", "c"], "dot", {"k": 1}).save(tmp_path / "m")
     loaded = load_scores(tmp_path / "m")
     np.testing.assert_array_equal(loaded.values, values)
-    assert (loaded.query_ids, loaded.train_ids, loaded.metadata) == (["q0", "q1"], list("abc"), {"k": 1})
+    assert (loaded.query_ids, loaded.train_ids, loaded.metadata) == (
+        ["q0", "q1"],
+        list("abc"),
+        {"k": 1},
+    )
 
 
 @pytest.mark.parametrize(
     "meta",
-    [{"format": "infscope.scores"}, {"format": "infscope.scores", "kind": "other", "method": "x"}, []],
+    [
+        {"format": "infscope.scores"},
+        {"format": "infscope.scores", "kind": "other", "method": "x"},
+        [],
+    ],
 )
 def test_malformed_metadata_is_a_clear_error(tmp_path, meta):
     SelfInfluence(np.ones(2, np.float32), ["a", "b"], "dot").save(tmp_path)

@@ -192,7 +192,7 @@ def test_features_score_top_end_to_end(runner, project):
     result = invoke(runner, "top", self_dir, "--k", "3", "--train-data", project / "train.jsonl")
     assert result.exit_code == 0, result.output
     top_id = saved_self.train_ids[int(saved_self.values.argmax())]
-    assert "self-influence" in result.output and top_id in result.output
+    assert "most suspicious by tracin" in result.output and top_id in result.output
 
 
 def test_resumed_features_and_dot_cosine(runner, project):

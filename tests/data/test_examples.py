@@ -7,7 +7,7 @@ import json
 import pytest
 
 from infscope.data import ExampleSet
-from infscope.errors import InputError
+from infscope.errors import InfscopeWarning, InputError
 
 RECORDS = [
     {"id": "a", "text": "first, with a comma", "label": 0},
@@ -54,7 +54,8 @@ def test_from_file_with_ids(tmp_path, fmt):
 @pytest.mark.parametrize("fmt", sorted(WRITERS))
 def test_from_file_without_ids_uses_row_numbers(tmp_path, fmt):
     records = without_ids(RECORDS)
-    data = ExampleSet.from_file(WRITERS[fmt](tmp_path / f"data.{fmt}", records))
+    with pytest.warns(InfscopeWarning, match="row numbers"):
+        data = ExampleSet.from_file(WRITERS[fmt](tmp_path / f"data.{fmt}", records))
     assert data.ids == ("0", "1", "2")
     assert list(data) == records
 
@@ -171,7 +172,8 @@ def test_from_dataset():
     table = datasets.Dataset.from_list(RECORDS)
     assert ExampleSet.from_dataset(table).ids == ("a", "b", "c")
     no_ids = datasets.Dataset.from_list(without_ids(RECORDS))
-    assert ExampleSet.from_dataset(no_ids).ids == ("0", "1", "2")
+    with pytest.warns(InfscopeWarning, match="row numbers"):
+        assert ExampleSet.from_dataset(no_ids).ids == ("0", "1", "2")
 
     class TorchStyle:
         def __len__(self):
@@ -189,3 +191,32 @@ def test_ids_must_be_a_sequence_of_non_null_ids():
         ExampleSet(["a", "b", "c"], "abc")
     with pytest.raises(InputError, match="must not be None"):
         ExampleSet(["a", "b"], ("x", None))
+
+
+def test_one_record_without_an_id_is_an_error_not_row_numbers(tmp_path):
+    """Before: a single record lacking "id" silently renumbered every example."""
+    records = [{"id": "a", "text": "x"}, {"text": "y"}, {"id": "c", "text": "z"}]
+    with pytest.raises(InputError, match=r"record 1 has no 'id' field but others do"):
+        ExampleSet.from_file(write_jsonl(tmp_path / "data.jsonl", records))
+
+
+@pytest.mark.parametrize("bad", [None, 1.0, [1], {"a": 1}, True])
+def test_ids_that_are_not_strings_or_integers_are_refused(tmp_path, bad):
+    records = [{"id": "a"}, {"id": bad}]
+    with pytest.raises(InputError, match="record 1: id="):
+        ExampleSet.from_file(write_jsonl(tmp_path / "data.jsonl", records))
+    assert ExampleSet.from_records([{"id": 7}, {"id": "8"}]).ids == ("7", "8")
+
+
+def test_files_that_are_not_utf8_or_not_records(tmp_path):
+    binary = tmp_path / "data.jsonl"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(InputError, match="not UTF-8"):
+        ExampleSet.from_file(binary)
+    nested = tmp_path / "deep.json"
+    nested.write_text("[" * 100000 + "]" * 100000)
+    with pytest.raises(InputError):
+        ExampleSet.from_file(nested)
+    scalars = write_jsonl(tmp_path / "scalars.jsonl", [{"id": "a"}, 3])
+    with pytest.raises(InputError, match="record 1 is a int"):
+        ExampleSet.from_file(scalars)

@@ -63,7 +63,7 @@ def test_selection_round_trip_and_outputs(tmp_path):
         json.loads(line)
         for line in sel.write_jsonl(tmp_path / "s.jsonl", examples).read_text().splitlines()
     ]
-    assert [r["text"] for r in rows] == ["t5", "t4", "t3"] and rows[0]["rank"] == 0
+    assert [r["text"] for r in rows] == ["t5", "t4", "t3"] and rows[0]["selection_rank"] == 0
     assert sel.counts(pool, "label") == {"a": (2, 0), "b": (2, 1), "c": (2, 2)}
     assert "c: 2 -> 2 (100%)" in sel.summary(pool)
     assert sel.mask(6).sum() == 3
@@ -73,7 +73,12 @@ def test_to_dataset():
     pytest.importorskip("datasets")
     pool = Pool(ids=["a", "b", "c"])
     ds = RandomSelection(seed=1).select(pool, 2).to_dataset([{"x": 1}, {"x": 2}, {"x": 3}])
-    assert len(ds) == 2 and set(ds.column_names) >= {"x", "id", "weight", "reason"}
+    assert len(ds) == 2 and set(ds.column_names) >= {
+        "x",
+        "id",
+        "selection_weight",
+        "selection_reason",
+    }
 
 
 def test_load_refuses_foreign_files(tmp_path):
@@ -93,3 +98,19 @@ def test_plot_renders_pool_and_selection_shares(tmp_path):
     path = TopK().select(pool, 10).plot(pool, "task", tmp_path / "counts.png")
     image = np.asarray(Image.open(path).convert("L"))
     assert image.shape[0] > 200 and image.std() > 10  # a drawn figure, not a blank canvas
+
+
+def test_written_records_keep_the_datas_own_columns():
+    """Before: a user's own "weight"/"rank"/"reason" fields were overwritten in the subset."""
+    pool = Pool(ids=["a", "b", "c"], scores=[3.0, 2.0, 1.0])
+    data = [
+        {"id": i, "weight": 10 * n, "rank": "gold", "reason": "mine"} for n, i in enumerate("abc")
+    ]
+    rows = TopK(seed=0).select(pool, 2).records(data)
+    assert [(r["weight"], r["rank"], r["reason"]) for r in rows] == [
+        (0, "gold", "mine"),
+        (10, "gold", "mine"),
+    ]
+    assert [r["selection_rank"] for r in rows] == [0, 1] and "selection_reason" in rows[0]
+    with pytest.raises(InputError, match="selection_rank"):
+        TopK(seed=0).select(pool, 2).records([{**r, "selection_rank": 1} for r in data])

@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from infscope.attribution.scores import Scores, SelfInfluence
+from infscope.devices import resolve_device
 from infscope.errors import InputError, ProvenanceError, StoreError, StoreMismatchError
 from infscope.linalg import gram_accumulate, unit_rows
 from infscope.store import FeatureStore
@@ -50,16 +51,7 @@ class Estimator(ABC):
     def to(self, device: str | torch.device | None) -> Estimator:
         """Run the query × train products on ``device`` (``"cuda"``, ``"cuda:1"``, ``"cpu"`` for
         torch on the CPU; ``None`` for NumPy) in float64, block by block. Returns ``self``."""
-        if device is None:
-            self.device = None
-            return self
-        try:
-            device = torch.device(device)
-        except (RuntimeError, TypeError) as err:
-            raise InputError(f"not a torch device: {device!r} ({err})") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise InputError(f"device {device} asked for, but torch sees no CUDA device")
-        self.device = device
+        self.device = None if device is None else resolve_device(device)
         return self
 
     def _products(self, left: np.ndarray | torch.Tensor, right: np.ndarray) -> np.ndarray:

@@ -71,8 +71,10 @@ class TracIn(CheckpointSum):
             rate = self.learning_rates.get(checkpoint_id, info.learning_rate)
             if rate is None:
                 raise StoreError(
-                    f"no learning rate for checkpoint {checkpoint_id!r}: record it at extraction "
-                    f"(learning_rate=...) or pass learning_rates={{'{checkpoint_id}': lr}}"
+                    f"no learning rate for checkpoint {checkpoint_id!r} of {train.root}: add it "
+                    f"with `infscope store set {train.root} --checkpoint {checkpoint_id} "
+                    "--learning-rate LR` (FeatureStore.set_learning_rate; no re-extraction), "
+                    f"or pass TracIn(learning_rates={{'{checkpoint_id}': lr}})"
                 )
             weights.append((checkpoint_id, float(rate)))
         return weights

@@ -15,11 +15,15 @@ from typing import Any
 import numpy as np
 
 from infscope.errors import InputError, NonFiniteError
-from infscope.io import HashingWriter, sha256_file, write_atomic
+from infscope.io import HashingWriter, sha256_file, write_atomic, write_table
 
 FORMAT = "infscope.scores"
 VALUES_FILE = "values.npy"
 META_FILE = "scores.json"
+#: table formats ``infscope score`` writes beside the scores (``none``: no table)
+TABLE_FORMATS = ("csv", "parquet", "none")
+#: largest query x train matrix written as a table (a spreadsheet opens it)
+TABLE_CELL_LIMIT = 2_000_000
 
 
 def _check_finite(values: np.ndarray, method: str, ids: list[str], columns: list[str]) -> None:
@@ -30,7 +34,9 @@ def _check_finite(values: np.ndarray, method: str, ids: list[str], columns: list
         return
     if values.ndim == 2:
         rows, cols = np.nonzero(bad)
-        where = ", ".join(f"query {ids[r]!r} x train {columns[c]!r}" for r, c in zip(rows[:3], cols))
+        where = ", ".join(
+            f"query {ids[r]!r} x train {columns[c]!r}" for r, c in zip(rows[:3], cols)
+        )
     else:
         where = ", ".join(f"train {ids[i]!r}" for i in np.flatnonzero(bad)[:3])
     raise NonFiniteError(
@@ -85,6 +91,39 @@ class Scores:
         index = np.argsort(signed, axis=1, kind="stable")[:, :k]
         return index, np.take_along_axis(self.values, index, axis=1)
 
+    def write_table(self, path: str | Path) -> bool:
+        """A ``.csv`` / ``.parquet`` table: one row per query (``query_id``), one column per
+        training id. False (nothing written) above :data:`TABLE_CELL_LIMIT` cells."""
+        if self.values.size > TABLE_CELL_LIMIT:
+            return False
+        if "query_id" in self.train_ids:
+            raise InputError("a training id is 'query_id', the table's first column name")
+        columns = {"query_id": self.query_ids}
+        columns.update({tid: self.values[:, j].tolist() for j, tid in enumerate(self.train_ids)})
+        write_table(path, columns)
+        return True
+
+    def top_rows(self, k: int, max_queries: int | None = None) -> list[dict[str, Any]]:
+        """Per query (the first ``max_queries``), its ``k`` most helpful then ``k`` most
+        harmful training examples: ``query_id``, ``direction`` (helps / hurts), ``rank``,
+        ``train_id``, ``score``."""
+        rows = []
+        queries = range(min(max_queries or len(self.query_ids), len(self.query_ids)))
+        picks = [(word, *self.top(k, harmful=word == "hurts")) for word in ("helps", "hurts")]
+        for q in queries:
+            for word, index, values in picks:
+                for rank, (i, v) in enumerate(zip(index[q], values[q]), 1):
+                    rows.append(
+                        {
+                            "query_id": self.query_ids[q],
+                            "direction": word,
+                            "rank": rank,
+                            "train_id": self.train_ids[i],
+                            "score": float(v),
+                        }
+                    )
+        return rows
+
     def save(self, directory: str | Path) -> Path:
         meta = {"kind": "matrix", "method": self.method, "query_ids": self.query_ids}
         return _save(
@@ -135,6 +174,43 @@ class SelfInfluence:
         first)."""
         return np.argsort(-self.values, kind="stable")
 
+    def write_table(self, path: str | Path) -> bool:
+        """A ``.csv`` / ``.parquet`` table of ``train_id``, ``score`` and ``rank`` (1 = most
+        suspicious, by :meth:`oriented`), in the store's order. Always True."""
+        rank = np.empty(len(self.train_ids), dtype=np.int64)
+        rank[self.oriented().ranking()] = np.arange(1, len(rank) + 1)
+        write_table(
+            path, {"train_id": self.train_ids, "score": self.values.tolist(), "rank": rank.tolist()}
+        )
+        return True
+
+    def top_rows(self, k: int) -> list[dict[str, Any]]:
+        """The ``k`` most suspicious examples (by :meth:`oriented`): ``rank``, ``train_id``,
+        ``score`` (the value as stored)."""
+        if k < 1:
+            raise InputError(f"k must be positive, got {k}")
+        return [
+            {"rank": rank, "train_id": self.train_ids[i], "score": float(self.values[i])}
+            for rank, i in enumerate(self.oriented().ranking()[:k], 1)
+        ]
+
+    def recorded_predictions(self) -> dict[str, int] | None:
+        """Train id → the label the model predicted at the last checkpoint of the training
+        store these scores came from, when that store still exists and recorded predictions
+        (classification tasks); else ``None``."""
+        from infscope.errors import StoreError
+        from infscope.store import FeatureStore
+
+        root = self.metadata.get("train_store")
+        if not root:
+            return None
+        try:
+            store = FeatureStore.open(root)
+            predicted = store.predictions(store.checkpoints[-1].id)
+        except (StoreError, IndexError):
+            return None
+        return dict(zip(store.ids, predicted.tolist()))
+
     def save(self, directory: str | Path) -> Path:
         meta = {"kind": "self", "method": self.method, "train_ids": self.train_ids}
         return _save(directory, self.values, {**meta, "metadata": self.metadata})
@@ -165,7 +241,9 @@ def load_scores(directory: str | Path) -> Scores | SelfInfluence:
         if kind == "self":
             return SelfInfluence(values, list(meta["train_ids"]), method, metadata)
         if kind == "matrix":
-            return Scores(values, list(meta["query_ids"]), list(meta["train_ids"]), method, metadata)
+            return Scores(
+                values, list(meta["query_ids"]), list(meta["train_ids"]), method, metadata
+            )
     except InputError:
         raise
     except (KeyError, TypeError, ValueError) as err:

@@ -30,7 +30,7 @@ from infscope.tasks import ClassificationTask
 
 @dataclass
 class DemoConfig:
-    """Sizes of the demo run (defaults finish in well under a minute on 2 CPU cores)."""
+    """Sizes of the demo run; ``threads`` torch threads while it runs (see README for times)."""
 
     flip_fraction: float = 0.1
     epochs: int = 30
@@ -42,6 +42,7 @@ class DemoConfig:
         default_factory=lambda: ProjectionConfig(kind="kronecker", dim=2048)
     )
     seed: int = 0
+    threads: int = 1
 
     def validate(self) -> None:
         """InputError for settings that give no checkpoint to score with or nothing to detect."""
@@ -55,6 +56,8 @@ class DemoConfig:
                 f"epochs ({self.epochs}) must be at least checkpoint_every "
                 f"({self.checkpoint_every}) and checkpoint_every positive: TracIn needs a checkpoint"
             )
+        if self.threads < 1:
+            raise InputError(f"threads must be at least 1, got {self.threads}")
 
 
 @dataclass
@@ -96,9 +99,19 @@ def _examples(x: np.ndarray, y: np.ndarray, prefix: str) -> ExampleSet:
 
 
 def run_demo(config: DemoConfig | None = None, workdir: str | Path | None = None) -> DemoResult:
-    """Train, checkpoint, extract features, score; returns the results (prints nothing)."""
+    """Train, checkpoint, extract features, score with ``config.threads`` torch threads (the
+    caller's count is restored); returns the results (prints nothing)."""
     config = config or DemoConfig()
     config.validate()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        return _run(config, workdir)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(config: DemoConfig, workdir: str | Path | None) -> DemoResult:
     torch.manual_seed(config.seed)
     x_train, y_train, flipped, x_test, y_test = _digits(config)
     train, test = _examples(x_train, y_train, "train-"), _examples(x_test, y_test, "test-")

@@ -17,8 +17,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from infscope.cli.models import load_function
-from infscope.cli.output import console, fail
-from infscope.errors import InfscopeError, InputError
+from infscope.cli.output import console
+from infscope.errors import InputError
 
 app = typer.Typer(
     help=(
@@ -26,6 +26,7 @@ app = typer.Typer(
         "datamodeling score (LDS) and leave-one-out correlation (both retrain with your function)."
     ),
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 TRUE = {"1", "true", "yes", "y", "t"}
@@ -134,31 +135,43 @@ def mislabel(
     fraction: Annotated[
         list[float] | None, typer.Option(help="Inspection budgets (repeatable).")
     ] = None,
+    negate: Annotated[
+        bool,
+        typer.Option(
+            "--negate",
+            help="Rank low scores first, for scores that record no direction (infscope's own "
+            "record it: self-influence high, AUM and confidence low are suspicious).",
+        ),
+    ] = False,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Write the report as JSON here.")
     ] = None,
 ) -> None:
-    """How well self-influence ranks known mislabeled examples first (AUC, AP, found at top f)."""
+    """How well a per-example score ranks known mislabeled examples first (AUC, AP, found at
+    top f), in the score's own direction: high self-influence, low AUM.
+
+    \b
+    Example:
+      infscope evaluate mislabel runs/self --data train.jsonl --field is_mislabeled
+    """
     from infscope.attribution import SelfInfluence, load_scores
     from infscope.evaluation import mislabel_detection
 
-    try:
-        if (data is None) == (mislabeled_ids is None):
-            raise InputError("give exactly one of --data or --mislabeled-ids")
-        result = load_scores(scores)
-        if not isinstance(result, SelfInfluence):
-            raise InputError(
-                f"{scores} holds a query x train matrix; mislabel detection needs self-influence "
-                f"(`infscope score` without --query)"
-            )
-        if data is not None:
-            flags = _flags_from_data(data, field, result.train_ids)
-        else:
-            flags = _flags_from_ids(mislabeled_ids, result.train_ids)  # type: ignore[arg-type]
-        report = mislabel_detection(result, flags, tuple(fraction or (0.05, 0.1, 0.2)))
-    except InfscopeError as err:
-        fail(err)
-    table = Table(title=f"mislabel detection by self-influence ({escape(result.method)})")
+    if (data is None) == (mislabeled_ids is None):
+        raise InputError("give exactly one of --data or --mislabeled-ids")
+    result = load_scores(scores)
+    if not isinstance(result, SelfInfluence):
+        raise InputError(
+            f"{scores} holds a query x train matrix; mislabel detection needs self-influence "
+            f"(`infscope score` without --query)"
+        )
+    result = result.oriented(negate)
+    if data is not None:
+        flags = _flags_from_data(data, field, result.train_ids)
+    else:
+        flags = _flags_from_ids(mislabeled_ids, result.train_ids)  # type: ignore[arg-type]
+    report = mislabel_detection(result, flags, tuple(fraction or (0.05, 0.1, 0.2)))
+    table = Table(title=f"mislabel detection by {escape(result.method)}")
     for column in ("metric", "value", "random"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     prevalence = report.n_mislabeled / report.n
@@ -198,17 +211,18 @@ def lds(
 
     Per query, the Spearman correlation across subsets between -sum(scores over the subset) and
     the measurement TRAIN_FN returns; the mean over queries with a bootstrap CI.
+
+    \b
+    Example:
+      infscope evaluate lds runs/if --train-fn retrain:train_fn --num-subsets 50 --cache runs/lds
     """
     from infscope.evaluation import LDSConfig, lds_ground_truth, linear_datamodeling_score
 
-    try:
-        matrix = _matrix(scores)
-        function = load_function(train_fn)
-        config = LDSConfig(num_subsets=num_subsets, alpha=alpha, seed=seed)
-        outcomes = lds_ground_truth(function, len(matrix.train_ids), config, cache)
-        result = linear_datamodeling_score(matrix, outcomes, n_bootstrap, confidence, seed)
-    except InfscopeError as err:
-        fail(err)
+    matrix = _matrix(scores)
+    function = load_function(train_fn)
+    config = LDSConfig(num_subsets=num_subsets, alpha=alpha, seed=seed)
+    outcomes = lds_ground_truth(function, len(matrix.train_ids), config, cache)
+    result = linear_datamodeling_score(matrix, outcomes, n_bootstrap, confidence, seed)
     half = (result.ci_high - result.ci_low) / 2
     console.print(
         f"LDS {result.mean:.3f} ± {half:.3f} ({confidence:.0%} CI [{result.ci_low:.3f}, "
@@ -243,18 +257,17 @@ def loo(
 
     Correlates the change in each query's measurement (without minus with) with the scores;
     positive means the scores agree.
+
+    \b
+    Example:
+      infscope evaluate loo runs/if --train-fn retrain:train_fn --indices 0,5,9 --cache runs/loo
     """
     from infscope.evaluation import leave_one_out, loo_correlation
 
-    try:
-        matrix = _matrix(scores)
-        function = load_function(train_fn)
-        result = leave_one_out(
-            function, len(matrix.train_ids), _parse_indices(indices), cache, seed
-        )
-        correlation = loo_correlation(matrix, result)
-    except InfscopeError as err:
-        fail(err)
+    matrix = _matrix(scores)
+    function = load_function(train_fn)
+    result = leave_one_out(function, len(matrix.train_ids), _parse_indices(indices), cache, seed)
+    correlation = loo_correlation(matrix, result)
     table = Table(title=f"leave-one-out agreement ({escape(matrix.method)})")
     for column in ("correlation", "all pairs", "per-query mean"):
         table.add_column(column, justify="left" if column == "correlation" else "right")

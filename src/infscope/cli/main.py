@@ -12,10 +12,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from infscope.cli.evaluate import app as evaluate_app
-from infscope.cli.output import console, fail
+from infscope.cli.output import Commands, console, progress, warn
 from infscope.cli.prune import prune
 from infscope.cli.select import select
-from infscope.errors import InfscopeError, InputError
+from infscope.cli.store import app as store_app
+from infscope.errors import InputError
 
 app = typer.Typer(
     help=(
@@ -26,6 +27,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
+    cls=Commands,
 )
 
 
@@ -71,20 +74,25 @@ def features(
     ] = "kronecker",
     dim: Annotated[
         int,
-        typer.Option(help="Feature dimension k (ignored by identity; eigen: 0 = full rank)."),
+        typer.Option(
+            min=0, help="Feature dimension k (ignored by identity; eigen: 0 = full rank)."
+        ),
     ] = 4096,
     seed: Annotated[int, typer.Option(help="Projection seed.")] = 0,
     basis: Annotated[
         list[Path] | None,
         typer.Option(
+            metavar="FILE",
             help="eigen: the eigenbasis file, fitted on DATA and saved there when it does not "
             "exist yet (training data), read otherwise; repeat it with one file per checkpoint "
-            "(each fitted first with --basis-only) to project every checkpoint on its own."
+            "(each fitted first with --basis-only) to project every checkpoint on its own.",
         ),
     ] = None,
     basis_only: Annotated[
         bool,
-        typer.Option(help="Only fit the eigenbasis of this model into --basis; no store."),
+        typer.Option(
+            "--basis-only", help="Only fit the eigenbasis of this model into --basis; no store."
+        ),
     ] = False,
     fisher: Annotated[
         str, typer.Option(help="eigen basis fitted here: empirical | true (sampled labels).")
@@ -93,136 +101,162 @@ def features(
         int, typer.Option(help="Seed of sampled labels (--gradient fisher, --fisher true).")
     ] = 0,
     include: Annotated[
-        list[str] | None, typer.Option(help="Glob of module names to track (repeatable).")
+        list[str] | None,
+        typer.Option(metavar="GLOB", help="Glob of module names to track (repeatable)."),
     ] = None,
     exclude: Annotated[
-        list[str] | None, typer.Option(help="Glob of module names to skip (repeatable).")
+        list[str] | None,
+        typer.Option(metavar="GLOB", help="Glob of module names to skip (repeatable)."),
     ] = None,
     types: Annotated[
         list[str] | None,
-        typer.Option(help="Layer types: Linear, Conv1D, Conv2d, Embedding, LayerNorm."),
+        typer.Option(
+            metavar="TYPE", help="Layer types: Linear, Conv1D, Conv2d, Embedding, LayerNorm."
+        ),
     ] = None,
     text_field: Annotated[
-        list[str], typer.Option(help="Text field(s); give two for sentence pairs.")
+        list[str],
+        typer.Option(metavar="FIELD", help="Text field(s); give two for sentence pairs."),
     ] = ["text"],  # noqa: B006
-    label_field: Annotated[str, typer.Option()] = "label",
-    prompt_field: Annotated[str, typer.Option()] = "prompt",
-    completion_field: Annotated[str, typer.Option()] = "completion",
-    max_length: Annotated[int, typer.Option(help="Token limit per example.")] = 128,
-    batch_size: Annotated[int, typer.Option()] = 32,
+    label_field: Annotated[
+        str, typer.Option(help="Label field: a class index, or a name of the model's label2id.")
+    ] = "label",
+    prompt_field: Annotated[str, typer.Option(help="Prompt field (hf-causal-lm).")] = "prompt",
+    completion_field: Annotated[
+        str, typer.Option(help="Completion field (hf-causal-lm).")
+    ] = "completion",
+    max_length: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Token limit per example (default: 128, or the model's if smaller)."
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Examples per forward pass.")] = 32,
     shard_size: Annotated[
         int | None,
-        typer.Option(help="Examples per shard file (default: 1024, fewer for wide features)."),
+        typer.Option(
+            min=1, help="Examples per shard file (default: 1024, fewer for wide features)."
+        ),
     ] = None,
     dtype: Annotated[str, typer.Option(help="float32 | float16 on disk.")] = "float32",
     device: Annotated[
         str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: model's).")
     ] = None,
-    worker: Annotated[int, typer.Option(help="This worker's index (disjoint shards).")] = 0,
-    num_workers: Annotated[int, typer.Option(help="Number of workers sharing the store.")] = 1,
+    worker: Annotated[int, typer.Option(min=0, help="This worker's index (disjoint shards).")] = 0,
+    num_workers: Annotated[
+        int, typer.Option(min=1, help="Number of workers sharing the store.")
+    ] = 1,
     fit_factors: Annotated[
         Path | None,
         typer.Option(help="Also fit K-FAC/EK-FAC factors and save them here (.safetensors)."),
     ] = None,
 ) -> None:
-    """Extract projected per-example gradients of DATA into a resumable feature store."""
+    """Extract projected per-example gradients of DATA into a resumable feature store.
+
+    Re-run the same command after a crash: finished shards are kept. Warns about weights the
+    model directory lacks (initialised on load), slow projections and checkpoints that repeat
+    another's weights.
+
+    \b
+    Example:
+      infscope features train.jsonl --model runs/model --out runs/train --learning-rate 2e-5
+    """
     from infscope.cli.models import load_model_and_task
     from infscope.data import ExampleSet
+    from infscope.devices import resolve_device
     from infscope.gradients import GradientExtractor, ModuleSelection, ProjectionConfig
     from infscope.gradients.featurize import featurize
 
-    try:
-        examples = ExampleSet.from_file(data)
-        loaded, task_obj = load_model_and_task(
-            model,
-            task,
-            text_fields=tuple(text_field),
-            label_field=label_field,
-            prompt_field=prompt_field,
-            completion_field=completion_field,
-            max_length=max_length,
-            measurement=measurement,
-        )
-        selection = ModuleSelection(
-            tuple(include) if include else None,
-            tuple(exclude or ()),
-            tuple(types) if types else None,
-        )
-        if device:
-            loaded.to(device)
-        if out is None and not basis_only:
-            raise InputError("give --out, the feature store directory")
-        if projection == "eigen" or basis_only:
-            from infscope.gradients.covariance import fit_or_load_bases
+    if out is None and not basis_only:
+        raise InputError("give --out, the feature store directory")
+    if not 0 <= worker < num_workers:
+        raise InputError(f"--worker {worker} is not below --num-workers {num_workers}")
+    target = resolve_device(device) if device else None
+    examples = ExampleSet.from_file(data)
+    loaded, task_obj = load_model_and_task(
+        model,
+        task,
+        text_fields=tuple(text_field),
+        label_field=label_field,
+        prompt_field=prompt_field,
+        completion_field=completion_field,
+        max_length=max_length,
+        measurement=measurement,
+    )
+    selection = ModuleSelection(
+        tuple(include) if include else None,
+        tuple(exclude or ()),
+        tuple(types) if types else None,
+    )
+    if target is not None:
+        loaded.to(target)
+    if projection == "eigen" or basis_only:
+        from infscope.gradients.covariance import fit_or_load_bases
 
-            bases, fitted = fit_or_load_bases(
-                basis or [],
-                GradientExtractor(loaded, task_obj, ProjectionConfig("identity", None), selection),
-                examples,
-                fit=gradient == "loss",
-                fisher=fisher,
-                sample_seed=sample_seed,
-                batch_size=batch_size,
-            )
-            for path in fitted:
-                console.print(f"eigenbasis ({fisher} Fisher) → {escape(str(path))}")
-            if basis_only:
-                if not fitted:
-                    console.print(f"{escape(str(basis[0]))} exists: kept, not refitted")
-                return
-            config = ProjectionConfig("eigen", dim or None, seed=seed, basis=bases)
-        else:
-            if basis:
-                raise InputError("--basis applies to --projection eigen only")
-            config = ProjectionConfig(
-                kind=projection, dim=None if projection == "identity" else dim, seed=seed
-            )
-        extractor = GradientExtractor(loaded, task_obj, config, selection, device=device)
-        console.print(
-            f"tracking {len(extractor.modules)} modules, {extractor.projector.gradient_dim:,} "
-            f"parameters → {extractor.feature_dim} features ({projection})"
-        )
-        if fit_factors is not None and gradient != "loss":
-            raise InputError("--fit-factors needs training (loss) gradients")
-        # one process writing the whole store: the factors come from the same passes
-        same_pass = fit_factors is not None and num_workers == 1
-        covariances = None
-        if same_pass:
-            from infscope.gradients.covariance import KroneckerCovariances
-
-            covariances = KroneckerCovariances(extractor)
-        store = featurize(
-            extractor,
+        bases, fitted = fit_or_load_bases(
+            basis or [],
+            GradientExtractor(loaded, task_obj, ProjectionConfig("identity", None), selection),
             examples,
-            out,
-            checkpoint,
-            gradient=gradient,
-            learning_rate=learning_rate,
-            batch_size=batch_size,
-            shard_size=shard_size,
-            dtype=dtype,
-            worker=worker,
-            num_workers=num_workers,
-            covariances=covariances,
+            fit=gradient == "loss",
+            fisher=fisher,
             sample_seed=sample_seed,
+            batch_size=batch_size,
         )
-        if fit_factors is not None:
-            from infscope.attribution.kfac import KFACFactors
+        for path in fitted:
+            console.print(f"eigenbasis ({fisher} Fisher) → {escape(str(path))}")
+        if basis_only:
+            if not fitted:
+                console.print(f"{escape(str(basis[0]))} exists: kept, not refitted")
+            return
+        config = ProjectionConfig("eigen", dim or None, seed=seed, basis=bases)
+    else:
+        if basis:
+            raise InputError("--basis applies to --projection eigen only")
+        config = ProjectionConfig(
+            kind=projection, dim=None if projection == "identity" else dim, seed=seed
+        )
+    extractor = GradientExtractor(loaded, task_obj, config, selection, device=target)
+    console.print(
+        f"tracking {len(extractor.modules)} modules, {extractor.projector.gradient_dim:,} "
+        f"parameters → {extractor.feature_dim} features ({projection})"
+    )
+    if fit_factors is not None and gradient != "loss":
+        raise InputError("--fit-factors needs training (loss) gradients")
+    # one process writing the whole store: the factors come from the same passes
+    same_pass = fit_factors is not None and num_workers == 1
+    covariances = None
+    if same_pass:
+        from infscope.gradients.covariance import KroneckerCovariances
 
-            if not store.is_complete(checkpoint):
-                raise InputError(
-                    "--fit-factors needs the complete store: run it with the last worker"
-                )
-            if same_pass:
-                factors = KFACFactors.from_covariances(covariances, store, checkpoint)
-            else:
-                factors = KFACFactors.fit(
-                    extractor, examples, store=store, checkpoint=checkpoint, batch_size=batch_size
-                )
-            factors.save(fit_factors)
-            console.print(f"K-FAC/EK-FAC factors → {escape(str(fit_factors))}")
-    except InfscopeError as err:
-        fail(err)
+        covariances = KroneckerCovariances(extractor)
+    store = featurize(
+        extractor,
+        examples,
+        out,
+        checkpoint,
+        gradient=gradient,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        shard_size=shard_size,
+        dtype=dtype,
+        worker=worker,
+        num_workers=num_workers,
+        covariances=covariances,
+        sample_seed=sample_seed,
+    )
+    if fit_factors is not None:
+        from infscope.attribution.kfac import KFACFactors
+
+        if not store.is_complete(checkpoint):
+            raise InputError("--fit-factors needs the complete store: run it with the last worker")
+        if same_pass:
+            factors = KFACFactors.from_covariances(covariances, store, checkpoint)
+        else:
+            factors = KFACFactors.fit(
+                extractor, examples, store=store, checkpoint=checkpoint, batch_size=batch_size
+            )
+        factors.save(fit_factors)
+        console.print(f"K-FAC/EK-FAC factors → {escape(str(fit_factors))}")
     written, expected = store.status()[checkpoint]
     console.print(
         f"[green]{escape(str(out))}[/]: checkpoint {checkpoint!r}, {written}/{expected} shards"
@@ -275,8 +309,9 @@ def score(
     factors: Annotated[
         list[Path] | None,
         typer.Option(
+            metavar="FILE",
             help="ekfac/kfac: factors file from --fit-factors / KFACFactors.save, or the "
-            "--basis file(s) of an eigen-projected store (repeat for one per checkpoint)."
+            "--basis file(s) of an eigen-projected store (repeat for one per checkpoint).",
         ),
     ] = None,
     fisher: Annotated[
@@ -286,96 +321,184 @@ def score(
             "statistics give the curvature (true Fisher). Default: the training store's."
         ),
     ] = None,
-    block_size: Annotated[int, typer.Option(help="Rows per block (bounds memory).")] = 4096,
+    block_size: Annotated[int, typer.Option(min=1, help="Rows per block (bounds memory).")] = 4096,
     device: Annotated[
         str | None,
         typer.Option(help="Run the query x train products in torch on this device (cuda, cuda:1)."),
     ] = None,
+    allow_other_weights: Annotated[
+        bool,
+        typer.Option(
+            "--allow-other-weights",
+            help="Score queries extracted from other model weights than the training store "
+            "(deliberate cross-model use; refused by default).",
+        ),
+    ] = False,
+    table: Annotated[
+        str,
+        typer.Option(
+            help="Also write OUT/scores.csv or .parquet (ids and scores, for a spreadsheet or "
+            "pandas): csv | parquet | none."
+        ),
+    ] = "csv",
 ) -> None:
-    """Score training examples: query x train influence, or self-influence without --query."""
+    """Score training examples: query x train influence, or self-influence without --query.
+
+    Writes OUT/values.npy and OUT/scores.json (read by top, evaluate, select, prune) and a
+    table of ids and scores. Queries from other model weights than the training store are
+    refused.
+
+    \b
+    Example:
+      infscope score --train runs/train --query runs/test --method tracin --out runs/scores
+    """
     from infscope.attribution.registry import build_estimator
+    from infscope.attribution.scores import TABLE_FORMATS
     from infscope.store import FeatureStore
 
-    try:
-        estimator = build_estimator(
-            method,
-            normalize=normalize,
-            checkpoint=checkpoint,
-            damping=damping,
-            damping_mode=damping_mode,
-            solver=solver,
-            l2_regularization=l2_regularization,
-            factors=factors,
-            block_size=block_size,
-            fisher=fisher,
-        )
-        estimator.to(device).fit(FeatureStore.open(train))
-        result = estimator.score(FeatureStore.open(query)) if query else estimator.self_influence()
-        result.save(out)
-    except InfscopeError as err:
-        fail(err)
+    if table not in TABLE_FORMATS:
+        raise InputError(f"--table must be one of {', '.join(TABLE_FORMATS)}, got {table!r}")
+    estimator = build_estimator(
+        method,
+        normalize=normalize,
+        checkpoint=checkpoint,
+        damping=damping,
+        damping_mode=damping_mode,
+        solver=solver,
+        l2_regularization=l2_regularization,
+        factors=factors,
+        block_size=block_size,
+        fisher=fisher,
+    )
+    train_store = FeatureStore.open(train)
+    query_store = FeatureStore.open(query) if query else None
+    progress(f"fitting {estimator.name} on {train_store.n_examples:,} training examples")
+    estimator.to(device).fit(train_store)
+    if query_store is None:
+        progress("self-influence")
+        result = estimator.self_influence()
+    else:
+        result = estimator.score(query_store, allow_other_weights=allow_other_weights)
+    result.save(out)
+    written = ["values.npy", "scores.json"]
+    if table != "none":
+        path = out / f"scores.{table}"
+        if result.write_table(path):
+            written.append(path.name)
+        else:
+            warn(
+                f"{path.name} not written: a {result.values.shape[0]:,} x "
+                f"{result.values.shape[1]:,} matrix is too large for a table; `infscope top "
+                f"{out} --out top.csv` writes the top examples per query"
+            )
     console.print(
-        f"[green]{escape(str(out))}[/]: {estimator.name} scores {tuple(result.values.shape)}"
+        f"[green]{escape(str(out))}[/]: {estimator.name} scores {tuple(result.values.shape)} "
+        f"({', '.join(written)})"
     )
 
 
-def _texts(path: Path | None, fields: list[str]) -> dict[str, str]:
+def _records(path: Path | None) -> dict[str, dict]:
+    """Records of a data file by id (empty without one)."""
     if path is None:
         return {}
     from infscope.data import ExampleSet
 
     data = ExampleSet.from_file(path)
-    shown = {}
-    for example_id, record in zip(data.ids, data.examples):
-        parts = [str(record[f]) for f in fields if f in record]
-        # example text is data, never console markup
-        shown[example_id] = escape(" | ".join(parts) if parts else json.dumps(record)[:200])
-    return shown
+    return dict(zip(data.ids, data.examples))
+
+
+def _shown(record: dict | None, fields: list[str]) -> str:
+    """The fields of a record joined (the whole record, cut, when it has none of them)."""
+    if record is None:
+        return ""
+    parts = [str(record[f]) for f in fields if f in record]
+    return " | ".join(parts) if parts else json.dumps(record)[:200]
 
 
 @app.command()
 def top(
     scores: Annotated[Path, typer.Argument(help="Scores directory written by `infscope score`.")],
-    k: Annotated[int, typer.Option(help="Examples per query and direction.")] = 5,
+    k: Annotated[int, typer.Option(min=1, help="Examples per query and direction.")] = 5,
     train_data: Annotated[
         Path | None, typer.Option(help="Training data file, to print examples.")
     ] = None,
     query_data: Annotated[
         Path | None, typer.Option(help="Query data file, to print queries.")
     ] = None,
-    field: Annotated[list[str], typer.Option(help="Field(s) to print.")] = ["text"],  # noqa: B006
-    max_queries: Annotated[int, typer.Option(help="Queries to show.")] = 10,
+    field: Annotated[
+        list[str], typer.Option(metavar="FIELD", help="Field(s) of the data files to print.")
+    ] = ["text"],  # noqa: B006
+    label_field: Annotated[
+        str, typer.Option(help="Label field of --train-data (self-influence: given label).")
+    ] = "label",
+    max_queries: Annotated[int, typer.Option(min=1, help="Queries to show.")] = 10,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Also write the rows shown (all fields) to this .csv or .parquet."),
+    ] = None,
 ) -> None:
-    """Print the k most helpful and most harmful training examples for each query."""
-    from infscope.attribution import SelfInfluence, load_scores
+    """Print the k most helpful and most harmful training examples for each query.
 
-    try:
-        result = load_scores(scores)
-        train_text, query_text = _texts(train_data, field), _texts(query_data, field)
-    except InfscopeError as err:
-        fail(err)
+    For self-influence (or a per-example score such as AUM), the k most suspicious examples in
+    the score's own direction, with the given label and, when the training store recorded them,
+    the label the model predicted.
+
+    \b
+    Example:
+      infscope top runs/scores --k 5 --train-data train.jsonl --query-data test.jsonl
+    """
+    from infscope.attribution import SelfInfluence, load_scores
+    from infscope.io import write_table
+
+    result = load_scores(scores)
+    train, queries = _records(train_data), _records(query_data)
     if isinstance(result, SelfInfluence):
-        table = Table(title=f"highest self-influence ({result.method})")
-        for column in ("rank", "train id", "score", "example"):
-            table.add_column(column)
-        for rank, index in enumerate(result.ranking()[:k], 1):
-            tid = result.train_ids[index]
-            table.add_row(
-                str(rank), escape(tid), f"{result.values[index]:.4g}", train_text.get(tid, "")
+        rows = result.top_rows(k)
+        predicted = result.recorded_predictions()
+        for row in rows:
+            record = train.get(row["train_id"])
+            if record is not None and label_field in record:
+                row["given"] = record[label_field]
+            if predicted is not None:
+                row["predicted"] = predicted[row["train_id"]]
+            row["example"] = _shown(record, field)
+        means = result.metadata.get("high_means")
+        title = f"most suspicious by {result.method}" + (
+            f" (high {result.method} = {means})" if means else ""
+        )
+        columns = ["rank", "train_id", "score", "given", "predicted", "example"]
+        columns = [c for c in columns if any(c in row for row in rows)]
+        _print_table(escape(title), columns, rows)
+    else:
+        rows = result.top_rows(k, max_queries)
+        for row in rows:
+            row["example"] = _shown(train.get(row["train_id"]), field)
+        for qid in dict.fromkeys(row["query_id"] for row in rows):
+            title = f"query {qid}: {_shown(queries.get(qid), field)}"[:200]
+            shown = [row for row in rows if row["query_id"] == qid]
+            _print_table(
+                escape(title), ["direction", "train_id", "score", "example"], shown, signed=True
             )
-        console.print(table)
-        return
-    for q in range(min(max_queries, len(result.query_ids))):
-        qid = result.query_ids[q]
-        table = Table(title=f"query {escape(qid)}: {query_text.get(qid, '')}"[:200])
-        for column in ("", "train id", "score", "example"):
-            table.add_column(column)
-        for label, harmful in (("helps", False), ("hurts", True)):
-            index, values = result.top(k, harmful=harmful)
-            for i, v in zip(index[q], values[q]):
-                tid = result.train_ids[i]
-                table.add_row(label, escape(tid), f"{v:+.4g}", train_text.get(tid, ""))
-        console.print(table)
+    if out is not None:
+        names = list(dict.fromkeys(name for row in rows for name in row))
+        write_table(out, {name: [row.get(name, "") for row in rows] for name in names})
+        console.print(f"[green]{escape(str(out))}[/]: {len(rows)} rows")
+
+
+def _print_table(title: str, columns: list[str], rows: list[dict], signed: bool = False) -> None:
+    """Rows as a table; every value is data, never console markup."""
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column.replace("_", " "))
+    for row in rows:
+        cells = []
+        for column in columns:
+            value = row.get(column, "")
+            if column == "score":
+                value = f"{value:+.4g}" if signed else f"{value:.4g}"
+            cells.append(escape(str(value)))
+        table.add_row(*cells)
+    console.print(table)
 
 
 @app.command()
@@ -383,23 +506,32 @@ def demo(
     flip_fraction: Annotated[
         float, typer.Option(help="Fraction of training labels flipped.")
     ] = 0.1,
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 30,
-    queries: Annotated[int, typer.Option(help="Test predictions to explain.")] = 3,
-    seed: Annotated[int, typer.Option()] = 0,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 30,
+    queries: Annotated[int, typer.Option(min=1, help="Test predictions to explain.")] = 3,
+    seed: Annotated[int, typer.Option(help="Seed of the split, flips and training.")] = 0,
+    threads: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="torch threads (1: tiny matrices gain nothing from more, and a busy "
+            "machine loses a lot).",
+        ),
+    ] = 1,
 ) -> None:
     """Show what helped and hurt real predictions: no arguments, no downloads.
 
     Trains a small MLP on scikit-learn's bundled digits with some labels flipped, prints the
     training images that most helped and hurt a few test predictions (TracIn), and how well
     self-influence finds the flipped labels.
+
+    \b
+    Example:
+      infscope demo --flip-fraction 0.2
     """
     from infscope.cli.demo import DemoConfig, digit_art, run_demo
 
-    config = DemoConfig(flip_fraction=flip_fraction, epochs=epochs, seed=seed)
-    try:
-        config.validate()
-    except InfscopeError as err:
-        fail(err)
+    config = DemoConfig(flip_fraction=flip_fraction, epochs=epochs, seed=seed, threads=threads)
+    config.validate()
     console.print(
         f"[bold]infscope demo[/]: MLP on 8x8 digits, {flip_fraction:.0%} of training labels "
         f"flipped, TracIn over {epochs // config.checkpoint_every} checkpoints, "
@@ -446,6 +578,7 @@ def demo(
 
 
 app.add_typer(evaluate_app, name="evaluate")
+app.add_typer(store_app, name="store")
 app.command()(prune)
 app.command()(select)
 

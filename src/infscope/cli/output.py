@@ -39,6 +39,11 @@ def fail(err: Exception | str) -> NoReturn:
     raise typer.Exit(code=2)
 
 
+def progress(message: str) -> None:
+    """Print one line saying which long step starts (stderr, so stdout stays the result)."""
+    err_console.print(f"[dim]{escape(message)} …[/]")
+
+
 def warn(message: str) -> None:
     """Print one ``warning:`` line."""
     err_console.print(f"[bold yellow]warning:[/] {escape(message)}")

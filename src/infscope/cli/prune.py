@@ -9,15 +9,16 @@ import numpy as np
 import typer
 
 from infscope.cli.models import load_function
-from infscope.cli.output import console, fail
-from infscope.errors import InfscopeError, InputError
+from infscope.cli.output import console
+from infscope.errors import InputError
 
 
-def _floats(text: str, what: str) -> list[float]:
+def _numbers(text: str, what: str, kind: type = float) -> list:
+    """Comma-separated numbers (``kind=int``: integers)."""
     try:
-        return [float(v) for v in text.split(",") if v.strip()]
+        return [kind(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise InputError(f"{what} must be comma-separated numbers, got {text!r}") from None
+        raise InputError(f"{what} must be comma-separated {kind.__name__}s, got {text!r}") from None
 
 
 def _scores(specs: list[str], negate: list[str]) -> tuple[dict[str, np.ndarray], list[str]]:
@@ -38,7 +39,7 @@ def _scores(specs: list[str], negate: list[str]) -> tuple[dict[str, np.ndarray],
                 f"{path} scores other examples (or another order) than the first score"
             )
         ids = loaded.train_ids
-        scores[name] = -loaded.values if name in negate else loaded.values
+        scores[name] = loaded.oriented(name in negate).values
     unknown = set(negate) - set(scores)
     if unknown:
         raise InputError(f"--negate names unknown scores {sorted(unknown)}")
@@ -48,7 +49,11 @@ def _scores(specs: list[str], negate: list[str]) -> tuple[dict[str, np.ndarray],
 def prune(
     score: Annotated[
         list[str],
-        typer.Option(help="NAME=DIR of saved per-example scores (higher = harder); repeatable."),
+        typer.Option(
+            metavar="NAME=DIR",
+            help="Saved per-example scores, oriented high = hard by their recorded direction "
+            "(AUM, confidence are negated); repeatable.",
+        ),
     ],
     train_fn: Annotated[
         str,
@@ -72,7 +77,11 @@ def prune(
     seeds: Annotated[str, typer.Option(help="Training seeds, comma-separated.")] = "0,1,2",
     negate: Annotated[
         list[str],
-        typer.Option(help="Score NAME where high means easy (confidence, AUM); repeatable."),
+        typer.Option(
+            metavar="NAME",
+            help="Score NAME where high means easy, for scores that record no direction "
+            "(infscope's record it); repeatable.",
+        ),
     ] = [],  # noqa: B006
     labels: Annotated[
         Path | None, typer.Option(help="Data file with the labels (class-stratified).")
@@ -83,36 +92,42 @@ def prune(
     """Retrain on score-pruned, random and full data with several seeds; plot pruning curves.
 
     Resumable: every training run is cached under OUT/cache, so a killed study continues.
+
+    \b
+    Example:
+      infscope prune --score el2n=runs/el2n --train-fn retrain:train_fn --keep 0.3,0.5,0.7 \\
+          --out runs/prune
     """
     from infscope.data import ExampleSet
     from infscope.evaluation.pruning import PruningStudy
+    from infscope.io import write_atomic
 
-    try:
-        values, ids = _scores(score, negate)
-        label_array = None
-        if labels is not None:
-            data = ExampleSet.from_file(labels)
-            by_id = dict(zip(data.ids, data.examples))
-            missing = [i for i in ids if i not in by_id]
-            if missing:
-                raise InputError(f"{labels} lacks {len(missing)} scored ids, e.g. {missing[:3]}")
-            label_array = np.array([by_id[i][label_field] for i in ids])
-        study = PruningStudy(
-            values,
-            load_function(train_fn),
-            keep_fractions=_floats(keep, "--keep"),
-            strategies=tuple(strategy),
-            seeds=[int(s) for s in _floats(seeds, "--seeds")],
-            labels=label_array,
-            cache_dir=out / "cache",
-        )
-        result = study.run()
-        out.mkdir(parents=True, exist_ok=True)
-        result.to_csv(out / "runs.csv")
-        for suffix in ("png", "svg"):
-            result.plot(out / f"pruning_curve.{suffix}", metric_name)
-        (out / "summary.txt").write_text(result.text() + "\n")
-    except InfscopeError as err:
-        fail(err)
+    values, ids = _scores(score, negate)
+    label_array = None
+    if labels is not None:
+        data = ExampleSet.from_file(labels)
+        by_id = dict(zip(data.ids, data.examples))
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise InputError(f"{labels} lacks {len(missing)} scored ids, e.g. {missing[:3]}")
+        lacking = [i for i in ids if label_field not in by_id[i]]
+        if lacking:
+            raise InputError(f"{labels}: example {lacking[0]!r} has no field {label_field!r}")
+        label_array = np.array([by_id[i][label_field] for i in ids])
+    study = PruningStudy(
+        values,
+        load_function(train_fn),
+        keep_fractions=_numbers(keep, "--keep"),
+        strategies=tuple(strategy),
+        seeds=_numbers(seeds, "--seeds", int),
+        labels=label_array,
+        cache_dir=out / "cache",
+    )
+    result = study.run()
+    out.mkdir(parents=True, exist_ok=True)
+    result.to_csv(out / "runs.csv")
+    for suffix in ("png", "svg"):
+        result.plot(out / f"pruning_curve.{suffix}", metric_name)
+    write_atomic(out / "summary.txt", (result.text() + "\n").encode())
     console.print(result.text(), markup=False)
     console.print(f"wrote {out}/runs.csv, pruning_curve.png/.svg, summary.txt", markup=False)

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from infscope.cli.output import console, fail
-from infscope.errors import InfscopeError, InputError
+from infscope.cli.output import console
+from infscope.errors import InputError
 
 
 def _budget(text: str) -> int | float:
@@ -47,7 +47,10 @@ def _align(name: str, ids: list[str], own_ids: list[str]) -> np.ndarray:
 def _features(path: Path, checkpoint: str | None, ids: list[str] | None) -> tuple[np.ndarray, list]:
     """Rows of a feature store (with its ids), or of a ``.npy`` file (ids: ``ids`` or rows)."""
     if path.suffix == ".npy":
-        values = np.load(path, allow_pickle=False)
+        try:
+            values = np.load(path, allow_pickle=False)
+        except (ValueError, EOFError) as err:
+            raise InputError(f"{path} holds no readable array ({err})") from None
         if values.ndim != 2:
             raise InputError(f"{path} must hold a 2-D array, got shape {values.shape}")
         if ids is not None and len(ids) != len(values):
@@ -70,7 +73,8 @@ def select(
         typer.Option(help="Saved scores: a query x train matrix or one score per example."),
     ] = None,
     negate: Annotated[
-        bool, typer.Option(help="Negate per-example scores (select low ones as 'high').")
+        bool,
+        typer.Option("--negate", help="Negate per-example scores (select low ones as 'high')."),
     ] = False,
     data: Annotated[
         Path | None,
@@ -105,7 +109,10 @@ def select(
         typer.Option(help="Select inside each group of this --tag (budget split by group size)."),
     ] = None,
     balanced_strata: Annotated[
-        bool, typer.Option(help="With --stratify-by: split the budget equally over the groups.")
+        bool,
+        typer.Option(
+            "--balanced-strata", help="With --stratify-by: split the budget equally over groups."
+        ),
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed: the same inputs and seed, the same subset.")] = 0,
 ) -> None:
@@ -113,37 +120,40 @@ def select(
     bids, cluster-bandit, tarot, dsir, vote-k, ideal.
 
     Writes OUT/selection.json (indices, ids, weights, reasons), OUT/subset.jsonl (the picked
-    examples with their fields when --data is given), OUT/summary.txt (counts per tag before and
-    after) and OUT/counts_by_TAG.png (pool vs selection shares per tag).
+    examples with their own fields untouched when --data is given, plus selection_rank,
+    selection_weight and selection_reason), OUT/summary.txt (counts per tag before and after)
+    and OUT/counts_by_TAG.png (pool vs selection shares per tag).
+
+    \b
+    Example:
+      infscope select --method top-k --scores runs/self --data train.jsonl --budget 0.3 \\
+          --out runs/subset
     """
+    from infscope.io import write_atomic
+    from infscope.selection import build_selector
 
-    try:
-        if stratify_by is not None and stratify_by not in tag:
-            tag = [*tag, stratify_by]  # the strata are a tag of the candidates
-        pool, records = _build_pool(
-            scores,
-            negate,
-            data,
-            tag,
-            text_field,
-            queries,
-            query_task_field,
-            features,
-            target_features,
-            checkpoint,
-            target_data,
-        )
-        from infscope.selection import build_selector
-
-        selector = build_selector(method, seed, stratify_by, balanced_strata, **_options(option))
-        selection = selector.select(pool, _budget(budget))
-        selection.save(out)
-        selection.write_jsonl(out / "subset.jsonl", records)
-        summary = selection.summary(pool)
-        (out / "summary.txt").write_text(summary + "\n")
-        plots = [selection.plot(pool, name, out / f"counts_by_{name}.png") for name in pool.tags]
-    except InfscopeError as err:
-        fail(err)
+    if stratify_by is not None and stratify_by not in tag:
+        tag = [*tag, stratify_by]  # the strata are a tag of the candidates
+    pool, records = _build_pool(
+        scores,
+        negate,
+        data,
+        tag,
+        text_field,
+        queries,
+        query_task_field,
+        features,
+        target_features,
+        checkpoint,
+        target_data,
+    )
+    selector = build_selector(method, seed, stratify_by, balanced_strata, **_options(option))
+    selection = selector.select(pool, _budget(budget))
+    selection.save(out)
+    selection.write_jsonl(out / "subset.jsonl", records)
+    summary = selection.summary(pool)
+    write_atomic(out / "summary.txt", (summary + "\n").encode())
+    plots = [selection.plot(pool, name, out / f"counts_by_{name}.png") for name in pool.tags]
     console.print(summary, markup=False)
     written = ", ".join(["selection.json", "subset.jsonl", "summary.txt", *(p.name for p in plots)])
     console.print(f"wrote {out}/: {written}", markup=False)

@@ -7,12 +7,13 @@ through shuffles, shards and subsets.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infscope.errors import InputError
+from infscope.errors import InfscopeWarning, InputError
 
 
 @dataclass(frozen=True)
@@ -52,11 +53,34 @@ class ExampleSet:
     def from_records(
         cls, records: Sequence[dict[str, Any]], id_field: str | None = "id"
     ) -> ExampleSet:
-        """Dict records; ids from ``id_field`` when every record has it, else the row numbers."""
+        """Dict records with ids from ``id_field`` (strings or integers). Every record has one,
+        or none does: then the row numbers are the ids, with an
+        :class:`~infscope.errors.InfscopeWarning` (two files numbered alike share ids). A
+        record without one among records with one is an :class:`InputError`."""
         records = list(records)
-        if id_field and records and all(id_field in r for r in records):
-            return cls(records, tuple(str(r[id_field]) for r in records))
-        return cls(records, tuple(str(i) for i in range(len(records))))
+        if not id_field:
+            return cls(records, tuple(str(i) for i in range(len(records))))
+        for i, record in enumerate(records):
+            if not isinstance(record, Mapping):
+                raise InputError(f"record {i} is a {type(record).__name__}, not a record (object)")
+        lacking = [i for i, r in enumerate(records) if id_field not in r]
+        if lacking and len(lacking) < len(records):
+            raise InputError(
+                f"record {lacking[0]} has no {id_field!r} field but others do "
+                f"({len(lacking)} of {len(records)} records lack one): give every record an id, "
+                "or none to number them"
+            )
+        if lacking:
+            warnings.warn(
+                f"no record has an {id_field!r} field: the row numbers 0..{len(records) - 1} are "
+                "the example ids (another file numbered the same way gets the same ids)",
+                InfscopeWarning,
+                stacklevel=2,
+            )
+            return cls(records, tuple(str(i) for i in range(len(records))))
+        return cls(
+            records, tuple(_id_text(r[id_field], i, id_field) for i, r in enumerate(records))
+        )
 
     @classmethod
     def from_file(cls, path: str | Path, id_field: str | None = "id") -> ExampleSet:
@@ -65,22 +89,28 @@ class ExampleSet:
         if not path.is_file():
             raise InputError(f"no such data file: {path}")
         suffix = path.suffix.lower()
+        if suffix in (".jsonl", ".json"):
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError as err:
+                raise InputError(f"{path}: not UTF-8 text (byte {err.start})") from None
         if suffix == ".jsonl":
             records = []
-            with path.open(encoding="utf-8") as handle:
-                for line_no, line in enumerate(handle, 1):
-                    if line.strip():
-                        try:
-                            records.append(json.loads(line))
-                        except json.JSONDecodeError as err:
-                            raise InputError(
-                                f"{path}:{line_no}: invalid JSON ({err.msg})"
-                            ) from None
+            for line_no, line in enumerate(text.splitlines(), 1):
+                if line.strip():
+                    try:
+                        records.append(json.loads(line))
+                    except json.JSONDecodeError as err:
+                        raise InputError(f"{path}:{line_no}: invalid JSON ({err.msg})") from None
+                    except RecursionError:
+                        raise InputError(f"{path}:{line_no}: JSON nested too deeply") from None
         elif suffix == ".json":
             try:
-                records = json.loads(path.read_text(encoding="utf-8"))
+                records = json.loads(text)
             except json.JSONDecodeError as err:
                 raise InputError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
+            except RecursionError:
+                raise InputError(f"{path}: JSON nested too deeply") from None
             if not isinstance(records, list):
                 raise InputError(f"{path}: expected a JSON list of records")
         elif suffix in (".csv", ".parquet"):
@@ -89,17 +119,33 @@ class ExampleSet:
             raise InputError(
                 f"{path}: unsupported data format {suffix!r} (jsonl, json, csv, parquet)"
             )
-        if not all(isinstance(r, dict) for r in records):
-            raise InputError(f"{path}: every record must be a JSON object")
+        for i, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise InputError(
+                    f"{path}: record {i} is a {type(record).__name__}; every record must be a "
+                    "JSON object"
+                )
         return cls.from_records(records, id_field)
 
     @classmethod
     def from_dataset(cls, dataset: Any, id_field: str | None = "id") -> ExampleSet:
         """A ``datasets.Dataset`` (records) or any torch-style dataset with ``len`` and indexing."""
-        column_names = getattr(dataset, "column_names", None)
-        if column_names is not None:
-            return cls.from_records(list(dataset), id_field if id_field in column_names else None)
+        if getattr(dataset, "column_names", None) is not None:
+            return cls.from_records(list(dataset), id_field)
         return cls([dataset[i] for i in range(len(dataset))], tuple(map(str, range(len(dataset)))))
+
+
+def _id_text(value: Any, index: int, id_field: str) -> str:
+    """An id as text: strings as they are, integers in decimal; anything else is refused (a
+    float id such as 3.0 — a column with gaps — or null would silently not match)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise InputError(
+        f"record {index}: {id_field}={value!r} is a {type(value).__name__}; ids must be strings "
+        "or integers"
+    )
 
 
 def _read_table(path: Path, loader: str, id_field: str | None) -> list[dict[str, Any]]:

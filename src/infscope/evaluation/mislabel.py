@@ -58,7 +58,11 @@ def mislabel_detection(
     is_mislabeled: np.ndarray | Sequence[bool],
     fractions: Sequence[float] = (0.05, 0.1, 0.2),
 ) -> MislabelReport:
-    """Score a self-influence ranking against known mislabeled examples (same order)."""
+    """Score a ranking against known mislabeled examples (same order): high values first, of a
+    :class:`SelfInfluence` in its recorded direction (:meth:`SelfInfluence.oriented`: AUM or
+    confidence, where low means suspicious, are negated)."""
+    if isinstance(self_influence, SelfInfluence):
+        self_influence = self_influence.oriented()
     raw = self_influence.values if isinstance(self_influence, SelfInfluence) else self_influence
     values = np.asarray(raw, dtype=np.float64)
     if values.ndim != 1:

@@ -240,6 +240,11 @@ class PruningStudy:
             raise InputError(f"unknown strategies {unknown}; choose from {STRATEGIES}")
         if not self.seeds:
             raise InputError("give at least one seed")
+        if not self.keep_fractions:
+            raise InputError("give at least one keep fraction")
+        bad = [f for f in self.keep_fractions if not (isinstance(f, (int, float)) and 0 < f <= 1)]
+        if bad:
+            raise InputError(f"keep fractions must lie in (0, 1], got {bad}")
         self.n_train = next(iter(lengths.values()))
 
     def _masks(self) -> tuple[np.ndarray, list[int]]:

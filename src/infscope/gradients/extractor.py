@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from infscope.devices import resolve_device
 from infscope.errors import InputError, NonFiniteError
 from infscope.gradients.modules import TrackedModule, select_modules
 from infscope.gradients.projection import ProjectionConfig, Projector, build_projector
@@ -81,11 +82,14 @@ class GradientExtractor:
     ) -> None:
         self.model = model
         self.task = task
-        self.device = torch.device(device) if device is not None else _model_device(model)
+        self.device = resolve_device(device) if device is not None else _model_device(model)
         self.projection = projection or ProjectionConfig()
         self.selection = modules or ModuleSelection()
         self.modules = self.selection.select(model)
         self.projector: Projector = build_projector(self.projection, self.modules)
+        #: labels the model predicted for the last batch of :meth:`factors` (classification
+        #: tasks; ``None`` otherwise), taken from the same forward pass
+        self.last_predictions: torch.Tensor | None = None
 
     @property
     def feature_dim(self) -> int:
@@ -117,6 +121,12 @@ class GradientExtractor:
             module.module.register_forward_hook(_capture_hook(capture, batch_size))
             for module, capture in zip(self.modules, captures)
         ]
+        outputs_seen: list[Any] = []
+        if type(self.task).predicted_labels is not Task.predicted_labels:
+            handles.append(
+                self.model.register_forward_hook(lambda m, i, out: outputs_seen.append(out))
+            )
+        self.last_predictions = None
         was_training = self.model.training
         self.model.eval()
         try:
@@ -157,6 +167,10 @@ class GradientExtractor:
             a = torch.cat([c[0] for c in calls], dim=1)
             g = torch.cat([c[1] for c in calls], dim=1)
             factors.append((a, g))
+        if outputs_seen:
+            predicted = self.task.predicted_labels(outputs_seen[0])
+            if predicted is not None and tuple(predicted.shape) == tuple(losses.shape):
+                self.last_predictions = predicted.detach()
         return factors, losses.detach()
 
     def features(

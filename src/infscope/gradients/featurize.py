@@ -9,6 +9,7 @@ Several workers (``worker``/``num_workers``) fill disjoint shards of one store.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from infscope.data import ExampleSet
-from infscope.errors import InputError, NonFiniteError
+from infscope.errors import InfscopeWarning, InputError, NonFiniteError
 from infscope.gradients.covariance import KroneckerCovariances
 from infscope.gradients.extractor import GradientExtractor, sampling_generator
 from infscope.store import FeatureStore, StoreSpec
@@ -25,6 +26,32 @@ from infscope.store.feature_store import META_FILE
 STORE_DTYPES = ("float32", "float16")
 #: Bytes of features a shard holds by default (its rows are buffered in memory before the write).
 SHARD_BYTES = 2**25
+#: Multiply-adds per example above which a dense projection is reported as slow (~1 s on a CPU)
+DENSE_COST_WARNING = 10**10
+
+
+def projection_warnings(extractor: GradientExtractor) -> list[str]:
+    """What a user should know about the projection before a long run: a dense projection that
+    costs ``gradient_dim x dim`` multiply-adds per example beyond :data:`DENSE_COST_WARNING`,
+    or a Kronecker projection whose blocks, capped by the layers' sizes, give far fewer
+    features than ``dim``."""
+    config, projector = extractor.projection, extractor.projector
+    notes = []
+    if config.kind in ("gaussian", "rademacher"):
+        cost = projector.gradient_dim * projector.feature_dim
+        if cost > DENSE_COST_WARNING:
+            notes.append(
+                f"the {config.kind} projection of {projector.gradient_dim:,} parameters to "
+                f"{projector.feature_dim:,} features costs {cost:.1e} multiply-adds per example "
+                "(minutes to hours per thousand examples); kronecker or sjlt cost far less"
+            )
+    if config.kind == "kronecker" and config.dim and projector.feature_dim < config.dim / 2:
+        notes.append(
+            f"the kronecker projection gives {projector.feature_dim:,} features, not the "
+            f"{config.dim:,} asked: each of the {len(extractor.modules)} layers' blocks is capped "
+            "by the layer's own size"
+        )
+    return notes
 
 
 def model_signature(extractor: GradientExtractor) -> str:
@@ -116,7 +143,20 @@ def featurize(
     store.add_checkpoint(
         checkpoint, learning_rate=learning_rate, fingerprint=extractor.bind_weights()
     )
+    for group in store.same_weights():
+        if checkpoint in group:
+            others = ", ".join(repr(c) for c in group if c != checkpoint)
+            warnings.warn(
+                f"checkpoint {checkpoint!r} has the same model weights as {others} in {root}: "
+                "was this checkpoint's state loaded? (estimators that combine checkpoints refuse "
+                "identical ones)",
+                InfscopeWarning,
+                stacklevel=2,
+            )
     todo = store.missing_shards(checkpoint, worker=worker, num_workers=num_workers)
+    if todo:
+        for note in projection_warnings(extractor):
+            warnings.warn(note, InfscopeWarning, stacklevel=2)
     if covariances is not None:  # a resumed run: the finished shards still feed the covariances
         for start, stop in store.shard_ranges():
             if (start, stop) in todo:
@@ -129,6 +169,7 @@ def featurize(
         for start, stop in todo:
             rows = np.empty((stop - start, extractor.feature_dim), dtype=np.float32)
             losses = np.empty(stop - start)
+            predictions: np.ndarray | None = np.empty(stop - start, dtype=np.int64)
             for first in range(start, stop, batch_size):
                 last = min(first + batch_size, stop)
                 try:
@@ -153,6 +194,12 @@ def featurize(
                     ) from None
                 rows[first - start : last - start] = features.detach().float().cpu().numpy()
                 losses[first - start : last - start] = values.double().cpu().numpy()
+                if extractor.last_predictions is None:
+                    predictions = None
+                elif predictions is not None:
+                    predictions[first - start : last - start] = (
+                        extractor.last_predictions.cpu().numpy()
+                    )
                 bar.update(last - first)
-            store.write_shard(checkpoint, start, rows, losses)
+            store.write_shard(checkpoint, start, rows, losses, predictions)
     return store

@@ -312,6 +312,12 @@ class KroneckerProjector(Projector):
 
     def __init__(self, config: ProjectionConfig, modules: Sequence[TrackedModule]) -> None:
         super().__init__(config, modules)
+        if config.kind == "kronecker" and config.dim is not None and config.dim < len(self.modules):
+            raise InputError(
+                f"projection dim {config.dim} is below the number of tracked modules "
+                f"({len(self.modules)}): the kronecker projection gives each module at least one "
+                "feature; use a larger dim or track fewer modules"
+            )
         self.blocks = [self._block_shape(m) for m in self.modules]
         self._matrices: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 

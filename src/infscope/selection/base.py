@@ -25,6 +25,8 @@ from infscope.io import write_atomic
 from infscope.plotting import saved_figure
 
 FORMAT = "infscope.selection"
+#: prefix of the columns a selection adds to the records it writes (never the data's own)
+COLUMN_PREFIX = "selection_"
 
 
 def _matrix(name: str, values: Any, rows: int | None = None, cols: int | None = None) -> np.ndarray:
@@ -235,14 +237,24 @@ class Selection:
         return Path(path)
 
     def records(self, examples: Sequence[Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
-        """One dict per pick, in pick order: ``id``, ``rank``, ``weight``, ``reason`` and, when
-        ``examples`` (aligned with the pool) are given, the example's own fields."""
+        """One dict per pick, in pick order: the example's own fields (when ``examples``,
+        aligned with the pool, are given) untouched, ``id`` when they have none, and its own
+        columns under :data:`COLUMN_PREFIX` (``selection_rank``, ``selection_weight``,
+        ``selection_reason``). :class:`InputError` when an example already has one of them."""
+        own = [f"{COLUMN_PREFIX}{name}" for name in ("rank", "weight", "reason")]
         rows = []
         for rank, (index, id_, weight, reason) in enumerate(
             zip(self.indices.tolist(), self.ids, self.weights.tolist(), self.reasons)
         ):
             row: dict[str, Any] = dict(examples[index]) if examples is not None else {}
-            row.update(id=id_, rank=rank, weight=weight, reason=reason)
+            taken = [name for name in own if name in row]
+            if taken:
+                raise InputError(
+                    f"example {id_!r} already has the field(s) {taken} that the selection "
+                    "writes; rename them in the data"
+                )
+            row.setdefault("id", id_)
+            row.update({own[0]: rank, own[1]: weight, own[2]: reason})
             rows.append(row)
         return rows
 

@@ -64,10 +64,43 @@ def build_selector(
     if unknown:
         listed = ", ".join(f"{k}={v!r}" for k, v in known.items() if k not in _CALLABLES)
         raise InputError(f"{name} has no option {unknown}; its options: {listed or 'none'}")
-    selector = _factory(name)(seed=seed, **options)
+    options = {key: _checked_option(name, key, value, known[key]) for key, value in options.items()}
+    try:
+        selector = _factory(name)(seed=seed, **options)
+    except (TypeError, ValueError) as err:  # a value of the right type the selector refuses
+        if isinstance(err, InputError):
+            raise
+        raise InputError(f"{name}: bad options {options} ({err})") from None
     if stratify_by is None:
         return selector
     return Stratified(by=stratify_by, balanced=balanced_strata, within=selector, seed=seed)
+
+
+def _checked_option(name: str, key: str, value: Any, default: Any) -> Any:
+    """An option's value, which must have its default's type (an integer where an int is
+    expected — ``20.0`` becomes 20 —, a number where a float is); options whose default is
+    ``None`` are checked by the selector."""
+    if key in _CALLABLES or default is None:
+        return value
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = numeric and float(value).is_integer()
+    elif isinstance(default, float):
+        ok = numeric
+    elif isinstance(default, (tuple, list)):
+        ok = isinstance(value, (tuple, list))
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise InputError(
+            f"{name} option {key}={value!r} must be {type(default).__name__} like its default "
+            f"{default!r}"
+        )
+    if isinstance(default, int) and not isinstance(default, bool):
+        return int(value)
+    return value
 
 
 def _factory(name: str) -> Callable[..., Selector]:

@@ -31,6 +31,7 @@ Layout::
     <root>/checkpoints/<checkpoint_id>/shard-<start:010d>-<stop:010d>.npy   # rows [start, stop)
     <root>/checkpoints/<checkpoint_id>/shard-<start:010d>-<stop:010d>.sha256
     <root>/checkpoints/<checkpoint_id>/shard-<start:010d>-<stop:010d>.losses  # optional, per-example values
+    <root>/checkpoints/<checkpoint_id>/shard-<start:010d>-<stop:010d>.predictions  # optional, labels
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ META_FILE = "store.json"
 IDS_FILE = "ids.json"
 CHECKPOINTS_DIR = "checkpoints"
 LOSSES_SUFFIX = ".losses"
+PREDICTIONS_SUFFIX = ".predictions"
 CHECKSUM_SUFFIX = ".sha256"
 LOCK_FILE = ".store.lock"
 
@@ -511,7 +513,12 @@ class FeatureStore:
         ]
 
     def write_shard(
-        self, checkpoint_id: str, start: int, features: Any, losses: Any | None = None
+        self,
+        checkpoint_id: str,
+        start: int,
+        features: Any,
+        losses: Any | None = None,
+        predictions: Any | None = None,
     ) -> None:
         """Atomically write rows ``[start, start + len(features))`` for a checkpoint.
 
@@ -524,6 +531,8 @@ class FeatureStore:
         ``losses`` (optional, shape ``(stop - start,)``): the per-example value of the function
         whose gradients the features are (training loss or query measurement), kept beside the
         shard as ``<shard>.losses`` (float64 ``.npy`` bytes) and written before it.
+        ``predictions`` (optional, integers, shape ``(stop - start,)``): the label the model
+        predicted for each example (classifiers), kept as ``<shard>.predictions`` likewise.
         """
         self.checkpoint(checkpoint_id)
         stop = self._shard_stop(start)
@@ -553,8 +562,7 @@ class FeatureStore:
                 "Use dtype='float32' or rescale the projection."
             )
 
-        final = self.shard_path(checkpoint_id, start)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        sidecars = []
         if losses is not None:
             values = np.asarray(_as_numpy(losses), dtype="<f8")
             if values.shape != (stop - start,) or not np.isfinite(values).all():
@@ -562,9 +570,21 @@ class FeatureStore:
                     f"losses for shard [{start}, {stop}) must be {stop - start} finite values, "
                     f"got shape {values.shape}"
                 )
+            sidecars.append((LOSSES_SUFFIX, values))
+        if predictions is not None:
+            labels = _as_numpy(predictions)
+            if labels.shape != (stop - start,) or labels.dtype.kind not in "iu":
+                raise InputError(
+                    f"predictions for shard [{start}, {stop}) must be {stop - start} integer "
+                    f"labels, got {labels.dtype} of shape {labels.shape}"
+                )
+            sidecars.append((PREDICTIONS_SUFFIX, labels.astype("<i8")))
+        final = self.shard_path(checkpoint_id, start)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        for suffix, values in sidecars:
             buffer = io.BytesIO()
             np.lib.format.write_array(buffer, values, version=(1, 0), allow_pickle=False)
-            write_atomic(final.with_suffix(LOSSES_SUFFIX), buffer.getvalue())
+            write_atomic(final.with_suffix(suffix), buffer.getvalue())
         tmp = tmp_path(final)
         try:
             with open(tmp, "wb") as f:
@@ -607,24 +627,32 @@ class FeatureStore:
     def losses(self, checkpoint_id: str | None = None) -> np.ndarray:
         """Per-example values of the differentiated function (float64 ``[n_examples]``), as
         recorded by extraction. :class:`StoreError` if the store holds none."""
+        return self._per_example(checkpoint_id, LOSSES_SUFFIX, "per-example losses")
+
+    def predictions(self, checkpoint_id: str | None = None) -> np.ndarray:
+        """The label the model predicted for each example (int64 ``[n_examples]``), as recorded
+        by extraction for classification tasks. :class:`StoreError` if the store holds none."""
+        return self._per_example(checkpoint_id, PREDICTIONS_SUFFIX, "predicted labels")
+
+    def _per_example(self, checkpoint_id: str | None, suffix: str, what: str) -> np.ndarray:
         cid = self._resolve_checkpoint(checkpoint_id)
         self._require_complete(cid)
-        out = np.empty(self.n_examples, dtype=np.float64)
+        parts = []
         for start, stop in self.shard_ranges():
-            path = self.shard_path(cid, start).with_suffix(LOSSES_SUFFIX)
+            path = self.shard_path(cid, start).with_suffix(suffix)
             try:
                 values = np.load(path, allow_pickle=False)
             except FileNotFoundError:
                 raise StoreError(
-                    f"{path} is missing: this store has no recorded per-example losses for "
-                    f"checkpoint {cid!r} (re-extract to record them)"
+                    f"{path} is missing: this store has no recorded {what} for checkpoint "
+                    f"{cid!r} (re-extract to record them)"
                 ) from None
             except (ValueError, OSError, EOFError) as exc:
-                raise StoreCorruptError(f"{path}: unreadable losses ({exc})") from None
+                raise StoreCorruptError(f"{path}: unreadable {what} ({exc})") from None
             if values.shape != (stop - start,):
                 raise StoreCorruptError(f"{path}: shape {values.shape}, expected {(stop - start,)}")
-            out[start:stop] = values
-        return out
+            parts.append(values)
+        return np.concatenate(parts)
 
     def features(self, checkpoint_id: str | None = None) -> np.ndarray:
         """All rows of a checkpoint as one float32 ``(n_examples, feature_dim)`` array.

@@ -65,6 +65,12 @@ class Task(ABC):
             f"sampled_loss(model, batch, generator) for the true Fisher, or use the empirical one"
         )
 
+    def predicted_labels(self, output: Any) -> torch.Tensor | None:
+        """The label the model predicts for each example, from ``output`` — what the model
+        returned in the pass that computed the loss — recorded beside the features (shown by
+        ``infscope top``); ``None`` (the default) for tasks that predict no labels."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable description recorded with extracted features."""
         return {"task": type(self).__name__, "measurement": self.measurement_name}

@@ -65,6 +65,11 @@ class ClassificationTask(Task):
         logits, labels = self._logits_and_labels(model, batch)
         return F.cross_entropy(logits, labels, reduction="none")
 
+    def predicted_labels(self, output: Any) -> torch.Tensor | None:
+        if isinstance(output, torch.Tensor) and output.ndim == 2:
+            return output.argmax(dim=1)
+        return None
+
     def measurement(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return classification_measurement(
             self.measurement_name, *self._logits_and_labels(model, batch)

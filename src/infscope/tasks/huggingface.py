@@ -38,6 +38,25 @@ def _field(example: Any, name: str, index: int) -> Any:
     return example[name]
 
 
+def _text(example: Any, name: str, index: int) -> str:
+    """A text field as a string; null (or NaN, a missing csv cell) and containers are refused
+    rather than embedded as the words "None" or "nan"."""
+    value = _field(example, name, index)
+    if isinstance(value, str):
+        return value
+    if value is None or (isinstance(value, float) and value != value):
+        raise InputError(f"example {index}: field {name!r} is empty (null); give it a text")
+    if isinstance(value, (bool, dict, list, tuple)):
+        raise InputError(f"example {index}: field {name!r} is a {type(value).__name__}, not a text")
+    return str(value)
+
+
+def _check_max_length(max_length: Any) -> int:
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+        raise InputError(f"max_length must be a positive number of tokens, got {max_length!r}")
+    return max_length
+
+
 def is_peft_model(model: nn.Module) -> bool:
     """True for models wrapped by ``peft`` (detected without importing peft)."""
     return hasattr(model, "peft_config") and hasattr(model, "base_model")
@@ -47,7 +66,9 @@ class HFSequenceClassificationTask(Task):
     """``AutoModelForSequenceClassification``-style models on text (or text-pair) examples.
 
     Examples are dicts with the ``text_fields`` (one field, or two for sentence pairs such as NLI)
-    and an integer ``label_field``. Measurements: ``"loss"``, ``"margin"`` or ``"logit"``.
+    and a ``label_field``: a class index, or a class name of ``label2id`` (a model config's
+    mapping, e.g. ``{"negative": 0, "positive": 1}``). Measurements: ``"loss"``, ``"margin"`` or
+    ``"logit"``.
     """
 
     measurements = CLASSIFICATION_MEASUREMENTS
@@ -59,6 +80,7 @@ class HFSequenceClassificationTask(Task):
         label_field: str = "label",
         max_length: int = 128,
         measurement: str | None = None,
+        label2id: dict[str, int] | None = None,
     ) -> None:
         super().__init__(measurement)
         if not 1 <= len(text_fields) <= 2:
@@ -66,13 +88,29 @@ class HFSequenceClassificationTask(Task):
         self.tokenizer = tokenizer
         self.text_fields = tuple(text_fields)
         self.label_field = label_field
-        self.max_length = max_length
+        self.max_length = _check_max_length(max_length)
+        self.label2id = dict(label2id or {})
+
+    def _label(self, example: Any, index: int) -> int:
+        """A class index from an integer (or integral float) label or a ``label2id`` name."""
+        value = _field(example, self.label_field, index)
+        if isinstance(value, str) and value in self.label2id:
+            return int(self.label2id[value])
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        names = f"one of {sorted(self.label2id)} or " if self.label2id else ""
+        raise InputError(
+            f"example {index}: {self.label_field}={value!r} is not a class: use {names}an "
+            "integer class index"
+        )
 
     def collate(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         columns = [
-            [str(_field(ex, name, i)) for i, ex in enumerate(examples)] for name in self.text_fields
+            [_text(ex, name, i) for i, ex in enumerate(examples)] for name in self.text_fields
         ]
-        labels = [_field(ex, self.label_field, i) for i, ex in enumerate(examples)]
+        labels = [self._label(ex, i) for i, ex in enumerate(examples)]
         encoded = self.tokenizer(
             *columns, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         )
@@ -93,6 +131,12 @@ class HFSequenceClassificationTask(Task):
 
     def train_loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return F.cross_entropy(self._logits(model, batch), batch["labels"], reduction="none")
+
+    def predicted_labels(self, output: Any) -> torch.Tensor | None:
+        logits = getattr(output, "logits", None)
+        if isinstance(logits, torch.Tensor) and logits.ndim == 2:
+            return logits.argmax(dim=1)
+        return None
 
     def measurement(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return classification_measurement(
@@ -136,7 +180,7 @@ class HFCausalLMTask(Task):
         self.tokenizer = tokenizer
         self.prompt_field = prompt_field
         self.completion_field = completion_field
-        self.max_length = max_length
+        self.max_length = _check_max_length(max_length)
         pad = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         )
@@ -147,9 +191,9 @@ class HFCausalLMTask(Task):
     def collate(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         rows: list[tuple[list[int], int]] = []
         for i, ex in enumerate(examples):
-            prompt = self.tokenizer(str(_field(ex, self.prompt_field, i)), add_special_tokens=False)
+            prompt = self.tokenizer(_text(ex, self.prompt_field, i), add_special_tokens=False)
             completion = self.tokenizer(
-                str(_field(ex, self.completion_field, i)), add_special_tokens=False
+                _text(ex, self.completion_field, i), add_special_tokens=False
             )
             ids = (list(prompt["input_ids"]) + list(completion["input_ids"]))[: self.max_length]
             n_prompt = len(prompt["input_ids"])
