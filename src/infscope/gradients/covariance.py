@@ -194,15 +194,25 @@ class _FactorSide:
             self.sketch += counts[:, None] * self.omega
 
     def eigenpairs(self, tokens: int) -> tuple[np.ndarray, np.ndarray, float]:
-        """Descending eigenvalues and eigenvectors of the mean, and its trace."""
+        """Descending eigenvalues and eigenvectors of the mean, and its trace. Ends the side:
+        the running sum is scaled in place and released (no ``side²`` copies beside ``eigh``'s
+        own, which reads the lower triangle)."""
         scale = 1.0 / max(tokens, 1)
         if self.exact:
-            matrix = (self.sum + self.sum.T).numpy() * (scale / 2)
+            matrix = self.sum.numpy()
+            matrix *= scale
+            self.sum = None
             values, vectors = np.linalg.eigh(matrix)
-        else:  # single-pass Nyström approximation from the sketch
+            del matrix
+            values, vectors = values[::-1], np.flip(vectors, axis=1)
+        else:  # single-pass Nyström approximation from the sketch (descending)
             vectors, values = _nystrom(self.sketch.numpy() * scale, self.omega.numpy())
-        order = np.argsort(values)[::-1]
-        return np.clip(values[order], 0.0, None), vectors[:, order], self.total * scale
+            self.sketch = None
+        return (
+            np.clip(values, 0.0, None),
+            np.ascontiguousarray(vectors),
+            self.total * scale,
+        )
 
 
 def _nystrom(sketch: np.ndarray, omega: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

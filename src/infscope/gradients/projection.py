@@ -433,6 +433,8 @@ class EigenProjector(KroneckerProjector):
             return
         for index, basis in enumerate(self.bases):
             if basis.fingerprint == fingerprint:
+                if index != self._active:  # one checkpoint's matrices cached at a time
+                    self._matrices.clear()
                 self._active = index
                 return
         raise InputError(
