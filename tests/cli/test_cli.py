@@ -2,121 +2,19 @@
 
 from __future__ import annotations
 
-import json
-import textwrap
-
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from infscope.attribution import Scores, SelfInfluence, TracIn, load_scores
-from infscope.cli import main
-from infscope.cli.main import app
 from infscope.store import FeatureStore
-
-FACTORY_MODULE = "infscope_cli_test_factory"
-FACTORY = textwrap.dedent(
-    """
-    import torch
-    from torch import nn
-
-    from infscope.tasks import ClassificationTask
-
-
-    class RecordTask(ClassificationTask):
-        \"\"\"Records {"id", "x": [4 floats], "label"} -> (inputs, labels) tensors.\"\"\"
-
-        def collate(self, examples):
-            x = torch.tensor([e["x"] for e in examples], dtype=torch.float32)
-            y = torch.tensor([e["label"] for e in examples], dtype=torch.long)
-            return x, y
-
-
-    def build():
-        torch.manual_seed(0)
-        model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
-        return model, RecordTask()
-
-
-    def build_margin():
-        model, _ = build()
-        return model, RecordTask(measurement="margin")
-
-
-    def not_a_pair():
-        return build()[0]
-    """
+from tests.cli.conftest import (
+    FACTORY_MODULE,
+    N_TRAIN,
+    assert_clean_error,
+    features_args,
+    invoke,
+    write_jsonl,
 )
-N_TRAIN, N_QUERY = 12, 3
-
-
-@pytest.fixture
-def runner(monkeypatch):
-    # a wide console, so that long temporary paths are not wrapped in the output
-    monkeypatch.setattr(main.console, "_width", 300)
-    return CliRunner()
-
-
-def invoke(runner, *args: str):
-    result = runner.invoke(app, [str(a) for a in args])
-    return result
-
-
-def write_jsonl(path, records):
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    """A factory module on sys.path, and train/query jsonl files."""
-    (tmp_path / f"{FACTORY_MODULE}.py").write_text(FACTORY)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    rng = np.random.default_rng(0)
-
-    def records(prefix, n):
-        return [
-            {"id": f"{prefix}{i}", "x": rng.standard_normal(4).round(3).tolist(), "label": i % 3}
-            for i in range(n)
-        ]
-
-    write_jsonl(tmp_path / "train.jsonl", records("t", N_TRAIN))
-    write_jsonl(tmp_path / "query.jsonl", records("q", N_QUERY))
-    return tmp_path
-
-
-def features_args(data, out, *extra):
-    return [
-        "features",
-        data,
-        "--task",
-        "factory",
-        "--model",
-        f"{FACTORY_MODULE}:build",
-        "--out",
-        out,
-        "--projection",
-        "sjlt",
-        "--dim",
-        "16",
-        "--learning-rate",
-        "0.1",
-        "--batch-size",
-        "4",
-        "--shard-size",
-        "5",
-        *extra,
-    ]
-
-
-def assert_clean_error(result, *fragments: str) -> None:
-    """Exit code 2, an 'error:' line, no traceback."""
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    assert "error:" in result.output
-    assert "Traceback" not in result.output
-    assert isinstance(result.exception, SystemExit)
-    for fragment in fragments:
-        assert fragment in result.output, result.output
 
 
 def test_features_score_top_end_to_end(runner, project):
@@ -346,3 +244,18 @@ def test_demo_refuses_a_flip_fraction_with_nothing_to_find():
 
     with pytest.raises(InputError, match="flip_fraction"):
         DemoConfig(flip_fraction=0.0).validate()
+
+
+def test_the_demo_pins_its_threads_and_restores_the_callers(monkeypatch):
+    """Before: the demo ran with torch's default threads (57-85 s on a loaded 2-core machine)."""
+    import torch
+
+    from infscope.cli import demo
+
+    seen = []
+    monkeypatch.setattr(demo, "_run", lambda config, workdir: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    demo.run_demo(demo.DemoConfig(threads=1))
+    assert seen == [1] and torch.get_num_threads() == before
+    with pytest.raises(Exception, match="threads"):
+        demo.DemoConfig(threads=0).validate()

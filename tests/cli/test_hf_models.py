@@ -380,3 +380,74 @@ def test_eigen_bases_per_checkpoint_from_the_cli(tmp_path, bert_dir):
     assert result.exit_code == 2 and "fit each first" in result.output
     result = runner.invoke(app, ["features", str(data), "--model", str(path)])
     assert result.exit_code == 2 and "--out" in result.output
+
+
+@pytest.fixture
+def headless_dir(tmp_path, tokenizer):
+    """A base encoder saved without a classification head (a sentence-embedding model)."""
+    from transformers import BertModel
+
+    path = tmp_path / "headless"
+    BertModel(tiny_bert(tokenizer.vocab_size).config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_a_head_missing_from_the_directory_is_reported_and_the_same_every_load(headless_dir):
+    """Before: the head was re-initialised at random on every `features` call, silently."""
+    from infscope.errors import InfscopeWarning
+    from infscope.gradients.extractor import model_fingerprint
+
+    fingerprints = []
+    for _ in range(2):
+        with pytest.warns(InfscopeWarning, match=r"classifier\.(bias|weight).*initialised"):
+            model, _ = load_model_and_task(str(headless_dir), "hf-seqcls")
+        fingerprints.append(model_fingerprint(model))
+    assert fingerprints[0] == fingerprints[1]
+
+
+def test_a_complete_directory_loads_without_a_warning(bert_dir, recwarn):
+    from infscope.errors import InfscopeWarning
+
+    load_model_and_task(str(bert_dir[0]), "hf-seqcls")
+    assert not [w for w in recwarn if issubclass(w.category, InfscopeWarning)]
+
+
+def test_the_features_command_prints_the_warning(tmp_path, headless_dir):
+    data = _jsonl(tmp_path / "d.jsonl", [{"id": "a", "text": "great", "label": 1}])
+    args = ["features", str(data), "--model", str(headless_dir), "--out", str(tmp_path / "s"), "--dim", "32"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.output and "initialised at random" in result.output
+
+
+def test_max_length_within_the_model_positions(tmp_path, bert_dir):
+    """Before: --max-length beyond the positions crashed in the forward pass; 0 was ignored."""
+    data = _jsonl(tmp_path / "d.jsonl", [{"id": "a", "text": "great " * 100, "label": 1}])
+    base = ["features", str(data), "--model", str(bert_dir[0]), "--dim", "32"]
+    for value, message in (("65", "exceeds the 64 token positions"), ("0", "max-length")):
+        result = runner.invoke(app, [*base, "--out", str(tmp_path / value), "--max-length", value])
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert message in result.output, result.output
+    # the default is capped at the model's 64 positions, so a long example just truncates
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "default")])
+    assert result.exit_code == 0, result.output
+    assert FeatureStore.open(tmp_path / "default").spec.task["max_length"] == 64
+
+
+def test_string_labels_map_through_the_models_label2id(tmp_path, tokenizer):
+    path = tmp_path / "named"
+    model = tiny_bert(tokenizer.vocab_size)
+    model.config.label2id, model.config.id2label = {"neg": 0, "pos": 1}, {0: "neg", 1: "pos"}
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    rows = [
+        {"id": "a", "text": "great", "label": "pos"},
+        {"id": "b", "text": "bad", "label": "meh"},
+    ]
+    data = _jsonl(tmp_path / "d.jsonl", rows)
+    base = ["features", str(data), "--model", str(path), "--dim", "32"]
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "s")])
+    assert result.exit_code == 2 and "label='meh' is not a class" in result.output, result.output
+    data = _jsonl(tmp_path / "d.jsonl", rows[:1])
+    assert runner.invoke(app, [*base, "--out", str(tmp_path / "s2")]).exit_code == 0

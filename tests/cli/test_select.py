@@ -73,7 +73,9 @@ def test_bids_from_saved_scores_writes_subset_and_summary(runner, inputs):
     assert result.exit_code == 0, result.output
     selection = Selection.load(out)
     rows = [json.loads(line) for line in (out / "subset.jsonl").read_text().splitlines()]
-    assert [r["id"] for r in rows] == selection.ids and {"task", "text", "selection_reason"} <= set(rows[0])
+    assert [r["id"] for r in rows] == selection.ids and {"task", "text", "selection_reason"} <= set(
+        rows[0]
+    )
     counts = {t: sum(r["task"] == t for r in rows) for t in "ab"}
     assert abs(counts["a"] - counts["b"]) <= 2  # balanced despite task a's 10x influence
     assert (out / "counts_by_task.png").stat().st_size > 1000

@@ -312,3 +312,35 @@ def test_store_records_per_example_losses(tmp_path):
     y = torch.stack([e[1] for e in examples])
     expected = extractor.task.train_loss(extractor.model, (x, y)).detach().double().numpy()
     np.testing.assert_allclose(store.losses(rw.CHECKPOINT), expected, rtol=1e-6)
+
+
+def test_slow_or_shrunken_projections_are_warned_about(tmp_path, monkeypatch):
+    """Before: a dense projection costing hours per thousand examples started without a word."""
+    from infscope.errors import InfscopeWarning
+    from infscope.gradients import featurize as module
+
+    monkeypatch.setattr(module, "DENSE_COST_WARNING", 1000)
+    with pytest.warns(InfscopeWarning, match="multiply-adds per example"):
+        featurize(
+            rw.build_extractor(kind="gaussian"), rw.build_data(), tmp_path / "g", progress=False
+        )
+    with pytest.warns(InfscopeWarning, match="gives 195 features, not the 4,096 asked"):
+        featurize(rw.build_extractor(dim=4096), rw.build_data(), tmp_path / "k", progress=False)
+
+
+def test_a_checkpoint_repeating_anothers_weights_is_warned_about(tmp_path):
+    from infscope.errors import InfscopeWarning
+
+    extractor, data = rw.build_extractor(), rw.build_data()
+    featurize(extractor, data, tmp_path, "a", progress=False)
+    with pytest.warns(InfscopeWarning, match="same model weights as 'a'"):
+        featurize(extractor, data, tmp_path, "b", progress=False)
+
+
+def test_predicted_labels_are_recorded_from_the_same_pass(tmp_path):
+    store = rw.run(tmp_path)
+    model = rw.build_model()
+    x = torch.stack([x for x, _ in rw.build_examples()])
+    with torch.no_grad():
+        expected = model(x).argmax(1).numpy()
+    np.testing.assert_array_equal(store.predictions(rw.CHECKPOINT), expected)

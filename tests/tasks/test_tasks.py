@@ -315,3 +315,44 @@ def test_causal_lm_logprob_is_summed_completion_nll(tokenizer):
     loss_task = HFCausalLMTask(tokenizer, measurement="loss")
     with torch.no_grad():
         torch.testing.assert_close(loss_task.measurement(model, batch), loss)
+
+
+@pytest.mark.parametrize("text", [None, float("nan"), ["a"], {"a": 1}, True])
+def test_seqcls_refuses_a_null_or_non_text_field(tokenizer, text):
+    """Before: "text": null was embedded as the string "None"."""
+    task = HFSequenceClassificationTask(tokenizer)
+    with pytest.raises(InputError, match="example 1: field 'text'"):
+        task.collate([{"text": "fine", "label": 0}, {"text": text, "label": 1}])
+
+
+def test_causal_lm_refuses_a_null_completion(tokenizer):
+    task = HFCausalLMTask(tokenizer)
+    with pytest.raises(InputError, match="field 'completion' is empty"):
+        task.collate([{"prompt": "a", "completion": None}])
+
+
+def test_seqcls_string_labels_through_label2id_or_a_clear_error(tokenizer):
+    """Before: string labels raised a raw ValueError traceback from torch."""
+    named = HFSequenceClassificationTask(tokenizer, label2id={"negative": 0, "positive": 1})
+    batch = named.collate([{"text": "a", "label": "positive"}, {"text": "b", "label": 0.0}])
+    assert batch["labels"].tolist() == [1, 0]
+    with pytest.raises(
+        InputError, match=r"label='neutral' is not a class: use one of \['negative', 'positive'\]"
+    ):
+        named.collate([{"text": "a", "label": "neutral"}])
+    with pytest.raises(InputError, match="label=1.5 is not a class"):
+        HFSequenceClassificationTask(tokenizer).collate([{"text": "a", "label": 1.5}])
+
+
+@pytest.mark.parametrize("max_length", [0, -1, 2.5, True])
+def test_max_length_must_be_a_positive_count(tokenizer, max_length):
+    """Before: --max-length 0 was silently ignored."""
+    for make in (HFSequenceClassificationTask, HFCausalLMTask):
+        with pytest.raises(InputError, match="max_length"):
+            make(tokenizer, max_length=max_length)
+
+
+def test_classifiers_report_their_predicted_labels():
+    logits = torch.tensor([[0.1, 2.0, -1.0], [3.0, 0.0, 0.0]])
+    assert ClassificationTask().predicted_labels(logits).tolist() == [1, 0]
+    assert RegressionTask().predicted_labels(logits) is None

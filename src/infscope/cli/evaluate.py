@@ -152,7 +152,8 @@ def mislabel(
 
     \b
     Example:
-      infscope evaluate mislabel runs/self --data train.jsonl --field is_mislabeled
+      infscope evaluate mislabel runs/self --data train.jsonl \\
+          --field is_mislabeled
     """
     from infscope.attribution import SelfInfluence, load_scores
     from infscope.evaluation import mislabel_detection
@@ -214,7 +215,8 @@ def lds(
 
     \b
     Example:
-      infscope evaluate lds runs/if --train-fn retrain:train_fn --num-subsets 50 --cache runs/lds
+      infscope evaluate lds runs/if --train-fn retrain:train_fn --num-subsets 50 \\
+          --cache runs/lds
     """
     from infscope.evaluation import LDSConfig, lds_ground_truth, linear_datamodeling_score
 
@@ -260,7 +262,8 @@ def loo(
 
     \b
     Example:
-      infscope evaluate loo runs/if --train-fn retrain:train_fn --indices 0,5,9 --cache runs/loo
+      infscope evaluate loo runs/if --train-fn retrain:train_fn --indices 0,5,9 \\
+          --cache runs/loo
     """
     from infscope.evaluation import leave_one_out, loo_correlation
 

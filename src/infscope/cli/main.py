@@ -159,7 +159,8 @@ def features(
 
     \b
     Example:
-      infscope features train.jsonl --model runs/model --out runs/train --learning-rate 2e-5
+      infscope features train.jsonl --model runs/model --out runs/train \\
+          --learning-rate 2e-5
     """
     from infscope.cli.models import load_model_and_task
     from infscope.data import ExampleSet
@@ -350,7 +351,8 @@ def score(
 
     \b
     Example:
-      infscope score --train runs/train --query runs/test --method tracin --out runs/scores
+      infscope score --train runs/train --query runs/test --method tracin \\
+          --out runs/scores
     """
     from infscope.attribution.registry import build_estimator
     from infscope.attribution.scores import TABLE_FORMATS
@@ -445,7 +447,8 @@ def top(
 
     \b
     Example:
-      infscope top runs/scores --k 5 --train-data train.jsonl --query-data test.jsonl
+      infscope top runs/scores --k 5 --train-data train.jsonl \\
+          --query-data test.jsonl
     """
     from infscope.attribution import SelfInfluence, load_scores
     from infscope.io import write_table

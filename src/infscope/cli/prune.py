@@ -95,8 +95,8 @@ def prune(
 
     \b
     Example:
-      infscope prune --score el2n=runs/el2n --train-fn retrain:train_fn --keep 0.3,0.5,0.7 \\
-          --out runs/prune
+      infscope prune --score el2n=runs/el2n --train-fn retrain:train_fn \\
+          --keep 0.3,0.5,0.7 --out runs/prune
     """
     from infscope.data import ExampleSet
     from infscope.evaluation.pruning import PruningStudy

@@ -126,8 +126,8 @@ def select(
 
     \b
     Example:
-      infscope select --method top-k --scores runs/self --data train.jsonl --budget 0.3 \\
-          --out runs/subset
+      infscope select --method top-k --scores runs/self --data train.jsonl \\
+          --budget 0.3 --out runs/subset
     """
     from infscope.io import write_atomic
     from infscope.selection import build_selector
