@@ -130,6 +130,23 @@ class Scores:
             directory, self.values, {**meta, "train_ids": self.train_ids, "metadata": self.metadata}
         )
 
+    def to_pandas(self) -> Any:
+        """The matrix as a ``pandas.DataFrame``: rows = query ids, columns = training ids."""
+        import pandas as pd
+
+        return pd.DataFrame(self.values, index=list(self.query_ids), columns=list(self.train_ids))
+
+    def _repr_html_(self) -> str:
+        from infscope.html import table
+
+        columns = ["query_id", "direction", "rank", "train_id", "score"]
+        rows = self.top_rows(3, max_queries=10)
+        caption = (
+            f"{self.method}: {len(self.query_ids)} queries x {len(self.train_ids)} training "
+            "examples; the 3 most helpful and harmful for the first 10 queries"
+        )
+        return table(columns, [[r[c] for c in columns] for r in rows], caption=caption)
+
 
 @dataclass
 class SelfInfluence:
@@ -214,6 +231,24 @@ class SelfInfluence:
     def save(self, directory: str | Path) -> Path:
         meta = {"kind": "self", "method": self.method, "train_ids": self.train_ids}
         return _save(directory, self.values, {**meta, "metadata": self.metadata})
+
+    def to_pandas(self) -> Any:
+        """A ``pandas.DataFrame`` indexed by training id: ``score`` and ``rank`` (1 = most
+        suspicious, by :meth:`oriented`)."""
+        import pandas as pd
+
+        rank = np.empty(len(self.train_ids), dtype=np.int64)
+        rank[self.oriented().ranking()] = np.arange(1, len(rank) + 1)
+        frame = pd.DataFrame({"score": self.values, "rank": rank}, index=list(self.train_ids))
+        frame.index.name = "train_id"
+        return frame
+
+    def _repr_html_(self) -> str:
+        from infscope.html import table
+
+        rows = self.top_rows(20)
+        caption = f"{self.method}: {len(self.train_ids)} examples, the 20 most suspicious"
+        return table(["rank", "train_id", "score"], [list(r.values()) for r in rows], caption)
 
 
 def load_scores(directory: str | Path) -> Scores | SelfInfluence:

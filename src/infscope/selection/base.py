@@ -306,6 +306,20 @@ class Selection:
             payload["info"],
         )
 
+    def to_pandas(self, examples: Sequence[Mapping[str, Any]] | None = None) -> Any:
+        """:meth:`records` as a ``pandas.DataFrame`` (pick order)."""
+        import pandas as pd
+
+        return pd.DataFrame.from_records(self.records(examples))
+
+    def _repr_html_(self) -> str:
+        from infscope.html import table
+
+        rows = self.records()[:20]
+        caption = f"{self.method}: {len(self)} picks" + (", the first 20" if len(self) > 20 else "")
+        columns = ["id"] + [f"{COLUMN_PREFIX}{c}" for c in ("rank", "weight", "reason")]
+        return table(columns, [[r[c] for c in columns] for r in rows], caption)
+
 
 def _is_scalar(value: Any) -> bool:
     return isinstance(value, (int, float, str, bool, np.integer, np.floating))
