@@ -1,0 +1,39 @@
+"""Find mislabeled training examples and explain them: out-of-fold probabilities (K-fold
+retraining), their training dynamics and neighbour votes, combined; duplicates with conflicting
+labels. ``cleanlab`` (the ``audit`` extra) supplies the confident-learning joint."""
+
+from infscope.audit.core import AuditConfig, audit, dynamics_evidence
+from infscope.audit.duplicates import DuplicateGroup, find_duplicates
+from infscope.audit.evidence import (
+    Neighbours,
+    label_suspicion,
+    nearest,
+    neighbour_votes,
+    noise_concentration,
+    stack_weights,
+)
+from infscope.audit.kfold import FitPredict, FoldRun, OutOfFold, cross_validate
+from infscope.audit.probe import ProbeConfig, probe_fit_predict, train_probe
+from infscope.audit.result import AuditResult
+
+__all__ = [
+    "AuditConfig",
+    "AuditResult",
+    "DuplicateGroup",
+    "FitPredict",
+    "FoldRun",
+    "Neighbours",
+    "OutOfFold",
+    "ProbeConfig",
+    "audit",
+    "cross_validate",
+    "dynamics_evidence",
+    "find_duplicates",
+    "label_suspicion",
+    "nearest",
+    "neighbour_votes",
+    "noise_concentration",
+    "probe_fit_predict",
+    "stack_weights",
+    "train_probe",
+]
