@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from infscope.attribution import Scores, SelfInfluence, load_scores
 from infscope.errors import InputError, NonFiniteError
@@ -68,3 +70,32 @@ def test_orientation_follows_the_recorded_direction():
     unmarked = SelfInfluence(np.array([1.0, 2.0]), ["a", "b"], "mine")
     assert unmarked.oriented() is unmarked
     np.testing.assert_array_equal(unmarked.oriented(negate=True).values, [-1.0, -2.0])
+
+
+meta_values = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.text(max_size=4),
+    st.lists(st.text(max_size=2), max_size=3), st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
+)  # fmt: skip
+
+
+@settings(derandomize=True, max_examples=100, deadline=None)
+@given(
+    meta=st.dictionaries(
+        st.sampled_from(
+            ["format", "kind", "method", "train_ids", "query_ids", "metadata", "values_sha256"]
+        ),
+        meta_values,
+    ),
+    keep_format=st.booleans(),
+)
+def test_any_scores_metadata_loads_or_fails_cleanly(tmp_path_factory, meta, keep_format):
+    folder = tmp_path_factory.mktemp("scores")
+    SelfInfluence(np.ones(2, np.float32), ["a", "b"], "dot").save(folder)
+    if keep_format:
+        meta["format"] = "infscope.scores"
+    (folder / "scores.json").write_text(json.dumps(meta))
+    try:
+        loaded = load_scores(folder)
+    except InputError:
+        return
+    assert np.isfinite(loaded.values).all()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from infscope.data import ExampleSet
 from infscope.errors import InfscopeWarning, InputError
@@ -220,3 +222,57 @@ def test_files_that_are_not_utf8_or_not_records(tmp_path):
     scalars = write_jsonl(tmp_path / "scalars.jsonl", [{"id": "a"}, 3])
     with pytest.raises(InputError, match="record 1 is a int"):
         ExampleSet.from_file(scalars)
+
+
+# ---- fuzzing: no file content gives a traceback ---------------------------------------------
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=5)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.sampled_from(["id", "text", "x"]), inner, max_size=3),
+    ),
+    max_leaves=8,
+)
+records = st.lists(
+    st.dictionaries(st.sampled_from(["id", "text", "label"]), json_values, max_size=3), max_size=5
+)
+
+
+def _loaded_or_input_error(path):
+    try:
+        data = ExampleSet.from_file(path)
+    except InputError:
+        return
+    assert len(set(data.ids)) == len(data.ids) == len(data) > 0
+    assert all(isinstance(i, str) for i in data.ids)
+
+
+@settings(derandomize=True, max_examples=150, deadline=None)
+@given(rows=st.one_of(records, st.lists(json_values, max_size=4)), garbage=st.text(max_size=20))
+def test_any_json_lines_load_or_fail_cleanly(tmp_path_factory, rows, garbage):
+    folder = tmp_path_factory.mktemp("fuzz")
+    lines = "".join(json.dumps(r) + "\n" for r in rows)
+    for name, text in (
+        ("a.jsonl", lines),
+        ("b.jsonl", lines + garbage),
+        ("c.json", json.dumps(rows)),
+    ):
+        (folder / name).write_text(text)
+        _loaded_or_input_error(folder / name)
+    (folder / "d.jsonl").write_bytes(garbage.encode("utf-16"))
+    _loaded_or_input_error(folder / "d.jsonl")
+
+
+@settings(derandomize=True, max_examples=20, deadline=None)
+@given(
+    text=st.one_of(
+        st.text(alphabet=st.sampled_from('id,text,label\n"x0 7.'), max_size=40),
+        st.just("id,text\n1,a\n1,b\n"),
+        st.just("text\n\n"),
+    )
+)
+def test_any_csv_loads_or_fails_cleanly(tmp_path_factory, text):
+    path = tmp_path_factory.mktemp("csv") / "data.csv"
+    path.write_text(text)
+    _loaded_or_input_error(path)

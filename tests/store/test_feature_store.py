@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from infscope.errors import (
     InputError,
@@ -450,3 +452,44 @@ def test_checkpoints_with_the_same_weights_are_reported(tmp_path):
     for cid, fingerprint in (("a", "w1"), ("b", "w2"), ("c", "w1"), ("d", None), ("e", "w1")):
         store.add_checkpoint(cid, fingerprint=fingerprint)
     assert store.same_weights() == [["a", "c", "e"]]
+
+
+@settings(derandomize=True, max_examples=100, deadline=None)
+@given(
+    edits=st.dictionaries(
+        st.sampled_from(["format", "version", "spec", "n_examples", "checkpoints"]),
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(-2, 30),
+            st.text(max_size=3),
+            st.lists(
+                st.dictionaries(
+                    st.sampled_from(["id", "learning_rate", "fingerprint", "x"]),
+                    st.one_of(st.text(max_size=3), st.floats(), st.none()),
+                    max_size=3,
+                ),
+                max_size=2,
+            ),
+            st.dictionaries(
+                st.sampled_from(
+                    ["feature_dim", "dtype", "gradient", "shard_size", "modules", "bogus"]
+                ),
+                st.one_of(st.integers(-1, 9), st.text(max_size=3), st.none()),
+                max_size=3,
+            ),
+        ),  # fmt: skip
+        max_size=3,
+    )
+)
+def test_any_store_metadata_opens_or_fails_cleanly(tmp_path_factory, edits):
+    root = tmp_path_factory.mktemp("store")
+    write_full(root, make_features())
+    doc = json.loads((root / "store.json").read_text())
+    (root / "store.json").write_text(json.dumps({**doc, **edits}))
+    try:
+        store = FeatureStore.open(root)
+        for checkpoint in store.checkpoints:
+            store.features(checkpoint.id)
+    except StoreError:
+        return
