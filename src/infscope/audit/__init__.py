@@ -3,6 +3,7 @@ retraining), their training dynamics and neighbour votes, combined; duplicates w
 labels. ``cleanlab`` (the ``audit`` extra) supplies the confident-learning joint."""
 
 from infscope.audit.core import AuditConfig, audit, dynamics_evidence
+from infscope.audit.dataset import audit_examples, load_rows, record_labels, record_texts
 from infscope.audit.duplicates import DuplicateGroup, find_duplicates
 from infscope.audit.evidence import (
     Neighbours,
@@ -26,14 +27,18 @@ __all__ = [
     "OutOfFold",
     "ProbeConfig",
     "audit",
+    "audit_examples",
     "cross_validate",
     "dynamics_evidence",
     "find_duplicates",
     "label_suspicion",
+    "load_rows",
     "nearest",
     "neighbour_votes",
     "noise_concentration",
     "probe_fit_predict",
+    "record_labels",
+    "record_texts",
     "stack_weights",
     "train_probe",
 ]

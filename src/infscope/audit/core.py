@@ -179,7 +179,7 @@ def audit(
     concentration = noise_concentration(reference, y)
     beta = beta_for(concentration) if config.beta is None else float(config.beta)
     suspicion, suggested, support = label_suspicion(q, y, beta)
-    n_errors = estimated_errors(reference, y)
+    n_errors = estimated_errors(q, y)
     flagged = np.zeros(n, dtype=bool)
     flagged[np.argsort(-suspicion, kind="stable")[:n_errors]] = True
 

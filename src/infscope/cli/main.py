@@ -584,6 +584,9 @@ app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(store_app, name="store")
 app.command()(prune)
 app.command()(select)
+from infscope.cli.audit import audit  # noqa: E402 (registered last: its own module)
+
+app.command()(audit)
 
 if __name__ == "__main__":
     app()

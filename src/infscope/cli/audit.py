@@ -1,0 +1,112 @@
+"""``infscope audit``: rank the training examples whose labels look wrong, and say why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from infscope.cli.output import console, progress
+
+
+def audit(
+    data: Annotated[
+        Path, typer.Argument(help="Examples: .jsonl/.json/.csv/.parquet with 'id' and a label.")
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Directory for audit.json, arrays.npz and suspects.csv.")
+    ],
+    features: Annotated[
+        Path | None,
+        typer.Option(
+            help=".npy [n, d], rows in DATA order (e.g. sentence embeddings): neighbour votes, "
+            "near duplicates and, without --pred-probs/--train-fn, a K-fold MLP probe."
+        ),
+    ] = None,
+    pred_probs: Annotated[
+        Path | None, typer.Option(help=".npy [n, classes] out-of-fold class probabilities.")
+    ] = None,
+    train_fn: Annotated[
+        str | None,
+        typer.Option(
+            help="module:function; fit_predict(train_indices, heldout_indices, fold) returns "
+            "the held-out class probabilities (or an infscope.audit.FoldRun)."
+        ),
+    ] = None,
+    self_influence: Annotated[
+        Path | None, typer.Option(help="Saved self-influence scores (infscope score) to report.")
+    ] = None,
+    label_field: Annotated[str, typer.Option(help="Field holding the label.")] = "label",
+    text_field: Annotated[str, typer.Option(help="Field holding the text (shown).")] = "text",
+    class_names: Annotated[
+        Path | None, typer.Option(help="JSON list of class names (index = label).")
+    ] = None,
+    folds: Annotated[int, typer.Option(help="K-fold retraining folds.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the folds and the probe.")] = 0,
+    neighbours: Annotated[str, typer.Option(help="Neighbours per vote, or 'auto'.")] = "auto",
+    near_duplicate: Annotated[
+        float, typer.Option(help="Cosine similarity from which examples are near duplicates.")
+    ] = 0.95,
+    hidden: Annotated[int, typer.Option(help="Probe hidden units (0 = linear).")] = 256,
+    epochs: Annotated[int, typer.Option(help="Probe training epochs.")] = 10,
+    top: Annotated[int, typer.Option(help="Suspects to print.")] = 20,
+) -> None:
+    """Find likely mislabeled examples: out-of-fold probabilities (K-fold retraining), their
+    training dynamics and neighbour votes, combined; the suggested label with the examples
+    supporting it; duplicates with conflicting labels. Open the result with infscope report.
+
+    Example: infscope audit train.jsonl --features emb.npy --out runs/audit
+    """
+    import json
+
+    from rich.table import Table
+    from rich.text import Text
+
+    from infscope.attribution import SelfInfluence, load_scores
+    from infscope.audit import AuditConfig, ProbeConfig, audit_examples, load_rows
+    from infscope.cli.models import load_function
+    from infscope.data import ExampleSet
+    from infscope.errors import InputError
+    from infscope.io import write_atomic
+
+    examples = ExampleSet.from_file(data)
+    n = len(examples)
+    names = None
+    if class_names is not None:
+        names = json.loads(class_names.read_text(encoding="utf-8"))
+        if not isinstance(names, list):
+            raise InputError(f"{class_names} must hold a JSON list of class names")
+    scores = None
+    if self_influence is not None:
+        scores = load_scores(self_influence)
+        if not isinstance(scores, SelfInfluence):
+            raise InputError(f"{self_influence} holds a query x train matrix, not self-influence")
+    k = neighbours if neighbours == "auto" else int(neighbours)
+    config = AuditConfig(folds=folds, seed=seed, neighbours=k, near_duplicate=near_duplicate)
+    progress(f"auditing {n} examples")
+    result = audit_examples(
+        examples,
+        label_field=label_field,
+        text_field=text_field,
+        class_names=names,
+        features=None if features is None else load_rows(features, n, "features"),
+        pred_probs=None if pred_probs is None else load_rows(pred_probs, n, "pred_probs"),
+        fit_predict=None if train_fn is None else load_function(train_fn),
+        probe=ProbeConfig(hidden=hidden, epochs=epochs, seed=seed),
+        self_influence=scores,
+        config=config,
+    )
+    result.info["command"] = {"data": str(data), "features": str(features or "")}
+    result.save(out)
+    frame = result.to_pandas()
+    write_atomic(out / "suspects.csv", frame.to_csv().encode())
+
+    table = Table(title=Text(result.summary()))
+    for column in ("rank", "id", "given", "suggested", "suspicion", "text"):
+        table.add_column(column, overflow="fold")
+    for row in result.records(top):
+        cells = (row["rank"], row["id"], row["given"], row["suggested"], f"{row['suspicion']:.3f}")
+        table.add_row(*(Text(str(c)) for c in (*cells, str(row.get("text", ""))[:80])))
+    console.print(table)
+    console.print(f"wrote {out}/audit.json, arrays.npz, suspects.csv", markup=False)
