@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from infscope.attribution.scores import Scores, SelfInfluence
+from infscope.attribution.scores import Scores, SelfInfluence, _check_finite
+from infscope.attribution.top_k import TopKAccumulator, TopScores
 from infscope.devices import resolve_device
 from infscope.errors import InputError, ProvenanceError, StoreError, StoreMismatchError
 from infscope.linalg import gram_accumulate, unit_rows
@@ -175,6 +177,40 @@ class Estimator(ABC):
         }
         return Scores(values, list(query.ids), list(train.ids), self.name, metadata)
 
+    def score_top(
+        self,
+        query: FeatureStore,
+        k: int = 10,
+        per_train: int = 0,
+        *,
+        allow_other_weights: bool = False,
+    ) -> TopScores:
+        """Each query's ``k`` most helpful and most harmful training examples (with
+        ``per_train``, also each training example's ``per_train`` most helped queries), kept
+        while the score blocks stream past: the full matrix is never held, so memory is bounded
+        by the block size and ``k``. The same rankings as ``score(query).top(k)``."""
+        train = self._require_fit()
+        self.check_query(query)
+        if not allow_other_weights:
+            self.check_weights(query)
+        top = TopKAccumulator(query.n_examples, train.n_examples, k, per_train)
+        query_ids, train_ids = list(query.ids), list(train.ids)
+        for q_start, t_start, block in self._score_blocks(query):
+            _check_finite(
+                block,
+                self.name,
+                query_ids[q_start : q_start + len(block)],
+                train_ids[t_start : t_start + block.shape[1]],
+            )
+            top.add(q_start, t_start, block)
+        metadata = {
+            **self.describe(),
+            "train_store": os.path.abspath(train.root),
+            "query_store": os.path.abspath(query.root),
+            **({"allow_other_weights": True} if allow_other_weights else {}),
+        }
+        return top.result(query_ids, train_ids, self.name, metadata)
+
     def self_influence(self) -> SelfInfluence:
         """Each training example's score against itself (high = unusual for its label: likely
         mislabeled or atypical)."""
@@ -188,9 +224,14 @@ class Estimator(ABC):
         }
         return SelfInfluence(values.astype(np.float32), list(train.ids), self.name, metadata)
 
-    @abstractmethod
     def _score_into(self, query: FeatureStore, values: np.ndarray) -> None:
-        """Fill ``values[q, t]``."""
+        """Fill ``values[q, t]`` from :meth:`_score_blocks`."""
+        for q_start, t_start, block in self._score_blocks(query):
+            values[q_start : q_start + len(block), t_start : t_start + block.shape[1]] = block
+
+    @abstractmethod
+    def _score_blocks(self, query: FeatureStore) -> Iterator[tuple[int, int, np.ndarray]]:
+        """``(first query, first train, scores)`` blocks covering the matrix once each."""
 
     @abstractmethod
     def _self_influence(self, train: FeatureStore) -> np.ndarray:
@@ -262,27 +303,35 @@ class CheckpointSum(Estimator):
                 f"it has {sorted(known)}"
             )
 
-    def _score_into(self, query: FeatureStore, values: np.ndarray) -> None:
-        """One preconditioned query block at a time against the streamed training blocks:
-        memory is bounded by the block size (the training store is read once per query block)."""
+    def _score_blocks(self, query: FeatureStore) -> Iterator[tuple[int, int, np.ndarray]]:
+        """One query block at a time, preconditioned at every checkpoint, against the streamed
+        training blocks, summed over checkpoints in float64: memory is bounded by the block size
+        times the number of checkpoints (the training store is read once per query block)."""
         weights = self.checkpoint_weights(self.train)
         rows = self.rows_per_block(self.train.feature_dim)
-        n_query_blocks = -(-query.n_examples // rows)
-        n_blocks = -(-self.train.n_examples // rows) * len(weights) * n_query_blocks
+        scales = [self._train_scales(checkpoint) for checkpoint, _ in weights]
+        n_blocks = -(-query.n_examples // rows) * -(-self.train.n_examples // rows)
+        queries = zip(*(query.iter_blocks(checkpoint, rows) for checkpoint, _ in weights))
         with tqdm(total=n_blocks, desc=f"scoring[{self.name}]", unit="block", disable=None) as bar:
-            for checkpoint, weight in weights:
-                scales = self._train_scales(checkpoint)
-                for q_start, q_block in query.iter_blocks(checkpoint, rows):
-                    q_block = self._precondition(checkpoint, self._prepare(q_block))
-                    q_stop = q_start + len(q_block)
-                    q_block = self._on_device(q_block)
-                    for t_start, t_block in self.train.iter_blocks(checkpoint, rows):
-                        t_stop = t_start + len(t_block)
+            for parts in queries:
+                q_start = parts[0][0]
+                preconditioned = [
+                    self._on_device(self._precondition(checkpoint, self._prepare(block)))
+                    for (checkpoint, _), (_, block) in zip(weights, parts)
+                ]
+                trains = zip(*(self.train.iter_blocks(c, rows) for c, _ in weights))
+                for t_parts in trains:
+                    t_start = t_parts[0][0]
+                    total = None
+                    for (_, weight), q_block, (_, t_block), scale in zip(
+                        weights, preconditioned, t_parts, scales
+                    ):
                         product = self._products(q_block, self._prepare(t_block))
-                        if scales is not None:
-                            product *= scales[t_start:t_stop]
-                        values[q_start:q_stop, t_start:t_stop] += weight * product
-                        bar.update()
+                        if scale is not None:
+                            product *= scale[t_start : t_start + len(t_block)]
+                        total = weight * product if total is None else total + weight * product
+                    yield q_start, t_start, total
+                    bar.update()
 
     def _self_influence(self, train: FeatureStore) -> np.ndarray:
         values = np.zeros(train.n_examples, dtype=np.float64)

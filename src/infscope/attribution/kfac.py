@@ -63,7 +63,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -945,13 +945,14 @@ class EKFAC(DampedEstimator):
                 out[first : first + m, b.slice] = restored
         return out
 
-    def _score_into(self, query: FeatureStore, values: np.ndarray) -> None:
+    def _score_blocks(self, query: FeatureStore) -> Iterator[tuple[int, int, np.ndarray]]:
         if self.query_rank is None:
-            super()._score_into(query, values)
+            yield from super()._score_blocks(query)
             return
         rows = self.rows_per_block(self.train.feature_dim)
-        kept, total = 0.0, 0.0
-        for checkpoint, weight in self.checkpoint_weights(self.train):
+        weights = self.checkpoint_weights(self.train)
+        factored, kept, total = [], 0.0, 0.0
+        for checkpoint, _ in weights:
             layout = [
                 ModuleLayout(p.block.slice, p.block.rows, p.block.cols, p.block.kronecker)
                 for p in self._preconditioners[checkpoint]
@@ -965,16 +966,19 @@ class EKFAC(DampedEstimator):
             )
             kept += sum(m.kept for m in queries.modules)
             total += sum(m.total for m in queries.modules)
-            scales = self._train_scales(checkpoint)
-            blocks = self.train.iter_blocks(checkpoint, rows)
-            for start, block in tqdm(
-                blocks, desc=f"scoring[{self.name}, rank {self.query_rank}]", disable=None
-            ):
-                product = queries.products(self._prepare(block))
-                if scales is not None:
-                    product *= scales[start : start + len(block)]
-                values[:, start : start + len(block)] += weight * product
+            factored.append(queries)
         self.notes["query_energy"] = kept / total if total > 0 else 1.0
+        scales = [self._train_scales(checkpoint) for checkpoint, _ in weights]
+        trains = zip(*(self.train.iter_blocks(c, rows) for c, _ in weights))
+        desc = f"scoring[{self.name}, rank {self.query_rank}]"
+        for parts in tqdm(trains, desc=desc, disable=None):
+            start, summed = parts[0][0], 0.0
+            for (_, weight), queries, (_, block), scale in zip(weights, factored, parts, scales):
+                product = queries.products(self._prepare(block))
+                if scale is not None:
+                    product *= scale[start : start + len(block)]
+                summed = summed + weight * product
+            yield 0, start, summed
 
     def describe(self) -> dict[str, Any]:
         factors = self.fitted_factors or self.factors
