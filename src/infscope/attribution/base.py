@@ -287,7 +287,10 @@ class CheckpointSum(Estimator):
         """``<P_c φ_c(z), φ_c(z)>`` of every training example, in one pass over the store."""
         out = np.empty(self.train.n_examples)
         rows = self.rows_per_block(self.train.feature_dim)
-        for start, block in self.train.iter_blocks(checkpoint, rows):
+        blocks = self.train.iter_blocks(checkpoint, rows)
+        total = -(-self.train.n_examples // rows)
+        label = f"self-influence[{self.name}, {checkpoint}]"
+        for start, block in tqdm(blocks, total=total, desc=label, unit="block", disable=None):
             block = self._prepare(block)
             own = np.einsum("ij,ij->i", self._precondition(checkpoint, block), block)
             out[start : start + len(block)] = own
