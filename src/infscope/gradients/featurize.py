@@ -26,7 +26,8 @@ from infscope.store.feature_store import META_FILE
 STORE_DTYPES = ("float32", "float16")
 #: Bytes of features a shard holds by default (its rows are buffered in memory before the write).
 SHARD_BYTES = 2**25
-#: Multiply-adds per example above which a dense projection is reported as slow (~1 s on a CPU)
+#: Multiply-adds per example above which a dense projection is reported as slow (~1 s on a CPU
+#: core at 10 Gflop/s)
 DENSE_COST_WARNING = 10**10
 
 
@@ -43,7 +44,7 @@ def projection_warnings(extractor: GradientExtractor) -> list[str]:
             notes.append(
                 f"the {config.kind} projection of {projector.gradient_dim:,} parameters to "
                 f"{projector.feature_dim:,} features costs {cost:.1e} multiply-adds per example "
-                "(minutes to hours per thousand examples); kronecker or sjlt cost far less"
+                f"(~{cost / 1e10:.2g} s each at 10 Gflop/s); kronecker or sjlt cost far less"
             )
     if config.kind == "kronecker" and config.dim and projector.feature_dim < config.dim / 2:
         notes.append(
