@@ -15,6 +15,7 @@ demo: $(STAMP)
 	$(VENV)/bin/infscope demo
 
 test: $(STAMP)
+	bash scripts/install_browser.sh
 	$(PY) -m pytest -q -m "not slow"
 
 test-all: $(STAMP)

@@ -587,6 +587,9 @@ app.command()(select)
 from infscope.cli.audit import audit  # noqa: E402 (registered last: its own module)
 
 app.command()(audit)
+from infscope.cli.report import report  # noqa: E402 (registered last: its own module)
+
+app.command()(report)
 
 if __name__ == "__main__":
     app()

@@ -147,6 +147,26 @@ class PruningResult:
                 )
         return path
 
+    @classmethod
+    def from_csv(cls, path: str | Path, n_train: int = 0) -> PruningResult:
+        """Read what :meth:`to_csv` wrote (``n_train`` is not in the file)."""
+        try:
+            with Path(path).open(newline="") as handle:
+                runs = [
+                    PruningRun(
+                        row["score"],
+                        row["strategy"],
+                        float(row["keep_fraction"]),
+                        int(row["seed"]),
+                        float(row["metric"]),
+                        float(row["seconds"]),
+                    )
+                    for row in csv.DictReader(handle)
+                ]
+        except (OSError, KeyError, ValueError, TypeError) as err:
+            raise InputError(f"{path} is not a pruning-study runs.csv ({err})") from None
+        return cls(runs, n_train)
+
     def text(self) -> str:
         """A short human summary: full data, random and every score at each fraction."""
         full_mean, full_std = self.full_data()
