@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -312,7 +312,7 @@ class CheckpointSum(Estimator):
         times the number of checkpoints (the training store is read once per query block)."""
         weights = self.checkpoint_weights(self.train)
         rows = self.rows_per_block(self.train.feature_dim)
-        scales = [self._train_scales(checkpoint) for checkpoint, _ in weights]
+        scales = self.train_scales()
         n_blocks = -(-query.n_examples // rows) * -(-self.train.n_examples // rows)
         queries = zip(*(query.iter_blocks(checkpoint, rows) for checkpoint, _ in weights))
         with tqdm(total=n_blocks, desc=f"scoring[{self.name}]", unit="block", disable=None) as bar:
@@ -335,6 +335,47 @@ class CheckpointSum(Estimator):
                         total = weight * product if total is None else total + weight * product
                     yield q_start, t_start, total
                     bar.update()
+
+    # ---- scores as one inner product (nearest-neighbour indexes, candidate re-scoring) ---------
+
+    def query_vectors(self, parts: Sequence[np.ndarray]) -> np.ndarray:
+        """Query rows of the space where every score is one inner product with
+        :meth:`train_vectors`: per checkpoint (in :meth:`checkpoint_weights` order, ``parts``
+        one ``[m, dim]`` array each) the weight times the preconditioned prepared features,
+        concatenated (float64, ``[m, checkpoints × dim]``)."""
+        weights = self.checkpoint_weights(self._require_fit())
+        if len(parts) != len(weights):
+            raise InputError(f"{len(parts)} checkpoint parts given, {len(weights)} expected")
+        return np.concatenate(
+            [
+                weight * np.asarray(self._precondition(c, self._prepare(part)), np.float64)
+                for (c, weight), part in zip(weights, parts)
+            ],
+            axis=1,
+        )
+
+    def train_scales(self) -> list[np.ndarray | None]:
+        """Per checkpoint (in :meth:`checkpoint_weights` order) the training examples'
+        multipliers (TRAK, RelatIF; ``None`` = 1), for :meth:`train_vectors`. May cost a pass
+        over the store: compute once, pass to every call."""
+        return [self._train_scales(c) for c, _ in self.checkpoint_weights(self._require_fit())]
+
+    def train_vectors(
+        self,
+        parts: Sequence[np.ndarray],
+        indices: np.ndarray,
+        scales: Sequence[np.ndarray | None],
+    ) -> np.ndarray:
+        """Training rows of that space for training examples ``indices`` (``parts``: their
+        features per checkpoint; ``scales``: :meth:`train_scales`): the prepared features times
+        each example's scale, concatenated over checkpoints (float64)."""
+        if not len(parts) == len(scales) == len(self.checkpoint_weights(self._require_fit())):
+            raise InputError("one feature part and one scale per scored checkpoint expected")
+        out = []
+        for part, scale in zip(parts, scales):
+            part = np.asarray(self._prepare(part), np.float64)
+            out.append(part if scale is None else part * scale[indices, None])
+        return np.concatenate(out, axis=1)
 
     def _self_influence(self, train: FeatureStore) -> np.ndarray:
         values = np.zeros(train.n_examples, dtype=np.float64)

@@ -109,12 +109,21 @@ class TopScores:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def directions(self) -> list[str]:
+        """``"helpful"`` and/or ``"harmful"``: what was searched (an index may search one)."""
+        return [name for name in ("helpful", "harmful") if name in self.arrays]
+
+    @property
     def k(self) -> int:
-        return self.arrays["helpful"].shape[1]
+        return self.arrays[self.directions[0]].shape[1]
 
     def top(self, harmful: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """``(indices, scores)`` ``[n_query, k]``, as :meth:`Scores.top` would give."""
         name = "harmful" if harmful else "helpful"
+        if name not in self.arrays:
+            raise InputError(
+                f"these top-k scores hold no {name} examples (searched: {self.directions})"
+            )
         return self.arrays[name], self.arrays[f"{name}_values"]
 
     def top_rows(self, k: int | None = None, max_queries: int | None = None) -> list[dict]:
@@ -126,6 +135,8 @@ class TopScores:
         rows = []
         for q in range(min(max_queries or len(self.query_ids), len(self.query_ids))):
             for word, harmful in (("helps", False), ("hurts", True)):
+                if ("harmful" if harmful else "helpful") not in self.arrays:
+                    continue
                 index, values = self.top(harmful)
                 for rank in range(k):
                     rows.append(
@@ -169,8 +180,13 @@ class TopScores:
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise InputError(f"{directory} is not an infscope top-k directory")
         query_ids, train_ids = list(meta["query_ids"]), list(meta["train_ids"])
-        expected = set(ARRAYS) | (set(TRAIN_ARRAYS) if "train_helpful" in arrays else set())
-        if set(arrays) != expected:
+        expected = {
+            name
+            for pair in (ARRAYS[:2], ARRAYS[2:], TRAIN_ARRAYS)
+            if pair[0] in arrays
+            for name in pair
+        }
+        if set(arrays) != expected or not expected & {"helpful", "harmful"}:
             raise InputError(f"{directory}: arrays {sorted(arrays)}, expected {sorted(expected)}")
         for name in expected:
             rows = len(train_ids) if name.startswith("train_") else len(query_ids)

@@ -679,6 +679,24 @@ class FeatureStore:
         self._require_complete(cid)  # checked eagerly, before the first block is asked for
         return self._blocks(cid, block_size)
 
+    def rows(self, checkpoint_id: str | None, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The rows ``indices`` (any order, repeats allowed) of a checkpoint as float32
+        ``(len(indices), feature_dim)``, read from the memory-mapped shards that hold them
+        (random access: candidate re-scoring, index training samples)."""
+        cid = self._resolve_checkpoint(checkpoint_id)
+        self._require_complete(cid)
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if indices.size and (indices.min() < 0 or indices.max() >= self.n_examples):
+            raise InputError(f"row indices must lie in [0, {self.n_examples})")
+        out = np.empty((len(indices), self.feature_dim), dtype=np.float32)
+        size = self.spec.shard_size
+        shard_of = indices // size
+        for shard in np.unique(shard_of):
+            where = np.flatnonzero(shard_of == shard)
+            arr = self._load_shard(cid, int(shard) * size)
+            out[where] = arr[indices[where] - int(shard) * size]
+        return out
+
     def _blocks(self, cid: str, block_size: int) -> Iterator[tuple[int, np.ndarray]]:
         ranges = self.shard_ranges()
         size = self.spec.shard_size

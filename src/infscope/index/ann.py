@@ -1,0 +1,327 @@
+"""Approximate nearest-neighbour search for influence: FAISS over a training store.
+
+Every score of a :class:`~infscope.attribution.base.CheckpointSum` estimator (dot product,
+cosine, TracIn, influence functions, TRAK, EK-FAC, DataInf) is one inner product
+``<query_vectors(q), train_vectors(z)>`` — the training side is the prepared (and, for TRAK or
+RelatIF, rescaled) features concatenated over checkpoints, the query side the weighted,
+preconditioned ones. So the training side is indexed once and a query's most helpful training
+examples are a maximum-inner-product search; its most harmful, a search with the negated query.
+
+* ``flat`` — exact search (FAISS ``IndexFlatIP``): the reference, ``n × dim`` float32 in memory.
+* ``ivf-flat`` / ``ivf-pq`` — an inverted file of ``nlist`` k-means cells (trained on a seeded
+  sample), searched in the ``nprobe`` nearest cells; ``ivf-pq`` stores product-quantised codes
+  of ``pq_bytes`` per vector (``dim/16`` by default: 128 bytes at 1024 dims, 16× less than fp16).
+* ``hnsw`` — a graph index (no training; slow to build at 10⁶).
+
+Candidates are re-scored exactly from the store (``rerank × k`` of them, read from its memory-
+mapped shards), so the returned scores are exact and only the candidate set is approximate.
+Built with :meth:`InfluenceIndex.build`, saved with FAISS's own binary writer plus a JSON file
+(no pickle) and reopened only beside an estimator fitted on the same store with the same
+settings (:meth:`InfluenceIndex.load`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from infscope.attribution.base import CheckpointSum
+from infscope.attribution.top_k import TopScores
+from infscope.errors import InputError, StoreMismatchError
+from infscope.io import write_atomic
+from infscope.store import FeatureStore
+
+__all__ = ["INDEX_KINDS", "IndexConfig", "InfluenceIndex", "recall_at_k"]
+
+INDEX_KINDS = ("flat", "ivf-flat", "ivf-pq", "hnsw")
+FORMAT = "infscope.index"
+INDEX_FILE, META_FILE = "index.faiss", "index.json"
+#: rows per block when adding to or searching the index (float32 copies of ~32 MiB at 1024 dims)
+ADD_ROWS = 8192
+
+
+def _faiss() -> Any:
+    try:
+        import faiss
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise InputError(
+            "approximate search needs FAISS: pip install 'infscope[index]' (faiss-cpu)"
+        ) from None
+    return faiss
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """How the index is built and searched.
+
+    Attributes:
+        kind: one of :data:`INDEX_KINDS`.
+        nlist: IVF cells (default ``4·√n``, at least 1, at most ``n / 39`` so each cell gets
+            FAISS's minimum of 39 training points).
+        pq_bytes: ``ivf-pq`` code bytes per vector (default ``dim / 16``; must divide ``dim``).
+        hnsw_m: ``hnsw`` graph degree.
+        nprobe: IVF cells searched per query (more = higher recall, slower).
+        rerank: candidates per result re-scored exactly from the store (``rerank × k``);
+            0 returns the index's own (approximate, for ``ivf-pq``) scores.
+        train_size: rows of the seeded sample the quantiser is trained on.
+        seed: sampling and k-means seed.
+    """
+
+    kind: str = "ivf-pq"
+    nlist: int | None = None
+    pq_bytes: int | None = None
+    hnsw_m: int = 32
+    nprobe: int = 32
+    rerank: int = 10
+    train_size: int = 65_536
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in INDEX_KINDS:
+            raise InputError(f"unknown index kind {self.kind!r}; choose from {INDEX_KINDS}")
+        for name in ("hnsw_m", "nprobe", "train_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{name} must be a positive int, got {value!r}")
+        for name in ("nlist", "pq_bytes"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise InputError(f"{name} must be a positive int or None, got {value!r}")
+        if isinstance(self.rerank, bool) or not isinstance(self.rerank, int) or self.rerank < 0:
+            raise InputError(f"rerank must be a non-negative int, got {self.rerank!r}")
+
+    def factory(self, n: int, dim: int) -> str:
+        """The FAISS ``index_factory`` description for ``n`` vectors of ``dim``."""
+        if self.kind == "flat":
+            return "Flat"
+        if self.kind == "hnsw":
+            return f"HNSW{self.hnsw_m},Flat"
+        nlist = self.nlist or max(1, min(round(4 * math.sqrt(n)), n // 39))
+        if self.kind == "ivf-flat":
+            return f"IVF{nlist},Flat"
+        pq = self.pq_bytes or max(1, dim // 16)
+        if dim % pq:
+            raise InputError(f"pq_bytes={pq} must divide the vector dimension {dim}")
+        return f"IVF{nlist},PQ{pq}x8"
+
+
+def _fitted(estimator: CheckpointSum) -> FeatureStore:
+    if estimator.train is None:
+        raise InputError(f"{type(estimator).__name__} is not fitted: call fit(train_store) first")
+    return estimator.train
+
+
+def _signature(estimator: CheckpointSum) -> str:
+    """What the indexed training vectors depend on: the estimator's settings (not where or in
+    what blocks it computes)."""
+    settings = {k: v for k, v in estimator.describe().items() if k not in ("device", "block_size")}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _store_digest(store: FeatureStore) -> str:
+    text = json.dumps({"ids": list(store.ids), "spec": store.spec.to_json()}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class InfluenceIndex:
+    """A FAISS index over an estimator's training vectors (see the module docstring)."""
+
+    def __init__(
+        self, index: Any, estimator: CheckpointSum, config: IndexConfig, info: dict[str, Any]
+    ) -> None:
+        self.index, self.estimator, self.config, self.info = index, estimator, config, info
+
+    # ---- build ------------------------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls, estimator: CheckpointSum, config: IndexConfig | None = None, progress: bool = False
+    ) -> InfluenceIndex:
+        """Index the training vectors of a fitted ``estimator`` (one streamed pass over its
+        training store, plus a seeded sample to train IVF quantisers)."""
+        faiss = _faiss()
+        config = config or IndexConfig()
+        if not isinstance(estimator, CheckpointSum):
+            raise InputError(f"{type(estimator).__name__} scores are not inner products")
+        train = _fitted(estimator)
+        n = train.n_examples
+        checkpoints = [c for c, _ in estimator.checkpoint_weights(train)]
+        scales = estimator.train_scales()
+        dim = train.feature_dim * len(checkpoints)
+        description = config.factory(n, dim)
+        index = faiss.index_factory(dim, description, faiss.METRIC_INNER_PRODUCT)
+        if not index.is_trained:
+            rng = np.random.default_rng(config.seed)
+            sample = np.sort(rng.choice(n, size=min(n, config.train_size), replace=False))
+            vectors = cls._vectors(estimator, train, checkpoints, scales, sample)
+            ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+            ivf.cp.seed = config.seed  # the coarse k-means
+            if hasattr(ivf, "do_polysemous_training"):
+                ivf.do_polysemous_training = False  # the factory's default: minutes, unused here
+            index.train(vectors)
+        blocks = range(0, n, ADD_ROWS)
+        for start in tqdm(blocks, desc=f"index[{config.kind}]", disable=not progress):
+            rows = np.arange(start, min(start + ADD_ROWS, n))
+            index.add(cls._vectors(estimator, train, checkpoints, scales, rows))
+        info = {
+            "factory": description,
+            "dim": dim,
+            "n": n,
+            "checkpoints": checkpoints,
+            "train_store": os.path.abspath(train.root),
+            "store_digest": _store_digest(train),
+            "estimator": estimator.describe(),
+            "signature": _signature(estimator),
+        }
+        return cls(index, estimator, config, info)
+
+    @staticmethod
+    def _vectors(estimator, store, checkpoints, scales, rows: np.ndarray) -> np.ndarray:
+        parts = [store.rows(c, rows) for c in checkpoints]
+        return np.ascontiguousarray(estimator.train_vectors(parts, rows, scales), np.float32)
+
+    # ---- search -----------------------------------------------------------------------------
+
+    def search(
+        self,
+        query: FeatureStore,
+        k: int = 10,
+        directions: tuple[str, ...] = ("helpful", "harmful"),
+        nprobe: int | None = None,
+        rerank: int | None = None,
+    ) -> TopScores:
+        """Each query's ``k`` most helpful and/or most harmful training examples. Candidates
+        come from the index; with ``rerank > 0`` (default from the config) ``rerank × k`` of
+        them are re-scored exactly, so the scores returned are exact."""
+        estimator, train = self.estimator, _fitted(self.estimator)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InputError(f"k must be a positive int, got {k!r}")
+        unknown = set(directions) - {"helpful", "harmful"}
+        if unknown or not directions:
+            raise InputError(f"directions must be 'helpful' and/or 'harmful', got {directions}")
+        estimator.check_query(query)
+        estimator.check_weights(query)
+        k = min(k, train.n_examples)
+        rerank = self.config.rerank if rerank is None else rerank
+        if hasattr(self.index, "nprobe"):
+            self.index.nprobe = nprobe or self.config.nprobe
+        checkpoints = self.info["checkpoints"]
+        scales = estimator.train_scales() if rerank else None
+        fetch = min(train.n_examples, k * max(rerank, 1))
+        arrays: dict[str, list[np.ndarray]] = {}
+        rows = estimator.rows_per_block(query.feature_dim * len(checkpoints))
+        for start in range(0, query.n_examples, rows):
+            index = np.arange(start, min(start + rows, query.n_examples))
+            vectors = estimator.query_vectors([query.rows(c, index) for c in checkpoints])
+            for direction in directions:
+                signed = vectors if direction == "helpful" else -vectors
+                found, candidates = self.index.search(
+                    np.ascontiguousarray(signed, np.float32), fetch
+                )
+                if rerank:
+                    found, candidates = self._rescore(signed, candidates, k, scales)
+                else:
+                    found, candidates = found[:, :k], candidates[:, :k]
+                sign = 1.0 if direction == "helpful" else -1.0
+                arrays.setdefault(direction, []).append(candidates.astype(np.int64))
+                arrays.setdefault(f"{direction}_values", []).append(
+                    (sign * found).astype(np.float32)
+                )
+        result = {name: np.concatenate(parts) for name, parts in arrays.items()}
+        if (result[directions[0]] < 0).any():
+            raise InputError(
+                "the index returned fewer candidates than asked for: raise nprobe (or build with "
+                "fewer cells)"
+            )
+        metadata = {
+            **estimator.describe(),
+            "index": self.info["factory"],
+            "nprobe": getattr(self.index, "nprobe", None),
+            "rerank": rerank,
+            "train_store": self.info["train_store"],
+            "query_store": os.path.abspath(query.root),
+        }
+        return TopScores(list(query.ids), list(train.ids), estimator.name, result, metadata)
+
+    def _rescore(
+        self, queries: np.ndarray, candidates: np.ndarray, k: int, scales
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact scores of each query's candidates (read from the store), the best ``k`` kept
+        (ties by the lower index); missing candidates (-1) rank last."""
+        train, checkpoints = self.estimator.train, self.info["checkpoints"]
+        unique = np.unique(candidates[candidates >= 0])
+        vectors = self.estimator.train_vectors(
+            [train.rows(c, unique) for c in checkpoints], unique, scales
+        )
+        position = np.searchsorted(unique, np.maximum(candidates, 0))
+        exact = np.einsum("qd,qcd->qc", queries, vectors[position])
+        exact[candidates < 0] = -np.inf
+        order = np.lexsort((candidates, -exact), axis=1)[:, :k]
+        return np.take_along_axis(exact, order, 1), np.take_along_axis(candidates, order, 1)
+
+    # ---- persistence ------------------------------------------------------------------------
+
+    def save(self, directory: str | Path) -> Path:
+        """``index.faiss`` (FAISS's binary format) then ``index.json``, each atomically."""
+        faiss = _faiss()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        data = faiss.serialize_index(self.index)
+        write_atomic(directory / INDEX_FILE, lambda h: h.write(data.tobytes()))
+        meta = {"format": FORMAT, "config": asdict(self.config), **self.info}
+        text = json.dumps(meta, default=str).encode()
+        write_atomic(directory / META_FILE, lambda h: h.write(text))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, estimator: CheckpointSum) -> InfluenceIndex:
+        """Reopen a saved index for ``estimator``, which must be fitted on the same training
+        store with the same settings (else the indexed vectors would not be its own)."""
+        faiss = _faiss()
+        directory = Path(directory)
+        try:
+            meta = json.loads((directory / META_FILE).read_text())
+            data = np.fromfile(directory / INDEX_FILE, dtype=np.uint8)
+        except (OSError, ValueError) as err:
+            raise InputError(f"{directory} holds no readable index: {err}") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise InputError(f"{directory} is not an infscope index")
+        train = _fitted(estimator)
+        if meta["store_digest"] != _store_digest(train):
+            raise StoreMismatchError(
+                f"the index at {directory} was built over another training store "
+                f"({meta['train_store']}) than the estimator's ({train.root})"
+            )
+        if meta["signature"] != _signature(estimator):
+            raise StoreMismatchError(
+                f"the index at {directory} was built with other estimator settings: "
+                f"{meta['estimator']}; fit the estimator the same way"
+            )
+        try:
+            index = faiss.deserialize_index(data)
+        except RuntimeError as err:
+            raise InputError(f"{directory / INDEX_FILE}: not a FAISS index ({err})") from None
+        if index.ntotal != meta["n"] or index.d != meta["dim"]:
+            raise InputError(f"{directory / INDEX_FILE} does not match {META_FILE}")
+        config = IndexConfig(**meta["config"])
+        info = {k: v for k, v in meta.items() if k not in ("format", "config")}
+        return cls(index, estimator, config, info)
+
+
+def recall_at_k(approximate: TopScores, exact: TopScores, direction: str = "helpful") -> float:
+    """Mean share of each query's exact top-``k`` that the approximate top-``k`` finds."""
+    found, truth = approximate.arrays[direction], exact.arrays[direction]
+    if found.shape != truth.shape or approximate.query_ids != exact.query_ids:
+        raise InputError(f"top-k shapes differ: {found.shape} vs {truth.shape}")
+    hits = [len(np.intersect1d(a, b)) for a, b in zip(found, truth)]
+    return float(np.mean(hits) / truth.shape[1])
