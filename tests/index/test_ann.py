@@ -70,7 +70,9 @@ def test_flat_index_is_exact_top_k(stores):
     estimator = TracIn().fit(train)
     exact = estimator.score_top(query, 10)
     for rerank in (0, 3):
-        found = InfluenceIndex.build(estimator, IndexConfig("flat", rerank=rerank)).search(query, 10)
+        found = InfluenceIndex.build(estimator, IndexConfig("flat", rerank=rerank)).search(
+            query, 10
+        )
         for direction in ("helpful", "harmful"):
             assert recall_at_k(found, exact, direction) == 1.0
             np.testing.assert_allclose(
