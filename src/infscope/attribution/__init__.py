@@ -5,7 +5,7 @@ from infscope.attribution.datainf import DataInf
 from infscope.attribution.gradient_similarity import GradientSimilarity, TracIn
 from infscope.attribution.influence import TRAK, InfluenceFunction
 from infscope.attribution.kfac import EKFAC, KFACFactors
-from infscope.attribution.registry import METHODS, build_estimator
+from infscope.attribution.registry import METHODS, EstimatorSpec, build_estimator
 from infscope.attribution.representer import RepresenterPoints
 from infscope.attribution.scores import Scores, SelfInfluence, load_scores
 
@@ -17,6 +17,7 @@ __all__ = [
     "InfluenceFunction",
     "RepresenterPoints",
     "TRAK",
+    "EstimatorSpec",
     "build_estimator",
     "NORMALIZATIONS",
     "CheckpointSum",

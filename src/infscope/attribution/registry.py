@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from infscope.attribution.base import Estimator
 from infscope.attribution.datainf import DataInf
@@ -36,13 +38,17 @@ def build_estimator(
     factors: str | Path | list[str | Path] | None = None,
     block_size: int = 4096,
     fisher: str | Path | None = None,
+    query_rank: int | None = None,
 ) -> Estimator:
     """An unfitted estimator. ``damping=None`` takes each method's default; ``checkpoint`` is a
     checkpoint id (``"all"`` averages influence over checkpoints); ``factors`` is a saved K-FAC
     factors file or the eigenbasis (or per-checkpoint eigenbases) an ``eigen`` store was
     projected with (``ekfac``/``kfac``);
     ``fisher`` a sampled-label store whose statistics give the curvature (true Fisher:
-    ``ekfac``/``kfac``, and ``influence``'s Fisher)."""
+    ``ekfac``/``kfac``, and ``influence``'s Fisher); ``query_rank`` scores with low-rank
+    preconditioned queries (``ekfac``/``kfac``)."""
+    if query_rank is not None and method not in ("ekfac", "kfac"):
+        raise InputError(f"{method} takes no query rank (ekfac and kfac do)")
     fisher_store = None
     if fisher is not None:
         from infscope.store import FeatureStore
@@ -110,6 +116,40 @@ def build_estimator(
             correct_eigenvalues=method == "ekfac",
             normalize=normalize,
             block_size=block_size,
+            query_rank=query_rank,
             **damped,
         )
     raise InputError(f"unknown method {method!r}; choose from {METHODS}")
+
+
+@dataclass(frozen=True)
+class EstimatorSpec:
+    """An estimator by name and options (:func:`build_estimator`'s arguments), recorded as
+    JSON beside what it produced (an index, a run's configuration) so it can be rebuilt."""
+
+    method: str = "tracin"
+    normalize: str = "none"
+    checkpoint: str | None = None
+    damping: float | None = None
+    damping_mode: str = "relative"
+    solver: str = "auto"
+    l2_regularization: float | None = None
+    factors: tuple[str, ...] = ()
+    block_size: int = 4096
+    fisher: str | None = None
+    query_rank: int | None = None
+
+    def build(self) -> Estimator:
+        options = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "method"}
+        options["factors"] = list(self.factors) or None
+        return build_estimator(self.method, **options)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "factors": list(self.factors)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EstimatorSpec:
+        known = {f.name for f in fields(cls)}
+        if not isinstance(data, dict) or set(data) - known:
+            raise InputError(f"not an estimator spec: unknown keys {sorted(set(data) - known)}")
+        return cls(**{**data, "factors": tuple(data.get("factors") or ())})

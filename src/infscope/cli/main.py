@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from infscope.cli import options
 from infscope.cli.evaluate import app as evaluate_app
 from infscope.cli.output import Commands, console, progress, warn
 from infscope.cli.prune import prune
@@ -271,58 +272,17 @@ def score(
     query: Annotated[
         Path | None, typer.Option(help="Query feature store; omit for self-influence.")
     ] = None,
-    method: Annotated[
-        str,
-        typer.Option(
-            help="dot | cosine | tracin | influence | trak | datainf | representer | ekfac | kfac."
-        ),
-    ] = "tracin",
-    normalize: Annotated[
-        str, typer.Option(help="none | unit | relatif (influence); explicit, never implied.")
-    ] = "none",
-    checkpoint: Annotated[
-        str | None,
-        typer.Option(
-            help="Checkpoint id (default: last; tracin/trak: all); 'all' averages influence."
-        ),
-    ] = None,
-    damping: Annotated[
-        float | None,
-        typer.Option(
-            help="Damping, the same meaning for every method: relative to trace(H)/min(n, dim) "
-            "of the curvature block it damps (default: the method's, 1 for influence/trak/"
-            "datainf, 0.1 for ekfac/kfac); see --damping-mode."
-        ),
-    ] = None,
-    damping_mode: Annotated[
-        str, typer.Option(help="relative (as above) | absolute (λ itself).")
-    ] = "relative",
-    solver: Annotated[
-        str,
-        typer.Option(
-            help="influence/trak: auto (exact when small enough, else cg) | exact | cg | lissa "
-            "| arnoldi."
-        ),
-    ] = "auto",
-    l2_regularization: Annotated[
-        float | None, typer.Option(help="representer: the final layer's L2 regularisation.")
-    ] = None,
-    factors: Annotated[
-        list[Path] | None,
-        typer.Option(
-            metavar="FILE",
-            help="ekfac/kfac: factors file from --fit-factors / KFACFactors.save, or the "
-            "--basis file(s) of an eigen-projected store (repeat for one per checkpoint).",
-        ),
-    ] = None,
-    fisher: Annotated[
-        Path | None,
-        typer.Option(
-            help="ekfac/kfac/influence: a --gradient fisher store of the training data; its "
-            "statistics give the curvature (true Fisher). Default: the training store's."
-        ),
-    ] = None,
-    block_size: Annotated[int, typer.Option(min=1, help="Rows per block (bounds memory).")] = 4096,
+    method: options.Method = "tracin",
+    normalize: options.Normalize = "none",
+    checkpoint: options.Checkpoint = None,
+    damping: options.Damping = None,
+    damping_mode: options.DampingMode = "relative",
+    solver: options.Solver = "auto",
+    l2_regularization: options.L2 = None,
+    factors: options.Factors = None,
+    fisher: options.Fisher = None,
+    query_rank: options.QueryRank = None,
+    block_size: options.BlockSize = 4096,
     device: Annotated[
         str | None,
         typer.Option(help="Run the query x train products in torch on this device (cuda, cuda:1)."),
@@ -342,6 +302,15 @@ def score(
             "pandas): csv | parquet | none."
         ),
     ] = "csv",
+    top: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Keep only each query's TOP most helpful and harmful training examples, found "
+            "while the score blocks stream past (the full matrix is never held): OUT/top.npz, "
+            "top.json and a table of the rows.",
+        ),
+    ] = None,
 ) -> None:
     """Score training examples: query x train influence, or self-influence without --query.
 
@@ -354,28 +323,45 @@ def score(
       infscope score --train runs/train --query runs/test --method tracin \\
           --out runs/scores
     """
-    from infscope.attribution.registry import build_estimator
     from infscope.attribution.scores import TABLE_FORMATS
+    from infscope.io import write_table
     from infscope.store import FeatureStore
 
     if table not in TABLE_FORMATS:
         raise InputError(f"--table must be one of {', '.join(TABLE_FORMATS)}, got {table!r}")
-    estimator = build_estimator(
+    if top is not None and query is None:
+        raise InputError("--top needs --query (self-influence is one value per example)")
+    spec = options.estimator_spec(
         method,
-        normalize=normalize,
-        checkpoint=checkpoint,
-        damping=damping,
-        damping_mode=damping_mode,
-        solver=solver,
-        l2_regularization=l2_regularization,
-        factors=factors,
-        block_size=block_size,
-        fisher=fisher,
+        normalize,
+        checkpoint,
+        damping,
+        damping_mode,
+        solver,
+        l2_regularization,
+        factors,
+        fisher,
+        block_size,
+        query_rank,
     )
+    estimator = spec.build()
     train_store = FeatureStore.open(train)
     query_store = FeatureStore.open(query) if query else None
     progress(f"fitting {estimator.name} on {train_store.n_examples:,} training examples")
     estimator.to(device).fit(train_store)
+    if top is not None:
+        best = estimator.score_top(query_store, top, allow_other_weights=allow_other_weights)
+        best.save(out)
+        written = ["top.npz", "top.json"]
+        if table != "none":
+            rows = best.top_rows()
+            write_table(out / f"top.{table}", {name: [r[name] for r in rows] for name in rows[0]})
+            written.append(f"top.{table}")
+        console.print(
+            f"[green]{escape(str(out))}[/]: {estimator.name} top {best.k} of "
+            f"{train_store.n_examples:,} for {query_store.n_examples:,} queries ({', '.join(written)})"
+        )
+        return
     if query_store is None:
         progress("self-influence")
         result = estimator.self_influence()
@@ -590,6 +576,10 @@ app.command()(audit)
 from infscope.cli.report import report  # noqa: E402 (registered last: its own module)
 
 app.command()(report)
+from infscope.cli.index import index, query  # noqa: E402 (registered last: its own module)
+
+app.command()(index)
+app.command()(query)
 
 if __name__ == "__main__":
     app()

@@ -1,0 +1,86 @@
+"""`infscope score --top`, `infscope index` and `infscope query`: streaming and indexed top-k
+from the command line equal the library's exact top-k; bad combinations are one-line errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from infscope.attribution import TracIn
+from infscope.attribution.top_k import TopScores
+from tests.cli.conftest import invoke
+from tests.index.test_ann import clustered, write_store
+
+pytest.importorskip("faiss")
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli-index")
+    train = write_store(root / "train", {"a": clustered(300, 16, 6, 0)}, "loss", "t")
+    query = write_store(root / "query", {"a": clustered(7, 16, 6, 1)}, "measurement", "q")
+    return train, query, TracIn().fit(train).score_top(query, 5)
+
+
+def test_score_top_streams_the_exact_top_k(runner, stores, tmp_path):
+    train, query, exact = stores
+    result = invoke(
+        runner,
+        "score",
+        "--train",
+        train.root,
+        "--query",
+        query.root,
+        "--top",
+        5,
+        "--out",
+        tmp_path / "top",
+    )
+    assert result.exit_code == 0, result.output
+    found = TopScores.load(tmp_path / "top")
+    np.testing.assert_array_equal(found.arrays["helpful"], exact.arrays["helpful"])
+    assert (tmp_path / "top" / "top.csv").read_text().startswith("query_id,direction,rank")
+    assert not (tmp_path / "top" / "values.npy").exists()
+
+
+def test_index_then_query_equals_exact_search(runner, stores, tmp_path):
+    train, query, exact = stores
+    result = invoke(
+        runner, "index", "--train", train.root, "--kind", "flat", "--out", tmp_path / "index"
+    )
+    assert result.exit_code == 0, result.output
+    result = invoke(
+        runner,
+        "query",
+        tmp_path / "index",
+        "--query",
+        query.root,
+        "--k",
+        5,
+        "--out",
+        tmp_path / "found",
+    )
+    assert result.exit_code == 0, result.output
+    found = TopScores.load(tmp_path / "found")
+    for direction in ("helpful", "harmful"):
+        np.testing.assert_array_equal(found.arrays[direction], exact.arrays[direction])
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("score", "--method", "tracin", "--query-rank", 4), "takes no query rank"),
+        (("score", "--top", 3), "--top needs --query"),
+        (("query", "missing-index", "--query", "q", "--out", "o"), "not an index"),
+        (("index", "--kind", "lsh"), "unknown index kind"),
+    ],
+)
+def test_bad_combinations_are_one_line_errors(runner, stores, tmp_path, args, message):
+    train, query, _ = stores
+    if args[0] in ("score", "index"):
+        args = (*args, "--train", train.root, "--out", tmp_path / "out")
+        if "--top" not in args and args[0] == "score":
+            args = (*args, "--query", query.root)
+    result = invoke(runner, *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
