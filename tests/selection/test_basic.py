@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from infscope.errors import InputError
+from infscope.errors import InfscopeWarning, InputError
 from infscope.selection import Pool, RandomSelection, SoftmaxSampling, Stratified, TopK
 
 
@@ -13,10 +13,10 @@ def pool(n=100, seed=0):
 
 def test_top_and_bottom_k():
     p = pool()
-    top = TopK().select(p, 10)
+    top = TopK(balance=None).select(p, 10)
     assert set(top.indices) == set(np.argsort(-p.scores)[:10])
     assert list(top.indices) == list(np.argsort(-p.scores)[:10])  # in rank order
-    bottom = TopK(bottom=True).select(p, 0.1)
+    bottom = TopK(bottom=True, balance=None).select(p, 0.1)
     assert set(bottom.indices) == set(np.argsort(p.scores)[:10])
 
 
@@ -70,13 +70,15 @@ def test_softmax_sampling_interpolates_between_topk_and_random():
 def test_stratified_wraps_any_selector():
     from infscope.selection import LESS, build_selector
 
-    # one task whose queries favour label 1: LESS alone takes only label-1 examples
+    # one task whose queries favour label 1: LESS alone (unbalanced) takes only label-1 examples
     rng = np.random.default_rng(0)
     labels = np.array([0, 1] * 50)
     influence = rng.normal(0, 0.1, (4, 100)) + labels * 1.0
     pool = Pool(ids=[str(i) for i in range(100)], influence=influence, tags={"label": labels})
-    alone = LESS().select(pool, 20)
+    with pytest.warns(InfscopeWarning, match="skewed toward one label"):
+        alone = LESS(balance=None).select(pool, 20)
     assert labels[alone.indices].mean() == 1.0
+    assert labels[LESS().select(pool, 20).indices].mean() <= 0.6  # the default label balance
     wrapped = Stratified(by="label", within=LESS()).select(pool, 20)
     assert np.bincount(labels[wrapped.indices]).tolist() == [10, 10]
     # inside each label, LESS's choice: the highest mean influence

@@ -6,9 +6,11 @@ Every strategy is a :class:`Selector` reading a :class:`Pool` and returning a :c
 """
 
 from infscope.selection.annotation import IDEAL, VoteK
+from infscope.selection.balance import SKEW_MARGIN, LabelBalance, LabelSkew, label_skew
 from infscope.selection.bandit import ClusterBandit, cluster_features
 from infscope.selection.base import Pool, Selection, Selector, resolve_budget
 from infscope.selection.basic import RandomSelection, SoftmaxSampling, Stratified, TopK
+from infscope.selection.comparison import MethodComparison, SeedStats, compare_methods, seed_stats
 from infscope.selection.demonstrations import (
     BSRDemonstrations,
     DemonstrationSelector,
@@ -19,8 +21,15 @@ from infscope.selection.demonstrations import (
     TokenQuery,
     idf_weights,
 )
+from infscope.selection.diagnostics import SelectionReport, diagnose
 from infscope.selection.dsir import DSIR, dsir_log_weights, hashed_ngram_counts
 from infscope.selection.registry import SELECTORS, build_selector
+from infscope.selection.similarity import (
+    ClusterMatch,
+    TargetSimilarity,
+    proportional_quotas,
+    target_similarity,
+)
 from infscope.selection.targeted import BIDS, LESS, normalize_instances
 from infscope.selection.transport import TAROT, RatioCurve, whitened_features
 
@@ -29,31 +38,45 @@ __all__ = [
     "DSIR",
     "IDEAL",
     "LESS",
+    "SKEW_MARGIN",
     "SELECTORS",
     "TAROT",
     "BSRDemonstrations",
     "ClusterBandit",
+    "ClusterMatch",
     "DemonstrationSelector",
     "InContextInfluence",
     "InfluenceEstimate",
+    "LabelBalance",
+    "LabelSkew",
+    "MethodComparison",
+    "SeedStats",
     "RatioCurve",
     "SetBSRDemonstrations",
     "SimilarDemonstrations",
+    "TargetSimilarity",
     "TokenQuery",
     "VoteK",
     "build_selector",
+    "compare_methods",
+    "diagnose",
+    "seed_stats",
     "dsir_log_weights",
     "hashed_ngram_counts",
     "idf_weights",
+    "label_skew",
     "whitened_features",
     "Pool",
     "RandomSelection",
     "Selection",
+    "SelectionReport",
     "Selector",
     "SoftmaxSampling",
     "Stratified",
     "TopK",
     "cluster_features",
     "normalize_instances",
+    "proportional_quotas",
     "resolve_budget",
+    "target_similarity",
 ]

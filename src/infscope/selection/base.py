@@ -11,6 +11,7 @@ door rather than a shape error deep inside. Selections are deterministic given t
 from __future__ import annotations
 
 import json
+import warnings
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,9 +21,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from infscope.errors import InputError
+from infscope.errors import InfscopeWarning, InputError
 from infscope.io import write_atomic
 from infscope.plotting import saved_figure
+from infscope.selection.balance import SKEW_MARGIN, label_skew
 
 FORMAT = "infscope.selection"
 #: prefix of the columns a selection adds to the records it writes (never the data's own)
@@ -207,17 +209,40 @@ class Selection:
         after = Counter(map(str, values[self.indices]))
         return {key: (before[key], after.get(key, 0)) for key in sorted(before)}
 
-    def summary(self, pool: Pool) -> str:
-        """A short text summary: budget, method facts, and per-tag counts before and after."""
+    def summary(self, pool: Pool, margin: float = SKEW_MARGIN) -> str:
+        """A short text summary: budget, method facts, per-tag counts and shares before and
+        after, the majority-label share of the picks against the pool's (see
+        :func:`~infscope.selection.balance.label_skew`) and a warning line when the selection is
+        more skewed than the pool by over ``margin``."""
         lines = [
             f"{self.method}: selected {len(self)} of {len(pool)} ({len(self) / len(pool):.1%})"
         ]
         lines += [f"  {key}: {value}" for key, value in self.info.items() if _is_scalar(value)]
         for tag in pool.tags:
-            lines.append(f"  by {tag}: pool -> selected")
+            lines.append(f"  by {tag}: pool -> selected (share of the pool -> of the selection)")
             for key, (before, after) in self.counts(pool, tag).items():
-                lines.append(f"    {key}: {before} -> {after} ({after / before:.0%})")
+                lines.append(
+                    f"    {key}: {before} -> {after} ({after / before:.0%}), "
+                    f"share {before / len(pool):.1%} -> {after / max(len(self), 1):.1%}"
+                )
+        skew = label_skew(pool, self.indices)
+        if skew is not None and skew.groups:
+            scope = f" within {skew.within}" if skew.within else ""
+            lines.append(
+                f"  most frequent {skew.by}'s share{scope}: pool {skew.pool_share:.2f} -> "
+                f"selected {skew.selected_share:.2f}"
+            )
+            warning = skew.warning(margin)
+            if warning:
+                lines.append(f"  warning: {warning}")
         return "\n".join(lines)
+
+    def report(self, pool: Pool, **options: Any) -> Any:
+        """The diagnostics of this selection (composition, scores, coverage, near-duplicates):
+        :func:`infscope.selection.diagnose` with ``options``."""
+        from infscope.selection.diagnostics import diagnose
+
+        return diagnose(self, pool, **options)
 
     def plot(self, pool: Pool, tag: str, path: str | Path) -> Path:
         """Bar chart of each value of ``tag``'s share of the pool and of the selection (so a
@@ -359,6 +384,10 @@ class Selector(ABC):
         selection = self._select(pool, k, np.random.default_rng(self.seed))
         if len(selection) != k:  # every strategy fills its budget
             raise AssertionError(f"{self.name} picked {len(selection)} of a budget of {k}")
+        skew = label_skew(pool, selection.indices)
+        warning = skew.warning() if skew is not None else None
+        if warning:
+            warnings.warn(f"{self.name}: {warning}", InfscopeWarning, stacklevel=2)
         return selection
 
     @abstractmethod

@@ -2,14 +2,19 @@
 class-balanced, and sampling with scores as logits at a temperature.
 
 All of them read ``pool.scores`` (one value per candidate, higher = more wanted) except
-:class:`RandomSelection`; stratification reads one tag (``"label"`` by default).
+:class:`RandomSelection`; stratification reads one tag (``"label"`` by default). Top-k and
+sampling keep each label's share near the pool's (:class:`~infscope.selection.LabelBalance`, on
+by default when the pool has a ``label`` tag; ``balance=None`` turns it off).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from infscope.errors import InputError
+from infscope.selection.balance import BalanceArg, LabelBalance, balance_option, fill_ranked
 from infscope.selection.base import Pool, Selection, Selector
 
 
@@ -27,24 +32,50 @@ def gumbel_top_k(log_weights: np.ndarray, k: int, rng: np.random.Generator) -> n
     return np.argsort(-keys, kind="stable")[:k]
 
 
+def ranked_selection(
+    selector: Selector,
+    pool: Pool,
+    order: np.ndarray,
+    k: int,
+    balance: LabelBalance | None,
+    reason: Callable[[int, int], str],
+    **info: object,
+) -> Selection:
+    """The first ``k`` of ``order`` (a ranking of the whole pool) under ``balance``; ``reason(i,
+    rank)`` says why candidate ``i`` at ``rank`` (0-based, in ``order``) was picked."""
+    caps = balance.caps(pool) if balance is not None else None
+    picks = fill_ranked(order, k, caps, len(pool))
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    reasons = [reason(i, int(rank[i])) for i in picks.tolist()]
+    info["label_balance"] = balance.describe(pool) if balance is not None else "off"
+    if caps is not None:
+        info["balance_relaxed"] = caps.relaxed
+    return selector._selection(pool, picks, reasons, **info)
+
+
 class TopK(Selector):
-    """The ``k`` candidates with the highest scores (``bottom=True``: the lowest)."""
+    """The ``k`` candidates with the highest scores (``bottom=True``: the lowest), under a label
+    balance by default (``balance``: see :class:`~infscope.selection.LabelBalance`)."""
 
     requires = ("scores",)
 
-    def __init__(self, bottom: bool = False, seed: int = 0) -> None:
+    def __init__(self, bottom: bool = False, balance: BalanceArg = True, seed: int = 0) -> None:
         super().__init__(seed)
         self.bottom = bottom
+        self.balance = balance_option(balance)
 
     @property
     def name(self) -> str:  # type: ignore[override]
         return "bottom-k" if self.bottom else "top-k"
 
     def _select(self, pool: Pool, k: int, rng: np.random.Generator) -> Selection:
-        assert pool.scores is not None
-        order = _ranked(pool.scores, rng, descending=not self.bottom)[:k]
-        reasons = [f"score {pool.scores[i]:.4g} (rank {r + 1})" for r, i in enumerate(order)]
-        return self._selection(pool, order, reasons)
+        scores = pool.scores
+        assert scores is not None
+        order = _ranked(scores, rng, descending=not self.bottom)
+        return ranked_selection(
+            self, pool, order, k, self.balance, lambda i, r: f"score {scores[i]:.4g} (rank {r + 1})"
+        )
 
 
 class RandomSelection(Selector):
@@ -143,20 +174,34 @@ class SoftmaxSampling(Selector):
     name = "softmax-sampling"
     requires = ("scores",)
 
-    def __init__(self, temperature: float = 1.0, standardize: bool = True, seed: int = 0) -> None:
+    def __init__(
+        self,
+        temperature: float = 1.0,
+        standardize: bool = True,
+        balance: BalanceArg = True,
+        seed: int = 0,
+    ) -> None:
         super().__init__(seed)
         if not temperature > 0:
             raise InputError(f"temperature must be positive, got {temperature}")
         self.temperature = float(temperature)
         self.standardize = standardize
+        self.balance = balance_option(balance)
 
     def _select(self, pool: Pool, k: int, rng: np.random.Generator) -> Selection:
-        assert pool.scores is not None
-        logits = pool.scores
+        scores = pool.scores
+        assert scores is not None
+        logits = scores
         if self.standardize:  # so that one temperature means the same on any score scale
             logits = (logits - logits.mean()) / (logits.std() or 1.0)
         logits = logits / self.temperature
-        order = gumbel_top_k(logits, k, rng)
-        log_p = logits - np.logaddexp.reduce(logits)
-        reasons = [f"sampled (p={np.exp(log_p[i]):.2e}, score {pool.scores[i]:.4g})" for i in order]
-        return self._selection(pool, order, reasons)
+        order = gumbel_top_k(logits, len(pool), rng)
+        p = np.exp(logits - np.logaddexp.reduce(logits))
+        return ranked_selection(
+            self,
+            pool,
+            order,
+            k,
+            self.balance,
+            lambda i, r: f"sampled (p={p[i]:.2e}, score {scores[i]:.4g})",
+        )

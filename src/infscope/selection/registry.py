@@ -13,6 +13,7 @@ from infscope.selection.bandit import ClusterBandit
 from infscope.selection.base import Selector
 from infscope.selection.basic import RandomSelection, SoftmaxSampling, Stratified, TopK
 from infscope.selection.dsir import DSIR
+from infscope.selection.similarity import ClusterMatch, TargetSimilarity
 from infscope.selection.targeted import BIDS, LESS
 from infscope.selection.transport import TAROT
 
@@ -28,12 +29,16 @@ SELECTORS: dict[str, Callable[..., Selector]] = {
     "cluster-bandit": ClusterBandit,
     "tarot": TAROT,
     "dsir": DSIR,
+    "similarity": TargetSimilarity,
+    "cluster-match": ClusterMatch,
     "vote-k": VoteK,
     "ideal": IDEAL,
 }
 
 # options that take Python callables: not settable from text
 _CALLABLES = {"score_fn", "confidence"}
+# options of several types, checked by the selector itself (balance: true, false or a tolerance)
+_SELF_CHECKED = {"balance"}
 
 
 def selector_options(name: str) -> dict[str, Any]:
@@ -80,7 +85,7 @@ def _checked_option(name: str, key: str, value: Any, default: Any) -> Any:
     """An option's value, which must have its default's type (an integer where an int is
     expected — ``20.0`` becomes 20 —, a number where a float is); options whose default is
     ``None`` are checked by the selector."""
-    if key in _CALLABLES or default is None:
+    if key in _CALLABLES or key in _SELF_CHECKED or default is None:
         return value
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
     if isinstance(default, bool):

@@ -4,6 +4,8 @@ normalisation, then iterative balancing across tasks).
 
 ``pool.influence`` is ``[n_query, n]`` in infscope's sign (positive = the candidate helps the
 query), ``pool.query_tasks`` names each row's task; without ``query_tasks`` all rows form one task.
+Both keep each label's share near the pool's while they pick
+(:class:`~infscope.selection.LabelBalance`, on by default when the pool has a ``label`` tag).
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from infscope.errors import InputError
+from infscope.selection.balance import BalanceArg, RankedPicker, balance_option
 from infscope.selection.base import Pool, Selection, Selector
+from infscope.selection.basic import ranked_selection
 
 
 def task_rows(pool: Pool) -> tuple[list[str], list[np.ndarray]]:
@@ -50,18 +54,28 @@ class LESS(Selector):
     name = "less"
     requires = ("influence",)
 
+    def __init__(self, balance: BalanceArg = True, seed: int = 0) -> None:
+        super().__init__(seed)
+        self.balance = balance_option(balance)
+
     def _select(self, pool: Pool, k: int, rng: np.random.Generator) -> Selection:
         assert pool.influence is not None
         names, rows = task_rows(pool)
         per_task = task_influence(pool.influence, rows, "mean")
         best_task = per_task.argmax(axis=0)
         value = per_task.max(axis=0)
-        order = np.lexsort((rng.permutation(len(pool)), -value))[:k]
-        reasons = [
-            f"mean influence {value[i]:.4g} on task {names[best_task[i]]} (rank {r + 1})"
-            for r, i in enumerate(order)
-        ]
-        return self._selection(pool, order, reasons, tasks=names)
+        order = np.lexsort((rng.permutation(len(pool)), -value))
+        return ranked_selection(
+            self,
+            pool,
+            order,
+            k,
+            self.balance,
+            lambda i, r: (
+                f"mean influence {value[i]:.4g} on task {names[best_task[i]]} (rank {r + 1})"
+            ),
+            tasks=names,
+        )
 
 
 class BIDS(Selector):
@@ -81,12 +95,19 @@ class BIDS(Selector):
     name = "bids"
     requires = ("influence",)
 
-    def __init__(self, aggregate: str = "max", normalize: bool = True, seed: int = 0) -> None:
+    def __init__(
+        self,
+        aggregate: str = "max",
+        normalize: bool = True,
+        balance: BalanceArg = True,
+        seed: int = 0,
+    ) -> None:
         super().__init__(seed)
         if aggregate not in ("mean", "max"):
             raise InputError(f"aggregate must be 'mean' or 'max', got {aggregate!r}")
         self.aggregate = aggregate
         self.normalize = normalize
+        self.balance = balance_option(balance)
 
     def _select(self, pool: Pool, k: int, rng: np.random.Generator) -> Selection:
         assert pool.influence is not None
@@ -94,9 +115,9 @@ class BIDS(Selector):
         influence = normalize_instances(pool.influence) if self.normalize else pool.influence
         per_task = task_influence(influence, rows, self.aggregate)  # [T, n]
         tie = rng.permutation(len(pool))
-        # each task's candidates from most to least influential; a pointer skips taken ones
-        ranked = [np.lexsort((tie, -row)) for row in per_task]
-        pointer = np.zeros(len(names), dtype=np.int64)
+        # each task's candidates from most to least influential, walked past taken ones
+        ranked = [RankedPicker(np.lexsort((tie, -row))) for row in per_task]
+        caps = self.balance.caps(pool) if self.balance is not None else None
         taken = np.zeros(len(pool), dtype=bool)
         served = np.zeros(len(names))  # sum over the selected set of influence on each task
         picks: list[int] = []
@@ -104,10 +125,11 @@ class BIDS(Selector):
         for step in range(k):
             mean_served = served / max(step, 1)
             task = int(np.argmin(mean_served))  # lowest index wins ties: deterministic
-            while taken[ranked[task][pointer[task]]]:
-                pointer[task] += 1
-            pick = int(ranked[task][pointer[task]])
+            pick = ranked[task].take(taken, caps)
+            assert pick is not None  # every ranking covers the pool and k <= n
             taken[pick] = True
+            if caps is not None:
+                caps.add(pick)
             served += per_task[:, pick]
             picks.append(pick)
             reasons.append(
@@ -115,6 +137,11 @@ class BIDS(Selector):
                 f"{names[task]} (served {mean_served[task]:.3g})"
             )
         final = served / k
-        return self._selection(
-            pool, picks, reasons, tasks=names, served={n: float(v) for n, v in zip(names, final)}
-        )
+        info: dict[str, object] = {
+            "tasks": names,
+            "served": {n: float(v) for n, v in zip(names, final)},
+            "label_balance": self.balance.describe(pool) if self.balance is not None else "off",
+        }
+        if caps is not None:
+            info["balance_relaxed"] = caps.relaxed
+        return self._selection(pool, picks, reasons, **info)
