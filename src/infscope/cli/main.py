@@ -143,10 +143,21 @@ def features(
     device: Annotated[
         str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: model's).")
     ] = None,
-    worker: Annotated[int, typer.Option(min=0, help="This worker's index (disjoint shards).")] = 0,
+    worker: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="This worker's index (disjoint shards). Default: the torchrun rank, else 0.",
+        ),
+    ] = None,
     num_workers: Annotated[
-        int, typer.Option(min=1, help="Number of workers sharing the store.")
-    ] = 1,
+        int | None,
+        typer.Option(
+            min=1,
+            help="Workers sharing the store. Default: torchrun's world size (one process "
+            "group: covariances and bases summed over ranks), else 1.",
+        ),
+    ] = None,
     fit_factors: Annotated[
         Path | None,
         typer.Option(help="Also fit K-FAC/EK-FAC factors and save them here (.safetensors)."),
@@ -171,6 +182,13 @@ def features(
 
     if out is None and not basis_only:
         raise InputError("give --out, the feature store directory")
+    from infscope import distributed
+
+    if worker is None and num_workers is None and distributed.init_from_environment():
+        worker, num_workers = distributed.world()  # featurize shards and reduces by itself
+        grouped = True
+    else:
+        worker, num_workers, grouped = worker or 0, num_workers or 1, False
     if not 0 <= worker < num_workers:
         raise InputError(f"--worker {worker} is not below --num-workers {num_workers}")
     target = resolve_device(device) if device else None
@@ -225,7 +243,7 @@ def features(
     if fit_factors is not None and gradient != "loss":
         raise InputError("--fit-factors needs training (loss) gradients")
     # one process writing the whole store: the factors come from the same passes
-    same_pass = fit_factors is not None and num_workers == 1
+    same_pass = fit_factors is not None and (num_workers == 1 or grouped)
     covariances = None
     if same_pass:
         from infscope.gradients.covariance import KroneckerCovariances
@@ -241,8 +259,8 @@ def features(
         batch_size=batch_size,
         shard_size=shard_size,
         dtype=dtype,
-        worker=worker,
-        num_workers=num_workers,
+        worker=None if grouped else worker,
+        num_workers=None if grouped else num_workers,
         covariances=covariances,
         sample_seed=sample_seed,
     )

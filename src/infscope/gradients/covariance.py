@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from infscope import distributed
 from infscope.data import ExampleSet
 from infscope.errors import InputError, NonFiniteError
 from infscope.gradients.eigenbasis import FISHER_KINDS, KroneckerBasis, ModuleBasis
@@ -112,6 +113,26 @@ class KroneckerCovariances:
             batch = len(rows)
         self.n_examples += batch
 
+    def all_reduce(self) -> None:
+        """Sum every statistic over the ranks of the ``torch.distributed`` process group (each
+        rank fed its own examples); a no-op without one."""
+        for index, (n_rows, n_cols, is_kronecker) in enumerate(self._shapes()):
+            if not is_kronecker:
+                continue
+            if self.sums_a[index] is None:  # this rank saw no example
+                self.sums_a[index] = torch.zeros(n_cols, n_cols, dtype=torch.float64)
+                self.sums_s[index] = torch.zeros(n_rows, n_rows, dtype=torch.float64)
+            distributed.all_reduce_sum(self.sums_a[index])
+            distributed.all_reduce_sum(self.sums_s[index])
+        counts = distributed.all_reduce_sum(
+            torch.tensor([self.n_examples, *self.tokens], dtype=torch.float64)
+        )
+        self.n_examples, self.tokens = int(counts[0]), [int(t) for t in counts[1:]]
+        self.traces = distributed.all_reduce_sum(torch.from_numpy(self.traces.copy())).numpy()
+        for index in self.dense:
+            reduced = distributed.all_reduce_sum(torch.from_numpy(self.dense[index].copy()))
+            self.dense[index] = reduced.numpy()
+
     def covariance(self, index: int, side: str) -> np.ndarray:
         """``A`` (``side="inputs"``) or ``S`` (``"outputs"``) of Kronecker module ``index``:
         the mean over the positions that entered it."""
@@ -184,6 +205,12 @@ class _FactorSide:
             self.sum += (x.T @ x).double()
         else:
             self.sketch += (x.T @ (x @ self.omega32)).double()
+
+    def all_reduce(self) -> None:
+        """Sum the running moment and trace over the ranks of the process group."""
+        distributed.all_reduce_sum(self.sum if self.exact else self.sketch)
+        total = torch.tensor([self.total], dtype=torch.float64)
+        self.total = float(distributed.all_reduce_sum(total)[0])
 
     def update_counts(self, counts: torch.Tensor) -> None:
         """Add one-hot rows given as per-coordinate counts (embedding inputs)."""
@@ -274,7 +301,9 @@ def fit_kronecker_basis(
 
     Args:
         extractor: a :class:`~infscope.gradients.extractor.GradientExtractor` (model, task and
-            tracked modules).
+            tracked modules). Under ``torch.distributed`` (``torchrun``) each rank passes over
+            its share of the batches and the statistics are summed over ranks; every rank
+            returns the same basis.
         data: the training examples.
         fisher: ``"empirical"`` (observed labels) or ``"true"`` (labels drawn from the model,
             seeded by ``sample_seed``).
@@ -317,6 +346,13 @@ def fit_kronecker_basis(
     finally:
         if original is not None:
             model.load_state_dict(original)
+    if distributed.world()[1] > 1:  # each rank saw its own batches: sum the statistics
+        for pair in sides:
+            for side in pair or ():
+                side.all_reduce()
+        counts = distributed.all_reduce_sum(torch.tensor(tokens, dtype=torch.float64))
+        tokens = [int(t) for t in counts]
+        traces = distributed.all_reduce_sum(torch.from_numpy(traces)).numpy()
     n_passes = len(fingerprints)
     if not np.isfinite(traces).all():
         raise NonFiniteError("non-finite gradients while fitting the eigenbasis")
@@ -370,12 +406,15 @@ def _accumulate_factors(
     progress: bool,
 ) -> None:
     """One pass over ``data`` at the model's current weights into the factor sides, token counts
-    and traces (in place)."""
+    and traces (in place); under ``torch.distributed``, over this rank's batches only."""
     modules = extractor.modules
     n = len(data)
+    rank, world_size = distributed.world()  # batch b belongs to rank b % world_size
     with tqdm(total=n, desc="eigenbasis", unit="ex", disable=not progress) as bar:
         for first in range(0, n, batch_size):
             last = min(first + batch_size, n)
+            if (first // batch_size) % world_size != rank:
+                continue
             generator = sampling_generator(sample_seed, first) if gradient == "fisher" else None
             try:
                 batch = extractor.task.collate([data[i] for i in range(first, last)])

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from infscope import distributed
 from infscope.data import ExampleSet
 from infscope.errors import InfscopeWarning, InputError, NonFiniteError
 from infscope.gradients.covariance import KroneckerCovariances
@@ -76,8 +77,8 @@ def featurize(
     batch_size: int = 32,
     shard_size: int | None = None,
     dtype: str = "float32",
-    worker: int = 0,
-    num_workers: int = 1,
+    worker: int | None = None,
+    num_workers: int | None = None,
     progress: bool = True,
     covariances: KroneckerCovariances | None = None,
     sample_seed: int = 0,
@@ -97,7 +98,11 @@ def featurize(
         shard_size: examples per shard file (default: 1024, or fewer for wide features so that
             a shard holds at most 32 MiB; a resumed store keeps its own).
         dtype: ``"float32"`` or ``"float16"`` on disk.
-        worker, num_workers: this process's share of the shards.
+        worker, num_workers: this process's share of the shards (shard ``i`` belongs to
+            worker ``i % num_workers``). Default: the rank and world size of the
+            ``torch.distributed`` process group (``torchrun``; :mod:`infscope.distributed`),
+            which also waits for every rank to finish and sums the covariances over ranks;
+            ``0`` of ``1`` without one.
         covariances: a :class:`~infscope.gradients.covariance.KroneckerCovariances` of the same
             extractor to fill from the same forward/backward passes (K-FAC/EK-FAC factors without
             a second pass over the data). Shards that a resumed run skips are passed through
@@ -109,15 +114,21 @@ def featurize(
         raise InputError(f"dtype must be one of {STORE_DTYPES}, got {dtype!r}")
     if batch_size < 1:
         raise InputError(f"batch_size must be positive, got {batch_size}")
+    grouped = False
+    if worker is None and num_workers is None:
+        worker, num_workers = distributed.world()
+        grouped = num_workers > 1
+    worker, num_workers = worker or 0, num_workers or 1
     if not 0 <= worker < num_workers:
         raise InputError(f"worker {worker} is not in [0, {num_workers})")
     if covariances is not None:
         if covariances.extractor is not extractor:
             raise InputError("the covariances were made for another extractor")
-        if gradient != "loss" or num_workers != 1:
+        if gradient != "loss" or (num_workers != 1 and not grouped):
             raise InputError(
                 "covariances are collected from the training loss of the whole set: use "
-                "gradient='loss' and one worker"
+                "gradient='loss' and one worker, or a torch.distributed process group (whose "
+                "ranks' sums are reduced)"
             )
         if covariances.n_examples:
             raise InputError("the covariances already hold examples: give a fresh collector")
@@ -159,8 +170,8 @@ def featurize(
         for note in projection_warnings(extractor):
             warnings.warn(note, InfscopeWarning, stacklevel=2)
     if covariances is not None:  # a resumed run: the finished shards still feed the covariances
-        for start, stop in store.shard_ranges():
-            if (start, stop) in todo:
+        for index, (start, stop) in enumerate(store.shard_ranges()):
+            if (start, stop) in todo or index % num_workers != worker:
                 continue
             for first in range(start, stop, batch_size):
                 examples = [data[i] for i in range(first, min(first + batch_size, stop))]
@@ -203,4 +214,8 @@ def featurize(
                     )
                 bar.update(last - first)
             store.write_shard(checkpoint, start, rows, losses, predictions)
+    if grouped:
+        if covariances is not None:
+            covariances.all_reduce()
+        distributed.barrier()  # every rank's shards are written when featurize returns
     return store
