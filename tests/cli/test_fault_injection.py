@@ -105,13 +105,14 @@ def wait(pid: int) -> int:
 
 
 def files(root: Path, names: list[str] | None = None) -> dict[str, bytes]:
-    """The bytes of every file under ``root`` (hidden temporary files aside), or of ``names``."""
+    """The bytes of every file under ``root`` (hidden temporary files and the resolved
+    configuration, which names ``root`` itself, aside), or of ``names``."""
     if names is not None:
         return {name: (root / name).read_bytes() for name in names}
     return {
         str(p.relative_to(root)): p.read_bytes()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.name.startswith(".")
+        if p.is_file() and not p.name.startswith(".") and not p.name.endswith(".yaml")
     }
 
 

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from infscope.cli import options
+from infscope.cli.config import save_config_to
 from infscope.cli.evaluate import app as evaluate_app
 from infscope.cli.output import Commands, console, progress, warn
 from infscope.cli.prune import prune
@@ -35,6 +36,7 @@ app = typer.Typer(
 
 @app.command()
 def features(
+    ctx: typer.Context,
     data: Annotated[
         Path, typer.Argument(help="Examples: .jsonl/.json/.csv/.parquet with an 'id' field.")
     ],
@@ -225,6 +227,7 @@ def features(
         for path in fitted:
             console.print(f"eigenbasis ({fisher} Fisher) → {escape(str(path))}")
         if basis_only:
+            save_config_to(ctx, basis[0].with_suffix(".config.yaml"))
             if not fitted:
                 console.print(f"{escape(str(basis[0]))} exists: kept, not refitted")
             return
@@ -277,6 +280,9 @@ def features(
             )
         factors.save(fit_factors)
         console.print(f"K-FAC/EK-FAC factors → {escape(str(fit_factors))}")
+    # one file per checkpoint (and worker) of the store: each is a run of its own
+    part = f".worker-{worker}-of-{num_workers}" if num_workers > 1 and not grouped else ""
+    save_config_to(ctx, out / f"config.{checkpoint}{part}.yaml")
     written, expected = store.status()[checkpoint]
     console.print(
         f"[green]{escape(str(out))}[/]: checkpoint {checkpoint!r}, {written}/{expected} shards"

@@ -12,12 +12,12 @@ from __future__ import annotations
 import warnings
 from typing import Any, NoReturn
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
+from infscope.cli.config import add_config_option, write_resolved
 from infscope.errors import InfscopeError, InfscopeWarning
 
 console = Console()
@@ -50,9 +50,15 @@ def warn(message: str) -> None:
 
 
 class Commands(TyperGroup):
-    """Root group: expected errors become one line and exit 2; infscope warnings one line each."""
+    """Root group: expected errors become one line and exit 2; infscope warnings one line each;
+    every command takes ``--config FILE`` and writes its resolved configuration beside its
+    outputs (:mod:`infscope.cli.config`)."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        add_config_option(self)
+
+    def invoke(self, ctx: typer.Context) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("always", InfscopeWarning)
             shown = warnings.showwarning
@@ -65,6 +71,10 @@ class Commands(TyperGroup):
 
             warnings.showwarning = show
             try:
-                return super().invoke(ctx)
+                result = super().invoke(ctx)
+                written = write_resolved(ctx)
+                if written is not None:
+                    err_console.print(f"[dim]configuration → {escape(str(written))}[/]")
+                return result
             except (InfscopeError, OSError) as err:
                 fail(err)

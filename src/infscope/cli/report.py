@@ -7,10 +7,12 @@ from typing import Annotated
 
 import typer
 
+from infscope.cli.config import save_config_to
 from infscope.cli.output import console
 
 
 def report(
+    ctx: typer.Context,
     run_dir: Annotated[Path, typer.Argument(help="Directory holding infscope outputs.")],
     out: Annotated[
         Path | None, typer.Option(help="HTML file to write (default RUN_DIR/report.html).")
@@ -36,4 +38,5 @@ def report(
     path = build_report(
         run_dir, out, data or [], text_field, label_field, top, max_queries, max_rows
     )
+    save_config_to(ctx, path.with_suffix(".config.yaml"))
     console.print(f"wrote {path}", markup=False)
