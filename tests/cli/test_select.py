@@ -145,3 +145,14 @@ def test_bad_input_is_a_clear_error(runner, inputs, args, message):
     assert result.exit_code == 2
     assert message in result.output
     assert not (inputs / "x" / "selection.json").exists()
+
+
+def test_select_writes_the_diagnostics_report(runner, inputs):
+    out = inputs / "report"
+    args = ["--tag", "task", "--tag", "label", "--features", inputs / "features.npy"]
+    result = select_from_scores(runner, inputs, "less", out, *args)
+    assert result.exit_code == 0, result.output
+    text = (out / "report.txt").read_text()
+    assert "coverage:" in text and "near-duplicates" in text and "score (10%, 50%" in text
+    assert (out / "report.png").stat().st_size > 10_000
+    assert "share 50.0% -> " in (out / "summary.txt").read_text()

@@ -121,8 +121,10 @@ def select(
 
     Writes OUT/selection.json (indices, ids, weights, reasons), OUT/subset.jsonl (the picked
     examples with their own fields untouched when --data is given, plus selection_rank,
-    selection_weight and selection_reason), OUT/summary.txt (counts per tag before and after)
-    and OUT/counts_by_TAG.png (pool vs selection shares per tag).
+    selection_weight and selection_reason), OUT/summary.txt (counts and shares per tag before
+    and after, a warning when one label dominates), OUT/counts_by_TAG.png (pool vs selection
+    shares per tag) and OUT/report.txt + report.png (composition, scores of the picks vs the
+    rest, coverage of the feature space, near-duplicates).
 
     \b
     Example:
@@ -154,8 +156,13 @@ def select(
     summary = selection.summary(pool)
     write_atomic(out / "summary.txt", (summary + "\n").encode())
     plots = [selection.plot(pool, name, out / f"counts_by_{name}.png") for name in pool.tags]
+    report = selection.report(pool)
+    write_atomic(out / "report.txt", (report.text() + "\n").encode())
+    plots.append(report.plot(out / "report.png"))
     console.print(summary, markup=False)
-    written = ", ".join(["selection.json", "subset.jsonl", "summary.txt", *(p.name for p in plots)])
+    written = ", ".join(
+        ["selection.json", "subset.jsonl", "summary.txt", "report.txt", *(p.name for p in plots)]
+    )
     console.print(f"wrote {out}/: {written}", markup=False)
 
 
