@@ -33,7 +33,7 @@ def test_report_flags_a_narrow_redundant_selection(tmp_path):
     assert "b: 200 -> 80, 50.0% -> 100.0%" in text and "clusters hit" in text
     path = report.plot(tmp_path / "report.png")
     assert path.stat().st_size > 10_000
-    rand = RandomSelection(seed=0).select(pool, 80).report(pool, n_clusters=10)
+    rand = diagnose(RandomSelection(seed=0).select(pool, 80), pool, n_clusters=10)
     assert rand.coverage.hit > report.coverage.hit
     assert rand.duplicates.selected < report.duplicates.selected
 

@@ -14,16 +14,23 @@ than :data:`SKEW_MARGIN`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from infscope.errors import InputError
 
-if TYPE_CHECKING:
-    from infscope.selection.base import Pool
+
+class Pool(Protocol):
+    """What balancing reads of a :class:`~infscope.selection.base.Pool`: its tags."""
+
+    tags: Mapping[str, Any]
+
+    def __len__(self) -> int: ...
+
+    def tag(self, name: str) -> np.ndarray: ...
 
 #: the warning threshold: mean majority-label share of the selection above the pool's by this much
 SKEW_MARGIN = 0.15

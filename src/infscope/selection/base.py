@@ -237,13 +237,6 @@ class Selection:
                 lines.append(f"  warning: {warning}")
         return "\n".join(lines)
 
-    def report(self, pool: Pool, **options: Any) -> Any:
-        """The diagnostics of this selection (composition, scores, coverage, near-duplicates):
-        :func:`infscope.selection.diagnose` with ``options``."""
-        from infscope.selection.diagnostics import diagnose
-
-        return diagnose(self, pool, **options)
-
     def plot(self, pool: Pool, tag: str, path: str | Path) -> Path:
         """Bar chart of each value of ``tag``'s share of the pool and of the selection (so a
         reader sees at a glance what the selection favours or drops), saved to ``path``."""
