@@ -11,6 +11,8 @@ import contextlib
 import csv
 import hashlib
 import io
+import json
+import math
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -89,6 +91,25 @@ def write_atomic(final: str | Path, data: bytes | Writer) -> None:
             tmp.unlink()
         raise
     fsync_dir(final.parent)
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities as None, in nested dicts and lists."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_json(final: str | Path, payload: dict[str, Any]) -> None:
+    """``payload`` as strict JSON (NaN and infinities written as null), atomically, creating the
+    folder."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(final, json.dumps(_finite(payload), indent=2, allow_nan=False).encode())
 
 
 def create_atomic(final: str | Path, data: bytes | Writer) -> bool:

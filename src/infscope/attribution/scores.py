@@ -251,10 +251,28 @@ class SelfInfluence:
         return table(["rank", "train_id", "score"], [list(r.values()) for r in rows], caption)
 
 
-def load_scores(directory: str | Path) -> Scores | SelfInfluence:
+#: what a command needing the other kind of scores is told
+_NEEDED = {
+    Scores: "holds self-influence (one score per training example); this needs query x train "
+    "scores (`infscope score --query ...`)",
+    SelfInfluence: "holds a query x train matrix; this needs one score per training example "
+    "(self-influence: `infscope score` without --query)",
+}
+
+
+def load_scores(
+    directory: str | Path, expect: type[Scores] | type[SelfInfluence] | None = None
+) -> Scores | SelfInfluence:
     """Read what :meth:`Scores.save` or :meth:`SelfInfluence.save` wrote; :class:`InputError`
-    for a missing, foreign, incomplete or altered scores directory."""
-    directory = Path(directory)
+    for a missing, foreign, incomplete or altered scores directory, or for scores of another
+    kind than ``expect``."""
+    loaded = _load_scores(Path(directory))
+    if expect is not None and not isinstance(loaded, expect):
+        raise InputError(f"{directory} {_NEEDED[expect]}")
+    return loaded
+
+
+def _load_scores(directory: Path) -> Scores | SelfInfluence:
     try:
         meta = json.loads((directory / META_FILE).read_text())
     except (OSError, ValueError) as err:

@@ -65,7 +65,7 @@ def audit(
 
     from infscope.attribution import SelfInfluence, load_scores
     from infscope.audit import AuditConfig, ProbeConfig, audit_examples, load_rows
-    from infscope.cli.models import load_function
+    from infscope.cli.functions import load_function
     from infscope.data import ExampleSet
     from infscope.errors import InputError
     from infscope.io import write_atomic
@@ -79,9 +79,7 @@ def audit(
             raise InputError(f"{class_names} must hold a JSON list of class names")
     scores = None
     if self_influence is not None:
-        scores = load_scores(self_influence)
-        if not isinstance(scores, SelfInfluence):
-            raise InputError(f"{self_influence} holds a query x train matrix, not self-influence")
+        scores = load_scores(self_influence, expect=SelfInfluence)
     k = neighbours if neighbours == "auto" else int(neighbours)
     config = AuditConfig(folds=folds, seed=seed, neighbours=k, near_duplicate=near_duplicate)
     progress(f"auditing {n} examples")

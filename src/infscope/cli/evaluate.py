@@ -7,8 +7,6 @@ deltas ``m(without z) - m(all)`` should correlate positively with the scores.
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from infscope.cli.models import load_function
+from infscope.cli.functions import load_function
 from infscope.cli.output import console
 from infscope.errors import InputError
 
@@ -29,84 +27,12 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-TRUE = {"1", "true", "yes", "y", "t"}
-FALSE = {"0", "false", "no", "n", "f", ""}
-
-
-def _finite(value: Any) -> Any:
-    """NaN/inf -> None, so the report is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    from infscope.io import write_atomic
+    from infscope.io import write_json
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_finite(payload), indent=2, allow_nan=False).encode()
-    write_atomic(path, lambda h: h.write(text))
+    write_json(path, payload)
     console.print(f"[green]{escape(str(path))}[/]: report written")
-
-
-def _flag(value: Any, example_id: str, field: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in TRUE | FALSE:
-        return value.strip().lower() in TRUE
-    raise InputError(f"example {example_id!r}: {field}={value!r} is not a boolean")
-
-
-def _flags_from_data(path: Path, field: str, train_ids: list[str]) -> list[bool]:
-    from infscope.data import ExampleSet
-
-    data = ExampleSet.from_file(path)
-    records = dict(zip(data.ids, data.examples))
-    missing = [i for i in train_ids if i not in records]
-    if missing:
-        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise InputError(f"{len(missing)} training ids of the scores are not in {path}: {shown}")
-    flags = []
-    for i in train_ids:
-        record = records[i]
-        if not isinstance(record, dict) or field not in record:
-            raise InputError(f"example {i!r} in {path} has no field {field!r}")
-        flags.append(_flag(record[field], i, field))
-    return flags
-
-
-def _flags_from_ids(path: Path, train_ids: list[str]) -> list[bool]:
-    try:
-        listed = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    except OSError as err:
-        raise InputError(f"cannot read {path}: {err}") from None
-    known = set(train_ids)
-    unknown = [i for i in listed if i not in known]
-    if unknown:
-        shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
-        raise InputError(
-            f"{len(unknown)} ids in {path} are not training ids of the scores: {shown}"
-        )
-    chosen = set(listed)
-    return [i in chosen for i in train_ids]
-
-
-def _matrix(path: Path):
-    from infscope.attribution import Scores, load_scores
-
-    result = load_scores(path)
-    if not isinstance(result, Scores):
-        raise InputError(
-            f"{path} holds self-influence; LDS and leave-one-out need query x train scores "
-            f"(`infscope score --query ...`)"
-        )
-    return result
 
 
 def _parse_indices(text: str | None) -> list[int] | None:
@@ -156,21 +82,12 @@ def mislabel(
           --field is_mislabeled
     """
     from infscope.attribution import SelfInfluence, load_scores
-    from infscope.evaluation import mislabel_detection
+    from infscope.evaluation import mislabel_detection, mislabel_flags
 
     if (data is None) == (mislabeled_ids is None):
         raise InputError("give exactly one of --data or --mislabeled-ids")
-    result = load_scores(scores)
-    if not isinstance(result, SelfInfluence):
-        raise InputError(
-            f"{scores} holds a query x train matrix; mislabel detection needs self-influence "
-            f"(`infscope score` without --query)"
-        )
-    result = result.oriented(negate)
-    if data is not None:
-        flags = _flags_from_data(data, field, result.train_ids)
-    else:
-        flags = _flags_from_ids(mislabeled_ids, result.train_ids)  # type: ignore[arg-type]
+    result = load_scores(scores, expect=SelfInfluence).oriented(negate)
+    flags = mislabel_flags(result.train_ids, data=data, field=field, mislabeled_ids=mislabeled_ids)
     report = mislabel_detection(result, flags, tuple(fraction or (0.05, 0.1, 0.2)))
     table = Table(title=f"mislabel detection by {escape(result.method)}")
     for column in ("metric", "value", "random"):
@@ -218,9 +135,10 @@ def lds(
       infscope evaluate lds runs/if --train-fn retrain:train_fn --num-subsets 50 \\
           --cache runs/lds
     """
+    from infscope.attribution import Scores, load_scores
     from infscope.evaluation import LDSConfig, lds_ground_truth, linear_datamodeling_score
 
-    matrix = _matrix(scores)
+    matrix = load_scores(scores, expect=Scores)
     function = load_function(train_fn)
     config = LDSConfig(num_subsets=num_subsets, alpha=alpha, seed=seed)
     outcomes = lds_ground_truth(function, len(matrix.train_ids), config, cache)
@@ -265,9 +183,10 @@ def loo(
       infscope evaluate loo runs/if --train-fn retrain:train_fn --indices 0,5,9 \\
           --cache runs/loo
     """
+    from infscope.attribution import Scores, load_scores
     from infscope.evaluation import leave_one_out, loo_correlation
 
-    matrix = _matrix(scores)
+    matrix = load_scores(scores, expect=Scores)
     function = load_function(train_fn)
     result = leave_one_out(function, len(matrix.train_ids), _parse_indices(indices), cache, seed)
     correlation = loo_correlation(matrix, result)

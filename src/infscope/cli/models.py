@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
 import os
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -12,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from infscope.cli.functions import load_function
 from infscope.errors import InfscopeWarning, InputError
 from infscope.tasks import HFCausalLMTask, HFSequenceClassificationTask, Task
 
@@ -22,24 +21,6 @@ TASK_KINDS = ("hf-seqcls", "hf-causal-lm", "factory")
 DEFAULT_MAX_LENGTH = 128
 #: seed of weights a model directory lacks (a head initialised on load): the same every load
 INIT_SEED = 0
-
-
-def load_function(spec: str, option: str = "--train-fn") -> Any:
-    """``package.module:function`` → the function, imported from the working directory (as
-    ``python -m`` would) or anywhere on ``sys.path``."""
-    module_name, _, name = spec.partition(":")
-    if not module_name or not name:
-        raise InputError(f"{option} must be 'module:function', got {spec!r}")
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise InputError(f"cannot import module {module_name!r}: {err}") from None
-    function = getattr(module, name, None)
-    if not callable(function):
-        raise InputError(f"module {module_name!r} has no function {name!r}")
-    return function
 
 
 def load_model_and_task(

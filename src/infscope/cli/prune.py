@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 
-from infscope.cli.models import load_function
+from infscope.cli.functions import load_function
 from infscope.cli.output import console
 from infscope.errors import InputError
 
@@ -21,29 +20,17 @@ def _numbers(text: str, what: str, kind: type = float) -> list:
         raise InputError(f"{what} must be comma-separated {kind.__name__}s, got {text!r}") from None
 
 
-def _scores(specs: list[str], negate: list[str]) -> tuple[dict[str, np.ndarray], list[str]]:
-    from infscope.attribution import SelfInfluence, load_scores
-
-    scores, ids = {}, None
+def _named(specs: list[str]) -> dict[str, str]:
+    """``NAME=DIRECTORY`` specs by name."""
+    named = {}
     for spec in specs:
         name, _, path = spec.partition("=")
         if not name or not path:
             raise InputError(f"--score must be NAME=DIRECTORY, got {spec!r}")
-        loaded = load_scores(path)
-        if not isinstance(loaded, SelfInfluence):
-            raise InputError(
-                f"{path} holds a query x train matrix; pruning needs one score per example"
-            )
-        if ids is not None and loaded.train_ids != ids:
-            raise InputError(
-                f"{path} scores other examples (or another order) than the first score"
-            )
-        ids = loaded.train_ids
-        scores[name] = loaded.oriented(name in negate).values
-    unknown = set(negate) - set(scores)
-    if unknown:
-        raise InputError(f"--negate names unknown scores {sorted(unknown)}")
-    return scores, ids
+        if name in named:
+            raise InputError(f"--score {name} is given twice")
+        named[name] = path
+    return named
 
 
 def prune(
@@ -98,22 +85,18 @@ def prune(
       infscope prune --score el2n=runs/el2n --train-fn retrain:train_fn \\
           --keep 0.3,0.5,0.7 --out runs/prune
     """
+    import numpy as np
+
     from infscope.data import ExampleSet
-    from infscope.evaluation.pruning import PruningStudy
+    from infscope.evaluation.pruning import PruningStudy, load_pruning_scores
     from infscope.io import write_atomic
 
-    values, ids = _scores(score, negate)
+    values, ids = load_pruning_scores(_named(score), negate)
     label_array = None
     if labels is not None:
-        data = ExampleSet.from_file(labels)
-        by_id = dict(zip(data.ids, data.examples))
-        missing = [i for i in ids if i not in by_id]
-        if missing:
-            raise InputError(f"{labels} lacks {len(missing)} scored ids, e.g. {missing[:3]}")
-        lacking = [i for i in ids if label_field not in by_id[i]]
-        if lacking:
-            raise InputError(f"{labels}: example {lacking[0]!r} has no field {label_field!r}")
-        label_array = np.array([by_id[i][label_field] for i in ids])
+        label_array = np.array(
+            ExampleSet.from_file(labels).column(label_field, ids, str(labels), "scored ids")
+        )
     study = PruningStudy(
         values,
         load_function(train_fn),

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 
 from infscope.cli.output import console
@@ -33,33 +32,6 @@ def _options(specs: list[str]) -> dict[str, Any]:
         except ValueError:
             options[key.replace("-", "_")] = value
     return options
-
-
-def _align(name: str, ids: list[str], own_ids: list[str]) -> np.ndarray:
-    """Positions in ``own_ids`` of every id of the pool (a clear error for missing ids)."""
-    where = {i: k for k, i in enumerate(own_ids)}
-    missing = [i for i in ids if i not in where]
-    if missing:
-        raise InputError(f"{name} lacks {len(missing)} of the pool's ids, e.g. {missing[:3]}")
-    return np.array([where[i] for i in ids], dtype=np.int64)
-
-
-def _features(path: Path, checkpoint: str | None, ids: list[str] | None) -> tuple[np.ndarray, list]:
-    """Rows of a feature store (with its ids), or of a ``.npy`` file (ids: ``ids`` or rows)."""
-    if path.suffix == ".npy":
-        try:
-            values = np.load(path, allow_pickle=False)
-        except (ValueError, EOFError) as err:
-            raise InputError(f"{path} holds no readable array ({err})") from None
-        if values.ndim != 2:
-            raise InputError(f"{path} must hold a 2-D array, got shape {values.shape}")
-        if ids is not None and len(ids) != len(values):
-            raise InputError(f"{path} has {len(values)} rows for {len(ids)} examples")
-        return values, list(ids) if ids is not None else [str(i) for i in range(len(values))]
-    from infscope.store import FeatureStore
-
-    store = FeatureStore.open(path)
-    return store.features(checkpoint), list(store.ids)
 
 
 def select(
@@ -132,22 +104,25 @@ def select(
           --budget 0.3 --out runs/subset
     """
     from infscope.io import write_atomic
-    from infscope.selection import build_selector
+    from infscope.selection import build_selector, diagnose
+    from infscope.selection.io import PoolFiles, load_pool
 
     if stratify_by is not None and stratify_by not in tag:
         tag = [*tag, stratify_by]  # the strata are a tag of the candidates
-    pool, records = _build_pool(
-        scores,
-        negate,
-        data,
-        tag,
-        text_field,
-        queries,
-        query_task_field,
-        features,
-        target_features,
-        checkpoint,
-        target_data,
+    pool, records = load_pool(
+        PoolFiles(
+            scores=scores,
+            negate=negate,
+            data=data,
+            tags=tuple(tag),
+            text_field=text_field,
+            queries=queries,
+            query_task_field=query_task_field,
+            features=features,
+            target_features=target_features,
+            checkpoint=checkpoint,
+            target_data=target_data,
+        )
     )
     selector = build_selector(method, seed, stratify_by, balanced_strata, **_options(option))
     selection = selector.select(pool, _budget(budget))
@@ -156,7 +131,7 @@ def select(
     summary = selection.summary(pool)
     write_atomic(out / "summary.txt", (summary + "\n").encode())
     plots = [selection.plot(pool, name, out / f"counts_by_{name}.png") for name in pool.tags]
-    report = selection.report(pool)
+    report = diagnose(selection, pool)
     write_atomic(out / "report.txt", (report.text() + "\n").encode())
     plots.append(report.plot(out / "report.png"))
     console.print(summary, markup=False)
@@ -165,67 +140,3 @@ def select(
     )
     console.print(f"wrote {out}/: {written}", markup=False)
 
-
-def _build_pool(
-    scores: Path | None,
-    negate: bool,
-    data: Path | None,
-    tags: list[str],
-    text_field: str,
-    queries: Path | None,
-    query_task_field: str,
-    features: Path | None,
-    target_features: Path | None,
-    checkpoint: str | None,
-    target_data: Path | None,
-) -> tuple[Any, list[dict[str, Any]] | None]:
-    """The :class:`Pool` (ids from --data, else from the scores or features) and the records."""
-    from infscope.attribution import SelfInfluence, load_scores
-    from infscope.data import ExampleSet
-    from infscope.selection import Pool
-
-    records = ids = None
-    if data is not None:
-        examples = ExampleSet.from_file(data)
-        records, ids = list(examples.examples), list(examples.ids)
-    kwargs: dict[str, Any] = {}
-    if scores is not None:
-        loaded = load_scores(scores)
-        ids = ids or list(loaded.train_ids)
-        columns = _align(str(scores), ids, list(loaded.train_ids))
-        if isinstance(loaded, SelfInfluence):
-            kwargs["scores"] = (-1 if negate else 1) * np.asarray(loaded.values)[columns]
-        else:
-            matrix = np.asarray(loaded.values)[:, columns]
-            kwargs["influence"] = matrix
-            kwargs["scores"] = (-1 if negate else 1) * matrix.mean(axis=0)
-            if queries is not None:
-                query_set = ExampleSet.from_file(queries)
-                rows = _align(str(queries), list(loaded.query_ids), list(query_set.ids))
-                try:
-                    kwargs["query_tasks"] = [query_set[r][query_task_field] for r in rows]
-                except (KeyError, TypeError):
-                    raise InputError(f"{queries} lacks the field {query_task_field!r}") from None
-    if features is not None:
-        values, feature_ids = _features(features, checkpoint, ids)
-        ids = ids or feature_ids
-        kwargs["features"] = values[_align(str(features), ids, feature_ids)]
-    if target_features is not None:
-        kwargs["target_features"] = _features(target_features, checkpoint, None)[0]
-    if ids is None:
-        raise InputError("give the candidates: --data, --scores or --features")
-    if records is not None:
-        for name in tags:
-            if any(name not in r for r in records):
-                raise InputError(f"{data} records lack the tag field {name!r}")
-        kwargs["tags"] = {name: [r[name] for r in records] for name in tags}
-        if all(text_field in r for r in records):
-            kwargs["texts"] = [str(r[text_field]) for r in records]
-    elif tags:
-        raise InputError("--tag needs --data (the tags are fields of the candidates)")
-    if target_data is not None:
-        target = ExampleSet.from_file(target_data)
-        if any(text_field not in r for r in target.examples):
-            raise InputError(f"{target_data} records lack the text field {text_field!r}")
-        kwargs["target_texts"] = [str(r[text_field]) for r in target.examples]
-    return Pool(ids=ids, **kwargs), records

@@ -1,5 +1,5 @@
 """Data: examples with stable ids."""
 
-from infscope.data.examples import ExampleSet
+from infscope.data.examples import ExampleSet, positions
 
-__all__ = ["ExampleSet"]
+__all__ = ["ExampleSet", "positions"]

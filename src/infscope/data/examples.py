@@ -49,6 +49,25 @@ class ExampleSet:
     def __iter__(self) -> Iterator[Any]:
         return iter(self.examples)
 
+    def column(
+        self,
+        field: str,
+        ids: Sequence[str] | None = None,
+        source: str = "the data",
+        what: str = "ids",
+    ) -> list[Any]:
+        """The ``field`` of every example, or of the examples with ``ids`` in that order (the
+        join of this set with another file's rows by id); an :class:`InputError` for an id not
+        here (see :func:`positions`) or a record without the field, naming ``source``."""
+        rows = range(len(self)) if ids is None else positions(ids, self.ids, source, what)
+        values = []
+        for row in rows:
+            record = self.examples[row]
+            if not isinstance(record, Mapping) or field not in record:
+                raise InputError(f"example {self.ids[row]!r} in {source} has no field {field!r}")
+            values.append(record[field])
+        return values
+
     @classmethod
     def from_records(
         cls, records: Sequence[dict[str, Any]], id_field: str | None = "id"
@@ -133,6 +152,19 @@ class ExampleSet:
         if getattr(dataset, "column_names", None) is not None:
             return cls.from_records(list(dataset), id_field)
         return cls([dataset[i] for i in range(len(dataset))], tuple(map(str, range(len(dataset)))))
+
+
+def positions(
+    ids: Sequence[str], within: Sequence[str], source: str, what: str = "ids"
+) -> list[int]:
+    """Where each of ``ids`` is in ``within`` (the ids of ``source``): how rows of two files
+    are matched, by id and never by position; an :class:`InputError` naming the ids missing."""
+    where = {i: k for k, i in enumerate(within)}
+    missing = [i for i in ids if i not in where]
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise InputError(f"{len(missing)} {what} are not in {source}: {shown}")
+    return [where[i] for i in ids]
 
 
 def _id_text(value: Any, index: int, id_field: str) -> str:

@@ -16,7 +16,7 @@ from infscope.evaluation.lds import (
     linear_datamodeling_score,
 )
 from infscope.evaluation.loo import LOOResult, leave_one_out, loo_correlation
-from infscope.evaluation.mislabel import MislabelReport, mislabel_detection
+from infscope.evaluation.mislabel import MislabelReport, mislabel_detection, mislabel_flags
 from infscope.evaluation.retraining import (
     RetrainingOutcomes,
     RetrainingRunner,
@@ -42,6 +42,7 @@ __all__ = [
     "linear_datamodeling_score",
     "loo_correlation",
     "mislabel_detection",
+    "mislabel_flags",
     "random_subset_masks",
     "select_damping",
 ]

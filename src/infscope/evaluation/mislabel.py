@@ -11,12 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from infscope.attribution.scores import SelfInfluence
+from infscope.data import ExampleSet, positions
 from infscope.errors import InputError
+
+#: how a data file may write a mislabeled flag (besides JSON booleans and 0/1)
+TRUE = frozenset({"1", "true", "yes", "y", "t"})
+FALSE = frozenset({"0", "false", "no", "n", "f", ""})
 
 
 @dataclass(frozen=True)
@@ -96,3 +103,40 @@ def mislabel_detection(
         n_mislabeled=n_bad,
         n=int(values.size),
     )
+
+
+def _flag(value: Any, example_id: str, field: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in TRUE | FALSE:
+        return value.strip().lower() in TRUE
+    raise InputError(f"example {example_id!r}: {field}={value!r} is not a boolean")
+
+
+def mislabel_flags(
+    train_ids: Sequence[str],
+    *,
+    data: str | Path | None = None,
+    field: str = "is_mislabeled",
+    mislabeled_ids: str | Path | None = None,
+) -> list[bool]:
+    """Which of ``train_ids`` are known mislabeled, joined by id: the boolean ``field`` of each
+    one's record in the ``data`` file, or membership in ``mislabeled_ids`` (a file of one id per
+    line, every one a training id). Give exactly one of the two."""
+    if (data is None) == (mislabeled_ids is None):
+        raise InputError("give exactly one of data and mislabeled_ids")
+    if data is not None:
+        values = ExampleSet.from_file(data).column(
+            field, train_ids, str(data), "training ids of the scores"
+        )
+        return [_flag(v, i, field) for v, i in zip(values, train_ids)]
+    try:
+        text = Path(mislabeled_ids).read_text()  # type: ignore[arg-type]
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"cannot read {mislabeled_ids}: {err}") from None
+    listed = [line.strip() for line in text.splitlines() if line.strip()]
+    positions(listed, train_ids, "the training ids of the scores", f"ids in {mislabeled_ids}")
+    chosen = set(listed)
+    return [i in chosen for i in train_ids]

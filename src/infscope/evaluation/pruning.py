@@ -15,12 +15,13 @@ area under the margin).
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from infscope.attribution.scores import SelfInfluence, load_scores
 from infscope.errors import InputError
 from infscope.evaluation.retraining import RetrainingRunner
 from infscope.plotting import saved_figure
@@ -220,6 +221,30 @@ class PruningResult:
             axis.legend(fontsize=8)
             axis.grid(alpha=0.3)
         return path
+
+
+def load_pruning_scores(
+    paths: Mapping[str, str | Path], negate: Collection[str] = ()
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Saved per-example scores (name → scores directory), each oriented high = hard by its
+    recorded direction (``negate``: the names of scores that record none and where high means
+    easy), and the training ids they score — the same, in the same order, for every one."""
+    unknown = set(negate) - set(paths)
+    if unknown:
+        raise InputError(f"negate names unknown scores {sorted(unknown)}")
+    scores: dict[str, np.ndarray] = {}
+    ids: list[str] | None = None
+    for name, path in paths.items():
+        loaded = load_scores(path, expect=SelfInfluence)
+        if ids is not None and list(loaded.train_ids) != ids:
+            raise InputError(
+                f"{path} scores other examples (or another order) than the first score"
+            )
+        ids = list(loaded.train_ids)
+        scores[name] = loaded.oriented(name in negate).values
+    if ids is None:
+        raise InputError("a pruning study needs at least one score")
+    return scores, ids
 
 
 @dataclass
