@@ -8,10 +8,17 @@ preconditioned ones. So the training side is indexed once and a query's most hel
 examples are a maximum-inner-product search; its most harmful, a search with the negated query.
 
 * ``flat`` — exact search (FAISS ``IndexFlatIP``): the reference, ``n × dim`` float32 in memory.
-* ``ivf-flat`` / ``ivf-pq`` — an inverted file of ``nlist`` k-means cells (trained on a seeded
-  sample), searched in the ``nprobe`` nearest cells; ``ivf-pq`` stores product-quantised codes
-  of ``pq_bytes`` per vector (``dim/16`` by default: 128 bytes at 1024 dims, 16× less than fp16).
+* ``ivf-flat`` / ``ivf-sq8`` / ``ivf-pq`` — an inverted file of ``nlist`` k-means cells
+  (trained on a seeded sample), searched in the ``nprobe`` nearest cells, holding the vectors
+  whole (float32), as one byte per dimension (``sq8``, 4× smaller, near-exact distances) or as
+  product-quantised codes of ``pq_bytes`` per vector (``dim/16`` by default: 64 bytes at 1024
+  dims, 32× less than fp16, coarse distances).
 * ``hnsw`` — a graph index (no training; slow to build at 10⁶).
+
+The approximate kinds search L2 neighbours of augmented vectors — training rows
+``[x, √(R² − ‖x‖²)]`` with ``R`` the largest training norm, queries ``[q, 0]`` — whose order is
+exactly that of the inner products (Bachrach et al. 2014): k-means cells and graph edges built
+on raw inner products favour long vectors and miss the true neighbours.
 
 Candidates are re-scored exactly from the store (``rerank × k`` of them, read from its memory-
 mapped shards), so the returned scores are exact and only the candidate set is approximate.
@@ -41,7 +48,7 @@ from infscope.store import FeatureStore
 
 __all__ = ["INDEX_KINDS", "IndexConfig", "InfluenceIndex", "recall_at_k"]
 
-INDEX_KINDS = ("flat", "ivf-flat", "ivf-pq", "hnsw")
+INDEX_KINDS = ("flat", "ivf-flat", "ivf-sq8", "ivf-pq", "hnsw")
 FORMAT = "infscope.index"
 INDEX_FILE, META_FILE = "index.faiss", "index.json"
 #: rows per block when adding to or searching the index (float32 copies of ~32 MiB at 1024 dims)
@@ -109,6 +116,8 @@ class IndexConfig:
         nlist = self.nlist or max(1, min(round(4 * math.sqrt(n)), n // 39))
         if self.kind == "ivf-flat":
             return f"IVF{nlist},Flat"
+        if self.kind == "ivf-sq8":
+            return f"IVF{nlist},SQ8"
         pq = self.pq_bytes or max(1, dim // 16)
         if dim % pq:
             raise InputError(f"pq_bytes={pq} must divide the vector dimension {dim}")
@@ -147,8 +156,8 @@ class InfluenceIndex:
     def build(
         cls, estimator: CheckpointSum, config: IndexConfig | None = None, progress: bool = False
     ) -> InfluenceIndex:
-        """Index the training vectors of a fitted ``estimator`` (one streamed pass over its
-        training store, plus a seeded sample to train IVF quantisers)."""
+        """Index the training vectors of a fitted ``estimator``: one streamed pass for their
+        norms (approximate kinds), a seeded sample to train IVF quantisers, one pass to add."""
         faiss = _faiss()
         config = config or IndexConfig()
         if not isinstance(estimator, CheckpointSum):
@@ -158,24 +167,39 @@ class InfluenceIndex:
         checkpoints = [c for c, _ in estimator.checkpoint_weights(train)]
         scales = estimator.train_scales()
         dim = train.feature_dim * len(checkpoints)
-        description = config.factory(n, dim)
-        index = faiss.index_factory(dim, description, faiss.METRIC_INNER_PRODUCT)
+        blocks = [np.arange(s, min(s + ADD_ROWS, n)) for s in range(0, n, ADD_ROWS)]
+
+        def vectors(rows: np.ndarray) -> np.ndarray:
+            parts = [train.rows(c, rows) for c in checkpoints]
+            return np.ascontiguousarray(estimator.train_vectors(parts, rows, scales), np.float32)
+
+        # approximate kinds search L2 neighbours of [x, sqrt(M² − ‖x‖²)] (padded), which are the
+        # largest inner products with [q, 0] (Bachrach et al. 2014): IVF cells and graphs built
+        # on inner products favour long vectors and miss the neighbours
+        radius = 0.0
+        if config.kind != "flat":
+            for rows in tqdm(blocks, desc="index[norms]", disable=not progress):
+                radius = max(radius, float(np.linalg.norm(vectors(rows), axis=1).max()))
+        width = dim if config.kind == "flat" else -(-(dim + 1) // 16) * 16
+        metric = faiss.METRIC_INNER_PRODUCT if config.kind == "flat" else faiss.METRIC_L2
+        description = config.factory(n, width)
+        index = faiss.index_factory(width, description, metric)
+        augment = _Augmentation(dim, width, radius)
         if not index.is_trained:
             rng = np.random.default_rng(config.seed)
             sample = np.sort(rng.choice(n, size=min(n, config.train_size), replace=False))
-            vectors = cls._vectors(estimator, train, checkpoints, scales, sample)
             ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
             ivf.cp.seed = config.seed  # the coarse k-means
             if hasattr(ivf, "do_polysemous_training"):
                 ivf.do_polysemous_training = False  # the factory's default: minutes, unused here
-            index.train(vectors)
-        blocks = range(0, n, ADD_ROWS)
-        for start in tqdm(blocks, desc=f"index[{config.kind}]", disable=not progress):
-            rows = np.arange(start, min(start + ADD_ROWS, n))
-            index.add(cls._vectors(estimator, train, checkpoints, scales, rows))
+            index.train(augment.train(vectors(sample)))
+        for rows in tqdm(blocks, desc=f"index[{config.kind}]", disable=not progress):
+            index.add(augment.train(vectors(rows)))
         info = {
             "factory": description,
             "dim": dim,
+            "width": width,
+            "radius": radius,
             "n": n,
             "checkpoints": checkpoints,
             "train_store": os.path.abspath(train.root),
@@ -184,11 +208,6 @@ class InfluenceIndex:
             "signature": _signature(estimator),
         }
         return cls(index, estimator, config, info)
-
-    @staticmethod
-    def _vectors(estimator, store, checkpoints, scales, rows: np.ndarray) -> np.ndarray:
-        parts = [store.rows(c, rows) for c in checkpoints]
-        return np.ascontiguousarray(estimator.train_vectors(parts, rows, scales), np.float32)
 
     # ---- search -----------------------------------------------------------------------------
 
@@ -213,30 +232,35 @@ class InfluenceIndex:
         estimator.check_weights(query)
         k = min(k, train.n_examples)
         rerank = self.config.rerank if rerank is None else rerank
-        if hasattr(self.index, "nprobe"):
-            self.index.nprobe = nprobe or self.config.nprobe
-        checkpoints = self.info["checkpoints"]
-        scales = estimator.train_scales() if rerank else None
         fetch = min(train.n_examples, k * max(rerank, 1))
+        ivf = faiss_ivf(self.index)
+        if ivf is not None:
+            ivf.nprobe = nprobe or self.config.nprobe
+        if hasattr(self.index, "hnsw"):  # the graph search must hold at least the candidates
+            self.index.hnsw.efSearch = max(fetch, 64)
+        checkpoints = self.info["checkpoints"]
+        augment = _Augmentation(self.info["dim"], self.info["width"], self.info["radius"])
+        scales = estimator.train_scales() if rerank else None
+        # queries per step: the re-scored candidates' float64 vectors stay within ~32 MiB
+        step = max(
+            1, min(estimator.rows_per_block(self.info["dim"]), 2**22 // (fetch * self.info["dim"]))
+        )
         arrays: dict[str, list[np.ndarray]] = {}
-        rows = estimator.rows_per_block(query.feature_dim * len(checkpoints))
-        for start in range(0, query.n_examples, rows):
-            index = np.arange(start, min(start + rows, query.n_examples))
-            vectors = estimator.query_vectors([query.rows(c, index) for c in checkpoints])
+        for start in range(0, query.n_examples, step):
+            rows = np.arange(start, min(start + step, query.n_examples))
+            vectors = estimator.query_vectors([query.rows(c, rows) for c in checkpoints])
             for direction in directions:
                 signed = vectors if direction == "helpful" else -vectors
-                found, candidates = self.index.search(
-                    np.ascontiguousarray(signed, np.float32), fetch
-                )
+                found, candidates = self.index.search(augment.query(signed), fetch)
                 if rerank:
                     found, candidates = self._rescore(signed, candidates, k, scales)
                 else:
-                    found, candidates = found[:, :k], candidates[:, :k]
+                    found = augment.inner_products(signed, found)[:, :k]
+                    candidates = candidates[:, :k]
                 sign = 1.0 if direction == "helpful" else -1.0
                 arrays.setdefault(direction, []).append(candidates.astype(np.int64))
-                arrays.setdefault(f"{direction}_values", []).append(
-                    (sign * found).astype(np.float32)
-                )
+                values = (sign * found).astype(np.float32)
+                arrays.setdefault(f"{direction}_values", []).append(values)
         result = {name: np.concatenate(parts) for name, parts in arrays.items()}
         if (result[directions[0]] < 0).any():
             raise InputError(
@@ -246,7 +270,7 @@ class InfluenceIndex:
         metadata = {
             **estimator.describe(),
             "index": self.info["factory"],
-            "nprobe": getattr(self.index, "nprobe", None),
+            "nprobe": None if ivf is None else ivf.nprobe,
             "rerank": rerank,
             "train_store": self.info["train_store"],
             "query_store": os.path.abspath(query.root),
@@ -311,11 +335,54 @@ class InfluenceIndex:
             index = faiss.deserialize_index(data)
         except RuntimeError as err:
             raise InputError(f"{directory / INDEX_FILE}: not a FAISS index ({err})") from None
-        if index.ntotal != meta["n"] or index.d != meta["dim"]:
+        if index.ntotal != meta["n"] or index.d != meta["width"]:
             raise InputError(f"{directory / INDEX_FILE} does not match {META_FILE}")
         config = IndexConfig(**meta["config"])
         info = {k: v for k, v in meta.items() if k not in ("format", "config")}
         return cls(index, estimator, config, info)
+
+
+def faiss_ivf(index: Any) -> Any:
+    """The inverted file inside ``index`` (whose ``nprobe`` is set), or ``None``."""
+    faiss = _faiss()
+    try:
+        return faiss.extract_index_ivf(index)
+    except RuntimeError:  # flat and graph indexes have none
+        return None
+
+
+@dataclass(frozen=True)
+class _Augmentation:
+    """Maximum inner product as L2 nearest neighbours: training rows ``[x, √(R² − ‖x‖²), 0…]``,
+    queries ``[q, 0, 0…]`` (``width`` ≥ ``dim + 1`` columns; ``width == dim`` means none: the
+    exact index searches inner products itself), so ``‖q̃ − x̃‖² = ‖q‖² + R² − 2 q·x``."""
+
+    dim: int
+    width: int
+    radius: float
+
+    def train(self, x: np.ndarray) -> np.ndarray:
+        if self.width == self.dim:
+            return x
+        out = np.zeros((len(x), self.width), dtype=np.float32)
+        out[:, : self.dim] = x
+        squared = self.radius**2 - np.einsum("ij,ij->i", x, x, dtype=np.float64)
+        out[:, self.dim] = np.sqrt(np.maximum(squared, 0.0))
+        return out
+
+    def query(self, q: np.ndarray) -> np.ndarray:
+        if self.width == self.dim:
+            return np.ascontiguousarray(q, np.float32)
+        out = np.zeros((len(q), self.width), dtype=np.float32)
+        out[:, : self.dim] = q
+        return out
+
+    def inner_products(self, q: np.ndarray, found: np.ndarray) -> np.ndarray:
+        """The index's own scores as inner products (distances converted)."""
+        if self.width == self.dim:
+            return found
+        norms = np.einsum("ij,ij->i", q, q)[:, None]
+        return (norms + self.radius**2 - found) / 2
 
 
 def recall_at_k(approximate: TopScores, exact: TopScores, direction: str = "helpful") -> float:

@@ -1,0 +1,288 @@
+"""How top-k influence queries scale with the training set: synthetic stores of 10⁴, 10⁵ and 10⁶
+examples × 1024 dims (fp16 on disk), exact streaming top-k against an IVF-PQ index with exact
+re-scoring, and gradient-feature extraction with one and two processes (torchrun).
+
+Per size ``n``: store size on disk and the seconds to write it; exact top-100 of ``--queries``
+queries by :meth:`Estimator.score_top` (the reference: every training row read once); the
+index build time (:meth:`InfluenceIndex.build`, default IVF-PQ: ``4·√n`` cells, 64-byte codes,
+trained on a 65,536-row sample) and its size; recall@100 against the exact top-100, and peak RSS of
+each stage (above its start); latency of one query alone (median of ``--repeats``) and per
+query in a batch of all ``--queries``. Then the growth exponent of each cost in ``n`` (slope of log cost
+on log n).
+
+The synthetic features (:func:`synthetic_rows`) have the structure gradient features have —
+a few hundred clusters (classes, tasks) in a low-dimensional subspace plus isotropic noise —
+because nearest-neighbour search on isotropic Gaussian data in 1024 dimensions has no neighbours
+to find; ``--isotropic`` measures that worst case too.
+
+Extraction: ``infscope features`` on a tiny MLP over ``--extract-examples`` generated examples
+(identity features), once as one process and once under ``torchrun --nproc_per_node 2``,
+examples per second of the whole command (start-up included, reported separately).
+
+Run from the repository root (one heavy job at a time; ~40 minutes and ~3 GB of disk at 10⁶)::
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/scaling.py --markdown bench/results/scaling.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from benchutil import cpu_model, csv_list, git_commit, markdown_table
+
+from infscope.attribution import GradientSimilarity
+from infscope.evaluation import ResourceMeter, current_rss_mb
+from infscope.index import IndexConfig, InfluenceIndex, recall_at_k
+from infscope.store import FeatureStore, StoreSpec
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+def synthetic_rows(n: int, dim: int, seed: int, isotropic: bool, offset: int = 0) -> np.ndarray:
+    """Rows ``offset .. offset + n`` of sample ``seed`` from one fixed population: 256 cluster
+    centres and 64 shared directions (decaying scales), plus isotropic noise — or pure
+    isotropic noise. Training rows (seed 0) and queries (seed 1) are different draws from the
+    same population; a block depends only on ``(seed, offset)``, so a store is written block by
+    block without holding it."""
+    basis_rng = np.random.default_rng(12345)
+    centres = basis_rng.normal(size=(256, dim)).astype(np.float32) / np.sqrt(dim) * 4
+    directions = basis_rng.normal(size=(64, dim)).astype(np.float32) / np.sqrt(dim)
+    scales = (2.0 / np.arange(1, 65) ** 0.5).astype(np.float32)
+    rng = np.random.default_rng([seed, offset])
+    noise = rng.normal(scale=0.3 if not isotropic else 1.0, size=(n, dim)).astype(np.float32)
+    if isotropic:
+        return noise
+    cluster = rng.integers(0, 256, size=n)
+    mix = rng.normal(size=(n, 64)).astype(np.float32) * scales
+    return centres[cluster] + mix @ directions + noise / np.sqrt(dim) * 8
+
+
+def write_store(root: Path, n: int, dim: int, seed: int, isotropic: bool, gradient: str) -> float:
+    """A one-checkpoint fp16 store of ``n`` synthetic rows; returns the seconds it took."""
+    start = time.perf_counter()
+    spec = StoreSpec(
+        feature_dim=dim,
+        dtype="float16",
+        gradient=gradient,
+        shard_size=8192,
+        projection={"kind": "synthetic", "isotropic": isotropic},
+        task={"population_seed": seed},
+    )
+    store = FeatureStore.create(root, [f"{gradient[0]}{i}" for i in range(n)], spec)
+    store.add_checkpoint("final")
+    for first, stop in store.missing_shards("final"):
+        store.write_shard("final", first, synthetic_rows(stop - first, dim, seed, isotropic, first))
+    return time.perf_counter() - start
+
+
+def disk_mb(root: Path) -> float:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / 2**20
+
+
+def measure_size(n: int, args, scratch: Path, meter: ResourceMeter, isotropic: bool) -> dict:
+    label = f"{n:.0e}{' isotropic' if isotropic else ''}"
+    train_root, query_root = scratch / f"train-{label}", scratch / f"query-{label}"
+    write_seconds = write_store(train_root, n, args.dim, 0, isotropic, "loss")
+    write_store(query_root, args.queries, args.dim, 1, isotropic, "measurement")
+    train, query = FeatureStore.open(train_root), FeatureStore.open(query_root)
+    estimator = GradientSimilarity().fit(train)
+    row = {
+        "n": n,
+        "isotropic": isotropic,
+        "store_mb": disk_mb(train_root),
+        "write_s": write_seconds,
+    }
+
+    def stage(name, fn):
+        base = current_rss_mb()
+        t0 = time.perf_counter()
+        with meter.stage(f"{label} {name}"):
+            value = fn()
+        row[f"{name}_s"] = time.perf_counter() - t0
+        row[f"{name}_peak_mb"] = meter.report()[f"{label} {name}"]["peak_mb"] - base
+        return value
+
+    exact = stage("exact", lambda: estimator.score_top(query, args.k))
+    index = stage("build", lambda: InfluenceIndex.build(estimator, IndexConfig(nprobe=args.nprobe)))
+    row["index"] = index.info["factory"]
+    saved = index.save(scratch / f"index-{label}")
+    row["index_mb"] = disk_mb(saved)
+    single = scratch / f"single-{label}"
+    write_store(single, 1, args.dim, 1, isotropic, "measurement")  # the first query alone
+    one = FeatureStore.open(single)
+    latencies = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        index.search(one, args.k, directions=("helpful",))
+        latencies.append(time.perf_counter() - t0)
+    search = stage("search", lambda: index.search(query, args.k, directions=("helpful",)))
+    row["latency_ms"] = 1000 * float(np.median(latencies))
+    row["batch_ms"] = 1000 * row["search_s"] / args.queries
+    row["recall"] = recall_at_k(search, exact)
+    print(
+        "  " + json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}),
+        flush=True,
+    )
+    return row
+
+
+def extraction(args, scratch: Path) -> list[dict]:
+    """Examples/second of `infscope features` with 1 and 2 processes on a tiny MLP."""
+    module = scratch / "scaling_factory.py"
+    module.write_text(
+        "import torch\nfrom torch import nn\nfrom infscope.tasks import ClassificationTask\n\n"
+        "class Task(ClassificationTask):\n"
+        "    def collate(self, examples):\n"
+        "        x = torch.tensor([e['x'] for e in examples], dtype=torch.float32)\n"
+        "        return x, torch.tensor([e['label'] for e in examples])\n\n"
+        "def build():\n"
+        "    torch.manual_seed(0)\n"
+        "    return nn.Sequential(nn.Linear(64, 256), nn.Tanh(), nn.Linear(256, 10)), Task()\n"
+    )
+    rng = np.random.default_rng(0)
+    with (scratch / "extract.jsonl").open("w") as handle:
+        for i in range(args.extract_examples):
+            x = rng.normal(size=64).round(4).tolist()
+            handle.write(json.dumps({"id": f"e{i}", "x": x, "label": int(i % 10)}) + "\n")
+    rows = []
+    common = [
+        "-m", "infscope.cli.main", "features", "extract.jsonl", "--task", "factory",
+        "--model", "scaling_factory:build", "--projection", "identity", "--batch-size", "64",
+        "--shard-size", "1024",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(scratch)}
+    for processes in (1, 2):
+        launcher = [sys.executable]
+        if processes > 1:
+            launcher += [
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                f"--nproc_per_node={processes}",
+            ]
+        out = f"extract-{processes}"
+        t0 = time.perf_counter()
+        subprocess.run(
+            [*launcher, *common, "--out", out],
+            cwd=scratch,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()  # start-up alone: the same command on a finished store
+        subprocess.run(
+            [*launcher, *common, "--out", out],
+            cwd=scratch,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        startup = time.perf_counter() - t0
+        rows.append(
+            {
+                "processes": processes,
+                "seconds": seconds,
+                "startup_s": startup,
+                "examples_per_s": args.extract_examples / seconds,
+                "examples_per_s_after_startup": args.extract_examples
+                / max(seconds - startup, 1e-9),
+            }
+        )
+        print("  " + json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def slope(xs, ys) -> float:
+    return float(np.polyfit(np.log(xs), np.log(np.maximum(ys, 1e-9)), 1)[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=csv_list(int), default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--dim", type=int, default=1024)
+    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=10, help="single-query searches timed")
+    parser.add_argument("--k", type=int, default=100)
+    parser.add_argument("--nprobe", type=int, default=32)
+    parser.add_argument(
+        "--isotropic", type=csv_list(int), default=[100_000], help="sizes also run isotropic"
+    )
+    parser.add_argument("--extract-examples", type=int, default=20_000)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--markdown", type=Path, default=RESULTS / "scaling.md")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    import faiss
+
+    faiss.omp_set_num_threads(args.threads)
+    meter = ResourceMeter()
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    print(f"threads {args.threads}; {cpu_model()}; {git_commit()}", flush=True)
+    with tempfile.TemporaryDirectory(dir=RESULTS) as scratch:
+        scratch = Path(scratch)
+        rows = [measure_size(n, args, scratch, meter, False) for n in args.sizes]
+        rows += [measure_size(n, args, scratch, meter, True) for n in args.isotropic]
+        extract = extraction(args, scratch)
+    structured = [r for r in rows if not r["isotropic"]]
+    header = ["n", "store MB", "write s", "exact top-100 s", "exact peak MB", "index", "build s",
+              "build peak MB", "index MB", "ms, 1 query", "ms / query, batch", "recall@100"]  # fmt: skip
+    table = markdown_table(
+        header,
+        [
+            [
+                f"{r['n']:,}{' (isotropic)' if r['isotropic'] else ''}",
+                f"{r['store_mb']:.0f}",
+                f"{r['write_s']:.1f}",
+                f"{r['exact_s']:.1f}",
+                f"{r['exact_peak_mb']:.0f}",
+                r["index"],
+                f"{r['build_s']:.1f}",
+                f"{r['build_peak_mb']:.0f}",
+                f"{r['index_mb']:.1f}",
+                f"{r['latency_ms']:.1f}",
+                f"{r['batch_ms']:.1f}",
+                f"{r['recall']:.3f}",
+            ]
+            for r in rows
+        ],
+    )
+    sizes = [r["n"] for r in structured]
+    growth = ", ".join(
+        f"{name} n^{slope(sizes, [r[key] for r in structured]):.2f}"
+        for name, key in (
+            ("store", "store_mb"), ("exact top-k", "exact_s"), ("build", "build_s"),
+            ("query latency", "latency_ms"), ("index size", "index_mb"),
+        )
+    ) if len(sizes) > 1 else "one size"  # fmt: skip
+    extract_table = markdown_table(
+        ["processes", "seconds", "start-up s", "examples/s", "examples/s after start-up"],
+        [
+            [str(e["processes"]), f"{e['seconds']:.1f}", f"{e['startup_s']:.1f}",
+             f"{e['examples_per_s']:.0f}", f"{e['examples_per_s_after_startup']:.0f}"]
+            for e in extract
+        ],
+    )  # fmt: skip
+    text = (
+        f"{started}, {git_commit()}, {cpu_model()}, {args.threads} thread(s); "
+        f"{args.queries} queries, k = {args.k}, nprobe {args.nprobe}\n\n"
+        f"{table}\n\nGrowth in n: {growth}\n\nExtraction ({args.extract_examples:,} examples, "
+        f"MLP 64→256→10, identity features):\n\n{extract_table}\n"
+    )
+    args.markdown.parent.mkdir(parents=True, exist_ok=True)
+    args.markdown.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
