@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, grad, jvp, vmap
+from torch.func import functional_call, grad, grad_and_value, jvp, vmap
 
 from infscope.data import ExampleSet
 from infscope.errors import InputError, StoreMismatchError
@@ -130,12 +130,51 @@ class ModelHessian(Curvature):
 
                 for start in range(0, v.shape[1], self.vector_batch):
                     columns = v[:, start : start + self.vector_batch]
-                    out[:, start : start + columns.shape[1]] += vmap(hvp, in_dims=1, out_dims=1)(
-                        columns
-                    )
+                    # detached: untracked parameters requiring grad leave a graph behind
+                    product = vmap(hvp, in_dims=1, out_dims=1)(columns).detach()
+                    out[:, start : start + columns.shape[1]] += product
         finally:
             self.model.train(was_training)
         return out.cpu().numpy()
+
+    def gradient(
+        self, rows: Sequence[int] | None = None, theta: np.ndarray | None = None
+    ) -> tuple[float, np.ndarray]:
+        """The mean training loss over ``rows`` of the data (default: all of it) and its gradient
+        in this operator's layout, at ``theta`` (default: the current weights); float64, one
+        forward and backward pass. What a Newton step or a gradient step on a data subset needs."""
+        index = list(range(self.n_examples)) if rows is None else [int(r) for r in rows]
+        if not index:
+            raise InputError("the gradient needs at least one example")
+        at = self.theta if theta is None else torch.as_tensor(theta, dtype=torch.float64)
+        at = at.to(self.device)
+        loss, total = 0.0, torch.zeros_like(at)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for start in range(0, len(index), self.batch_size):
+                examples = [self.data[i] for i in index[start : start + self.batch_size]]
+                batch = to_device(self.task.collate(examples), self.device)
+                part, value = grad_and_value(lambda t, b=batch: self._loss(t, b))(at)
+                total += part.detach()
+                loss += float(value)
+        finally:
+            self.model.train(was_training)
+        scale = self.n_examples / len(index)  # ``_loss`` divides by n_examples
+        return loss * scale, (total * scale).cpu().numpy()
+
+    def assign(self, theta: np.ndarray) -> None:
+        """Write ``theta`` (this layout) into the model's tracked parameters, in place, and
+        evaluate the operator there from now on (products, trace and gradients)."""
+        flat = torch.as_tensor(np.asarray(theta), dtype=torch.float64)
+        if flat.shape != (self.dim,):
+            raise InputError(f"theta has shape {tuple(flat.shape)}, the layout ({self.dim},)")
+        with torch.no_grad():
+            for module, name, index in self.layout:
+                param = module.parameters()[name]
+                param.copy_(flat[index].reshape(param.shape).to(param.device, param.dtype))
+        self.theta = flat.to(self.device)
+        self._trace, self._smallest = None, None
 
     def trace(self) -> float:
         """Exact for ``dim ≤ 256``; otherwise Hutchinson's estimate ``mean_j zⱼᵀ H zⱼ`` over
