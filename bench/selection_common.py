@@ -245,29 +245,47 @@ class Setup:
         return np.array([self.offsets[r["task"]] + int(r["label"]) for r in records])
 
     def train_run(
-        self, indices: np.ndarray, seed: int, epochs: int | None = None, keep_model: bool = False
+        self,
+        indices: np.ndarray,
+        seed: int,
+        epochs: int | None = None,
+        keep_model: bool = False,
+        tasks: Sequence[str] | None = None,
     ) -> dict[str, Any]:
         """Train a fresh top on the pool rows ``indices`` with ``seed``; test accuracy overall and
-        per task (cached by subset, seed and training settings)."""
+        per task (cached by subset, seed and training settings). With ``tasks``, only those
+        tasks' test rows are evaluated (a run evaluated on every task answers too)."""
         indices = np.sort(np.asarray(indices, dtype=np.int64))
         key = dict(self.train_key, epochs=epochs or self.args.epochs)
-        path = self.runs_dir / f"{digest([key, indices.tolist()])}-seed{seed}.json"
-        if path.exists() and not keep_model:
-            return json.loads(path.read_text())
+        full_path = self.runs_dir / f"{digest([key, indices.tolist()])}-seed{seed}.json"
+        path = full_path
+        if tasks is not None:
+            tasks = sorted(set(tasks))
+            key["eval_tasks"] = tasks
+            path = self.runs_dir / f"{digest([key, indices.tolist()])}-seed{seed}.json"
+        for cached in (full_path, path):
+            if cached.exists() and not keep_model:
+                return json.loads(cached.read_text())
+        eval_tasks = tasks or self.tasks
+        evaluated = np.isin(self.test_task, eval_tasks)
+        batches = self.trainer.test_batches
+        if tasks is not None:
+            self.trainer.test_batches = [b[evaluated[b]] for b in batches if evaluated[b].any()]
         self.trainer.config.epochs = key["epochs"]
         try:
             fit = self.trainer.fit(indices, self.labels["pool"], seed, keep_checkpoints=keep_model)
         finally:
             self.trainer.config.epochs = self.args.epochs
+            self.trainer.test_batches = batches
         test_labels = self.labels["test"]
         per_task = {
             t: float(
                 np.mean(fit.predictions[self.test_task == t] == test_labels[self.test_task == t])
             )
-            for t in self.tasks
+            for t in eval_tasks
         }
         record = {
-            "accuracy": fit.accuracy,
+            "accuracy": float(np.mean(fit.predictions[evaluated] == test_labels[evaluated])),
             "per_task": per_task,
             "mean_task_accuracy": float(np.mean(list(per_task.values()))),
             "n_train": int(len(indices)),
@@ -302,7 +320,19 @@ class Setup:
         t0 = time.perf_counter()
         if model_path.exists():
             model = self.trainer.model_at(torch.load(model_path, weights_only=True))
-            warm = self.train_run(warm_idx, 0, epochs=self.args.warmup_epochs)
+            # the saved model's accuracy on this run's test (or dev) rows, without retraining it
+            predictions, eval_seconds = self.trainer.predict(model)
+            labels = self.labels["test"]
+            per_task = {
+                t: float(np.mean(predictions[self.test_task == t] == labels[self.test_task == t]))
+                for t in self.tasks
+            }
+            warm = {
+                "accuracy": float(np.mean(predictions == labels)),
+                "per_task": per_task,
+                "mean_task_accuracy": float(np.mean(list(per_task.values()))),
+                "seconds": eval_seconds,
+            }
         else:
             warm = self.train_run(warm_idx, 0, epochs=self.args.warmup_epochs, keep_model=True)
             model = warm.pop("model")

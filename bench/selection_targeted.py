@@ -135,7 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         selector = build_selector(name, seed=seed, **options)
                     selection = selector.select(pool, budget)
                     seconds = time.perf_counter() - t0
-                    run = setup.train_run(selection.indices, seed)
+                    # random's subsets are shared by every target: evaluated on every task
+                    only = None if name == "random" else [task]
+                    run = setup.train_run(selection.indices, seed, tasks=only)
                     skew = label_skew(tagged, selection.indices).groups.get(task, (np.nan,) * 3)
                     runs.append(
                         {
