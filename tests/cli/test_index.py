@@ -84,3 +84,14 @@ def test_bad_combinations_are_one_line_errors(runner, stores, tmp_path, args, me
     result = invoke(runner, *args)
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_index_help_states_the_library_defaults(runner):
+    from infscope.index import IndexConfig
+
+    result = invoke(runner, "index", "--help")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    defaults = IndexConfig()
+    for value in (defaults.kind, defaults.nprobe, defaults.rerank):
+        assert f"IndexConfig's, {value}" in text

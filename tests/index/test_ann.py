@@ -137,3 +137,5 @@ def test_config_validation():
     with pytest.raises(InputError, match="divide"):
         IndexConfig(pq_bytes=7).factory(1000, 32)
     assert IndexConfig().factory(10_000, 1024) == "IVF256,PQ64x8"
+    # 4·√10⁶ = 4000 cells would leave 16 of the 65,536 sampled rows per cell: capped at 1680
+    assert IndexConfig().factory(1_000_000, 1024) == "IVF1680,PQ64x8"

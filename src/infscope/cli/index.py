@@ -31,17 +31,28 @@ def index(
     fisher: options.Fisher = None,
     block_size: options.BlockSize = 4096,
     kind: Annotated[
-        str, typer.Option(help="flat (exact) | ivf-flat | ivf-pq (compressed) | hnsw.")
-    ] = "ivf-pq",
+        str | None,
+        typer.Option(
+            help="flat (exact) | ivf-flat | ivf-sq8 (1 byte per dim) | ivf-pq (compressed) | "
+            "hnsw (default: IndexConfig's, ivf-pq)."
+        ),
+    ] = None,
     nlist: Annotated[int | None, typer.Option(min=1, help="IVF cells (default 4·sqrt(n)).")] = None,
     pq_bytes: Annotated[
         int | None, typer.Option(min=1, help="ivf-pq code bytes per vector (default dim/16).")
     ] = None,
-    nprobe: Annotated[int, typer.Option(min=1, help="IVF cells searched per query.")] = 32,
+    nprobe: Annotated[
+        int | None,
+        typer.Option(min=1, help="IVF cells searched per query (default: IndexConfig's, 32)."),
+    ] = None,
     rerank: Annotated[
-        int,
-        typer.Option(min=0, help="Candidates per result re-scored exactly (RERANK x k); 0: off."),
-    ] = 10,
+        int | None,
+        typer.Option(
+            min=0,
+            help="Candidates per result re-scored exactly (RERANK x k; default: IndexConfig's, "
+            "10); 0: off.",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Sampling and k-means seed.")] = 0,
 ) -> None:
     """Index a training store for fast top-k influence queries (FAISS).
@@ -70,11 +81,12 @@ def index(
         fisher,
         block_size,
     )
-    config = IndexConfig(kind, nlist, pq_bytes, nprobe=nprobe, rerank=rerank, seed=seed)
+    given = dict(kind=kind, nlist=nlist, pq_bytes=pq_bytes, nprobe=nprobe, rerank=rerank)
+    config = IndexConfig(seed=seed, **{k: v for k, v in given.items() if v is not None})
     store = FeatureStore.open(train)
     progress(f"fitting {spec.method} on {store.n_examples:,} training examples")
     estimator = spec.build().fit(store)
-    progress(f"building a {kind} index")
+    progress(f"building a {config.kind} index")
     built = InfluenceIndex.build(estimator, config, progress=True)
     built.save(out)
     text = json.dumps({"spec": spec.to_json(), "train": str(Path(train).absolute())}).encode()

@@ -71,8 +71,8 @@ class IndexConfig:
 
     Attributes:
         kind: one of :data:`INDEX_KINDS`.
-        nlist: IVF cells (default ``4·√n``, at least 1, at most ``n / 39`` so each cell gets
-            FAISS's minimum of 39 training points).
+        nlist: IVF cells (default ``4·√n``, at least 1, at most a 39th of the training sample
+            — ``min(n, train_size)`` rows — so each cell gets FAISS's minimum of 39 points).
         pq_bytes: ``ivf-pq`` code bytes per vector (default ``dim / 16``; must divide ``dim``).
         hnsw_m: ``hnsw`` graph degree.
         nprobe: IVF cells searched per query (more = higher recall, slower).
@@ -113,7 +113,7 @@ class IndexConfig:
             return "Flat"
         if self.kind == "hnsw":
             return f"HNSW{self.hnsw_m},Flat"
-        nlist = self.nlist or max(1, min(round(4 * math.sqrt(n)), n // 39))
+        nlist = self.nlist or max(1, min(round(4 * math.sqrt(n)), min(n, self.train_size) // 39))
         if self.kind == "ivf-flat":
             return f"IVF{nlist},Flat"
         if self.kind == "ivf-sq8":
