@@ -408,6 +408,26 @@ def test_reads_check_each_shard_checksum_once_per_process(tmp_path):
         FeatureStore._check_shard = original
 
 
+def test_random_access_maps_each_shard_once_and_sees_a_changed_file(tmp_path, monkeypatch):
+    """rows() keeps its shards mapped between calls (candidate re-scoring reads a few rows of
+    every shard per query), yet a shard changed on disk afterwards is read and checked anew."""
+    store = write_full(tmp_path, make_features())
+    opened = []
+    original = np.load
+    monkeypatch.setattr(np, "load", lambda *a, **k: opened.append(a[0]) or original(*a, **k))
+    picks = np.array([0, 7, 12, 19, 3])
+    first = store.rows("ckpt-1", picks)
+    np.testing.assert_array_equal(store.rows("ckpt-1", picks[::-1]), first[::-1])
+    assert len(opened) == len(set(opened)) == 4  # the shards of rows 0-4, 5-9, 10-14, 15-19
+    np.testing.assert_allclose(first, make_features()[picks], rtol=1e-6)
+    flipped = store.shard_path("ckpt-1", 10)
+    data = bytearray(flipped.read_bytes())
+    data[-3] ^= 0x10
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(StoreCorruptError, match=rf"{flipped.name}.*sha256 mismatch"):
+        store.rows("ckpt-1", picks)
+
+
 def test_missing_checksum_and_non_finite_rows_name_the_shard_and_examples(tmp_path):
     store = write_full(tmp_path, make_features())
     store.shard_path("ckpt-1", 0).with_suffix(".sha256").unlink()

@@ -43,6 +43,7 @@ import math
 import os
 import re
 import sys
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -86,6 +87,8 @@ _CHECKPOINT_ID_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 _SHARD_RE = re.compile(r"^shard-(\d{10})-(\d{10})\.npy$")
 #: shard file -> (inode, size, mtime) when this process last found it intact
 _VERIFIED: dict[str, tuple[int, int, int]] = {}
+#: memory-mapped shards a store keeps open (each map holds a file descriptor)
+MAPPED_SHARDS = 256
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,6 +300,9 @@ class FeatureStore:
         self.spec = spec
         self.ids = ids
         self._checkpoints = list(checkpoints)
+        #: shard file -> (its state, the checked memory map): random access (:meth:`rows`)
+        #: opens each shard once, not once per call; least recently used first
+        self._mapped: OrderedDict[Path, tuple[tuple[int, int, int], np.ndarray]] = OrderedDict()
 
     def __repr__(self) -> str:
         cps = ", ".join(c.id for c in self._checkpoints)
@@ -797,6 +803,16 @@ class FeatureStore:
         path = self.shard_path(cid, start)
         rows = self._shard_stop(start) - start
         try:
+            state = _file_state(path)
+        except FileNotFoundError:
+            raise StoreIncompleteError(
+                f"shard {path} is missing; resume extraction to write it"
+            ) from None
+        mapped = self._mapped.get(path)
+        if mapped is not None and mapped[0] == state and not recheck:
+            self._mapped.move_to_end(path)
+            return mapped[1]
+        try:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
         except FileNotFoundError:
             raise StoreIncompleteError(
@@ -814,10 +830,12 @@ class FeatureStore:
             raise StoreCorruptError(
                 f"{path}: shape {arr.shape}, expected {(rows, self.feature_dim)}"
             )
-        state = _file_state(path)
         if recheck or _VERIFIED.get(str(path)) != state:
             self._check_shard(path, start, arr)
             _VERIFIED[str(path)] = state
+        self._mapped[path] = (state, arr)
+        if len(self._mapped) > MAPPED_SHARDS:
+            self._mapped.popitem(last=False)
         return arr
 
     def _check_shard(self, path: Path, start: int, arr: np.ndarray) -> None:
