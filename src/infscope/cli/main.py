@@ -604,6 +604,9 @@ from infscope.cli.index import index, query  # noqa: E402 (registered last: its 
 
 app.command()(index)
 app.command()(query)
+from infscope.cli.trees import trees  # noqa: E402 (registered last: its own module)
+
+app.command()(trees)
 
 if __name__ == "__main__":
     app()
