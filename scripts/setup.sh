@@ -10,7 +10,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "$TORCH_SPEC"
-.venv/bin/python -m pip install -q -e ".[hf,dev,bench,audit,index]" "$TORCH_SPEC"
+.venv/bin/python -m pip install -q -e ".[hf,dev,bench,audit,index,trees]" "$TORCH_SPEC"
 # kronfluence is the reference the EK-FAC tests compare with. Its metadata pulls torchvision (a
 # CUDA torch), so it goes in without dependencies, after its light ones, with torch pinned.
 .venv/bin/python -m pip install -q "einops==0.8.2" "einconv==0.1.0" "opt-einsum==3.4.0" "accelerate>=0.31" "$TORCH_SPEC"
