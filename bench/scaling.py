@@ -1,23 +1,24 @@
 """How top-k influence queries scale with the training set: synthetic stores of 10⁴, 10⁵ and 10⁶
-examples × 1024 dims (fp16 on disk), exact streaming top-k against an IVF-PQ index with exact
-re-scoring, and gradient-feature extraction with one and two processes (torchrun).
+examples × 1024 dims (fp16 on disk), exact streaming top-k against IVF-PQ and IVF-SQ8 indexes
+with exact re-scoring, and gradient-feature extraction with one and two processes (torchrun).
 
 Per size ``n``: store size on disk and the seconds to write it; exact top-100 of ``--queries``
 queries by :meth:`Estimator.score_top` (the reference: every training row read once); the
-index build time (:meth:`InfluenceIndex.build`, default IVF-PQ: ``4·√n`` cells, 64-byte codes,
-trained on a 65,536-row sample) and its size; recall@100 against the exact top-100, and peak RSS of
-each stage (above its start); latency of one query alone (median of ``--repeats``) and per
-query in a batch of all ``--queries``. Then the growth exponent of each cost in ``n`` (slope of log cost
-on log n).
+index build time per ``--kinds`` (:meth:`InfluenceIndex.build`: ``4·√n`` cells, IVF-PQ with
+64-byte codes or IVF-SQ8 with one byte per dimension, trained on a 65,536-row sample) and its
+size; then per ``--nprobe``: recall@100 against the exact top-100, latency of one query alone
+(median of ``--repeats``) and per query in a batch of all ``--queries``; peak RSS of each stage
+(above its start). Then the growth exponent of each cost in ``n`` (slope of log cost on log n) at
+the default kind and nprobe.
 
 The synthetic features (:func:`synthetic_rows`) have the structure gradient features have —
 a few hundred clusters (classes, tasks) in a low-dimensional subspace plus isotropic noise —
 because nearest-neighbour search on isotropic Gaussian data in 1024 dimensions has no neighbours
 to find; ``--isotropic`` measures that worst case too.
 
-Extraction: ``infscope features`` on a tiny MLP over ``--extract-examples`` generated examples
-(identity features), once as one process and once under ``torchrun --nproc_per_node 2``,
-examples per second of the whole command (start-up included, reported separately).
+Extraction: ``infscope features`` on an MLP of 1.3M parameters (256→1024→1024→10, Kronecker
+projection to 1024 dims, fp16) over ``--extract-examples`` generated examples, once as one
+process and once under ``torchrun --nproc_per_node 2``, examples per second of the whole command (start-up included, reported separately).
 
 Run from the repository root (one heavy job at a time; ~40 minutes and ~3 GB of disk at 10⁶)::
 
@@ -39,7 +40,7 @@ import numpy as np
 import torch
 from benchutil import cpu_model, csv_list, git_commit, markdown_table
 
-from infscope.attribution import GradientSimilarity
+from infscope.attribution import GradientSimilarity, InfluenceFunction
 from infscope.evaluation import ResourceMeter, current_rss_mb
 from infscope.index import IndexConfig, InfluenceIndex, recall_at_k
 from infscope.store import FeatureStore, StoreSpec
@@ -94,50 +95,101 @@ def measure_size(n: int, args, scratch: Path, meter: ResourceMeter, isotropic: b
     train_root, query_root = scratch / f"train-{label}", scratch / f"query-{label}"
     write_seconds = write_store(train_root, n, args.dim, 0, isotropic, "loss")
     write_store(query_root, args.queries, args.dim, 1, isotropic, "measurement")
-    train, query = FeatureStore.open(train_root), FeatureStore.open(query_root)
-    estimator = GradientSimilarity().fit(train)
-    row = {
-        "n": n,
-        "isotropic": isotropic,
-        "store_mb": disk_mb(train_root),
-        "write_s": write_seconds,
-    }
-
-    def stage(name, fn):
-        base = current_rss_mb()
-        t0 = time.perf_counter()
-        with meter.stage(f"{label} {name}"):
-            value = fn()
-        row[f"{name}_s"] = time.perf_counter() - t0
-        row[f"{name}_peak_mb"] = meter.report()[f"{label} {name}"]["peak_mb"] - base
-        return value
-
-    exact = stage("exact", lambda: estimator.score_top(query, args.k))
-    index = stage("build", lambda: InfluenceIndex.build(estimator, IndexConfig(nprobe=args.nprobe)))
-    row["index"] = index.info["factory"]
-    saved = index.save(scratch / f"index-{label}")
-    row["index_mb"] = disk_mb(saved)
     single = scratch / f"single-{label}"
     write_store(single, 1, args.dim, 1, isotropic, "measurement")  # the first query alone
-    one = FeatureStore.open(single)
-    latencies = []
-    for _ in range(args.repeats):
+    train, query = FeatureStore.open(train_root), FeatureStore.open(query_root)
+    row = {"n": n, "features": "isotropic" if isotropic else "synthetic", "estimator": "dot"}
+    row.update(store_mb=disk_mb(train_root), write_s=write_seconds)
+    estimator = GradientSimilarity().fit(train)
+    return measure(label, estimator, query, FeatureStore.open(single), row, args, scratch, meter)
+
+
+def measure_real(path: Path, args, scratch: Path, meter: ResourceMeter) -> list[dict]:
+    """The same on a real gradient store: every 10th row (up to ``--queries``) becomes a query,
+    the others the training set; dot product, cosine and influence (exact inverse Fisher)."""
+    source = FeatureStore.open(path)
+    values = source.features()
+    held = np.arange(len(values)) % 10 == 0
+    query_rows = np.flatnonzero(held)[: args.queries]
+    train_rows = np.flatnonzero(~held)
+    roots = {}
+    for name, rows, gradient in (
+        ("train", train_rows, "loss"), ("query", query_rows, "measurement"),
+        ("single", query_rows[:1], "measurement"),
+    ):  # fmt: skip
+        roots[name] = scratch / f"real-{name}"
+        spec = StoreSpec(feature_dim=values.shape[1], gradient=gradient, shard_size=8192)
+        store = FeatureStore.create(roots[name], [f"{name}{i}" for i in rows], spec)
+        store.add_checkpoint("final")
+        for first, stop in store.missing_shards("final"):
+            store.write_shard("final", first, values[rows[first:stop]])
+    train = FeatureStore.open(roots["train"])
+    results = []
+    for estimator in (GradientSimilarity(), GradientSimilarity("unit"), InfluenceFunction()):
+        row = {"n": len(train_rows), "features": "real", "dim": values.shape[1]}
+        row.update(estimator=estimator.name, store_mb=disk_mb(roots["train"]), write_s=0.0)
+        fitted = estimator.fit(train)
+        query, one = FeatureStore.open(roots["query"]), FeatureStore.open(roots["single"])
+        results += measure(
+            f"real {row['estimator']}", fitted, query, one, row, args, scratch, meter
+        )
+    return results
+
+
+def measure(
+    label: str,
+    estimator,
+    query: FeatureStore,
+    one: FeatureStore,
+    row: dict,
+    args,
+    scratch: Path,
+    meter: ResourceMeter,
+) -> list[dict]:
+    """Exact top-k, then per index kind: build, and per nprobe: latency and recall@k."""
+
+    def stage(name, fn, *fn_args, **fn_kwargs):
+        base = current_rss_mb()
         t0 = time.perf_counter()
-        index.search(one, args.k, directions=("helpful",))
-        latencies.append(time.perf_counter() - t0)
-    search = stage("search", lambda: index.search(query, args.k, directions=("helpful",)))
-    row["latency_ms"] = 1000 * float(np.median(latencies))
-    row["batch_ms"] = 1000 * row["search_s"] / args.queries
-    row["recall"] = recall_at_k(search, exact)
-    print(
-        "  " + json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}),
-        flush=True,
-    )
-    return row
+        key = f"{label} {name} {len(meter.report())}"  # a new stage each time: its own peak
+        with meter.stage(key):
+            value = fn(*fn_args, **fn_kwargs)
+        row[f"{name}_s"] = time.perf_counter() - t0
+        row[f"{name}_peak_mb"] = meter.report()[key]["peak_mb"] - base
+        return value
+
+    exact = stage("exact", estimator.score_top, query, args.k)
+    rows = []
+    for kind in args.kinds:
+        built = dict(row, kind=kind)
+        index = stage("build", InfluenceIndex.build, estimator, IndexConfig(kind=kind))
+        built.update(index=index.info["factory"], build_s=row.pop("build_s"))
+        built["build_peak_mb"] = row.pop("build_peak_mb")
+        built["index_mb"] = disk_mb(index.save(scratch / f"index-{label}-{kind}"))
+        for nprobe in args.nprobe:
+            latencies = []
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                index.search(one, args.k, directions=("helpful",), nprobe=nprobe)
+                latencies.append(time.perf_counter() - t0)
+            search = stage(
+                "search", index.search, query, args.k, directions=("helpful",), nprobe=nprobe
+            )
+            measured = dict(built, nprobe=nprobe, search_s=row.pop("search_s"))
+            measured["search_peak_mb"] = row.pop("search_peak_mb")
+            measured["latency_ms"] = 1000 * float(np.median(latencies))
+            measured["batch_ms"] = 1000 * measured["search_s"] / args.queries
+            measured["recall"] = recall_at_k(search, exact)
+            rows.append(measured)
+            shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in measured.items()}
+            print("  " + json.dumps(shown), flush=True)
+        del index
+    return rows
 
 
 def extraction(args, scratch: Path) -> list[dict]:
-    """Examples/second of `infscope features` with 1 and 2 processes on a tiny MLP."""
+    """Examples/second of `infscope features` with 1 and 2 processes on an MLP of 1.3M
+    parameters (Kronecker projection to 1024 dims, fp16)."""
     module = scratch / "scaling_factory.py"
     module.write_text(
         "import torch\nfrom torch import nn\nfrom infscope.tasks import ClassificationTask\n\n"
@@ -147,17 +199,22 @@ def extraction(args, scratch: Path) -> list[dict]:
         "        return x, torch.tensor([e['label'] for e in examples])\n\n"
         "def build():\n"
         "    torch.manual_seed(0)\n"
-        "    return nn.Sequential(nn.Linear(64, 256), nn.Tanh(), nn.Linear(256, 10)), Task()\n"
+        "    model = nn.Sequential(\n"
+        "        nn.Linear(256, 1024), nn.Tanh(), nn.Linear(1024, 1024), nn.Tanh(),\n"
+        "        nn.Linear(1024, 10),\n"
+        "    )\n"
+        "    return model, Task()\n"
     )
     rng = np.random.default_rng(0)
     with (scratch / "extract.jsonl").open("w") as handle:
         for i in range(args.extract_examples):
-            x = rng.normal(size=64).round(4).tolist()
+            x = rng.normal(size=256).round(3).tolist()
             handle.write(json.dumps({"id": f"e{i}", "x": x, "label": int(i % 10)}) + "\n")
     rows = []
     common = [
         "-m", "infscope.cli.main", "features", "extract.jsonl", "--task", "factory",
-        "--model", "scaling_factory:build", "--projection", "identity", "--batch-size", "64",
+        "--model", "scaling_factory:build", "--projection", "kronecker", "--dim", "1024",
+        "--batch-size", "64", "--dtype", "float16",
         "--shard-size", "1024",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(scratch)}
@@ -191,6 +248,7 @@ def extraction(args, scratch: Path) -> list[dict]:
         startup = time.perf_counter() - t0
         rows.append(
             {
+                "features": "extraction",
                 "processes": processes,
                 "seconds": seconds,
                 "startup_s": startup,
@@ -214,13 +272,26 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=10, help="single-query searches timed")
     parser.add_argument("--k", type=int, default=100)
-    parser.add_argument("--nprobe", type=int, default=32)
+    parser.add_argument("--nprobe", type=csv_list(int), default=[8, 16, 32, 64, 128])
+    parser.add_argument("--kinds", type=csv_list(str), default=["ivf-pq", "ivf-sq8"])
     parser.add_argument(
         "--isotropic", type=csv_list(int), default=[100_000], help="sizes also run isotropic"
+    )
+    parser.add_argument(
+        "--real", type=Path, default=None, help="also a real gradient store (held-out queries)"
     )
     parser.add_argument("--extract-examples", type=int, default=20_000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--markdown", type=Path, default=RESULTS / "scaling.md")
+    parser.add_argument(
+        "--rows",
+        type=Path,
+        default=RESULTS / "scaling-rows.jsonl",
+        help="rows, appended as measured",
+    )
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep the --rows already measured (by size and data)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     import faiss
@@ -229,42 +300,79 @@ def main() -> None:
     meter = ResourceMeter()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print(f"threads {args.threads}; {cpu_model()}; {git_commit()}", flush=True)
+    if args.real is not None:  # checked before the long runs, not after them
+        real = FeatureStore.open(args.real)
+        if not real.is_complete(real.checkpoints[-1].id):
+            raise SystemExit(f"{args.real}: incomplete store (finish its extraction first)")
+    done = [json.loads(line) for line in args.rows.read_text().splitlines()] if args.reuse else []
+    if not args.reuse:
+        args.rows.parent.mkdir(parents=True, exist_ok=True)
+        args.rows.write_text("")
+
+    def measured(group: tuple, run) -> list[dict]:
+        """The rows of ``group`` (n, features): reused from ``--rows`` or measured and appended."""
+        n, features = group
+        kept = [r for r in done if r["features"] == features and n in (None, r.get("n"))]
+        if kept:
+            print(f"  reusing {len(kept)} rows of {group} from {args.rows}", flush=True)
+            return kept
+        fresh = [dict(r, commit=git_commit()) for r in run()]
+        with args.rows.open("a") as handle:
+            handle.writelines(json.dumps(r) + "\n" for r in fresh)
+        return fresh
+
     with tempfile.TemporaryDirectory(dir=RESULTS) as scratch:
         scratch = Path(scratch)
-        rows = [measure_size(n, args, scratch, meter, False) for n in args.sizes]
-        rows += [measure_size(n, args, scratch, meter, True) for n in args.isotropic]
-        extract = extraction(args, scratch)
-    structured = [r for r in rows if not r["isotropic"]]
-    header = ["n", "store MB", "write s", "exact top-100 s", "exact peak MB", "index", "build s",
-              "build peak MB", "index MB", "ms, 1 query", "ms / query, batch", "recall@100"]  # fmt: skip
+        rows = []
+        for n in args.sizes:
+            run = lambda n=n: measure_size(n, args, scratch, meter, False)  # noqa: E731
+            rows += measured((n, "synthetic"), run)
+        for n in args.isotropic:
+            run = lambda n=n: measure_size(n, args, scratch, meter, True)  # noqa: E731
+            rows += measured((n, "isotropic"), run)
+        if args.real is not None:
+            rows += measured((None, "real"), lambda: measure_real(args.real, args, scratch, meter))
+        extract = measured((None, "extraction"), lambda: extraction(args, scratch))
+    header = ["n", "features", "estimator", "store MB", "exact top-100 s", "exact peak MB", "index", "build s",
+              "build peak MB", "index MB", "nprobe", "ms, 1 query", "ms / query, batch",
+              "search peak MB", "recall@100"]  # fmt: skip
     table = markdown_table(
         header,
         [
             [
-                f"{r['n']:,}{' (isotropic)' if r['isotropic'] else ''}",
+                f"{r['n']:,}",
+                r["features"],
+                r["estimator"],
                 f"{r['store_mb']:.0f}",
-                f"{r['write_s']:.1f}",
                 f"{r['exact_s']:.1f}",
                 f"{r['exact_peak_mb']:.0f}",
                 r["index"],
                 f"{r['build_s']:.1f}",
                 f"{r['build_peak_mb']:.0f}",
                 f"{r['index_mb']:.1f}",
+                str(r["nprobe"]),
                 f"{r['latency_ms']:.1f}",
                 f"{r['batch_ms']:.1f}",
+                f"{r['search_peak_mb']:.0f}",
                 f"{r['recall']:.3f}",
             ]
             for r in rows
         ],
     )
-    sizes = [r["n"] for r in structured]
+    default = IndexConfig()
+    reference = [
+        r for r in rows
+        if r["features"] == "synthetic" and r["kind"] == default.kind
+        and r["nprobe"] == default.nprobe
+    ]  # fmt: skip
+    sizes = [r["n"] for r in reference]
     growth = ", ".join(
-        f"{name} n^{slope(sizes, [r[key] for r in structured]):.2f}"
+        f"{name} n^{slope(sizes, [r[key] for r in reference]):.2f}"
         for name, key in (
             ("store", "store_mb"), ("exact top-k", "exact_s"), ("build", "build_s"),
             ("query latency", "latency_ms"), ("index size", "index_mb"),
         )
-    ) if len(sizes) > 1 else "one size"  # fmt: skip
+    ) if len(sizes) > 1 else "needs two sizes at the default kind and nprobe"  # fmt: skip
     extract_table = markdown_table(
         ["processes", "seconds", "start-up s", "examples/s", "examples/s after start-up"],
         [
@@ -275,9 +383,9 @@ def main() -> None:
     )  # fmt: skip
     text = (
         f"{started}, {git_commit()}, {cpu_model()}, {args.threads} thread(s); "
-        f"{args.queries} queries, k = {args.k}, nprobe {args.nprobe}\n\n"
-        f"{table}\n\nGrowth in n: {growth}\n\nExtraction ({args.extract_examples:,} examples, "
-        f"MLP 64→256→10, identity features):\n\n{extract_table}\n"
+        f"{args.queries} queries, k = {args.k}, rerank {default.rerank} x k\n\n"
+        f"{table}\n\nGrowth in n ({default.kind}, nprobe {default.nprobe}): {growth}\n\nExtraction ({args.extract_examples:,} examples, "
+        f"MLP 256→1024→1024→10, Kronecker projection to 1024 dims):\n\n{extract_table}\n"
     )
     args.markdown.parent.mkdir(parents=True, exist_ok=True)
     args.markdown.write_text(text)
