@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from infscope.errors import InputError
+from infscope.errors import InfscopeWarning, InputError
 from infscope.unlearning import NewtonConfig, newton_unlearn, parameter_distance
 from infscope.unlearning.gradient_steps import GradientConfig
 from tests.unlearning.convex import TASK, WD, data, fit, flat
@@ -105,3 +105,15 @@ def test_bad_settings_and_forget_sets_are_input_errors(trained):
         newton_unlearn(model, TASK, examples, ["e1", "e1"])
     with pytest.raises(InputError, match="nothing would remain"):
         newton_unlearn(model, TASK, examples, list(examples.ids))
+
+
+def test_negative_curvature_is_reported():
+    """Away from a minimum an MLP's Hessian is indefinite: with almost no damping the step
+    says so instead of silently overshooting."""
+    examples = data(60)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    model = model.double()
+    with pytest.warns(InfscopeWarning, match="negative curvature"):
+        result = newton_unlearn(model, TASK, examples, ["e1"], NewtonConfig(damping=1e-8))
+    assert result.info["steps"][0]["cg_negative_curvature"] == 1

@@ -157,7 +157,7 @@ class ModelHessian(Curvature):
                 batch = to_device(self.task.collate(examples), self.device)
                 part, value = grad_and_value(lambda t, b=batch: self._loss(t, b))(at)
                 total += part.detach()
-                loss += float(value)
+                loss += float(value.detach())
         finally:
             self.model.train(was_training)
         scale = self.n_examples / len(index)  # ``_loss`` divides by n_examples
