@@ -22,6 +22,8 @@ def test_features_labels_and_ids(tmp_path):
     assert table.ids == ["a", "b"] and table.columns == ["x", "z"]
     np.testing.assert_array_equal(table.features, [[1.5, np.nan], [2.0, 3.0]])
     assert table.labels.tolist() == [1, 0]
+    assert load_table(tmp_path / "t.jsonl", ignore=["z"]).columns == ["x"]
+    assert load_table(tmp_path / "t.jsonl", features=["z"]).columns == ["z"]
 
 
 @pytest.mark.parametrize(

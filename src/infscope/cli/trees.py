@@ -10,6 +10,10 @@ import typer
 from infscope.cli.output import console, progress
 
 
+def _names(text: str | None) -> list[str]:
+    return [name.strip() for name in (text or "").split(",") if name.strip()]
+
+
 def trees(
     train: Annotated[
         Path, typer.Argument(help="Training rows: .csv/.parquet/.jsonl with numeric features.")
@@ -26,6 +30,16 @@ def trees(
     ] = None,
     label: Annotated[str, typer.Option(help="Column holding the class label.")] = "label",
     id_field: Annotated[str, typer.Option(help="Column holding example ids.")] = "id",
+    features: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated feature columns (default: all but label, id, --ignore)."
+        ),
+    ] = None,
+    ignore: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated columns that are not features (e.g. is_mislabeled)."),
+    ] = None,
     model: Annotated[
         Path | None,
         typer.Option(
@@ -77,7 +91,7 @@ def trees(
 
     if library not in LIBRARIES:
         raise InputError(f"--library must be one of {', '.join(LIBRARIES)}, got {library!r}")
-    rows = load_table(train, label, id_field)
+    rows = load_table(train, label, id_field, _names(features), _names(ignore))
     queries = None if query is None else load_table(query, label, id_field, rows.columns)
     classes = np.unique(rows.labels)
     if model is not None:

@@ -2,7 +2,7 @@
 
 Rows come from a ``.csv``, ``.parquet``, ``.jsonl`` or ``.json`` file through
 :class:`~infscope.data.ExampleSet` (ids from ``id_field``, else row numbers). Features are every
-column but the label and the id, or the ``features`` named; each must hold numbers (empty cells
+column but the label, the id and those ignored, or the ``features`` named; each must hold numbers (empty cells
 and nulls become NaN, which the tree libraries route as missing values).
 """
 
@@ -55,8 +55,10 @@ def load_table(
     label: str = "label",
     id_field: str = "id",
     features: Sequence[str] | None = None,
+    ignore: Sequence[str] = (),
 ) -> Table:
-    """Read ``path`` into features, labels (integers where they read as integers) and ids."""
+    """Read ``path`` into features (the ``features`` columns, or every column but the label, the
+    id and ``ignore``), labels (integers where they read as integers) and ids."""
     examples = ExampleSet.from_file(path, id_field)
     if not len(examples):
         raise InputError(f"{path}: no rows")
@@ -64,7 +66,9 @@ def load_table(
     present = list(records[0])
     if label not in present:
         raise InputError(f"{path}: no label column {label!r} (columns: {', '.join(present)})")
-    columns = list(features) if features else [c for c in present if c not in (label, id_field)]
+    columns = (
+        list(features) if features else [c for c in present if c not in (label, id_field, *ignore)]
+    )
     if not columns:
         raise InputError(f"{path}: no feature columns besides {label!r}")
     missing = [c for c in columns if any(c not in r for r in records)]
