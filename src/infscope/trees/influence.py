@@ -93,7 +93,8 @@ class TreeInfluence:
     leaf value (``leaf_residual``: the largest gap, relative to the largest leaf value, above
     ``tolerance`` is an :class:`InputError` — other data, row subsampling or sample weights would
     make every score silently wrong); ``score`` gives query x train :class:`Scores`,
-    ``self_influence`` each training example's influence on its own loss."""
+    ``self_influence`` each training example's influence on its own loss. ``query_gradient``
+    applies to BoostIn; TracIn always takes both gradients before each iteration."""
 
     def __init__(
         self,
