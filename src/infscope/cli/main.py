@@ -607,6 +607,9 @@ app.command()(query)
 from infscope.cli.trees import trees  # noqa: E402 (registered last: its own module)
 
 app.command()(trees)
+from infscope.cli.unlearn import unlearn  # noqa: E402 (registered last: its own module)
+
+app.command()(unlearn)
 
 if __name__ == "__main__":
     app()
