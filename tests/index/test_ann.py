@@ -139,3 +139,24 @@ def test_config_validation():
     assert IndexConfig().factory(10_000, 1024) == "IVF256,PQ64x8"
     # 4·√10⁶ = 4000 cells would leave 16 of the 65,536 sampled rows per cell: capped at 1680
     assert IndexConfig().factory(1_000_000, 1024) == "IVF1680,PQ64x8"
+    # 2,700 rows cannot train 256 centroids per sub-quantiser (9,984 needed): 64 of them
+    assert IndexConfig().factory(2_700, 1024) == "IVF69,PQ64x6"
+
+
+def test_a_query_whose_cells_hold_fewer_than_k_vectors_searches_more_cells(stores):
+    """One probed cell of an IVF index over 600 rows holds far fewer than k = 100 vectors: the
+    search widens to more cells and still returns k distinct training examples per query with
+    their exact scores (and, probing every cell, the exact top-k)."""
+    train, query = stores
+    estimator = TracIn().fit(train)
+    full = estimator.score(query).values
+    index = InfluenceIndex.build(estimator, IndexConfig("ivf-flat", nlist=15, nprobe=1))
+    found = index.search(query, 100, directions=("helpful",))
+    picked = found.arrays["helpful"]
+    assert picked.shape == (20, 100) and (picked >= 0).all()
+    assert all(len(set(row)) == 100 for row in picked)
+    np.testing.assert_allclose(
+        found.arrays["helpful_values"], np.take_along_axis(full, picked, 1), rtol=1e-4, atol=1e-4
+    )
+    everywhere = index.search(query, 100, directions=("helpful",), nprobe=15)
+    assert recall_at_k(everywhere, estimator.score_top(query, 100), "helpful") == 1.0

@@ -121,7 +121,10 @@ class IndexConfig:
         pq = self.pq_bytes or max(1, dim // 16)
         if dim % pq:
             raise InputError(f"pq_bytes={pq} must divide the vector dimension {dim}")
-        return f"IVF{nlist},PQ{pq}x8"
+        # 2^bits centroids per sub-quantiser, each with FAISS's 39 sample points: 8 bits from
+        # 9,984 rows, fewer below (down to 4)
+        bits = max(4, min(8, int(math.log2(max(min(n, self.train_size) // 39, 1)))))
+        return f"IVF{nlist},PQ{pq}x{bits}"
 
 
 def _fitted(estimator: CheckpointSum) -> FeatureStore:
@@ -251,7 +254,7 @@ class InfluenceIndex:
             vectors = estimator.query_vectors([query.rows(c, rows) for c in checkpoints])
             for direction in directions:
                 signed = vectors if direction == "helpful" else -vectors
-                found, candidates = self.index.search(augment.query(signed), fetch)
+                found, candidates = self._candidates(augment.query(signed), fetch, k, ivf)
                 if rerank:
                     found, candidates = self._rescore(signed, candidates, k, scales)
                 else:
@@ -276,6 +279,26 @@ class InfluenceIndex:
             "query_store": os.path.abspath(query.root),
         }
         return TopScores(list(query.ids), list(train.ids), estimator.name, result, metadata)
+
+    def _candidates(
+        self, queries: np.ndarray, fetch: int, k: int, ivf: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The index's ``fetch`` nearest for each query; a query whose probed cells hold fewer
+        than ``k`` vectors (small or uneven cells) is searched again with twice the cells, up to
+        all of them, so every query gets ``k`` results."""
+        found, candidates = self.index.search(queries, fetch)
+        short = np.flatnonzero((candidates >= 0).sum(axis=1) < k)
+        if ivf is None or not short.size:
+            return found, candidates
+        base = ivf.nprobe
+        try:
+            while short.size and ivf.nprobe < ivf.nlist:
+                ivf.nprobe = min(2 * ivf.nprobe, ivf.nlist)
+                found[short], candidates[short] = self.index.search(queries[short], fetch)
+                short = short[(candidates[short] >= 0).sum(axis=1) < k]
+        finally:
+            ivf.nprobe = base
+        return found, candidates
 
     def _rescore(
         self, queries: np.ndarray, candidates: np.ndarray, k: int, scales
