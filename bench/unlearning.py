@@ -458,22 +458,24 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     problems = {"logreg": digits_problem, "mlp": lambda: mlp_problem(args)}
-    results = [run_problem(problems[name](), args) for name in args.problems]
     args.out.mkdir(parents=True, exist_ok=True)
-    write_atomic(args.out / "unlearning.json", json.dumps(results, indent=1).encode())
-    header = (
-        f"Command: `{' '.join(['.venv/bin/python', *sys.argv])}`\n\n"
-        f"Machine: {platform.platform()}, CPU {cpu_model()}, {os.cpu_count()} logical CPUs, "
-        f"{torch.get_num_threads()} torch thread(s) (OMP_NUM_THREADS="
-        f"{os.environ.get('OMP_NUM_THREADS', 'unset')}), no GPU; torch {torch.__version__}; "
-        f"infscope {git_commit()}; seeds {args.seeds}; wall time "
-        f"{time.perf_counter() - started:.0f} s.\n"
-    )
-    text = render(results, header)
+    results = []
+    for name in args.problems:  # results are written after each problem
+        results.append(run_problem(problems[name](), args))
+        write_atomic(args.out / "unlearning.json", json.dumps(results, indent=1).encode())
+        header = (
+            f"Command: `{' '.join(['.venv/bin/python', *sys.argv])}`\n\n"
+            f"Machine: {platform.platform()}, CPU {cpu_model()}, {os.cpu_count()} logical CPUs, "
+            f"{torch.get_num_threads()} torch thread(s) (OMP_NUM_THREADS="
+            f"{os.environ.get('OMP_NUM_THREADS', 'unset')}), no GPU; torch {torch.__version__}; "
+            f"infscope {git_commit()}; seeds {args.seeds}; wall time "
+            f"{time.perf_counter() - started:.0f} s.\n"
+        )
+        text = render(results, header)
+        if args.markdown is not None:
+            args.markdown.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(args.markdown, text.encode())
     print(text)
-    if args.markdown is not None:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(args.markdown, text.encode())
 
 
 if __name__ == "__main__":
