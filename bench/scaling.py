@@ -90,7 +90,9 @@ def disk_mb(root: Path) -> float:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / 2**20
 
 
-def measure_size(n: int, args, scratch: Path, meter: ResourceMeter, isotropic: bool) -> dict:
+def measure_size(
+    n: int, args, scratch: Path, meter: ResourceMeter, isotropic: bool, metrics: list[str]
+) -> list[dict]:
     label = f"{n:.0e}{' isotropic' if isotropic else ''}"
     train_root, query_root = scratch / f"train-{label}", scratch / f"query-{label}"
     write_seconds = write_store(train_root, n, args.dim, 0, isotropic, "loss")
@@ -101,10 +103,13 @@ def measure_size(n: int, args, scratch: Path, meter: ResourceMeter, isotropic: b
     row = {"n": n, "features": "isotropic" if isotropic else "synthetic", "estimator": "dot"}
     row.update(store_mb=disk_mb(train_root), write_s=write_seconds)
     estimator = GradientSimilarity().fit(train)
-    return measure(label, estimator, query, FeatureStore.open(single), row, args, scratch, meter)
+    one = FeatureStore.open(single)
+    return measure(label, estimator, query, one, row, args, scratch, meter, metrics)
 
 
-def measure_real(path: Path, args, scratch: Path, meter: ResourceMeter) -> list[dict]:
+def measure_real(
+    path: Path, args, scratch: Path, meter: ResourceMeter, metrics: list[str]
+) -> list[dict]:
     """The same on a real gradient store: every 10th row (up to ``--queries``) becomes a query,
     the others the training set; dot product, cosine and influence (exact inverse Fisher)."""
     source = FeatureStore.open(path)
@@ -130,9 +135,8 @@ def measure_real(path: Path, args, scratch: Path, meter: ResourceMeter) -> list[
         row.update(estimator=estimator.name, store_mb=disk_mb(roots["train"]), write_s=0.0)
         fitted = estimator.fit(train)
         query, one = FeatureStore.open(roots["query"]), FeatureStore.open(roots["single"])
-        results += measure(
-            f"real {row['estimator']}", fitted, query, one, row, args, scratch, meter
-        )
+        label = f"real {row['estimator']}"
+        results += measure(label, fitted, query, one, row, args, scratch, meter, metrics)
     return results
 
 
@@ -145,8 +149,10 @@ def measure(
     args,
     scratch: Path,
     meter: ResourceMeter,
+    metrics: list[str],
 ) -> list[dict]:
-    """Exact top-k, then per index kind: build, and per nprobe: latency and recall@k."""
+    """Exact top-k, then per index kind and metric: build, and per nprobe: latency and
+    recall@k."""
 
     def stage(name, fn, *fn_args, **fn_kwargs):
         base = current_rss_mb()
@@ -160,12 +166,13 @@ def measure(
 
     exact = stage("exact", estimator.score_top, query, args.k)
     rows = []
-    for kind in args.kinds:
-        built = dict(row, kind=kind)
-        index = stage("build", InfluenceIndex.build, estimator, IndexConfig(kind=kind))
+    for kind, metric in [(k, m) for k in args.kinds for m in metrics]:
+        built = dict(row, kind=kind, metric=metric)
+        config = IndexConfig(kind=kind, metric=metric)
+        index = stage("build", InfluenceIndex.build, estimator, config)
         built.update(index=index.info["factory"], build_s=row.pop("build_s"))
         built["build_peak_mb"] = row.pop("build_peak_mb")
-        built["index_mb"] = disk_mb(index.save(scratch / f"index-{label}-{kind}"))
+        built["index_mb"] = disk_mb(index.save(scratch / f"index-{label}-{kind}-{metric}"))
         for nprobe in args.nprobe:
             latencies = []
             for _ in range(args.repeats):
@@ -274,6 +281,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--nprobe", type=csv_list(int), default=[8, 16, 32, 64, 128])
     parser.add_argument("--kinds", type=csv_list(str), default=["ivf-pq", "ivf-sq8"])
+    parser.add_argument("--metrics", type=csv_list(str), default=["ip", "l2"])
     parser.add_argument(
         "--isotropic", type=csv_list(int), default=[100_000], help="sizes also run isotropic"
     )
@@ -310,30 +318,36 @@ def main() -> None:
         args.rows.write_text("")
 
     def measured(group: tuple, run) -> list[dict]:
-        """The rows of ``group`` (n, features): reused from ``--rows`` or measured and appended."""
+        """The rows of ``group`` (n, features): those in ``--rows`` reused, the metrics they lack
+        measured (``run(metrics)``) and appended."""
         n, features = group
         kept = [r for r in done if r["features"] == features and n in (None, r.get("n"))]
+        have = {r.get("metric", "l2") for r in kept}  # rows before the metric option: lifted
+        missing = [m for m in args.metrics if m not in have] if features != "extraction" else []
         if kept:
             print(f"  reusing {len(kept)} rows of {group} from {args.rows}", flush=True)
+        if kept and not missing:
             return kept
-        fresh = [dict(r, commit=git_commit()) for r in run()]
+        fresh = [dict(r, commit=git_commit()) for r in run(missing)]
         with args.rows.open("a") as handle:
             handle.writelines(json.dumps(r) + "\n" for r in fresh)
-        return fresh
+        return kept + fresh
 
     with tempfile.TemporaryDirectory(dir=RESULTS) as scratch:
         scratch = Path(scratch)
         rows = []
         for n in args.sizes:
-            run = lambda n=n: measure_size(n, args, scratch, meter, False)  # noqa: E731
+            run = lambda m, n=n: measure_size(n, args, scratch, meter, False, m)  # noqa: E731
             rows += measured((n, "synthetic"), run)
         for n in args.isotropic:
-            run = lambda n=n: measure_size(n, args, scratch, meter, True)  # noqa: E731
+            run = lambda m, n=n: measure_size(n, args, scratch, meter, True, m)  # noqa: E731
             rows += measured((n, "isotropic"), run)
         if args.real is not None:
-            rows += measured((None, "real"), lambda: measure_real(args.real, args, scratch, meter))
-        extract = measured((None, "extraction"), lambda: extraction(args, scratch))
-    header = ["n", "features", "estimator", "store MB", "exact top-100 s", "exact peak MB", "index", "build s",
+            run = lambda m: measure_real(args.real, args, scratch, meter, m)  # noqa: E731
+            rows += measured((None, "real"), run)
+        extract = measured((None, "extraction"), lambda m: extraction(args, scratch))
+        rows = [dict(r, metric=r.get("metric", "l2")) for r in rows]
+    header = ["n", "features", "estimator", "store MB", "exact top-100 s", "exact peak MB", "index", "metric", "build s",
               "build peak MB", "index MB", "nprobe", "ms, 1 query", "ms / query, batch",
               "search peak MB", "recall@100"]  # fmt: skip
     table = markdown_table(
@@ -347,6 +361,7 @@ def main() -> None:
                 f"{r['exact_s']:.1f}",
                 f"{r['exact_peak_mb']:.0f}",
                 r["index"],
+                r["metric"],
                 f"{r['build_s']:.1f}",
                 f"{r['build_peak_mb']:.0f}",
                 f"{r['index_mb']:.1f}",
@@ -363,7 +378,7 @@ def main() -> None:
     reference = [
         r for r in rows
         if r["features"] == "synthetic" and r["kind"] == default.kind
-        and r["nprobe"] == default.nprobe
+        and r["nprobe"] == default.nprobe and r["metric"] == default.metric
     ]  # fmt: skip
     sizes = [r["n"] for r in reference]
     growth = ", ".join(
@@ -384,7 +399,7 @@ def main() -> None:
     text = (
         f"{started}, {git_commit()}, {cpu_model()}, {args.threads} thread(s); "
         f"{args.queries} queries, k = {args.k}, rerank {default.rerank} x k\n\n"
-        f"{table}\n\nGrowth in n ({default.kind}, nprobe {default.nprobe}): {growth}\n\nExtraction ({args.extract_examples:,} examples, "
+        f"{table}\n\nGrowth in n ({default.kind}, {default.metric}, nprobe {default.nprobe}): {growth}\n\nExtraction ({args.extract_examples:,} examples, "
         f"MLP 256→1024→1024→10, Kronecker projection to 1024 dims):\n\n{extract_table}\n"
     )
     args.markdown.parent.mkdir(parents=True, exist_ok=True)

@@ -93,5 +93,5 @@ def test_index_help_states_the_library_defaults(runner):
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     defaults = IndexConfig()
-    for value in (defaults.kind, defaults.nprobe, defaults.rerank):
+    for value in (defaults.kind, defaults.metric, defaults.nprobe, defaults.rerank):
         assert f"IndexConfig's, {value}" in text

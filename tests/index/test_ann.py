@@ -82,14 +82,22 @@ def test_flat_index_is_exact_top_k(stores):
             )
 
 
-def test_ivf_searched_everywhere_is_exact_and_pq_with_rescoring_recalls(stores):
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_ivf_searched_everywhere_is_exact_and_pq_with_rescoring_recalls(stores, metric):
     train, query = stores
     estimator = GradientSimilarity(normalize="unit", checkpoint="b").fit(train)
     exact = estimator.score_top(query, 10)
-    ivf = InfluenceIndex.build(estimator, IndexConfig("ivf-flat", nlist=8, rerank=0))
+    ivf = InfluenceIndex.build(estimator, IndexConfig("ivf-flat", nlist=8, rerank=0, metric=metric))
     assert recall_at_k(ivf.search(query, 10, nprobe=8), exact) == 1.0
+    # the index's own scores (no re-scoring) are the inner products, lifted or not
+    own = ivf.search(query, 10, nprobe=8)
+    np.testing.assert_allclose(
+        own.arrays["helpful_values"], exact.arrays["helpful_values"], rtol=1e-4, atol=1e-4
+    )
     partial = recall_at_k(ivf.search(query, 10, nprobe=1), exact)
-    pq = InfluenceIndex.build(estimator, IndexConfig("ivf-pq", nlist=8, pq_bytes=8, nprobe=8))
+    pq = InfluenceIndex.build(
+        estimator, IndexConfig("ivf-pq", nlist=8, pq_bytes=8, nprobe=8, metric=metric)
+    )
     rescored = pq.search(query, 10, directions=("helpful",))
     assert recall_at_k(rescored, exact) >= 0.9 >= partial - 0.5
     assert rescored.directions == ["helpful"]
@@ -134,6 +142,8 @@ def test_config_validation():
         IndexConfig("lsh")
     with pytest.raises(InputError, match="nprobe"):
         IndexConfig(nprobe=0)
+    with pytest.raises(InputError, match="unknown metric"):
+        IndexConfig(metric="cosine")
     with pytest.raises(InputError, match="divide"):
         IndexConfig(pq_bytes=7).factory(1000, 32)
     assert IndexConfig().factory(10_000, 1024) == "IVF256,PQ64x8"

@@ -41,6 +41,13 @@ def index(
     pq_bytes: Annotated[
         int | None, typer.Option(min=1, help="ivf-pq code bytes per vector (default dim/16).")
     ] = None,
+    metric: Annotated[
+        str | None,
+        typer.Option(
+            help="ip (cells on inner products) | l2 (on lifted vectors; for nearly equal norms) "
+            "(default: IndexConfig's, ip)."
+        ),
+    ] = None,
     nprobe: Annotated[
         int | None,
         typer.Option(min=1, help="IVF cells searched per query (default: IndexConfig's, 32)."),
@@ -81,7 +88,9 @@ def index(
         fisher,
         block_size,
     )
-    given = dict(kind=kind, nlist=nlist, pq_bytes=pq_bytes, nprobe=nprobe, rerank=rerank)
+    given = dict(
+        kind=kind, nlist=nlist, pq_bytes=pq_bytes, metric=metric, nprobe=nprobe, rerank=rerank
+    )
     config = IndexConfig(seed=seed, **{k: v for k, v in given.items() if v is not None})
     store = FeatureStore.open(train)
     progress(f"fitting {spec.method} on {store.n_examples:,} training examples")

@@ -15,10 +15,14 @@ examples are a maximum-inner-product search; its most harmful, a search with the
   dims, 32× less than fp16, coarse distances).
 * ``hnsw`` — a graph index (no training; slow to build at 10⁶).
 
-The approximate kinds search L2 neighbours of augmented vectors — training rows
-``[x, √(R² − ‖x‖²)]`` with ``R`` the largest training norm, queries ``[q, 0]`` — whose order is
-exactly that of the inner products (Bachrach et al. 2014): k-means cells and graph edges built
-on raw inner products favour long vectors and miss the true neighbours.
+The approximate kinds search inner products directly (``metric="ip"``, the default) or L2
+neighbours of lifted vectors (``metric="l2"``: training rows ``[x, √(R² − ‖x‖²)]`` with ``R`` the
+largest training norm, queries ``[q, 0]``, whose L2 order is exactly the inner products' —
+Bachrach et al. 2014). Measured in ``bench/scaling.py``: the lift is slightly better when the
+norms are nearly equal (synthetic clusters: recall@100 0.96 vs 0.92 at 32 of 1,265 cells), much
+worse on real gradient features, whose norms are heavy-tailed (median 4.7, maximum 73 on a MiniLM
+store: 0.37 vs 0.81 at 16 of 69 cells), where the lift's last coordinate, near ``R`` for every
+short vector, outweighs their directions.
 
 Candidates are re-scored exactly from the store (``rerank × k`` of them, read from its memory-
 mapped shards), so the returned scores are exact and only the candidate set is approximate.
@@ -49,7 +53,8 @@ from infscope.store import FeatureStore
 __all__ = ["INDEX_KINDS", "IndexConfig", "InfluenceIndex", "recall_at_k"]
 
 INDEX_KINDS = ("flat", "ivf-flat", "ivf-sq8", "ivf-pq", "hnsw")
-FORMAT = "infscope.index"
+INDEX_METRICS = ("ip", "l2")
+FORMAT = "infscope.index/2"  # 2: the metric (inner products or lifted L2) is recorded
 INDEX_FILE, META_FILE = "index.faiss", "index.json"
 #: rows per block when adding to or searching the index (float32 copies of ~32 MiB at 1024 dims)
 ADD_ROWS = 8192
@@ -75,6 +80,8 @@ class IndexConfig:
             — ``min(n, train_size)`` rows — so each cell gets FAISS's minimum of 39 points).
         pq_bytes: ``ivf-pq`` code bytes per vector (default ``dim / 16``; must divide ``dim``).
         hnsw_m: ``hnsw`` graph degree.
+        metric: ``ip`` (cells and graph on inner products) or ``l2`` (on lifted vectors); see
+            the module docstring. The ``flat`` index is exact either way.
         nprobe: IVF cells searched per query (more = higher recall, slower).
         rerank: candidates per result re-scored exactly from the store (``rerank × k``);
             0 returns the index's own (approximate, for ``ivf-pq``) scores.
@@ -86,6 +93,7 @@ class IndexConfig:
     nlist: int | None = None
     pq_bytes: int | None = None
     hnsw_m: int = 32
+    metric: str = "ip"
     nprobe: int = 32
     rerank: int = 10
     train_size: int = 65_536
@@ -94,6 +102,8 @@ class IndexConfig:
     def __post_init__(self) -> None:
         if self.kind not in INDEX_KINDS:
             raise InputError(f"unknown index kind {self.kind!r}; choose from {INDEX_KINDS}")
+        if self.metric not in INDEX_METRICS:
+            raise InputError(f"unknown metric {self.metric!r}; choose from {INDEX_METRICS}")
         for name in ("hnsw_m", "nprobe", "train_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -176,18 +186,19 @@ class InfluenceIndex:
             parts = [train.rows(c, rows) for c in checkpoints]
             return np.ascontiguousarray(estimator.train_vectors(parts, rows, scales), np.float32)
 
-        # approximate kinds search L2 neighbours of [x, sqrt(M² − ‖x‖²)] (padded), which are the
-        # largest inner products with [q, 0] (Bachrach et al. 2014): IVF cells and graphs built
-        # on inner products favour long vectors and miss the neighbours
+        # metric "l2": L2 neighbours of [x, sqrt(R² − ‖x‖²)] are the largest inner products
+        # with [q, 0] (Bachrach et al. 2014); approximate kinds pad to a multiple of 16 columns
+        # (product quantisers split them evenly)
+        lifted = config.kind != "flat" and config.metric == "l2"
         radius = 0.0
-        if config.kind != "flat":
+        if lifted:
             for rows in tqdm(blocks, desc="index[norms]", disable=not progress):
                 radius = max(radius, float(np.linalg.norm(vectors(rows), axis=1).max()))
-        width = dim if config.kind == "flat" else -(-(dim + 1) // 16) * 16
-        metric = faiss.METRIC_INNER_PRODUCT if config.kind == "flat" else faiss.METRIC_L2
+        width = dim if config.kind == "flat" else -(-(dim + lifted) // 16) * 16
+        metric = faiss.METRIC_L2 if lifted else faiss.METRIC_INNER_PRODUCT
         description = config.factory(n, width)
         index = faiss.index_factory(width, description, metric)
-        augment = _Augmentation(dim, width, radius)
+        augment = _Augmentation(dim, width, radius, lifted)
         if not index.is_trained:
             rng = np.random.default_rng(config.seed)
             sample = np.sort(rng.choice(n, size=min(n, config.train_size), replace=False))
@@ -203,6 +214,7 @@ class InfluenceIndex:
             "dim": dim,
             "width": width,
             "radius": radius,
+            "lifted": lifted,
             "n": n,
             "checkpoints": checkpoints,
             "train_store": os.path.abspath(train.root),
@@ -242,7 +254,8 @@ class InfluenceIndex:
         if hasattr(self.index, "hnsw"):  # the graph search must hold at least the candidates
             self.index.hnsw.efSearch = max(fetch, 64)
         checkpoints = self.info["checkpoints"]
-        augment = _Augmentation(self.info["dim"], self.info["width"], self.info["radius"])
+        info = self.info
+        augment = _Augmentation(info["dim"], info["width"], info["radius"], info["lifted"])
         scales = estimator.train_scales() if rerank else None
         # queries per step: the re-scored candidates' float64 vectors stay within ~32 MiB
         step = max(
@@ -342,7 +355,10 @@ class InfluenceIndex:
         except (OSError, ValueError) as err:
             raise InputError(f"{directory} holds no readable index: {err}") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise InputError(f"{directory} is not an infscope index")
+            raise InputError(
+                f"{directory} is not an infscope index of this version (rebuild it with "
+                "`infscope index`)"
+            )
         train = _fitted(estimator)
         if meta["store_digest"] != _store_digest(train):
             raise StoreMismatchError(
@@ -376,21 +392,23 @@ def faiss_ivf(index: Any) -> Any:
 
 @dataclass(frozen=True)
 class _Augmentation:
-    """Maximum inner product as L2 nearest neighbours: training rows ``[x, √(R² − ‖x‖²), 0…]``,
-    queries ``[q, 0, 0…]`` (``width`` ≥ ``dim + 1`` columns; ``width == dim`` means none: the
-    exact index searches inner products itself), so ``‖q̃ − x̃‖² = ‖q‖² + R² − 2 q·x``."""
+    """Vectors as the index holds them: padded with zeros to ``width`` columns, and — when
+    ``lifted`` — training rows ``[x, √(R² − ‖x‖²), 0…]`` against queries ``[q, 0, 0…]``, so that
+    ``‖q̃ − x̃‖² = ‖q‖² + R² − 2 q·x`` (maximum inner product as L2 nearest neighbours)."""
 
     dim: int
     width: int
     radius: float
+    lifted: bool
 
     def train(self, x: np.ndarray) -> np.ndarray:
         if self.width == self.dim:
             return x
         out = np.zeros((len(x), self.width), dtype=np.float32)
         out[:, : self.dim] = x
-        squared = self.radius**2 - np.einsum("ij,ij->i", x, x, dtype=np.float64)
-        out[:, self.dim] = np.sqrt(np.maximum(squared, 0.0))
+        if self.lifted:
+            squared = self.radius**2 - np.einsum("ij,ij->i", x, x, dtype=np.float64)
+            out[:, self.dim] = np.sqrt(np.maximum(squared, 0.0))
         return out
 
     def query(self, q: np.ndarray) -> np.ndarray:
@@ -402,7 +420,7 @@ class _Augmentation:
 
     def inner_products(self, q: np.ndarray, found: np.ndarray) -> np.ndarray:
         """The index's own scores as inner products (distances converted)."""
-        if self.width == self.dim:
+        if not self.lifted:
             return found
         norms = np.einsum("ij,ij->i", q, q)[:, None]
         return (norms + self.radius**2 - found) / 2
