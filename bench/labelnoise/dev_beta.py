@@ -42,6 +42,7 @@ def average_precision(scores: np.ndarray, flipped: np.ndarray) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--noise", default=",".join(NOISE_MODELS))
     parser.add_argument("--seeds", default="100,101")
     parser.add_argument("--betas", default="0,1,2")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
@@ -59,7 +60,7 @@ def main() -> None:
     for name in args.tasks.split(","):
         task = load_task(name, 1.0, args.data, args.embeddings)
         c = task.n_classes
-        for noise in NOISE_MODELS:
+        for noise in args.noise.split(","):
             if c == 2 and noise == "confusable":
                 continue
             for seed in map(int, args.seeds.split(",")):
