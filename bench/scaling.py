@@ -234,25 +234,10 @@ def extraction(args, scratch: Path) -> list[dict]:
                 "--standalone",
                 f"--nproc_per_node={processes}",
             ]
-        out = f"extract-{processes}"
-        t0 = time.perf_counter()
-        subprocess.run(
-            [*launcher, *common, "--out", out],
-            cwd=scratch,
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-        seconds = time.perf_counter() - t0
-        t0 = time.perf_counter()  # start-up alone: the same command on a finished store
-        subprocess.run(
-            [*launcher, *common, "--out", out],
-            cwd=scratch,
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-        startup = time.perf_counter() - t0
+        command = [*launcher, *common, "--out", f"extract-{processes}"]
+
+        seconds = timed(command, scratch, env)
+        startup = timed(command, scratch, env)  # start-up alone: the same command, store done
         rows.append(
             {
                 "features": "extraction",
@@ -266,6 +251,13 @@ def extraction(args, scratch: Path) -> list[dict]:
         )
         print("  " + json.dumps(rows[-1]), flush=True)
     return rows
+
+
+def timed(command: list[str], cwd: Path, env: dict[str, str]) -> float:
+    """Seconds one run of ``command`` takes (its output captured; a failure raises)."""
+    t0 = time.perf_counter()
+    subprocess.run(command, cwd=cwd, env=env, check=True, capture_output=True)
+    return time.perf_counter() - t0
 
 
 def slope(xs, ys) -> float:
