@@ -212,7 +212,7 @@ def report(args: argparse.Namespace, setup: Setup, feats: Features, results: dic
             mean = seed_stats(np.subtract(per_seed[key]["mean"], per_seed[base_key]["mean"]))
             worst = seed_stats(np.subtract(per_seed[key]["worst"], per_seed[base_key]["worst"]))
             checks.append(
-                f"- {key} − {base_key}: mean task accuracy {mean.difference.format()} points, "
+                f"- {key} − {base_key}: mean task accuracy {mean.format()} points, "
                 f"worst-task drop {worst.format()} points (negative = smaller drop)"
             )
     return "\n\n".join(
