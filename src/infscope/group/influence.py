@@ -46,7 +46,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from infscope.attribution.solvers import CGSolver
@@ -54,8 +53,8 @@ from infscope.data import ExampleSet
 from infscope.errors import InputError
 from infscope.gradients import select_modules
 from infscope.gradients.hessian import ModelHessian
+from infscope.gradients.losses import per_example_losses
 from infscope.tasks import Task
-from infscope.tasks.base import to_device
 from infscope.unlearning import NewtonConfig, forget_split, newton_unlearn
 
 METHODS = ("sum", "newton_linear", "newton", "second_order")
@@ -106,19 +105,7 @@ def query_losses(
     """The training loss of ``task`` on each test example (float64 ``[n_test]``, eval mode, no
     gradients) — the quantity whose change the estimates predict; also what to measure on a
     retrained model."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = []
-    try:
-        with torch.no_grad():
-            for start in range(0, len(test), batch_size):
-                examples = [test[i] for i in range(start, min(start + batch_size, len(test)))]
-                batch = to_device(task.collate(examples), device)
-                out.append(task.train_loss(model, batch).double().cpu().numpy())
-    finally:
-        model.train(was_training)
-    return np.concatenate(out)
+    return per_example_losses(model, task, test, batch_size)
 
 
 def _test_gradients(model, task, test, modules, batch_size):
