@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from benchutil import cpu_model, csv_list, git_commit, markdown_table
+from benchutil import cpu_model, csv_list, fit_lbfgs, git_commit, markdown_table
 from scipy.stats import pearsonr, spearmanr
 from torch import nn
 
@@ -52,6 +52,9 @@ TASK = ClassificationTask()
 FRACTIONS = (0.01, 0.05, 0.10, 0.20)
 KINDS = ("random", "class")
 BATCH = 8192  # examples per pass (all of them on these data)
+
+#: L-BFGS stopping tolerances (gradient, change): tighter than the default, groups are small
+TOLERANCES = (1e-9, 1e-13)
 
 
 @dataclass
@@ -120,28 +123,6 @@ def problems(args) -> dict[str, Callable[[], Problem]]:
     return {"logreg": logreg, "mlp": mlp}
 
 
-def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, wd: float, max_iter: int) -> None:
-    """Full-batch L-BFGS on mean cross-entropy + (wd/2)‖θ‖², in place."""
-    optimiser = torch.optim.LBFGS(
-        model.parameters(),
-        lr=1,
-        max_iter=max_iter,
-        history_size=20,
-        tolerance_grad=1e-9,
-        tolerance_change=1e-13,
-        line_search_fn="strong_wolfe",
-    )
-
-    def closure():
-        optimiser.zero_grad()
-        loss = nn.functional.cross_entropy(model(x), y)
-        loss = loss + wd / 2 * sum((p**2).sum() for p in model.parameters())
-        loss.backward()
-        return loss
-
-    optimiser.step(closure)
-
-
 def draw_group(y: np.ndarray, fraction: float, kind: str, rng) -> np.ndarray:
     size = max(1, round(fraction * len(y)))
     if kind == "random":
@@ -171,7 +152,7 @@ def run_problem(problem: Problem, args) -> dict:
     for seed in args.seeds:
         model = problem.build(seed)
         init = {k: v.clone() for k, v in model.state_dict().items()}
-        fit(model, problem.x, problem.y, problem.weight_decay, problem.max_iter)
+        fit_lbfgs(model, problem.x, problem.y, problem.weight_decay, problem.max_iter, *TOLERANCES)
         trained = {k: v.clone() for k, v in model.state_dict().items()}
         base = query_losses(model, TASK, test).mean()
         rng = np.random.default_rng(1000 + seed)
@@ -190,7 +171,14 @@ def run_problem(problem: Problem, args) -> dict:
             keep = np.setdiff1d(np.arange(len(y)), group)
             again = problem.build(seed)
             again.load_state_dict(trained if problem.warm else init)
-            fit(again, problem.x[keep], problem.y[keep], problem.weight_decay, problem.max_iter)
+            fit_lbfgs(
+                again,
+                problem.x[keep],
+                problem.y[keep],
+                problem.weight_decay,
+                problem.max_iter,
+                *TOLERANCES,
+            )
             actual = float(query_losses(again, TASK, test).mean() - base)
             predicted = {m: float(p[k].mean()) for m, p in result.predictions.items()}
             rows.append(

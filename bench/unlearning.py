@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from benchutil import cpu_model, csv_list, git_commit, markdown_table
+from benchutil import cpu_model, csv_list, fit_lbfgs, git_commit, markdown_table
 from torch import nn
 
 from infscope.data import ExampleSet
@@ -168,30 +168,6 @@ def mlp_problem(args: argparse.Namespace) -> Problem:
     return Problem(name, t(x), t(y), t(x_test), t(y_test), build, 3e-3, ["2"], 500)
 
 
-def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, wd: float, max_iter: int) -> float:
-    """Full-batch L-BFGS on mean cross-entropy + (wd/2)‖θ‖², in place; returns seconds."""
-    start = time.perf_counter()
-    optimiser = torch.optim.LBFGS(
-        model.parameters(),
-        lr=1,
-        max_iter=max_iter,
-        history_size=20,
-        tolerance_grad=1e-8,
-        tolerance_change=1e-12,
-        line_search_fn="strong_wolfe",
-    )
-
-    def closure():
-        optimiser.zero_grad()
-        loss = nn.functional.cross_entropy(model(x), y)
-        loss = loss + wd / 2 * sum((p**2).sum() for p in model.parameters())
-        loss.backward()
-        return loss
-
-    optimiser.step(closure)
-    return time.perf_counter() - start
-
-
 def forget_positions(y: np.ndarray, fraction: float, kind: str, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     size = max(1, round(fraction * len(y)))
@@ -247,7 +223,7 @@ def trained(problem: Problem, seed: int, cache: dict) -> tuple[nn.Module, dict, 
     if seed not in cache:
         model = problem.build(seed)
         init = {k: v.clone() for k, v in model.state_dict().items()}
-        seconds = fit(model, problem.x, problem.y, problem.weight_decay, problem.max_iter)
+        seconds = fit_lbfgs(model, problem.x, problem.y, problem.weight_decay, problem.max_iter)
         cache[seed] = (model, init, seconds)
     return cache[seed]
 
@@ -258,7 +234,9 @@ def retrained(problem: Problem, init: dict, keep: np.ndarray) -> tuple[nn.Module
     step aims at)."""
     model = problem.build(0)
     model.load_state_dict(init)
-    seconds = fit(model, problem.x[keep], problem.y[keep], problem.weight_decay, problem.max_iter)
+    seconds = fit_lbfgs(
+        model, problem.x[keep], problem.y[keep], problem.weight_decay, problem.max_iter
+    )
     return model, seconds
 
 
