@@ -448,6 +448,35 @@ def test_missing_checksum_and_non_finite_rows_name_the_shard_and_examples(tmp_pa
         store.verify()
 
 
+def test_loss_and_prediction_sidecars_are_checksummed(tmp_path):
+    """A changed .losses / .predictions file is an error naming it, on read and in verify();
+    a store written before sidecar checksums (no .sha256 beside them) still reads."""
+    feats = make_features()
+    losses, labels = np.linspace(0.1, 2.0, N), np.arange(N) % 3
+    store = FeatureStore.create(tmp_path, make_ids(), make_spec())
+    store.add_checkpoint("c", fingerprint="f")
+    for start, stop in store.missing_shards("c"):
+        store.write_shard("c", start, feats[start:stop], losses=losses[start:stop],
+                          predictions=labels[start:stop])
+    np.testing.assert_array_equal(store.losses("c"), losses)
+    np.testing.assert_array_equal(store.predictions("c"), labels)
+    target = store.shard_path("c", 5).with_suffix(".losses")
+    assert target.with_name(target.name + ".sha256").exists()
+    doctored = np.load(target)
+    doctored[1] = 99.0  # a plausible value: only the checksum can tell
+    np.save(target.with_suffix(".tmp.npy"), doctored)
+    target.with_suffix(".tmp.npy").replace(target)
+    with pytest.raises(StoreCorruptError, match=rf"{target.name}.*sha256 mismatch"):
+        store.losses("c")
+    with pytest.raises(StoreCorruptError, match=target.name):
+        store.verify()
+    np.testing.assert_array_equal(store.predictions("c"), labels)  # the other sidecar is sound
+
+    for checksum in (tmp_path / "checkpoints" / "c").glob("*.losses.sha256"):
+        checksum.unlink()  # as a store of an earlier version
+    assert store.losses("c")[6] == 99.0
+
+
 def test_learning_rate_added_later_without_re_extraction(tmp_path):
     store = FeatureStore.create(tmp_path, make_ids(), make_spec())
     store.add_checkpoint("a", fingerprint="f1")

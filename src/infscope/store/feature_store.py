@@ -32,11 +32,13 @@ Layout::
     <root>/checkpoints/<checkpoint_id>/shard-<start:010d>-<stop:010d>.sha256
     <root>/checkpoints/<checkpoint_id>/shard-<start:010d>-<stop:010d>.losses  # optional, per-example values
     <root>/checkpoints/<checkpoint_id>/shard-<start:010d>-<stop:010d>.predictions  # optional, labels
+    <root>/checkpoints/<checkpoint_id>/shard-<start:010d>-<stop:010d>.losses.sha256  # and .predictions.sha256
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import math
@@ -79,6 +81,8 @@ CHECKPOINTS_DIR = "checkpoints"
 LOSSES_SUFFIX = ".losses"
 PREDICTIONS_SUFFIX = ".predictions"
 CHECKSUM_SUFFIX = ".sha256"
+#: per-example sidecar files of a shard -> what they hold (for messages)
+SIDECARS = {LOSSES_SUFFIX: "per-example losses", PREDICTIONS_SUFFIX: "predicted labels"}
 LOCK_FILE = ".store.lock"
 
 DTYPES = ("float16", "float32")
@@ -590,7 +594,10 @@ class FeatureStore:
         for suffix, values in sidecars:
             buffer = io.BytesIO()
             np.lib.format.write_array(buffer, values, version=(1, 0), allow_pickle=False)
-            write_atomic(final.with_suffix(suffix), buffer.getvalue())
+            payload = buffer.getvalue()
+            write_atomic(final.with_suffix(suffix), payload)
+            digest = hashlib.sha256(payload).hexdigest()
+            write_atomic(final.with_suffix(suffix + CHECKSUM_SUFFIX), (digest + "\n").encode())
         tmp = tmp_path(final)
         try:
             with open(tmp, "wb") as f:
@@ -647,17 +654,15 @@ class FeatureStore:
         for start, stop in self.shard_ranges():
             path = self.shard_path(cid, start).with_suffix(suffix)
             try:
-                values = np.load(path, allow_pickle=False)
+                payload = path.read_bytes()
             except FileNotFoundError:
                 raise StoreError(
                     f"{path} is missing: this store has no recorded {what} for checkpoint "
                     f"{cid!r} (re-extract to record them)"
                 ) from None
-            except (ValueError, OSError, EOFError) as exc:
+            except OSError as exc:
                 raise StoreCorruptError(f"{path}: unreadable {what} ({exc})") from None
-            if values.shape != (stop - start,):
-                raise StoreCorruptError(f"{path}: shape {values.shape}, expected {(stop - start,)}")
-            parts.append(values)
+            parts.append(_checked_sidecar(path, payload, stop - start, what))
         return np.concatenate(parts)
 
     def features(self, checkpoint_id: str | None = None) -> np.ndarray:
@@ -739,6 +744,15 @@ class FeatureStore:
                     self._load_shard(c.id, int(m.group(1)), recheck=True)
                 except StoreCorruptError as exc:
                     problems.append(str(exc))
+                rows = int(m.group(2)) - int(m.group(1))
+                for suffix, what in SIDECARS.items():
+                    extra = path.with_suffix(suffix)
+                    if not extra.exists():
+                        continue
+                    try:
+                        _checked_sidecar(extra, extra.read_bytes(), rows, what)
+                    except (StoreCorruptError, OSError) as exc:
+                        problems.append(str(exc))
         if problems:
             shown = problems[:20]
             more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
@@ -961,3 +975,31 @@ def _ids_difference(stored: list[str], given: list[str]) -> str | None:
     if len(stored) != len(given):
         return f"ids (stored {len(stored)} ids, given {len(given)}; {pos})"
     return f"ids ({pos})"
+
+
+def _checked_sidecar(path: Path, payload: bytes, rows: int, what: str) -> np.ndarray:
+    """The array in a shard's ``.losses`` / ``.predictions`` file, after checking its sha256
+    against ``<file>.sha256`` (stores written before sidecar checksums have none: not checked),
+    its shape and, for losses, that every value is finite. :class:`StoreCorruptError` otherwise."""
+    sidecar = path.with_name(path.name + CHECKSUM_SUFFIX)
+    try:
+        recorded: str | None = sidecar.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        recorded = None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StoreCorruptError(f"{path}: checksum file {sidecar.name} unreadable ({exc})") from None
+    if recorded is not None and recorded != hashlib.sha256(payload).hexdigest():
+        raise StoreCorruptError(
+            f"{path}: sha256 mismatch with {sidecar.name}: the {what} changed after they were "
+            "written; delete the shard and resume extraction to rewrite it"
+        )
+    try:
+        values = np.lib.format.read_array(io.BytesIO(payload), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise StoreCorruptError(f"{path}: unreadable {what} ({exc})") from None
+    if values.shape != (rows,):
+        raise StoreCorruptError(f"{path}: shape {values.shape}, expected {(rows,)}")
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        raise StoreCorruptError(f"{path}: non-finite {what}; re-extract the shard")
+    return values
+
