@@ -23,6 +23,12 @@ from infscope.selection.demonstrations import (
 )
 from infscope.selection.diagnostics import SelectionReport, diagnose
 from infscope.selection.dsir import DSIR, dsir_log_weights, hashed_ngram_counts
+from infscope.selection.learned import (
+    FitSummary,
+    InfluencePredictor,
+    PredictorConfig,
+    sample_probe,
+)
 from infscope.selection.registry import SELECTORS, build_selector
 from infscope.selection.similarity import (
     ClusterMatch,
@@ -45,8 +51,10 @@ __all__ = [
     "ClusterBandit",
     "ClusterMatch",
     "DemonstrationSelector",
+    "FitSummary",
     "InContextInfluence",
     "InfluenceEstimate",
+    "InfluencePredictor",
     "LabelBalance",
     "LabelSkew",
     "MethodComparison",
@@ -67,6 +75,7 @@ __all__ = [
     "label_skew",
     "whitened_features",
     "Pool",
+    "PredictorConfig",
     "RandomSelection",
     "Selection",
     "SelectionReport",
@@ -78,5 +87,6 @@ __all__ = [
     "normalize_instances",
     "proportional_quotas",
     "resolve_budget",
+    "sample_probe",
     "target_similarity",
 ]
