@@ -3,7 +3,13 @@ import pytest
 
 from infscope.errors import InputError
 from infscope.selection import Pool, RandomSelection
-from infscope.selection.annotation import IDEAL, VoteK, activation_probabilities, cosine_knn
+from infscope.selection.annotation import (
+    IDEAL,
+    KMeansCentres,
+    VoteK,
+    activation_probabilities,
+    cosine_knn,
+)
 
 
 def clusters(n_clusters=4, per=25, dim=8, seed=0):
@@ -21,7 +27,10 @@ def angles(degrees):
     return Pool(ids=[str(d) for d in degrees], features=np.stack([np.cos(rad), np.sin(rad)], 1))
 
 
-@pytest.mark.parametrize("make", [lambda: VoteK(k=10), lambda: IDEAL(k=10, n_simulations=50)])
+@pytest.mark.parametrize(
+    "make",
+    [lambda: VoteK(k=10), lambda: IDEAL(k=10, n_simulations=50), lambda: KMeansCentres()],
+)
 def test_budget_of_one_per_cluster_covers_every_cluster_where_random_misses(make):
     random_covers = 0
     for seed in range(8):
@@ -31,6 +40,22 @@ def test_budget_of_one_per_cluster_covers_every_cluster_where_random_misses(make
         random = RandomSelection(seed=seed).select(pool, 4)
         random_covers += len(set(labels[random.indices])) == 4
     assert random_covers <= 3  # random hits all four clusters with probability 4!/4^4 ~ 0.1
+
+
+def test_kmeans_centres_picks_the_member_nearest_each_centre_largest_cluster_first():
+    rng = np.random.default_rng(0)
+    big = np.array([1.0, 0.0]) + rng.normal(scale=0.05, size=(30, 2))
+    small = np.array([0.0, 1.0]) + rng.normal(scale=0.05, size=(10, 2))
+    x = np.concatenate([big, small])
+    pool = Pool(ids=[str(i) for i in range(len(x))], features=x)
+    sel = KMeansCentres(seed=3).select(pool, 2)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    centre_big, centre_small = unit[:30].mean(0), unit[30:].mean(0)
+    assert sel.indices[0] == np.argmin(np.linalg.norm(unit[:30] - centre_big, axis=1))
+    assert sel.indices[1] == 30 + np.argmin(np.linalg.norm(unit[30:] - centre_small, axis=1))
+    assert "30 candidates" in sel.reasons[0]
+    again = KMeansCentres(seed=3).select(pool, 2)
+    assert list(again.ids) == list(sel.ids)
 
 
 def test_vote_k_hand_example():

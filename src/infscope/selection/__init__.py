@@ -5,7 +5,7 @@ Every strategy is a :class:`Selector` reading a :class:`Pool` and returning a :c
 ``datasets.Dataset``.
 """
 
-from infscope.selection.annotation import IDEAL, VoteK
+from infscope.selection.annotation import IDEAL, KMeansCentres, VoteK
 from infscope.selection.balance import SKEW_MARGIN, LabelBalance, LabelSkew, label_skew
 from infscope.selection.bandit import ClusterBandit, cluster_features
 from infscope.selection.base import Pool, Selection, Selector, resolve_budget
@@ -55,6 +55,7 @@ __all__ = [
     "InContextInfluence",
     "InfluenceEstimate",
     "InfluencePredictor",
+    "KMeansCentres",
     "LabelBalance",
     "LabelSkew",
     "MethodComparison",

@@ -8,7 +8,7 @@ from functools import partial
 from typing import Any
 
 from infscope.errors import InputError
-from infscope.selection.annotation import IDEAL, VoteK
+from infscope.selection.annotation import IDEAL, KMeansCentres, VoteK
 from infscope.selection.bandit import ClusterBandit
 from infscope.selection.base import Selector
 from infscope.selection.basic import RandomSelection, SoftmaxSampling, Stratified, TopK
@@ -33,6 +33,7 @@ SELECTORS: dict[str, Callable[..., Selector]] = {
     "cluster-match": ClusterMatch,
     "vote-k": VoteK,
     "ideal": IDEAL,
+    "kmeans-centres": KMeansCentres,
 }
 
 # options that take Python callables: not settable from text
