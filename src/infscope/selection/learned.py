@@ -200,7 +200,9 @@ class InfluencePredictor:
             raise InputError(f"this predictor {need} query features")
         x = _matrix("features", features)
         if x.shape[1] != self._width[0]:
-            raise InputError(f"features have {x.shape[1]} columns, the predictor {self._width[0]}")
+            raise InputError(
+                f"features have {x.shape[1]} columns, the predictor was fitted on {self._width[0]}"
+            )
         if queries is not None and _queries(queries, len(x)).shape[1] != self._width[1]:
             raise InputError(f"query features must have {self._width[1]} columns")
         z = (self._inputs(x, queries) - self._input_stats[0]) / self._input_stats[1]
