@@ -38,7 +38,8 @@ class PropagationConfig:
     Args:
         l2: ``λ`` of the softmax regression (mean-loss scale; sets how far influence reaches).
         curvature: ``"kfac"``, ``"exact"`` or ``"identity"`` (see the influence-graph module).
-        top_m: influential context examples kept per prediction (the permissive context).
+        top_m: influential context examples kept per prediction (the permissive context); 100
+            beat 10 at 10+ labels per class on every task of bench/label_propagation.py.
         min_share: keep only context whose support reaches this share of the largest.
         normalize: scale every feature row to unit norm first (cosine geometry, as sentence
             embeddings have); the influence weights assume features of that scale.
@@ -50,7 +51,7 @@ class PropagationConfig:
 
     l2: float = 1e-3
     curvature: str = "kfac"
-    top_m: int = 10
+    top_m: int = 100
     min_share: float = 0.0
     normalize: bool = True
     rounds: int = 0
