@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from infscope.attribution.solvers import ExactSolver
 from infscope.errors import InputError
 from infscope.propagation.softmax import SoftmaxHessian, SoftmaxRegression, augment
 
@@ -64,6 +63,8 @@ def support_directions(
         feature_part = np.linalg.solve(a + np.sqrt(lam) / pi * np.eye(len(a)), x.T).T
         own = class_part[rows, labels]
         return (-share * own)[:, None] * feature_part
+    from infscope.attribution.solvers import ExactSolver  # the attribution package loads torch
+
     hessian = SoftmaxHessian(model, features, sample_weight)
     gradients = (g[:, :, None] * x[:, None, :]).reshape(len(x), -1).T
     solved = ExactSolver(max_dim=max(hessian.dim, 1)).prepare(hessian).solve(gradients, lam)
