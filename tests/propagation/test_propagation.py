@@ -172,3 +172,10 @@ def test_bad_config_is_refused():
         PropagationConfig(l2=0.0)
     with pytest.raises(InputError, match="grow"):
         PropagationConfig(grow=0.0)
+
+
+def test_a_fully_labelled_set_keeps_its_labels_and_predicts_new_points():
+    x, y = blobs(n_per_class=5)
+    result = InfluencePropagation().fit(x, y)
+    assert np.array_equal(result.transduction_, y) and (result.confidence_ == 1).all()
+    assert (result.predict(x) == y).all()

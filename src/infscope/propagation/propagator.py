@@ -149,8 +149,8 @@ class InfluencePropagation:
         for round_number in range(1, cfg.rounds + 2):
             context = np.flatnonzero(self.round_ >= 0)
             pool = np.flatnonzero(self.round_ < 0)
-            if not pool.size:
-                break
+            if not pool.size and model is not None:
+                break  # everything is labelled: the context's fit is the final model
             model = SoftmaxRegression.fit(
                 self._x[context],
                 self.transduction_[context],
@@ -161,6 +161,8 @@ class InfluencePropagation:
                 start=None if model is None else model.weights,
             )
             self._context, self._model = context, model
+            if not pool.size:
+                break
             dist, support, values = self._vote(self._x[pool])
             accept = (
                 self._accepted(dist) if round_number <= cfg.rounds else np.ones(pool.size, bool)
