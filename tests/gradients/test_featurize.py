@@ -39,9 +39,9 @@ def store_files(root: Path) -> dict[str, bytes]:
 def assert_same_store(a: Path, b: Path) -> None:
     files_a, files_b = store_files(a), store_files(b)
     assert sorted(files_a) == sorted(files_b)
-    # store.json, ids.json, N_SHARDS shards with their checksums, per-example losses and
-    # predicted labels
-    assert len(files_a) == 2 + 4 * N_SHARDS
+    # store.json, ids.json, N_SHARDS shards, per-example losses and predicted labels, each of
+    # the three with its checksum
+    assert len(files_a) == 2 + 6 * N_SHARDS
     for name in files_a:
         assert files_a[name] == files_b[name], f"{name} differs"
 
