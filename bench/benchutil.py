@@ -95,3 +95,14 @@ def fit_lbfgs(
 
     optimiser.step(closure)
     return time.perf_counter() - start
+
+
+def publish(text: str, markdown: Path | None) -> None:
+    """Print a benchmark's report and, with ``markdown``, write it there atomically."""
+    from infscope.io import write_atomic
+
+    print(text)
+    if markdown is not None:
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(markdown, (text.rstrip("\n") + "\n").encode())
+

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchutil import csv_list, markdown_table
+from benchutil import csv_list, markdown_table, publish
 from selection_common import (
     RESULTS,
     Features,
@@ -279,10 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     (args.out / "runs.json").write_text(json.dumps(runs, indent=1))
     (args.out / "cost.json").write_text(json.dumps(cost, indent=1))
     text = report(args, setup, feats, quality, runs, cost, targets)
-    print(text)
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(text + "\n")
+    publish(text, args.markdown)
     log(f"done; selection part {time.perf_counter() - started:.0f}s, {setup.trained} runs trained")
     return 0
 

@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchutil import cpu_model, csv_list, git_commit, markdown_table  # noqa: E402
+from benchutil import cpu_model, csv_list, git_commit, markdown_table, publish  # noqa: E402
 from labelnoise.tasks import TASKS, TextTask, load_task  # noqa: E402
 
 from infscope.selection import Pool, build_selector, compare_methods  # noqa: E402
@@ -150,10 +150,7 @@ def main() -> None:
         task = load_task(name, 1.0, args.data, args.cache)
         results[name] = run_task(task, args)
     text = render(results, args)
-    print(text)
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(text + "\n")
+    publish(text, args.markdown)
 
 
 if __name__ == "__main__":

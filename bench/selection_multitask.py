@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchutil import csv_list, markdown_table
+from benchutil import csv_list, markdown_table, publish
 from selection_common import (
     RESULTS,
     Features,
@@ -149,10 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log("full data: " + ", ".join(f"{100 * r['mean_task_accuracy']:.1f}" for r in full))
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     text = report(args, setup, feats, results)
-    print(text)
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(text + "\n")
+    publish(text, args.markdown)
     log(f"done in {time.perf_counter() - started:.0f}s, {setup.trained} runs trained")
     return 0
 

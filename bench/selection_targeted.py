@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchutil import csv_list, markdown_table
+from benchutil import csv_list, markdown_table, publish
 from selection_common import (
     RESULTS,
     Features,
@@ -167,10 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
     (args.out / "runs.json").write_text(json.dumps(runs, indent=1))
     text = report(args, setup, feats, runs, targets)
-    print(text)
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(text + "\n")
+    publish(text, args.markdown)
     log(f"done in {time.perf_counter() - started:.0f}s, {setup.trained} runs trained")
     return 0
 
