@@ -6,12 +6,8 @@ states, L2-normalised, as sentence-transformers computes them) and caches the em
 ``bench/results/`` so that reruns skip the encoder. The classifier trained on top (``model.py``)
 sees only these frozen embeddings.
 
-Noise models (both flip ``rate`` of the training labels, the examples drawn uniformly):
-
-* ``uniform`` — the new label is drawn uniformly from the other classes;
-* ``confusable`` — the new label is the other class whose centroid (mean clean-label embedding) is
-  nearest to the example's embedding: the mistake an annotator is most likely to make. With two
-  classes both models flip to the only other class (they differ only in the seeded draw).
+Noise: ``infscope.evaluation.noise.flip_labels`` (``uniform`` or ``confusable``, the nearest
+other class by clean-label centroid of the embeddings).
 """
 
 from __future__ import annotations
@@ -25,7 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-NOISE_MODELS = ("uniform", "confusable")
+from infscope.evaluation.noise import NOISE_MODELS, flip_labels
+
+__all__ = ["NOISE_MODELS", "TASKS", "TextTask", "add_noise", "encoder_version", "load_task"]
+
 #: name -> (folder, training / test examples at scale 1 (None = all), minimum words, max tokens)
 TASKS: dict[str, tuple[str, int | None, int | None, int, int]] = {
     "sst2": ("sst2", 4000, None, 4, 64),
@@ -139,20 +138,7 @@ def load_task(name: str, scale: float, data_root: Path, cache: Path) -> TextTask
 
 
 def add_noise(task: TextTask, model: str, rate: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Noisy labels and the boolean mask of flipped examples (see the module docstring)."""
-    if model not in NOISE_MODELS:
-        raise ValueError(f"unknown noise model {model!r}; choose from {NOISE_MODELS}")
-    rng = np.random.default_rng(seed)
-    n, c = len(task), task.n_classes
-    flipped = np.zeros(n, dtype=bool)
-    flipped[rng.choice(n, int(round(rate * n)), replace=False)] = True
-    noisy = task.labels.copy()
-    rows = np.flatnonzero(flipped)
-    if model == "uniform":
-        noisy[rows] = (task.labels[rows] + rng.integers(1, c, rows.size)) % c
-    else:
-        centroids = np.stack([task.embeddings[task.labels == k].mean(0) for k in range(c)])
-        distance = ((task.embeddings[rows, None, :] - centroids[None]) ** 2).sum(-1)
-        distance[np.arange(rows.size), task.labels[rows]] = np.inf
-        noisy[rows] = distance.argmin(1)
-    return noisy, flipped
+    """Noisy labels and the boolean mask of flipped examples (``infscope.evaluation.noise``)."""
+    return flip_labels(
+        task.labels, rate, seed, noise=model, n_classes=task.n_classes, features=task.embeddings
+    )

@@ -112,15 +112,6 @@ def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return copy.deepcopy({k: v.detach().clone() for k, v in model.state_dict().items()})
 
 
-def flip_labels(y: np.ndarray, n_classes: int, fraction: float, seed: int):
-    rng = np.random.default_rng(seed)
-    flipped = np.zeros(len(y), dtype=bool)
-    flipped[rng.choice(len(y), int(round(fraction * len(y))), replace=False)] = True
-    noisy = y.copy()
-    noisy[flipped] = (y[flipped] + rng.integers(1, n_classes, flipped.sum())) % n_classes
-    return noisy, flipped
-
-
 def tensor_examples(x: torch.Tensor, y: torch.Tensor, prefix: str) -> ExampleSet:
     return ExampleSet(
         [(x[i], y[i]) for i in range(len(y))], [f"{prefix}{i}" for i in range(len(y))]

@@ -24,6 +24,7 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 from infscope.data import ExampleSet
+from infscope.evaluation.noise import flip_labels
 from infscope.gradients import ProjectionConfig
 from infscope.tasks import ClassificationTask, HFCausalLMTask
 
@@ -32,7 +33,6 @@ from .common import (
     Checkpoint,
     Split,
     classifier_measure,
-    flip_labels,
     snapshot,
     tensor_examples,
     with_labels,
@@ -139,7 +139,9 @@ def fit_sgd(
 
 
 def _with_noise(task: BenchTask, seed: int = 0) -> BenchTask:
-    noisy, flipped = flip_labels(task.train.y.numpy(), task.n_classes, FLIP_FRACTION, seed)
+    noisy, flipped = flip_labels(
+        task.train.y.numpy(), FLIP_FRACTION, seed, n_classes=task.n_classes
+    )
     task.noisy_train = with_labels(task.train, noisy, "train-")
     task.flipped = flipped
     return task

@@ -17,6 +17,7 @@ from infscope.evaluation.lds import (
 )
 from infscope.evaluation.loo import LOOResult, leave_one_out, loo_correlation
 from infscope.evaluation.mislabel import MislabelReport, mislabel_detection, mislabel_flags
+from infscope.evaluation.noise import NOISE_MODELS, flip_labels
 from infscope.evaluation.retraining import (
     RetrainingOutcomes,
     RetrainingRunner,
@@ -26,6 +27,7 @@ from infscope.evaluation.retraining import (
 )
 
 __all__ = [
+    "NOISE_MODELS",
     "DampingSelection",
     "LDSConfig",
     "LDSResult",
@@ -36,6 +38,7 @@ __all__ = [
     "RetrainingRunner",
     "TrainFn",
     "current_rss_mb",
+    "flip_labels",
     "lds_ground_truth",
     "leave_one_out",
     "leave_one_out_masks",
