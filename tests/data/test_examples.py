@@ -114,6 +114,26 @@ def test_zero_byte_files_are_input_errors(tmp_path, name):
         ExampleSet.from_file(path)
 
 
+@pytest.mark.parametrize(
+    "content, line",
+    [
+        ("id,text,label\na,hello there,1,0\n", 2),  # one field too many: pandas would shift it
+        ("id,text,label\na,fine,1\nb,short\n", 3),  # one too few
+    ],
+)
+def test_a_ragged_csv_row_is_an_error_naming_its_line(tmp_path, content, line):
+    path = tmp_path / "ragged.csv"
+    path.write_text(content)
+    with pytest.raises(InputError, match=rf"ragged.csv: line {line} has \d fields, the header 3"):
+        ExampleSet.from_file(path)
+
+
+def test_quoted_commas_are_one_field(tmp_path):
+    path = tmp_path / "quoted.csv"
+    path.write_text('id,text,label\na,"hello, there",1\n')
+    assert ExampleSet.from_file(path).examples[0]["text"] == "hello, there"
+
+
 def test_duplicate_ids(tmp_path):
     records = [{"id": "a"}, {"id": "b"}, {"id": "a"}]
     with pytest.raises(InputError, match="duplicate example id 'a'"):

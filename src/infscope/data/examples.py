@@ -184,6 +184,8 @@ def _read_table(path: Path, loader: str, id_field: str | None) -> list[dict[str,
     """Records of a csv or parquet file, read with ``datasets``; csv ids are kept as written."""
     import datasets
 
+    if loader == "csv":
+        _check_csv_shape(path)
     try:
         table = datasets.load_dataset(loader, data_files=str(path), split="train")
         id_type = getattr(table.features.get(id_field or ""), "dtype", None)
@@ -199,3 +201,24 @@ def _read_table(path: Path, loader: str, id_field: str | None) -> list[dict[str,
             f"{path}: cannot read {loader} data ({type(err).__name__}: {err})"
         ) from None
     return list(table)
+
+
+def _check_csv_shape(path: Path) -> None:
+    """Every csv row has as many fields as the header: pandas would otherwise read a row with one
+    field too many as shifted (its first field becoming an index), silently."""
+    import csv
+
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header is None:
+                raise InputError(f"{path}: empty csv file (no header row)")
+            for row in reader:
+                if row and len(row) != len(header):
+                    raise InputError(
+                        f"{path}: line {reader.line_num} has {len(row)} fields, the header "
+                        f"{len(header)} ({', '.join(header)}); quote fields that contain commas"
+                    )
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise InputError(f"{path}: cannot read csv data ({type(err).__name__}: {err})") from None
