@@ -111,6 +111,8 @@ def test_report_writes_its_configuration_beside_the_page(runner, store):
         ("scores: [self\n", ["run.yaml:2: invalid YAML"]),
         ("- scores\n", ["must hold a mapping"]),
         ("config: other.yaml\n", ["'config' is not an option"]),
+        ("scores: self\nk: 3\nk: 5\n", ["run.yaml:3: invalid YAML", "duplicate key 'k'"]),
+        ("scores: self\nmax-queries: 1\nmax_queries: 2\n", ["'max-queries' and 'max_queries'"]),
     ],
 )
 def test_bad_config_files_are_one_error_line(runner, store, text, fragments):
@@ -130,3 +132,9 @@ def test_config_keys_are_the_option_names():
     command = typer.main.get_command(app).commands["evaluate"].commands["mislabel"]
     keys = {config_key(p) for p in command.params if p.expose_value}
     assert {"scores", "json", "mislabeled-ids", "negate"} <= keys
+
+
+def test_the_repeat_line_quotes_a_path_with_spaces(runner, store):
+    assert invoke(runner, "score", "--train", "train-store", "--out", "my run").exit_code == 0
+    written = (store / "my run" / "config.yaml").read_text()
+    assert "--config 'my run/config.yaml'" in written

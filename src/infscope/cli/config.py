@@ -17,6 +17,7 @@ a command without outputs. ``infscope COMMAND --config that-file`` repeats the r
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -48,6 +49,26 @@ def command_name(ctx: typer.Context) -> str:
     return " ".join(["infscope", *ctx.command_path.split()[1:]])
 
 
+def _unique_key_loader() -> type:
+    """A YAML SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last,
+    silently)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}", key_node.start_mark
+                    )
+                seen[key] = key_node
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
 def read_config(path: Path, ctx: typer.Context) -> dict[str, Any]:
     """The file's values by parameter name, each checked against the command's parameter (an
     :class:`InputError` for an unreadable file, an unknown name or a bad value)."""
@@ -58,7 +79,7 @@ def read_config(path: Path, ctx: typer.Context) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise InputError(f"{path}: a config file must be UTF-8 text") from None
     try:
-        loaded = yaml.safe_load(text)
+        loaded = yaml.load(text, Loader=_unique_key_loader())
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
@@ -75,8 +96,15 @@ def read_config(path: Path, ctx: typer.Context) -> dict[str, Any]:
     }
     by_name = {p.name: p for p in params.values()}
     values: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
     for key, value in loaded.items():
         param = params.get(str(key).replace("-", "_")) or by_name.get(str(key).replace("-", "_"))
+        if param is not None and param.name in spelled:
+            raise InputError(
+                f"{path}: {spelled[param.name]!r} and {key!r} set the same option; keep one"
+            )
+        if param is not None:
+            spelled[param.name] = str(key)
         if param is None:
             known = ", ".join(sorted(config_key(p) for p in params.values()))
             raise InputError(
@@ -191,7 +219,7 @@ def write_resolved(root: typer.Context) -> Path | None:
         return None
     header = (
         f"# `{command_name(ctx)}` as it ran, infscope {infscope.__version__}.\n"
-        f"# Repeat it: {command_name(ctx)} --config {path}\n"
+        f"# Repeat it: {command_name(ctx)} --config {shlex.quote(str(path))}\n"
     )
     body = yaml.safe_dump(resolved(ctx), sort_keys=False, allow_unicode=True)
     write_atomic(path, (header + body).encode("utf-8"))
