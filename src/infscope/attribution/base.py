@@ -12,6 +12,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -126,7 +127,8 @@ class Estimator(ABC):
             if ours != theirs:
                 raise StoreMismatchError(
                     f"query store {query.root} differs from training store {train.root} in "
-                    f"{name}: {theirs!r} vs {ours!r}; extract both with the same settings"
+                    f"{'; '.join(differences(theirs, ours, name))} (query vs training); extract "
+                    "both with the same settings"
                 )
         if not query.is_complete():
             raise StoreError(
@@ -391,3 +393,38 @@ class CheckpointSum(Estimator):
             "normalize": self.normalize,
             "checkpoints": dict(self.checkpoint_weights(self._require_fit())),
         }
+
+
+def differences(theirs: Any, ours: Any, path: str, limit: int = 4) -> list[str]:
+    """``"projection.seed: 1 vs 0"``: where two JSON-like values differ, at most ``limit``
+    places, each value shortened, so a mismatch reads as its cause rather than two dumps."""
+
+    def short(value: Any) -> str:
+        text = repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    if isinstance(theirs, dict) and isinstance(ours, dict):
+        found = []
+        for key in sorted(set(theirs) | set(ours), key=str):
+            if theirs.get(key, _MISSING) != ours.get(key, _MISSING):
+                found += differences(
+                    theirs.get(key, _MISSING), ours.get(key, _MISSING), f"{path}.{key}", limit
+                )
+        return found[:limit]
+    if isinstance(theirs, (list, tuple)) and isinstance(ours, (list, tuple)):
+        if len(theirs) != len(ours):
+            return [f"{path}: {len(theirs)} vs {len(ours)} entries"]
+        found = []
+        for i, (a, b) in enumerate(zip(theirs, ours)):
+            if a != b:
+                found += differences(a, b, f"{path}[{i}]", limit)
+        return found[:limit]
+    return [f"{path}: {short(theirs)} vs {short(ours)}"]
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "(absent)"
+
+
+_MISSING = _Missing()
