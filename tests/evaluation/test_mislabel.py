@@ -63,3 +63,21 @@ def test_validation():
         mislabel_detection(np.where(FLAGS, np.inf, 0.0), FLAGS)
     # 0/1 integers are fine
     assert mislabel_detection(values, FLAGS.astype(int)).n_mislabeled == 4
+
+
+def test_a_label_column_is_not_taken_for_mislabel_flags(tmp_path):
+    import json
+
+    from infscope.evaluation import mislabel_flags
+
+    ids = [f"t{i}" for i in range(10)]
+    path = tmp_path / "train.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"id": i, "label": int(k % 2 == 0 or k < 4), "is_mislabeled": k < 2}) + "\n"
+            for k, i in enumerate(ids)
+        )
+    )
+    assert sum(mislabel_flags(ids, data=path, field="is_mislabeled")) == 2
+    with pytest.raises(InputError, match="'label' marks 7 of 10 .* looks like a label column"):
+        mislabel_flags(ids, data=path, field="label")

@@ -131,7 +131,14 @@ def mislabel_flags(
         values = ExampleSet.from_file(data).column(
             field, train_ids, str(data), "training ids of the scores"
         )
-        return [_flag(v, i, field) for v, i in zip(values, train_ids)]
+        flags = [_flag(v, i, field) for v, i in zip(values, train_ids)]
+        if 2 * sum(flags) > len(flags):
+            raise InputError(
+                f"{data}: {field!r} marks {sum(flags)} of {len(flags)} examples as mislabeled; "
+                "mislabel flags mark a minority, so this looks like a label column: give the "
+                "boolean field that marks the mislabeled examples"
+            )
+        return flags
     try:
         text = Path(mislabeled_ids).read_text()  # type: ignore[arg-type]
     except (OSError, UnicodeDecodeError) as err:
