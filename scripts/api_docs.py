@@ -6,15 +6,14 @@
 A package's ``__all__`` is its public face, so pdoc documents the names a package exports and
 leaves its private submodules out. Names a package exports lazily (through a module
 ``__getattr__``, so that an optional dependency loads only when used) are resolved first, so that
-they are documented where they are exported; one whose optional dependency is missing stays
-undocumented and pdoc says so. Every public subpackage gets a page, even one its parent's
+they are documented where they are exported; one whose optional dependency is missing is left
+out with a note (not a warning). Every public subpackage gets a page, even one its parent's
 ``__all__`` leaves out. ``--strict`` exits with status 1 if pdoc warned about anything.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import pkgutil
 import sys
@@ -35,13 +34,20 @@ def public_packages(package: str = PACKAGE) -> list[ModuleType]:
     return found
 
 
-def resolve_lazy_exports(module: ModuleType) -> None:
+def resolve_lazy_exports(module: ModuleType) -> list[str]:
     """Bind the names ``module.__all__`` exports through its ``__getattr__`` (pdoc reads only a
-    module's ``__dict__``). A name whose optional dependency is missing is left unbound."""
+    module's ``__dict__``). Those whose optional dependency is missing are dropped from this
+    process's ``__all__`` (pdoc would fail on them) and returned."""
+    missing = []
     for name in getattr(module, "__all__", ()):
         if name not in vars(module):
-            with contextlib.suppress(ImportError):
+            try:
                 setattr(module, name, getattr(module, name))
+            except ImportError:
+                missing.append(name)
+    if missing:
+        module.__all__ = [name for name in module.__all__ if name not in missing]
+    return [f"{module.__name__}.{name}" for name in missing]
 
 
 def documented_modules(packages: list[ModuleType]) -> list[str]:
@@ -57,16 +63,16 @@ def documented_modules(packages: list[ModuleType]) -> list[str]:
     return list(names)
 
 
-def build(output: Path) -> list[str]:
-    """Write the reference of the whole package to ``output``; return pdoc's warnings."""
+def build(output: Path) -> tuple[list[str], list[str]]:
+    """Write the reference of the whole package to ``output``. Returns pdoc's warnings, and the
+    lazily exported names left out because their optional dependency is not installed."""
     from pdoc import doc, render
 
     render.configure(docformat="google", footer_text=f"{PACKAGE} API reference")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         packages = public_packages()
-        for package in packages:
-            resolve_lazy_exports(package)
+        skipped = [name for package in packages for name in resolve_lazy_exports(package)]
         modules = {name: doc.Module.from_name(name) for name in documented_modules(packages)}
         for module in modules.values():  # as pdoc.pdoc, over our list of modules
             page = output / f"{module.fullname.replace('.', '/')}.html"
@@ -74,7 +80,8 @@ def build(output: Path) -> list[str]:
             page.write_text(render.html_module(module, modules), encoding="utf-8")
         (output / "index.html").write_text(render.html_index(modules), encoding="utf-8")
         (output / "search.js").write_text(render.search_index(modules), encoding="utf-8")
-    return [str(w.message) for w in caught if "pdoc" in Path(w.filename).parts]
+    problems = [str(w.message) for w in caught if "pdoc" in Path(w.filename).parts]
+    return problems, skipped
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("build/api"), help="output folder")
     parser.add_argument("--strict", action="store_true", help="exit 1 if pdoc warns")
     args = parser.parse_args(argv)
-    problems = build(args.out)
+    problems, skipped = build(args.out)
+    for name in skipped:
+        print(f"note: {name} not documented: an optional dependency is not installed")
     for message in problems:
         print(f"warning: {message}", file=sys.stderr)
     print(f"API reference: {args.out / 'index.html'}")
