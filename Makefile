@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-all lint bench
+.PHONY: setup demo test test-all lint bench docs
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -26,3 +26,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) bench/extraction_throughput.py
+
+# API reference (pdoc, offline) in build/api/ (git-ignored): open build/api/index.html.
+docs: $(STAMP)
+	$(PY) scripts/api_docs.py --out build/api

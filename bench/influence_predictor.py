@@ -54,7 +54,7 @@ from selection_targeted import target_pool
 
 PREDICTORS = ("mlp", "pair", "ridge", "mlp-random", "mlp+label")
 #: Kronecker gradient extraction of the full MiniLM-L6 (128 tokens, 1 thread, this machine), from
-#: docs/benchmarks.md "Gradient-feature extraction throughput": 15.5 examples/s
+#: docs/benchmarks/speed.md "Gradient-feature extraction throughput": 15.5 examples/s
 REAL_MODEL_SECONDS_PER_EXAMPLE = 1 / 15.5
 
 

@@ -92,6 +92,8 @@ class Section:
 
 
 def render(title: str, subtitle: str, sections: list[Section]) -> str:
+    """The whole page: a table of contents and one ``<section>`` per part, with inline CSS and
+    script allowed by a per-page nonce in a Content-Security-Policy that permits no network."""
     import json
 
     nonce = secrets.token_urlsafe(16)
