@@ -33,17 +33,29 @@ def _correlations(a, b):
 
 def assert_same_factors(ours: KFACFactors, reference: KFACFactors) -> None:
     """Equal covariances (eigendecompositions compared as matrices, so signs do not matter),
-    corrected eigenvalues, traces and token counts, module by module."""
+    corrected eigenvalues, traces and token counts, module by module.
+
+    The covariances are means of products of float32 activations and output gradients, and a
+    float32 forward pass depends on the batch size (BLAS sums in another order: outputs of the
+    test MLP move by ~1e-7 relative between batches of 7 and 60). Each entry therefore agrees to
+    a few float32 round-offs of the *matrix's* scale, not of its own (small off-diagonal entries
+    differ by up to ~1e-5 relative, ~7e-8 of the largest entry): compared at 1e-6 of the largest
+    entry. Corrected eigenvalues are second moments of the same stored features in those
+    eigenbases, so they inherit that round-off (up to ~2e-8 of the largest seen): compared the
+    same way. Traces read only the store: tight."""
     for a, b in zip(ours.blocks, reference.blocks):
         assert a.tokens == b.tokens
         for values, vectors in (("a_values", "a_vectors"), ("s_values", "s_vectors")):
+            expected = _covariance(getattr(b, values), getattr(b, vectors))
             np.testing.assert_allclose(
                 _covariance(getattr(a, values), getattr(a, vectors)),
-                _covariance(getattr(b, values), getattr(b, vectors)),
-                rtol=1e-9,
-                atol=1e-12,
+                expected,
+                rtol=1e-6,
+                atol=1e-6 * np.abs(expected).max(),
             )
-        np.testing.assert_allclose(a.corrected, b.corrected, rtol=1e-8, atol=1e-14)
+        np.testing.assert_allclose(
+            a.corrected, b.corrected, rtol=1e-6, atol=1e-6 * np.abs(b.corrected).max()
+        )
         assert a.trace == pytest.approx(b.trace, rel=1e-12)
 
 
