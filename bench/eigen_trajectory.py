@@ -29,13 +29,9 @@ import attribution_quality as aq  # noqa: E402
 from quality.ours import train_all  # noqa: E402
 
 from infscope.attribution import EKFAC  # noqa: E402
+from infscope.curvature import KroneckerBasis, fit_kronecker_basis  # noqa: E402
 from infscope.evaluation import linear_datamodeling_score  # noqa: E402
-from infscope.gradients import (  # noqa: E402
-    GradientExtractor,
-    KroneckerBasis,
-    ProjectionConfig,
-    fit_kronecker_basis,
-)
+from infscope.gradients import GradientExtractor, ProjectionConfig  # noqa: E402
 from infscope.gradients.featurize import featurize  # noqa: E402
 from infscope.store import FeatureStore  # noqa: E402
 

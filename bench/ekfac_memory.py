@@ -66,10 +66,11 @@ def _problem(n_train: int, n_query: int, seed: int = 0):
 
 
 def run_infscope(n_train: int, n_query: int, batch: int) -> dict:
-    from infscope.attribution.kfac import EKFAC, KFACFactors
+    from infscope.attribution.kfac import EKFAC
+    from infscope.curvature.covariance import KroneckerCovariances
+    from infscope.curvature.kfac import KFACFactors
     from infscope.data import ExampleSet
     from infscope.gradients import GradientExtractor, ProjectionConfig
-    from infscope.gradients.covariance import KroneckerCovariances
     from infscope.gradients.featurize import featurize
     from infscope.store import FeatureStore
     from infscope.tasks import ClassificationTask

@@ -31,9 +31,10 @@ from benchutil import csv_list, git_commit, markdown_table  # noqa: E402
 from quality.ours import train_all  # noqa: E402
 
 from infscope.attribution import EKFAC  # noqa: E402
+from infscope.curvature import fit_kronecker_basis  # noqa: E402
 from infscope.data import ExampleSet  # noqa: E402
 from infscope.evaluation import ResourceMeter, current_rss_mb, linear_datamodeling_score  # noqa: E402
-from infscope.gradients import GradientExtractor, ProjectionConfig, fit_kronecker_basis  # noqa: E402
+from infscope.gradients import GradientExtractor, ProjectionConfig  # noqa: E402
 from infscope.gradients.featurize import featurize  # noqa: E402
 from infscope.store import FeatureStore  # noqa: E402
 

@@ -427,7 +427,7 @@ def dattri_methods(ws: Workspace, trained: dict[str, Trained], mislabel: bool) -
     if task.hessian:
         # the absolute λ of our default model-Hessian influence, for a matched comparison
         from infscope.attribution import InfluenceFunction
-        from infscope.gradients.hessian import ModelHessian
+        from infscope.curvature.hessian import ModelHessian
 
         ws.load_final("clean")
         hessian = ModelHessian.from_extractor(ws.extractor("train:clean:traj"), task.train.examples)

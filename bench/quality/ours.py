@@ -19,16 +19,11 @@ from torch import nn
 
 from infscope.attribution import TRAK, DataInf, GradientSimilarity, InfluenceFunction, TracIn
 from infscope.attribution.representer import RepresenterPoints
+from infscope.curvature import KroneckerBasis, fit_kronecker_basis
+from infscope.curvature.hessian import ModelHessian
 from infscope.evaluation import ResourceMeter, current_rss_mb, select_damping
-from infscope.gradients import (
-    GradientExtractor,
-    KroneckerBasis,
-    ModuleSelection,
-    ProjectionConfig,
-    fit_kronecker_basis,
-)
+from infscope.gradients import GradientExtractor, ModuleSelection, ProjectionConfig
 from infscope.gradients.featurize import featurize
-from infscope.gradients.hessian import ModelHessian
 from infscope.store import FeatureStore
 
 from .common import BenchTask, Checkpoint, Split
@@ -265,7 +260,8 @@ class Method:
 
 def _ekfac(correct: bool):
     def build(ws: Workspace, labels: str):
-        from infscope.attribution.kfac import EKFAC, KFACFactors
+        from infscope.attribution.kfac import EKFAC
+        from infscope.curvature.kfac import KFACFactors
 
         key = f"factors:{labels}"
         if key not in ws.stores:

@@ -61,7 +61,7 @@ def later_state(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n: int) -> d
 @pytest.fixture(scope="module")
 def eigen(tmp_path_factory):
     """The MLP's full-rank eigenbasis and eigen-projected train/query stores."""
-    from infscope.gradients.covariance import fit_kronecker_basis
+    from infscope.curvature.basis_fit import fit_kronecker_basis
 
     n = 120
     model, x, y = trained_mlp(n, 10)

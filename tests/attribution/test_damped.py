@@ -9,16 +9,17 @@ import torch
 from torch import nn
 
 from infscope.attribution import TRAK, DataInf, InfluenceFunction
-from infscope.attribution.kfac import EKFAC, KFACFactors
-from infscope.attribution.solvers import LissaSolver
+from infscope.attribution.kfac import EKFAC
+from infscope.curvature.hessian import ModelHessian
+from infscope.curvature.kfac import KFACFactors
+from infscope.curvature.solvers import LissaSolver
 from infscope.errors import InputError, StoreCorruptError
 from infscope.gradients import GradientExtractor, ProjectionConfig
 from infscope.gradients.featurize import featurize
-from infscope.gradients.hessian import ModelHessian
 from infscope.store import FeatureStore
 from infscope.tasks import ClassificationTask
 from tests.attribution.test_influence import _split, _stores
-from tests.attribution.test_solvers import _store
+from tests.curvature.test_solvers import _store
 
 
 @pytest.fixture(scope="module")

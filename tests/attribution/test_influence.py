@@ -9,13 +9,13 @@ import torch
 from scipy.stats import pearsonr, spearmanr
 from torch import nn
 
-from infscope.attribution.curvature import FeatureFisher
 from infscope.attribution.influence import InfluenceFunction
+from infscope.curvature.fisher import FeatureFisher
+from infscope.curvature.hessian import ModelHessian
 from infscope.data import ExampleSet
 from infscope.errors import InputError, StoreMismatchError
 from infscope.gradients import GradientExtractor, ProjectionConfig
 from infscope.gradients.featurize import featurize
-from infscope.gradients.hessian import ModelHessian
 from infscope.store import FeatureStore
 from infscope.tasks import ClassificationTask, RegressionTask
 

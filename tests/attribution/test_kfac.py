@@ -14,7 +14,8 @@ from scipy.stats import pearsonr, spearmanr
 from torch import nn
 
 from infscope.attribution.influence import InfluenceFunction
-from infscope.attribution.kfac import EKFAC, KFACFactors
+from infscope.attribution.kfac import EKFAC
+from infscope.curvature.kfac import KFACFactors
 from infscope.data import ExampleSet
 from infscope.errors import InputError, StoreMismatchError
 from infscope.gradients import GradientExtractor, ModuleSelection, ProjectionConfig
@@ -571,7 +572,7 @@ def test_eigen_factors_persist_and_refuse_other_stores(eigen, tmp_path):
 def test_trajectory_basis_averages_ekfac_over_checkpoints(eigen, tmp_path):
     """One basis fit over two checkpoints; stores hold both; checkpoints="all" is the mean of the
     per-checkpoint EK-FAC scores, each with its own corrected eigenvalues in the shared basis."""
-    from infscope.gradients.covariance import fit_kronecker_basis
+    from infscope.curvature.basis_fit import fit_kronecker_basis
 
     model, x, y, n, _, (ident, _, _), _, _ = eigen
     train, query = _split(x, y, n)
@@ -621,8 +622,8 @@ def test_per_checkpoint_bases_in_one_store(eigen, tmp_path):
     """One basis per checkpoint: each checkpoint's features are its gradients on its own basis,
     cut to its own rank layout and zero-padded to the widest; EK-FAC averages the per-checkpoint
     influence."""
+    from infscope.curvature.basis_fit import fit_kronecker_basis
     from infscope.gradients import per_example_features
-    from infscope.gradients.covariance import fit_kronecker_basis
 
     model, x, y, n, _, (ident, _, _), _, _ = eigen
     train, query = _split(x, y, n)

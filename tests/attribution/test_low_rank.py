@@ -9,18 +9,15 @@ import pytest
 from scipy.stats import spearmanr
 
 from infscope.attribution.kfac import EKFAC
-from infscope.attribution.low_rank import LowRankQueries, ModuleLayout
+from infscope.attribution.low_rank import LowRankQueries
 from infscope.errors import InputError
+from infscope.store import BlockLayout
 
 
 def _layout():
     """A wide module (rows < cols), a tall one (rows > cols) and a dense 2 × 5 block."""
-    shapes = [((6, 9), True), ((8, 5), True), ((2, 5), False)]
-    layout, start = [], 0
-    for (rows, cols), kronecker in shapes:
-        layout.append(ModuleLayout(slice(start, start + rows * cols), rows, cols, kronecker))
-        start += rows * cols
-    return layout, start
+    layout = BlockLayout.of([("wide", 6, 9, True), ("tall", 8, 5, True), ("dense", 2, 5, False)])
+    return layout, layout.width
 
 
 def _truncated(matrix: np.ndarray, rank: int) -> np.ndarray:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from infscope.gradients import KroneckerBasis
+from infscope.curvature import KroneckerBasis
 from tests.cli.conftest import features_args, invoke, write_jsonl
 
 

@@ -212,7 +212,7 @@ def test_eigen_projection_end_to_end_with_true_fisher(tmp_path, bert_dir):
     store reads it; a --gradient fisher store gives ekfac/influence the true Fisher. The CLI's
     scores equal the Python API's."""
     from infscope.attribution import EKFAC, load_scores
-    from infscope.gradients import KroneckerBasis
+    from infscope.curvature import KroneckerBasis
 
     path, _ = bert_dir
     data = _jsonl(
@@ -284,7 +284,7 @@ def test_eigen_bases_per_checkpoint_from_the_cli(tmp_path, bert_dir):
     """Two checkpoints: --basis-only fits each one's basis; features with both bases project each
     checkpoint on its own; ekfac with both averages the checkpoints, as the Python API does."""
     from infscope.attribution import EKFAC, load_scores
-    from infscope.gradients import KroneckerBasis
+    from infscope.curvature import KroneckerBasis
 
     path, model = bert_dir
     other = tmp_path / "bert-2"

@@ -8,7 +8,7 @@ import pytest
 from torch import nn
 
 from infscope.attribution.influence import InfluenceFunction
-from infscope.attribution.solvers import ExactSolver
+from infscope.curvature.solvers import ExactSolver
 from infscope.errors import InputError
 from infscope.evaluation import (
     RetrainingRunner,

@@ -4,7 +4,7 @@ from infscope.attribution.base import NORMALIZATIONS, CheckpointSum, Estimator
 from infscope.attribution.datainf import DataInf
 from infscope.attribution.gradient_similarity import GradientSimilarity, TracIn
 from infscope.attribution.influence import TRAK, InfluenceFunction
-from infscope.attribution.kfac import EKFAC, KFACFactors
+from infscope.attribution.kfac import EKFAC
 from infscope.attribution.registry import METHODS, EstimatorSpec, build_estimator
 from infscope.attribution.representer import RepresenterPoints
 from infscope.attribution.scores import Scores, SelfInfluence, load_scores
@@ -13,7 +13,6 @@ __all__ = [
     "METHODS",
     "DataInf",
     "EKFAC",
-    "KFACFactors",
     "InfluenceFunction",
     "RepresenterPoints",
     "TRAK",

@@ -20,9 +20,9 @@ from tqdm.auto import tqdm
 
 from infscope.attribution.scores import Scores, SelfInfluence, _check_finite
 from infscope.attribution.top_k import TopKAccumulator, TopScores
+from infscope.curvature.linalg import gram_accumulate, unit_rows
 from infscope.devices import resolve_device
 from infscope.errors import InputError, ProvenanceError, StoreError, StoreMismatchError
-from infscope.linalg import gram_accumulate, unit_rows
 from infscope.store import FeatureStore
 
 NORMALIZATIONS = ("none", "unit")

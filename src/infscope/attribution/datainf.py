@@ -58,13 +58,9 @@ class DataInf(DampedEstimator):
 
     def _fit(self, train: FeatureStore) -> None:
         super()._fit(train)
-        blocks = train.spec.projection.get("blocks")
-        if blocks:
-            offsets = np.cumsum([0] + [int(np.prod(b["shape"])) for b in blocks])
-            self.layers = [
-                (b["module"], slice(int(a), int(z)))
-                for b, a, z in zip(blocks, offsets[:-1], offsets[1:])
-            ]
+        layout = train.spec.layout
+        if layout is not None:
+            self.layers = [(block.module, block.columns) for block in layout]
         else:
             self.layers = [("all", slice(0, train.feature_dim))]
         ((checkpoint, _),) = self.checkpoint_weights(train)

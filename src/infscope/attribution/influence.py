@@ -3,9 +3,9 @@
 The first-order effect of up-weighting training example ``z`` on query ``q``'s measurement at an
 (approximate) optimum (Koh & Liang): positive means ``z`` lowers ``q``'s measurement — it helps.
 ``H`` is a curvature operator (default: the empirical Fisher of the stored training features,
-:class:`~infscope.attribution.curvature.FeatureFisher`; or the model Hessian,
-:class:`~infscope.gradients.hessian.ModelHessian`) and the inverse comes from a
-:mod:`solver <infscope.attribution.solvers>` (``auto``: exact when small enough, else CG).
+:class:`~infscope.curvature.fisher.FeatureFisher`; or the model Hessian,
+:class:`~infscope.curvature.hessian.ModelHessian`) and the inverse comes from a
+:mod:`solver <infscope.curvature.solvers>` (``auto``: exact when small enough, else CG).
 
 **Damping decides rankings more than the estimator does.** It is relative by default (see
 :mod:`infscope.attribution.damped`): ``λ = damping × trace(H) / min(n, dim)``, plus, for an
@@ -24,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from infscope.attribution.curvature import FeatureFisher
 from infscope.attribution.damped import DampedEstimator
-from infscope.attribution.solvers import (
+from infscope.curvature.fisher import FeatureFisher
+from infscope.curvature.linalg import Curvature
+from infscope.curvature.solvers import (
     SOLVERS,
     InverseSolver,
     PreparedInverse,
@@ -34,7 +35,6 @@ from infscope.attribution.solvers import (
     make_solver,
 )
 from infscope.errors import InputError, StoreMismatchError
-from infscope.linalg import Curvature
 from infscope.store import FeatureStore
 
 __all__ = ["TRAK", "InfluenceFunction"]
@@ -46,13 +46,13 @@ class InfluenceFunction(DampedEstimator):
     Args:
         solver: ``"auto"`` (exact up to 8192 dimensions to decompose — of ``H``, or of the
             ``n x n`` kernel when ``n < dim`` — else CG), ``"exact"``, ``"cg"``, ``"lissa"``,
-            ``"arnoldi"`` or an :class:`~infscope.attribution.solvers.InverseSolver`.
+            ``"arnoldi"`` or an :class:`~infscope.curvature.solvers.InverseSolver`.
         damping: ``λ`` relative to ``trace(H) / min(n, dim)`` (default: the curvature's
             ``default_damping``, 1 for the Fisher, 0.3 for the model Hessian), or absolute.
         damping_mode: ``"relative"`` or ``"absolute"``.
         curvature: ``None`` for the empirical Fisher of the training features at each checkpoint
             (of the unit-normalised features with ``normalize="unit"``), or a curvature operator
-            of one checkpoint (e.g. :class:`~infscope.gradients.hessian.ModelHessian`).
+            of one checkpoint (e.g. :class:`~infscope.curvature.hessian.ModelHessian`).
         normalize: ``"none"``; ``"unit"`` (unit-norm features, curvature included); ``"relatif"``
             (RelatIF: divide by ``sqrt(<(H+λI)^-1 φ(z), φ(z)>)``, so examples that are
             influential on everything — often outliers — stop dominating).
@@ -190,7 +190,7 @@ class TRAK(InfluenceFunction):
         self.wrong_class_probability: np.ndarray | None = None
 
     def _fit(self, train: FeatureStore) -> None:
-        measurement = train.spec.task.get("measurement")
+        measurement = train.spec.measurement
         if self.reweight and measurement != "margin":
             raise StoreMismatchError(
                 f"TRAK's re-weighting needs margin gradients: {train.root} holds {measurement!r} "
@@ -206,9 +206,10 @@ class TRAK(InfluenceFunction):
 
     def check_query(self, query: FeatureStore) -> None:
         super().check_query(query)
-        if self.reweight and query.spec.task.get("measurement") != "margin":
+        if self.reweight and query.spec.measurement != "margin":
             raise StoreMismatchError(
-                f"TRAK queries need margin gradients; {query.root} holds {query.spec.task.get('measurement')!r}"
+                f"TRAK queries need margin gradients; {query.root} holds "
+                f"{query.spec.measurement!r}"
             )
 
     def checkpoint_weights(self, train: FeatureStore) -> list[tuple[str, float]]:

@@ -24,26 +24,17 @@ import numpy as np
 import torch
 
 from infscope.errors import InputError
+from infscope.store.layout import ModuleBlock
 
-__all__ = ["LowRankQueries", "ModuleLayout"]
+__all__ = ["LowRankQueries"]
 
 #: bytes of float64 intermediate a product may hold (query chunks are sized to it)
 PRODUCT_BYTES = 2**25
 
 
-@dataclass(frozen=True)
-class ModuleLayout:
-    """Where one module sits in the feature vector, and its matrix shape."""
-
-    columns: slice
-    rows: int
-    cols: int
-    kronecker: bool
-
-
 @dataclass
 class _Module:
-    layout: ModuleLayout
+    layout: ModuleBlock
     left: torch.Tensor | None = None  # [q, rows, r]: U_r diag(s_r)
     right: torch.Tensor | None = None  # [q, r, cols]: V_rᵀ
     dense: torch.Tensor | None = None  # [q, rows * cols] when kept whole
@@ -71,7 +62,7 @@ class LowRankQueries:
     def compress(
         cls,
         chunks: Iterable[np.ndarray],
-        layout: list[ModuleLayout],
+        layout: Iterable[ModuleBlock],
         n_queries: int,
         rank: int,
         device: torch.device | None = None,

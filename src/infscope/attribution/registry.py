@@ -69,7 +69,7 @@ def build_estimator(
     if method == "influence":
         curvature = None
         if fisher_store is not None:
-            from infscope.attribution.curvature import FeatureFisher
+            from infscope.curvature.fisher import FeatureFisher
 
             last = fisher_store.checkpoints[-1].id
             which = last if checkpoint in (None, "all") else fisher_store.checkpoint(checkpoint).id
@@ -100,7 +100,8 @@ def build_estimator(
             raise InputError("representer points need the final layer's l2_regularization")
         return RepresenterPoints(l2_regularization, checkpoint=checkpoint, block_size=block_size)
     if method in ("ekfac", "kfac"):
-        from infscope.attribution.kfac import EKFAC, load_factors
+        from infscope.attribution.kfac import EKFAC
+        from infscope.curvature.kfac import load_factors
 
         if isinstance(factors, (list, tuple)):
             factors = factors[0] if len(factors) == 1 else [load_factors(f) for f in factors]

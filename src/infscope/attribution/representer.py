@@ -49,10 +49,10 @@ class RepresenterPoints(GradientSimilarity):
 
     def check_query(self, query: FeatureStore) -> None:
         super().check_query(query)
-        if query.spec.gradient != "measurement" or query.spec.task.get("measurement") != "logit":
+        if query.spec.gradient != "measurement" or query.spec.measurement != "logit":
             raise StoreMismatchError(
                 f"representer queries need gradients of the 'logit' measurement; {query.root} holds "
-                f"{query.spec.gradient} gradients of {query.spec.task.get('measurement')!r}"
+                f"{query.spec.gradient} gradients of {query.spec.measurement!r}"
             )
 
     def describe(self) -> dict[str, Any]:

@@ -213,7 +213,7 @@ def features(
     if target is not None:
         loaded.to(target)
     if projection == "eigen" or basis_only:
-        from infscope.gradients.covariance import fit_or_load_bases
+        from infscope.curvature import fit_or_load_bases
 
         bases, fitted = fit_or_load_bases(
             basis or [],
@@ -247,16 +247,7 @@ def features(
         raise InputError("--fit-factors needs training (loss) gradients")
     # one process writing the whole store: the factors come from the same passes
     same_pass = fit_factors is not None and (num_workers == 1 or grouped)
-    covariances = None
-    if same_pass:
-        from infscope.gradients.covariance import KroneckerCovariances
-
-        covariances = KroneckerCovariances(extractor)
-    store = featurize(
-        extractor,
-        examples,
-        out,
-        checkpoint,
+    options = dict(
         gradient=gradient,
         learning_rate=learning_rate,
         batch_size=batch_size,
@@ -264,11 +255,18 @@ def features(
         dtype=dtype,
         worker=None if grouped else worker,
         num_workers=None if grouped else num_workers,
-        covariances=covariances,
         sample_seed=sample_seed,
     )
+    if same_pass:
+        from infscope.curvature import featurize_with_covariances
+
+        store, covariances = featurize_with_covariances(
+            extractor, examples, out, checkpoint, **options
+        )
+    else:
+        store = featurize(extractor, examples, out, checkpoint, **options)
     if fit_factors is not None:
-        from infscope.attribution.kfac import KFACFactors
+        from infscope.curvature import KFACFactors
 
         if not store.is_complete(checkpoint):
             raise InputError("--fit-factors needs the complete store: run it with the last worker")

@@ -10,11 +10,10 @@ training step, and the projector turns the captured factors into features.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -39,6 +38,20 @@ class ModuleSelection:
 
     def select(self, model: nn.Module) -> list[TrackedModule]:
         return select_modules(model, self.include, self.exclude, self.types)
+
+
+@dataclass(frozen=True)
+class CapturedBatch:
+    """What one forward/backward pass of a batch yields: per tracked module the captured layer
+    inputs ``A`` ``[B, T, n_cols]`` and output gradients ``G`` ``[B, T, n_rows]`` (the projector
+    turns them into features; curvature statistics are gathered from them), the per-example
+    values of the differentiated function ``[B]`` (the loss, or the measurement), and the
+    labels the model predicted ``[B]`` (classification tasks; ``None`` otherwise)."""
+
+    factors: list[tuple[torch.Tensor, torch.Tensor]]
+    values: torch.Tensor
+    predictions: torch.Tensor | None
+    gradient: str = "loss"
 
 
 @dataclass
@@ -87,9 +100,6 @@ class GradientExtractor:
         self.selection = modules or ModuleSelection()
         self.modules = self.selection.select(model)
         self.projector: Projector = build_projector(self.projection, self.modules)
-        #: labels the model predicted for the last batch of :meth:`factors` (classification
-        #: tasks; ``None`` otherwise), taken from the same forward pass
-        self.last_predictions: torch.Tensor | None = None
 
     @property
     def feature_dim(self) -> int:
@@ -106,11 +116,13 @@ class GradientExtractor:
         self.projector.bind_weights(fingerprint)
         return fingerprint
 
-    def factors(
+    def capture(
         self, batch: Batch, gradient: str = "loss", generator: torch.Generator | None = None
-    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
-        """Captured ``(A, G)`` per tracked module and the per-example losses of one batch
-        (``gradient="fisher"`` draws the targets with ``generator``, a seeded CPU generator)."""
+    ) -> CapturedBatch:
+        """One forward and backward pass over ``batch``: the captured ``(A, G)`` per tracked
+        module, the per-example values of the differentiated function and the labels the model
+        predicted (``gradient="fisher"`` draws the targets with ``generator``, a seeded CPU
+        generator)."""
         if gradient not in GRADIENT_KINDS:
             raise InputError(f"gradient must be one of {GRADIENT_KINDS}, got {gradient!r}")
         if gradient == "fisher" and generator is None:
@@ -126,7 +138,6 @@ class GradientExtractor:
             handles.append(
                 self.model.register_forward_hook(lambda m, i, out: outputs_seen.append(out))
             )
-        self.last_predictions = None
         was_training = self.model.training
         self.model.eval()
         try:
@@ -167,11 +178,25 @@ class GradientExtractor:
             a = torch.cat([c[0] for c in calls], dim=1)
             g = torch.cat([c[1] for c in calls], dim=1)
             factors.append((a, g))
+        predictions = None
         if outputs_seen:
             predicted = self.task.predicted_labels(outputs_seen[0])
             if predicted is not None and tuple(predicted.shape) == tuple(losses.shape):
-                self.last_predictions = predicted.detach()
-        return factors, losses.detach()
+                predictions = predicted.detach()
+        return CapturedBatch(factors, losses.detach(), predictions, gradient)
+
+    def factors(
+        self, batch: Batch, gradient: str = "loss", generator: torch.Generator | None = None
+    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+        """Deprecated: :meth:`capture` (which also returns the predictions)."""
+        warnings.warn(
+            "GradientExtractor.factors() is deprecated; use capture(), which returns the "
+            "factors, values and predictions of the batch",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        captured = self.capture(batch, gradient, generator)
+        return captured.factors, captured.values
 
     def features(
         self, batch: Batch, gradient: str = "loss", generator: torch.Generator | None = None
@@ -189,9 +214,9 @@ class GradientExtractor:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Features ``[B, feature_dim]`` and the per-example values ``[B]`` of the differentiated
         function (the loss, or the measurement)."""
-        factors, losses = self.factors(batch, gradient, generator)
+        captured = self.capture(batch, gradient, generator)
         with torch.no_grad():
-            return self.projector.project(factors), losses
+            return self.projector.project(captured.factors), captured.values
 
     def describe(self) -> dict[str, Any]:
         """Everything that determines the features, for store metadata."""
@@ -261,33 +286,3 @@ def _check_losses(losses: torch.Tensor) -> None:
 def _model_device(model: nn.Module) -> torch.device:
     param = next(model.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
-
-
-def sampling_generator(seed: int, first: int) -> torch.Generator:
-    """The CPU generator for the sampled targets of the batch starting at example ``first``:
-    fixed by ``(seed, first)``, so a resumed run or another worker draws the same targets."""
-    state = np.random.SeedSequence([int(seed), int(first)]).generate_state(1)[0]
-    return torch.Generator().manual_seed(int(state))
-
-
-def per_example_features(
-    extractor: GradientExtractor,
-    examples: Sequence[Any],
-    batch_size: int = 32,
-    gradient: str = "loss",
-    sample_seed: int = 0,
-) -> torch.Tensor:
-    """Features of an in-memory list of examples (for small sets; use a store for anything big)."""
-    if len(examples) == 0:
-        raise InputError("empty dataset: no examples to extract features from")
-    if extractor.projector.needs_weights:
-        extractor.bind_weights()
-    blocks = [
-        extractor.features(
-            extractor.task.collate(examples[i : i + batch_size]),
-            gradient,
-            sampling_generator(sample_seed, i) if gradient == "fisher" else None,
-        )
-        for i in range(0, len(examples), batch_size)
-    ]
-    return torch.cat(blocks)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,9 +20,9 @@ from tqdm.auto import tqdm
 
 from infscope import distributed
 from infscope.data import ExampleSet
-from infscope.errors import InfscopeWarning, InputError, NonFiniteError
-from infscope.gradients.covariance import KroneckerCovariances
-from infscope.gradients.extractor import GradientExtractor, sampling_generator
+from infscope.errors import InfscopeWarning, InputError
+from infscope.gradients.extractor import CapturedBatch, GradientExtractor
+from infscope.gradients.passes import model_pass
 from infscope.store import FeatureStore, StoreSpec
 from infscope.store.feature_store import META_FILE
 
@@ -66,6 +68,9 @@ def model_signature(extractor: GradientExtractor) -> str:
     return digest.hexdigest()[:16]
 
 
+Observer = Callable[[CapturedBatch], None]
+
+
 def featurize(
     extractor: GradientExtractor,
     data: ExampleSet,
@@ -80,8 +85,9 @@ def featurize(
     worker: int | None = None,
     num_workers: int | None = None,
     progress: bool = True,
-    covariances: KroneckerCovariances | None = None,
+    observers: Sequence[Observer] = (),
     sample_seed: int = 0,
+    covariances: Any = None,
 ) -> FeatureStore:
     """Write the features of ``data`` at the extractor's current weights as ``checkpoint``.
 
@@ -101,14 +107,17 @@ def featurize(
         worker, num_workers: this process's share of the shards (shard ``i`` belongs to
             worker ``i % num_workers``). Default: the rank and world size of the
             ``torch.distributed`` process group (``torchrun``; :mod:`infscope.distributed`),
-            which also waits for every rank to finish and sums the covariances over ranks;
-            ``0`` of ``1`` without one.
-        covariances: a :class:`~infscope.gradients.covariance.KroneckerCovariances` of the same
-            extractor to fill from the same forward/backward passes (K-FAC/EK-FAC factors without
-            a second pass over the data). Shards that a resumed run skips are passed through
-            once more for the covariances only, so they always see every example once.
+            which also waits for every rank to finish; ``0`` of ``1`` without one.
+        observers: callables given every batch's :class:`~infscope.gradients.extractor.
+            CapturedBatch` (the layers' inputs and output gradients) from the same passes —
+            e.g. the K-FAC covariances of :func:`infscope.curvature.featurize_with_covariances`.
+            They see each example of this worker's shards once: shards that a resumed run skips
+            are passed through once more for them alone.
         sample_seed: ``gradient="fisher"``: seed of the sampled targets (per batch, by position,
             so resumed runs and workers draw the same ones); recorded with the store's task.
+        covariances: deprecated: ``observers=[covariances.observe]``, or
+            :func:`infscope.curvature.featurize_with_covariances` (which also checks and
+            reduces them).
     """
     if dtype not in STORE_DTYPES:
         raise InputError(f"dtype must be one of {STORE_DTYPES}, got {dtype!r}")
@@ -121,17 +130,70 @@ def featurize(
     worker, num_workers = worker or 0, num_workers or 1
     if not 0 <= worker < num_workers:
         raise InputError(f"worker {worker} is not in [0, {num_workers})")
+    observers = list(observers)
     if covariances is not None:
-        if covariances.extractor is not extractor:
-            raise InputError("the covariances were made for another extractor")
-        if gradient != "loss" or (num_workers != 1 and not grouped):
-            raise InputError(
-                "covariances are collected from the training loss of the whole set: use "
-                "gradient='loss' and one worker, or a torch.distributed process group (whose "
-                "ranks' sums are reduced)"
-            )
-        if covariances.n_examples:
-            raise InputError("the covariances already hold examples: give a fresh collector")
+        warnings.warn(
+            "featurize(covariances=) is deprecated; use "
+            "infscope.curvature.featurize_with_covariances(...) or observers=[covariances.observe]",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        covariances.check_featurize(extractor, gradient, num_workers, grouped)
+        observers.append(covariances.observe)
+    store = _open_store(extractor, data, root, checkpoint, gradient, learning_rate, shard_size,
+                        dtype, sample_seed)
+    todo = store.missing_shards(checkpoint, worker=worker, num_workers=num_workers)
+    if todo:
+        for note in projection_warnings(extractor):
+            warnings.warn(note, InfscopeWarning, stacklevel=2)
+    options = dict(batch_size=batch_size, sample_seed=sample_seed)
+    if observers:  # a resumed run: the finished shards still feed the observers
+        for index, (start, stop) in enumerate(store.shard_ranges()):
+            if (start, stop) in todo or index % num_workers != worker:
+                continue
+            for part in model_pass(extractor, data, gradient, start=start, stop=stop, **options):
+                for observe in observers:
+                    observe(part.captured)
+    total = sum(stop - start for start, stop in todo)
+    with tqdm(total=total, desc=f"features[{checkpoint}]", unit="ex", disable=not progress) as bar:
+        for start, stop in todo:
+            rows = np.empty((stop - start, extractor.feature_dim), dtype=np.float32)
+            losses = np.empty(stop - start)
+            predictions: np.ndarray | None = np.empty(stop - start, dtype=np.int64)
+            for part in model_pass(extractor, data, gradient, start=start, stop=stop, **options):
+                captured, first, last = part.captured, part.first - start, part.last - start
+                with torch.no_grad():
+                    features = extractor.projector.project(captured.factors)
+                for observe in observers:
+                    observe(captured)
+                rows[first:last] = features.detach().float().cpu().numpy()
+                losses[first:last] = captured.values.double().cpu().numpy()
+                if captured.predictions is None:
+                    predictions = None
+                elif predictions is not None:
+                    predictions[first:last] = captured.predictions.cpu().numpy()
+                bar.update(last - first)
+            store.write_shard(checkpoint, start, rows, losses, predictions)
+    if grouped:
+        if covariances is not None:
+            covariances.all_reduce()
+        distributed.barrier()  # every rank's shards are written when featurize returns
+    return store
+
+
+def _open_store(
+    extractor: GradientExtractor,
+    data: ExampleSet,
+    root: str | Path,
+    checkpoint: str,
+    gradient: str,
+    learning_rate: float | None,
+    shard_size: int | None,
+    dtype: str,
+    sample_seed: int,
+) -> FeatureStore:
+    """The store for ``data``'s features (created, or the compatible one at ``root``) with
+    ``checkpoint`` registered at the extractor's current weights."""
     if shard_size is None:
         existing = Path(root) / META_FILE
         if existing.exists():
@@ -163,59 +225,6 @@ def featurize(
                 "was this checkpoint's state loaded? (estimators that combine checkpoints refuse "
                 "identical ones)",
                 InfscopeWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
-    todo = store.missing_shards(checkpoint, worker=worker, num_workers=num_workers)
-    if todo:
-        for note in projection_warnings(extractor):
-            warnings.warn(note, InfscopeWarning, stacklevel=2)
-    if covariances is not None:  # a resumed run: the finished shards still feed the covariances
-        for index, (start, stop) in enumerate(store.shard_ranges()):
-            if (start, stop) in todo or index % num_workers != worker:
-                continue
-            for first in range(start, stop, batch_size):
-                examples = [data[i] for i in range(first, min(first + batch_size, stop))]
-                covariances.update(extractor.factors(extractor.task.collate(examples), "loss")[0])
-    total = sum(stop - start for start, stop in todo)
-    with tqdm(total=total, desc=f"features[{checkpoint}]", unit="ex", disable=not progress) as bar:
-        for start, stop in todo:
-            rows = np.empty((stop - start, extractor.feature_dim), dtype=np.float32)
-            losses = np.empty(stop - start)
-            predictions: np.ndarray | None = np.empty(stop - start, dtype=np.int64)
-            for first in range(start, stop, batch_size):
-                last = min(first + batch_size, stop)
-                try:
-                    batch = extractor.task.collate([data[i] for i in range(first, last)])
-                    generator = (
-                        sampling_generator(sample_seed, first) if gradient == "fisher" else None
-                    )
-                    captured, values = extractor.factors(batch, gradient, generator)
-                    with torch.no_grad():
-                        features = extractor.projector.project(captured)
-                    if covariances is not None:
-                        covariances.update(captured)
-                except NonFiniteError as err:
-                    ids = [data.ids[first + p] for p in err.positions]
-                    positions = [first + p for p in err.positions]
-                    raise NonFiniteError(str(err), positions, ids) from None
-                except InputError as err:  # positions in a batch mean nothing to the user
-                    ids = ", ".join(data.ids[first : min(last, first + 5)])
-                    more = " ..." if last - first > 5 else ""
-                    raise InputError(
-                        f"{err} (in the batch of examples {first}..{last - 1}: ids {ids}{more})"
-                    ) from None
-                rows[first - start : last - start] = features.detach().float().cpu().numpy()
-                losses[first - start : last - start] = values.double().cpu().numpy()
-                if extractor.last_predictions is None:
-                    predictions = None
-                elif predictions is not None:
-                    predictions[first - start : last - start] = (
-                        extractor.last_predictions.cpu().numpy()
-                    )
-                bar.update(last - first)
-            store.write_shard(checkpoint, start, rows, losses, predictions)
-    if grouped:
-        if covariances is not None:
-            covariances.all_reduce()
-        distributed.barrier()  # every rank's shards are written when featurize returns
     return store

@@ -9,7 +9,7 @@
   projected separately and the full per-example gradient ``M`` is never formed (as in LoGra);
 * ``eigen`` — the same Kronecker form with ``P_out = Q_Sᵀ``, ``P_in = Q_Aᵀ``: the leading
   eigenvectors of each module's K-FAC factors fitted on the training data
-  (:mod:`infscope.gradients.eigenbasis`), so the features keep the directions that carry the
+  (:mod:`infscope.curvature.eigenbasis`), so the features keep the directions that carry the
   curvature (the projection for EK-FAC; random projections stay the choice for TracIn/TRAK).
 
 Every random matrix is generated on the CPU from ``seed`` and the module's index, so the same
@@ -28,7 +28,9 @@ import numpy as np
 import torch
 
 from infscope.errors import InputError
+from infscope.gradients.basis import check_bases, describe_bases
 from infscope.gradients.modules import TrackedModule
+from infscope.store.layout import BlockLayout
 
 PROJECTION_KINDS = ("identity", "gaussian", "rademacher", "sjlt", "kronecker", "eigen")
 _PRIME = 2**31 - 1
@@ -54,10 +56,10 @@ class ProjectionConfig:
         chunk_elements: bound on the random-matrix elements generated at once by dense kinds
             (part of the seed schedule, so it is recorded with the features).
         cache_bytes: dense and sjlt projections up to this size are generated once and reused.
-        basis: ``eigen`` only: a :class:`~infscope.gradients.eigenbasis.KroneckerBasis` or the
-            path of one saved with ``KroneckerBasis.save`` — or a sequence of them, one per
-            checkpoint of the store (each checkpoint projected on its own); stores record their
-            digests.
+        basis: ``eigen`` only: a :class:`~infscope.curvature.eigenbasis.KroneckerBasis` (any
+            :class:`~infscope.gradients.basis.Basis`; load a saved one with
+            ``KroneckerBasis.load``) — or a sequence of them, one per checkpoint of the store
+            (each checkpoint projected on its own); stores record their digests.
     """
 
     kind: str = "kronecker"
@@ -166,9 +168,9 @@ class Projector(ABC):
     def describe(self) -> dict[str, Any]:
         """Configuration plus the resolved layout, recorded with the features."""
         described = {**self.config.to_json(), "feature_dim": self.feature_dim}
-        blocks = self.blocks_layout()
-        if blocks is not None:
-            described["blocks"] = blocks
+        layout = self.blocks_layout()
+        if layout is not None:
+            described["blocks"] = layout.to_json()
         return described
 
     #: whether the matrices depend on the checkpoint (:meth:`bind_weights` must be called)
@@ -178,10 +180,10 @@ class Projector(ABC):
         """Tell the projector which weights the next features come from (a no-op unless its
         matrices depend on the checkpoint, as the eigen projection's bases can)."""
 
-    def blocks_layout(self) -> list[dict[str, Any]] | None:
+    def blocks_layout(self) -> BlockLayout | None:
         """Per-module slices of the feature vector, in order, when the projection keeps modules
-        apart: ``{"module", "shape": [rows, cols], "kronecker": bool}``; a block is the module's
-        (projected) gradient matrix, row-major. ``None`` when modules are mixed (dense, sjlt)."""
+        apart; a block is the module's (projected) gradient matrix, row-major. ``None`` when
+        modules are mixed (dense, sjlt)."""
         return None
 
     def _row_chunks(self, module: TrackedModule, width: int) -> list[tuple[int, int]]:
@@ -196,11 +198,10 @@ class IdentityProjector(Projector):
     def feature_dim(self) -> int:
         return self.gradient_dim
 
-    def blocks_layout(self) -> list[dict[str, Any]]:
-        return [
-            {"module": m.name, "shape": [m.n_rows, m.n_cols], "kronecker": m.supports_kronecker}
-            for m in self.modules
-        ]
+    def blocks_layout(self) -> BlockLayout:
+        return BlockLayout.of(
+            [(m.name, m.n_rows, m.n_cols, m.supports_kronecker) for m in self.modules]
+        )
 
     def project(self, factors: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         blocks = [
@@ -340,11 +341,13 @@ class KroneckerProjector(Projector):
     def feature_dim(self) -> int:
         return sum(k_in * k_out for k_in, k_out in self.blocks)
 
-    def blocks_layout(self) -> list[dict[str, Any]]:
-        return [
-            {"module": m.name, "shape": [k_out, k_in], "kronecker": m.supports_kronecker}
-            for m, (k_in, k_out) in zip(self.modules, self.blocks)
-        ]
+    def blocks_layout(self) -> BlockLayout:
+        return BlockLayout.of(
+            [
+                (m.name, k_out, k_in, m.supports_kronecker)
+                for m, (k_in, k_out) in zip(self.modules, self.blocks)
+            ]
+        )
 
     def matrices(self, index: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """``(P_in, P_out)`` for module ``index``; for a dense block ``P_out`` is ``[[1]]``."""
@@ -396,7 +399,7 @@ class KroneckerProjector(Projector):
 
 class EigenProjector(KroneckerProjector):
     """Per module ``Q_S,rᵀ M Q_A,r``: the Kronecker projection onto the leading eigenvectors of
-    the module's K-FAC factors (:class:`~infscope.gradients.eigenbasis.KroneckerBasis`), ranks
+    the module's K-FAC factors (a :class:`~infscope.gradients.basis.Basis`), ranks
     split over modules by curvature mass for ``dim`` features. Non-Kronecker modules are whole.
 
     With one basis per checkpoint (a sequence), each checkpoint's features are its gradients on
@@ -408,9 +411,7 @@ class EigenProjector(KroneckerProjector):
     (``ranks``) for EK-FAC."""
 
     def __init__(self, config: ProjectionConfig, modules: Sequence[TrackedModule]) -> None:
-        from infscope.gradients.eigenbasis import as_bases
-
-        self.sources = as_bases(config.basis)
+        self.sources = check_bases(config.basis)
         for basis in self.sources:
             basis.check_modules(list(modules))
         self.bases = [basis.truncate(config.dim) for basis in self.sources]
@@ -450,7 +451,7 @@ class EigenProjector(KroneckerProjector):
     def feature_dim(self) -> int:
         return max(basis.feature_dim for basis in self.bases)
 
-    def blocks_layout(self) -> list[dict[str, Any]] | None:
+    def blocks_layout(self) -> BlockLayout | None:
         """The per-module layout when there is one basis (several: each has its own)."""
         return super().blocks_layout() if len(self.bases) == 1 else None
 
@@ -459,8 +460,6 @@ class EigenProjector(KroneckerProjector):
         return torch.nn.functional.pad(out, (0, self.feature_dim - out.shape[1]))
 
     def describe(self) -> dict[str, Any]:
-        from infscope.gradients.eigenbasis import describe_bases
-
         return {**super().describe(), **describe_bases(self.sources, self.config.dim)}
 
     def matrices(self, index: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -32,8 +32,8 @@ all but ``"newton"`` turn it into a change of every test loss by the first-order
 
 The sign convention is the retraining one: a prediction is ``loss(retrained without S) −
 loss(original)``, so a positive value means the group *helped* that test point. Every solve is
-matrix-free (:class:`~infscope.attribution.solvers.CGSolver` over
-:class:`~infscope.gradients.hessian.ModelHessian` products); the model passed in is never
+matrix-free (:class:`~infscope.curvature.solvers.CGSolver` over
+:class:`~infscope.curvature.hessian.ModelHessian` products); the model passed in is never
 changed (Hessians evaluate a deep copy; the Newton step works on its own copy).
 """
 
@@ -48,11 +48,11 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from infscope.attribution.solvers import CGSolver
+from infscope.curvature.hessian import ModelHessian
+from infscope.curvature.solvers import CGSolver
 from infscope.data import ExampleSet
 from infscope.errors import InputError
 from infscope.gradients import select_modules
-from infscope.gradients.hessian import ModelHessian
 from infscope.gradients.losses import per_example_losses
 from infscope.tasks import Task
 from infscope.unlearning import NewtonConfig, forget_split, newton_unlearn

@@ -13,7 +13,7 @@ removal::
 direction ``r_i ∈ R^{d+1}`` per context example turns the whole ``[n_query, n_context]`` graph
 into one matrix product. Three curvatures (``H`` is exact for this convex model):
 
-* ``"exact"`` — ``(H + λI)⁻¹`` by infscope's :class:`~infscope.attribution.solvers.ExactSolver`
+* ``"exact"`` — ``(H + λI)⁻¹`` by infscope's :class:`~infscope.curvature.solvers.ExactSolver`
   on the dense ``C(d+1)`` Hessian (:class:`~infscope.propagation.softmax.SoftmaxHessian`);
 * ``"kfac"`` — ``H ≈ G ⊗ A`` with ``G = Σ w̄ (diag p − ppᵀ)`` and ``A = Σ w̄ x̃ x̃ᵀ``, damped
   by Martens & Grosse's factored Tikhonov split of ``λ`` (``π`` balances the factors' mean
@@ -63,7 +63,7 @@ def support_directions(
         feature_part = np.linalg.solve(a + np.sqrt(lam) / pi * np.eye(len(a)), x.T).T
         own = class_part[rows, labels]
         return (-share * own)[:, None] * feature_part
-    from infscope.attribution.solvers import ExactSolver  # the attribution package loads torch
+    from infscope.curvature.solvers import ExactSolver  # the attribution package loads torch
 
     hessian = SoftmaxHessian(model, features, sample_weight)
     gradients = (g[:, :, None] * x[:, None, :]).reshape(len(x), -1).T

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from infscope.curvature.linalg import unit_rows
 from infscope.errors import InputError
-from infscope.linalg import unit_rows
 from infscope.propagation.influence_graph import (
     CURVATURES,
     permissive_vote,

@@ -1,5 +1,5 @@
 """L2-regularised softmax (multinomial logistic) regression fitted to its optimum, and its exact
-Hessian as an infscope :class:`~infscope.linalg.Curvature`.
+Hessian as an infscope :class:`~infscope.curvature.linalg.Curvature`.
 
 The objective is ``J(W) = Σ_i w_i ℓ_i(W) / Σ_i w_i + (λ/2)‖W‖²`` over ``W ∈ R^{C × (d+1)}``
 (the last column is the bias: every example is augmented with a constant 1), ``ℓ_i`` the
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from infscope.curvature.linalg import Curvature
 from infscope.errors import InputError
-from infscope.linalg import Curvature
 
 
 def augment(features: np.ndarray) -> np.ndarray:

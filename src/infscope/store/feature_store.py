@@ -70,6 +70,7 @@ from infscope.io import (
     tmp_path,
     write_atomic,
 )
+from infscope.store.layout import BlockLayout
 
 __all__ = ["CheckpointInfo", "FeatureStore", "StoreSpec"]
 
@@ -168,6 +169,21 @@ class StoreSpec:
 
     def __hash__(self) -> int:  # projection is a dict, so hash the canonical JSON form
         return hash(json.dumps(self.to_json(), sort_keys=True))
+
+    @property
+    def layout(self) -> BlockLayout | None:
+        """Where each module sits in the features (:class:`~infscope.store.layout.BlockLayout`),
+        when the projection keeps modules apart (identity, kronecker, eigen with one basis);
+        ``None`` when it mixes them (dense, sjlt) or lays out each checkpoint on its own."""
+        blocks = self.projection.get("blocks")
+        return BlockLayout.parse(blocks) if blocks else None
+
+    @property
+    def measurement(self) -> str | None:
+        """The task's measurement the features differentiate (``"loss"``, ``"margin"``,
+        ``"logit"``, ``"logprob"``), as the task recorded it; ``None`` if it did not."""
+        value = self.task.get("measurement")
+        return value if isinstance(value, str) else None
 
     def to_json(self) -> dict:
         """The spec as a JSON-serialisable dict (the ``"spec"`` entry of store.json)."""

@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from torch import nn
 
+from infscope.curvature.hessian import ModelHessian
 from infscope.data import ExampleSet
 from infscope.errors import InputError
-from infscope.gradients.hessian import ModelHessian
 from infscope.tasks import Task
 from infscope.unlearning.result import Unlearned
 from infscope.unlearning.workspace import Workspace

@@ -18,8 +18,8 @@ Two forms of the right-hand side (``form``):
   normalised by the examples that remain. Sign: the step *adds* the forget gradients, i.e. it
   moves uphill on the forget set's loss.
 
-The solve is matrix-free: conjugate gradient (:class:`~infscope.attribution.solvers.CGSolver`)
-over Hessian-vector products of the remaining data's loss (:class:`~infscope.gradients.hessian.
+The solve is matrix-free: conjugate gradient (:class:`~infscope.curvature.solvers.CGSolver`)
+over Hessian-vector products of the remaining data's loss (:class:`~infscope.curvature.hessian.
 ModelHessian`, ``torch.func`` forward-over-reverse), stopping at negative curvature on a
 non-convex model. ``newton_steps > 1`` iterates (each later step uses the ``"newton"`` form at the
 new weights, with the Hessian there). ``correction`` then runs a few SGD steps on the remaining
@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from torch import nn
 
-from infscope.attribution.solvers import CGSolver
+from infscope.curvature.solvers import CGSolver
 from infscope.data import ExampleSet
 from infscope.errors import InfscopeWarning, InputError
 from infscope.tasks import Task

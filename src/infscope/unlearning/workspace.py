@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
+from infscope.curvature.hessian import ModelHessian
 from infscope.data import ExampleSet
 from infscope.gradients import TrackedModule, select_modules
-from infscope.gradients.hessian import ModelHessian
 from infscope.tasks import Task
 from infscope.unlearning.split import ForgetSplit, forget_split
 

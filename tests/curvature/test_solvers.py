@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from infscope.attribution.curvature import FeatureFisher
 from infscope.attribution.influence import InfluenceFunction
-from infscope.attribution.solvers import (
+from infscope.curvature.fisher import FeatureFisher
+from infscope.curvature.linalg import Curvature
+from infscope.curvature.solvers import (
     ArnoldiSolver,
     CGSolver,
     ExactSolver,
@@ -19,7 +20,6 @@ from infscope.attribution.solvers import (
     auto_solver,
 )
 from infscope.errors import InputError, NonFiniteError
-from infscope.linalg import Curvature
 from infscope.store import FeatureStore, StoreSpec
 
 

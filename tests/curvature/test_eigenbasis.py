@@ -10,12 +10,13 @@ import pytest
 import torch
 from torch import nn
 
+from infscope.curvature.basis_fit import fit_kronecker_basis
+from infscope.curvature.covariance import accumulate
+from infscope.curvature.eigenbasis import KroneckerBasis
 from infscope.data import ExampleSet
 from infscope.errors import InputError
 from infscope.gradients import GradientExtractor, ModuleSelection, ProjectionConfig
-from infscope.gradients.covariance import accumulate, fit_kronecker_basis
-from infscope.gradients.eigenbasis import KroneckerBasis
-from infscope.gradients.extractor import per_example_features
+from infscope.gradients.passes import per_example_features
 from infscope.tasks import ClassificationTask, HFCausalLMTask
 from tests.conftest import tiny_gpt2
 
@@ -142,9 +143,11 @@ def test_save_load_digest_and_validation(tmp_path):
     assert basis.truncate(20).digest != basis.digest
     # stores record the digest, not the path
     described = GradientExtractor(
-        model, ClassificationTask(), ProjectionConfig(kind="eigen", basis=path)
+        model, ClassificationTask(), ProjectionConfig(kind="eigen", basis=loaded)
     ).describe()["projection"]
     assert described["basis"] == basis.digest and described["fisher"] == "true"
+    with pytest.raises(InputError, match=r"KroneckerBasis.load\(path\)"):
+        GradientExtractor(model, ClassificationTask(), ProjectionConfig(kind="eigen", basis=path))
 
     (tmp_path / "junk.safetensors").write_bytes(b"not a file")
     with pytest.raises(InputError, match="not a readable"):
@@ -153,7 +156,7 @@ def test_save_load_digest_and_validation(tmp_path):
         KroneckerBasis.load(tmp_path / "missing.safetensors")
     other, _ = _mlp_data(width=10)
     with pytest.raises(InputError, match="other modules"):
-        GradientExtractor(other, ClassificationTask(), ProjectionConfig(kind="eigen", basis=path))
+        GradientExtractor(other, ClassificationTask(), ProjectionConfig(kind="eigen", basis=loaded))
     with pytest.raises(InputError, match="only it"):
         ProjectionConfig(kind="kronecker", dim=8, basis=path)
     with pytest.raises(InputError, match="only it"):

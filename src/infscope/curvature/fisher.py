@@ -6,7 +6,7 @@ labels) over the tracked parameters; with a projection it is the Fisher in proje
 a Gram operator, so besides products with ``H`` it offers products with ``Φ`` and ``Φᵀ`` and the
 ``n x n`` kernel ``Φ Φᵀ / n``, which the exact solver inverts instead of ``H`` when ``n < dim``.
 Model curvatures that need forward and backward passes (the Hessian of the training loss) live in
-:mod:`infscope.gradients.hessian`.
+:mod:`infscope.curvature.hessian`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from infscope.curvature.linalg import Curvature, gram_accumulate, unit_rows
 from infscope.errors import StoreMismatchError
-from infscope.linalg import Curvature, gram_accumulate, unit_rows
 from infscope.store import FeatureStore
 
 
@@ -62,7 +62,7 @@ class FeatureFisher(Curvature):
 
     def times(self, vectors: np.ndarray, exact: bool = False) -> np.ndarray:
         """``Φ @ vectors`` for ``vectors [dim, m]``: ``[n, m]`` float64 (float32 products summed
-        in float64 unless ``exact``; see :func:`~infscope.linalg.gram_accumulate`)."""
+        in float64 unless ``exact``; see :func:`~infscope.curvature.linalg.gram_accumulate`)."""
         out = np.empty((self.n_examples, vectors.shape[1]))
         right = np.ascontiguousarray(vectors.T)
         for start, block in self.blocks():

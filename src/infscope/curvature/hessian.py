@@ -3,7 +3,7 @@
 Products ``H V`` use forward-over-reverse differentiation (``torch.func.jvp`` of ``grad``)
 vectorised over all columns of ``V`` with ``torch.func.vmap``, so a solver's block of query
 vectors costs one pass over the training data, not one pass per query. Nothing of size
-``dim²`` is formed unless :meth:`~infscope.linalg.Curvature.dense` is asked for (the exact
+``dim²`` is formed unless :meth:`~infscope.curvature.linalg.Curvature.dense` is asked for (the exact
 solver on small models). Pairs with stores extracted with the identity projection, whose layout it
 shares: each module's gradient matrix, row-major, modules in order.
 """
@@ -17,10 +17,10 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, grad_and_value, jvp, vmap
 
+from infscope.curvature.linalg import Curvature, krylov_eigenpairs
 from infscope.data import ExampleSet
 from infscope.errors import InputError, StoreMismatchError
 from infscope.gradients.modules import TrackedModule
-from infscope.linalg import Curvature, krylov_eigenpairs
 from infscope.tasks.base import Task, to_device
 
 #: Below this dimension the trace is exact (one product per coordinate); above, Hutchinson.

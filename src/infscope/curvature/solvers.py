@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from infscope.attribution.curvature import FeatureFisher
+from infscope.curvature.fisher import FeatureFisher
+from infscope.curvature.linalg import Curvature, krylov_eigenpairs, require_finite, symmetric_eigh
 from infscope.errors import InputError
-from infscope.linalg import Curvature, krylov_eigenpairs, require_finite, symmetric_eigh
 
 SOLVERS = ("auto", "exact", "cg", "lissa", "arnoldi")
 

@@ -25,7 +25,7 @@ unprojected EK-FAC (the eigenbases are orthogonal).
   ``"true"`` at labels drawn from the model (seeded): kronfluence's default.
 
 Modules without Kronecker structure (LayerNorm) are kept whole. Fit with
-:func:`~infscope.gradients.covariance.fit_kronecker_basis` (the model pass lives there),
+:func:`~infscope.curvature.basis_fit.fit_kronecker_basis` (the model pass lives there),
 save/load with :meth:`KroneckerBasis.save` / :meth:`KroneckerBasis.load` (safetensors, validated;
 no pickle), project with ``ProjectionConfig(kind="eigen", basis=...)``.
 """
@@ -35,7 +35,6 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from infscope.errors import InputError
+from infscope.gradients.basis import check_bases
 from infscope.gradients.modules import TrackedModule
 from infscope.io import write_atomic
 
@@ -50,13 +50,7 @@ FORMAT = "infscope.kronecker_basis"
 VERSION = 1
 FISHER_KINDS = ("empirical", "true")
 
-__all__ = [
-    "FISHER_KINDS",
-    "KroneckerBasis",
-    "ModuleBasis",
-    "as_bases",
-    "describe_bases",
-]
+__all__ = ["FISHER_KINDS", "KroneckerBasis", "ModuleBasis", "as_bases"]
 
 
 @dataclass(frozen=True)
@@ -308,38 +302,12 @@ class KroneckerBasis:
 
 def as_bases(basis: Any) -> list[KroneckerBasis]:
     """A basis, a saved basis's path, or a sequence of them (one per checkpoint) as a list of
-    loaded bases. Several must each belong to one checkpoint, all different."""
+    loaded bases. Several must each belong to one checkpoint, all different
+    (:func:`~infscope.gradients.basis.check_bases`)."""
     given = list(basis) if isinstance(basis, (list, tuple)) else [basis]
-    if not given:
-        raise InputError("no eigenbasis given")
-    bases = [b if isinstance(b, KroneckerBasis) else KroneckerBasis.load(b) for b in given]
-    if len(bases) > 1:
-        fingerprints = [b.fingerprint for b in bases]
-        if None in fingerprints or len(set(fingerprints)) != len(bases):
-            raise InputError(
-                "eigenbases of several checkpoints must each be fit at one checkpoint's weights, "
-                "and at different ones"
-            )
-        if len({b.module_names for b in bases}) != 1:
-            raise InputError("the eigenbases were fit on different modules")
-    return bases
-
-
-def describe_bases(bases: Sequence[KroneckerBasis], budget: int | None) -> dict[str, Any]:
-    """What a store records about the bases it was projected with (digests, not paths; with
-    several, each checkpoint's own rank layout for ``budget``)."""
-    if len(bases) == 1:
-        return {
-            "basis": bases[0].digest,
-            "fisher": bases[0].fisher,
-            "basis_fingerprint": bases[0].fingerprint,
-        }
-    return {
-        "basis": [b.digest for b in bases],
-        "fisher": bases[0].fisher,
-        "basis_fingerprint": [b.fingerprint for b in bases],
-        "ranks": [[[m.out_rank, m.in_rank] for m in b.truncate(budget).modules] for b in bases],
-    }
+    return check_bases(
+        [b if isinstance(b, KroneckerBasis) or b is None else KroneckerBasis.load(b) for b in given]
+    )
 
 
 def _allocate(basis: KroneckerBasis, budget: int) -> list[tuple[int, int]]:

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
+from infscope.curvature.hessian import ModelHessian
 from infscope.data import ExampleSet
 from infscope.errors import InputError
 from infscope.gradients import select_modules
-from infscope.gradients.hessian import ModelHessian
 from infscope.gradients.losses import per_example_losses
 from infscope.tasks import ClassificationTask
 
