@@ -190,7 +190,7 @@ def test_ekfac_is_exact_when_gradients_are_diagonal_in_the_kronecker_basis(tmp_p
     )
     ekfac = EKFAC(factors, damping=lam, damping_mode="absolute").fit(train_store)
     np.testing.assert_allclose(ekfac.score(query_store).values, exact, rtol=1e-5, atol=1e-8)
-    kfac = EKFAC(factors, lam, "absolute", correct_eigenvalues=False).fit(train_store)
+    kfac = EKFAC(factors, damping=lam, damping_mode="absolute", correct_eigenvalues=False).fit(train_store)
     error = np.linalg.norm(kfac.score(query_store).values - exact) / np.linalg.norm(exact)
     assert error > 0.1, error
 
@@ -204,7 +204,7 @@ def test_mlp_agrees_with_exact_fisher_influence(mlp):
     _, _, train_store, query_store, factors = mlp
     exact = InfluenceFunction(damping=0.1).fit(train_store).score(query_store).values
     ekfac = EKFAC(factors, damping=0.1).fit(train_store).score(query_store).values
-    kfac = EKFAC(factors, 0.1, correct_eigenvalues=False).fit(train_store).score(query_store).values
+    kfac = EKFAC(factors, damping=0.1, correct_eigenvalues=False).fit(train_store).score(query_store).values
     dot = query_store.features() @ train_store.features().T
     ek_pearson, ek_spearman = _correlations(ekfac, exact)
     k_pearson, _ = _correlations(kfac, exact)
@@ -381,7 +381,7 @@ def test_save_load_round_trip_and_mismatches(mlp, tmp_path):
 def test_damping_is_per_module_and_recorded(mlp):
     _, _, train_store, _, factors = mlp
     for corrected in (True, False):
-        described = EKFAC(factors, 0.1, correct_eigenvalues=corrected).fit(train_store).describe()
+        described = EKFAC(factors, damping=0.1, correct_eigenvalues=corrected).fit(train_store).describe()
         assert described["corrected_eigenvalues"] is corrected
         assert described["factors"]["checkpoint"] == "final"
         damping = described["module_damping"]
@@ -393,7 +393,7 @@ def test_damping_is_per_module_and_recorded(mlp):
             mean = factors.eigenvalues(block.name, corrected).mean()
             assert damping[block.name] == pytest.approx(0.1 * mean, rel=1e-9)
         assert damping["0"] != pytest.approx(damping["2"], rel=0.01)
-    absolute = EKFAC(factors, 0.3, "absolute").fit(train_store).describe()["module_damping"]
+    absolute = EKFAC(factors, damping=0.3, damping_mode="absolute").fit(train_store).describe()["module_damping"]
     assert absolute == {"0": 0.3, "2": 0.3}
     with pytest.raises(InputError, match="damping"):
         EKFAC(factors, damping=0)
@@ -463,8 +463,8 @@ def test_truncated_eigen_store_projects_the_full_preconditioner(eigen, tmp_path)
     train, query = _split(x, y, n)
     config = ProjectionConfig(kind="eigen", dim=40, basis=basis)
     _, tt, tq = _stores(tmp_path, model, ClassificationTask(), train, query, config)
-    full = EKFAC(basis, 1e-3, "absolute").fit(et)
-    cut = EKFAC(basis, 1e-3, "absolute").fit(tt)
+    full = EKFAC(basis, damping=1e-3, damping_mode="absolute").fit(et)
+    cut = EKFAC(basis, damping=1e-3, damping_mode="absolute").fit(tt)
     assert tt.feature_dim <= 40
     kept, offset = [], 0
     cut_basis = basis.truncate(40)

@@ -11,9 +11,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from infscope.cli import options
+from infscope.attribution.registry import EstimatorSpec
 from infscope.cli.config import save_config_to
 from infscope.cli.evaluate import app as evaluate_app
+from infscope.cli.options import estimator_options
 from infscope.cli.output import Commands, console, progress, warn
 from infscope.cli.prune import prune
 from infscope.cli.select import select
@@ -288,23 +289,14 @@ def features(
 
 
 @app.command()
+@estimator_options
 def score(
     train: Annotated[Path, typer.Option(help="Training feature store.")],
     out: Annotated[Path, typer.Option(help="Directory for the scores (values.npy + scores.json).")],
+    estimator: EstimatorSpec,
     query: Annotated[
         Path | None, typer.Option(help="Query feature store; omit for self-influence.")
     ] = None,
-    method: options.Method = "tracin",
-    normalize: options.Normalize = "none",
-    checkpoint: options.Checkpoint = None,
-    damping: options.Damping = None,
-    damping_mode: options.DampingMode = "relative",
-    solver: options.Solver = "auto",
-    l2_regularization: options.L2 = None,
-    factors: options.Factors = None,
-    fisher: options.Fisher = None,
-    query_rank: options.QueryRank = None,
-    block_size: options.BlockSize = 4096,
     device: Annotated[
         str | None,
         typer.Option(help="Run the query x train products in torch on this device (cuda, cuda:1)."),
@@ -353,20 +345,7 @@ def score(
         raise InputError(f"--table must be one of {', '.join(TABLE_FORMATS)}, got {table!r}")
     if top is not None and query is None:
         raise InputError("--top needs --query (self-influence is one value per example)")
-    spec = options.estimator_spec(
-        method,
-        normalize,
-        checkpoint,
-        damping,
-        damping_mode,
-        solver,
-        l2_regularization,
-        factors,
-        fisher,
-        block_size,
-        query_rank,
-    )
-    estimator = spec.build()
+    estimator = estimator.build()
     train_store = FeatureStore.open(train)
     query_store = FeatureStore.open(query) if query else None
     progress(f"fitting {estimator.name} on {train_store.n_examples:,} training examples")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from infscope.cli.output import console, progress
+from infscope.cli.output import console, progress, warn
 
 METHODS = ("newton", "finetune", "ascent")
 WEIGHTS_NAME = "model.safetensors"
@@ -107,9 +107,16 @@ def unlearn(
     weight_decay: Annotated[
         float, typer.Option(help="L2 coefficient of training: mean loss + wd/2 |θ|².")
     ] = 0.0,
-    damping: Annotated[
-        float, typer.Option(help="Newton: damping added to the weight decay.")
+    ridge: Annotated[
+        float,
+        typer.Option(
+            help="Newton: absolute shift of the Hessian on top of the weight decay "
+            "(λ = weight decay + ridge; not the relative --damping of score)."
+        ),
     ] = 1e-3,
+    damping: Annotated[
+        float | None, typer.Option(hidden=True, help="Deprecated: --ridge.")
+    ] = None,
     form: Annotated[
         str,
         typer.Option(
@@ -161,6 +168,9 @@ def unlearn(
         newton_unlearn,
     )
 
+    if damping is not None:
+        warn("--damping is deprecated for unlearn; use --ridge (the same value)")
+        ridge = damping
     if method not in METHODS:
         raise InputError(f"unknown --method {method!r}; choose from {METHODS}")
     examples = ExampleSet.from_file(data)
@@ -184,7 +194,7 @@ def unlearn(
     if method == "newton":
         config = NewtonConfig(
             weight_decay=weight_decay,
-            damping=damping,
+            ridge=ridge,
             form=form,
             newton_steps=newton_steps,
             max_iter=max_iter,
