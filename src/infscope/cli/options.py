@@ -1,14 +1,20 @@
-"""The estimator options of every command that builds an estimator, generated from the
-declarations of :mod:`infscope.attribution.registry`: a command takes one parameter
-``estimator: EstimatorSpec`` and :func:`estimator_options` gives it ``--method`` and one flag per
-declared option (with each former flag name as a hidden alias that prints a ``warning:`` line),
-so ``score``, ``index`` and any later command have the same options, and ``--config`` files
-name them the same way."""
+"""Options shared by several commands, declared once and generated into each command's signature.
+
+* :func:`estimator_options`: a command taking ``estimator: EstimatorSpec`` gets ``--method`` and
+  one flag per option declared in :mod:`infscope.attribution.registry` (each former flag name a
+  hidden alias that prints a ``warning:`` line), so ``score``, ``index`` and any later command
+  have the same options, and ``--config`` files name them the same way.
+* :func:`option_groups`: a command taking a parameter typed with a frozen dataclass whose fields
+  are ``Annotated[type, typer.Option(...)]`` gets one flag per field and receives the dataclass
+  (``--model`` and how it loads, the tracked modules, the projection: shared by ``features``
+  and ``unlearn``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -18,7 +24,7 @@ import typer
 from infscope.attribution.registry import ESTIMATORS, OPTIONS, EstimatorSpec, Option
 from infscope.cli.output import warn
 
-__all__ = ["estimator_options"]
+__all__ = ["estimator_options", "option_groups"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: the parameter of a command that receives the estimator
@@ -103,6 +109,43 @@ def estimator_options(command: F) -> F:
     @functools.wraps(command)
     def wrapper(**values: Any) -> Any:
         values[PARAMETER] = spec_from_parameters(values)
+        return command(**values)
+
+    wrapper.__signature__ = new  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in new.parameters.values()}
+    return wrapper  # type: ignore[return-value]
+
+
+def option_groups(command: F) -> F:
+    """Replace each parameter of ``command`` whose annotation is a dataclass by that dataclass's
+    fields (typer options, keyword-only) and pass the command the dataclass built from them."""
+    signature = inspect.signature(command, eval_str=True)
+    params, groups = [], {}
+    for param in signature.parameters.values():
+        group = param.annotation
+        if not (isinstance(group, type) and dataclasses.is_dataclass(group)):
+            params.append(param.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+            continue
+        hints = typing.get_type_hints(group, include_extras=True)
+        names = []
+        for item in dataclasses.fields(group):
+            default = item.default if item.default is not dataclasses.MISSING else inspect.Parameter.empty
+            params.append(
+                inspect.Parameter(
+                    item.name,
+                    inspect.Parameter.KEYWORD_ONLY,
+                    default=default,
+                    annotation=hints[item.name],
+                )
+            )
+            names.append(item.name)
+        groups[param.name] = (group, names)
+    new = signature.replace(parameters=params)
+
+    @functools.wraps(command)
+    def wrapper(**values: Any) -> Any:
+        for name, (group, fields) in groups.items():
+            values[name] = group(**{field: values.pop(field) for field in fields})
         return command(**values)
 
     wrapper.__signature__ = new  # type: ignore[attr-defined]

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from infscope.cli.functions import load_function
 from infscope.cli.output import console
 from infscope.errors import InputError
+from infscope.functions import load_function
 
 
 def _numbers(text: str, what: str, kind: type = float) -> list:

@@ -154,11 +154,11 @@ def unlearn(
     import hashlib
     import time
 
-    from infscope.cli.models import load_model_and_task
     from infscope.data import ExampleSet
     from infscope.errors import InputError
     from infscope.gradients.losses import per_example_losses
     from infscope.io import write_json
+    from infscope.tasks.loading import load_model_and_task
     from infscope.unlearning import (
         GradientConfig,
         NewtonConfig,
