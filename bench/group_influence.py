@@ -143,7 +143,7 @@ def run_problem(problem: Problem, args) -> dict:
     y = problem.y.numpy()
     config = GroupConfig(
         weight_decay=problem.weight_decay,
-        damping=problem.damping,
+        ridge=problem.damping,
         tol=1e-6,
         max_iter=100,
         batch_size=BATCH,

@@ -130,7 +130,7 @@ def measure_real(
             store.write_shard("final", first, values[rows[first:stop]])
     train = FeatureStore.open(roots["train"])
     results = []
-    for estimator in (GradientSimilarity(), GradientSimilarity("unit"), InfluenceFunction()):
+    for estimator in (GradientSimilarity(), GradientSimilarity(normalize="unit"), InfluenceFunction()):
         row = {"n": len(train_rows), "features": "real", "dim": values.shape[1]}
         row.update(estimator=estimator.name, store_mb=disk_mb(roots["train"]), write_s=0.0)
         fitted = estimator.fit(train)

@@ -192,7 +192,7 @@ def methods(problem: Problem, tuned: dict[str, float]) -> dict[str, Callable]:
 
     def newton(**options):
         config = NewtonConfig(
-            weight_decay=wd, damping=damping, tol=1e-6, max_iter=100, batch_size=BATCH, **options
+            weight_decay=wd, ridge=damping, tol=1e-6, max_iter=100, batch_size=BATCH, **options
         )
         return lambda m, d, f: newton_unlearn(m, TASK, d, f, config)
 
@@ -208,7 +208,7 @@ def methods(problem: Problem, tuned: dict[str, float]) -> dict[str, Callable]:
     }
     if problem.head is not None:
         head = NewtonConfig(
-            weight_decay=wd, damping=damping, tol=1e-6, max_iter=100, batch_size=BATCH
+            weight_decay=wd, ridge=damping, tol=1e-6, max_iter=100, batch_size=BATCH
         )
         table["newton-head"] = lambda m, d, f: newton_unlearn(m, TASK, d, f, head, problem.head)
     finetune = GradientConfig(steps=100, lr=finetune_lr, batch_size=128, weight_decay=wd)
@@ -288,7 +288,7 @@ def tune(problem: Problem, cache: dict) -> tuple[dict[str, float], dict]:
                 damping,
                 newton_unlearn,
                 NewtonConfig(
-                    weight_decay=wd, damping=damping, tol=1e-6, max_iter=100, batch_size=BATCH
+                    weight_decay=wd, ridge=damping, tol=1e-6, max_iter=100, batch_size=BATCH
                 ),
             )
             for damping in DAMPINGS

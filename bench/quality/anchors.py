@@ -431,7 +431,7 @@ def dattri_methods(ws: Workspace, trained: dict[str, Trained], mislabel: bool) -
 
         ws.load_final("clean")
         hessian = ModelHessian.from_extractor(ws.extractor("train:clean:traj"), task.train.examples)
-        ours = InfluenceFunction("cg", curvature=hessian).fit(ws.store("train:clean:traj"))
+        ours = InfluenceFunction(solver="cg", curvature=hessian).fit(ws.store("train:clean:traj"))
         hessian_lambda = ours.absolute_damping["final"]
         if task.name == "digits-logreg":
             configs.append(

@@ -300,7 +300,7 @@ def _hessian(ws: Workspace, labels: str, solver: str):
     curvature = ModelHessian.from_extractor(
         ws.extractor(f"train:{labels}:traj"), ws.spec(f"train:{labels}:traj")[0].examples
     )
-    return InfluenceFunction(solver, curvature=curvature)
+    return InfluenceFunction(solver=solver, curvature=curvature)
 
 
 def eigen_methods(task: BenchTask, dims: list[int | None]) -> list[Method]:
@@ -341,13 +341,13 @@ def methods(task: BenchTask) -> list[Method]:
         Method(
             "influence (Fisher, CG, λ=1 rel)",
             "traj",
-            lambda ws, lab: InfluenceFunction("cg"),
+            lambda ws, lab: InfluenceFunction(solver="cg"),
             damped=True,
         ),
         Method(
             "influence (Fisher, Arnoldi rank 100, λ=1 rel)",
             "traj",
-            lambda ws, lab: InfluenceFunction("arnoldi"),
+            lambda ws, lab: InfluenceFunction(solver="arnoldi"),
             damped=True,
         ),
     ]

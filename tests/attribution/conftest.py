@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from infscope.curvature.kfac import KFACFactors
 from infscope.data import ExampleSet
 from infscope.gradients import GradientExtractor, ProjectionConfig
 from infscope.gradients.featurize import featurize
@@ -74,3 +75,15 @@ def eigen(tmp_path_factory):
     config = ProjectionConfig(kind="eigen", basis=basis)
     extractor, train_store, query_store = stores(root / "eigen", model, task, train, query, config)
     return model, x, y, n, basis, identity, (extractor, train_store, query_store), root
+
+
+@pytest.fixture(scope="module")
+def mlp(tmp_path_factory):
+    """A 6-12-3 tanh MLP trained for 30 Adam steps on 60 examples (identity-projected stores)."""
+    n = 60
+    model, x, y = trained_mlp(n, 10)
+    train, query = split_examples(x, y, n)
+    root = tmp_path_factory.mktemp("mlp")
+    extractor, train_store, query_store = stores(root, model, ClassificationTask(), train, query)
+    factors = KFACFactors.fit(extractor, train, train_store, progress=False)
+    return extractor, train, train_store, query_store, factors

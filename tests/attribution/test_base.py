@@ -63,7 +63,7 @@ def test_queries_from_other_weights_are_refused_unless_allowed(tmp_path):
     allowed = estimator.score(other, allow_other_weights=True)
     assert allowed.metadata["allow_other_weights"] is True
     # only the checkpoints that are scored must agree
-    assert GradientSimilarity(checkpoint="a").fit(train).score(other).values.shape == (6, 6)
+    assert GradientSimilarity(checkpoints="a").fit(train).score(other).values.shape == (6, 6)
     for estimator in (GradientSimilarity(), InfluenceFunction()):
         with pytest.raises(ProvenanceError):
             estimator.fit(train).score(other)
@@ -79,4 +79,4 @@ def test_a_trajectory_of_identical_weights_is_refused(tmp_path):
     with pytest.raises(ProvenanceError):
         InfluenceFunction(checkpoints="all").fit(train)
     TracIn(checkpoints=["a", "c"]).fit(train)  # distinct weights: fine
-    GradientSimilarity(checkpoint="b").fit(train)
+    GradientSimilarity(checkpoints="b").fit(train)

@@ -54,7 +54,7 @@ def mlp(tmp_path_factory):
 
 CASES = {
     "influence-exact": lambda f: InfluenceFunction(),
-    "influence-arnoldi": lambda f: InfluenceFunction("arnoldi", solver_options={"rank": 10}),
+    "influence-arnoldi": lambda f: InfluenceFunction(solver="arnoldi", solver_options={"rank": 10}),
     "influence-relatif": lambda f: InfluenceFunction(normalize="relatif"),
     "trak": lambda f: TRAK(),
     "datainf": lambda f: DataInf(),
@@ -89,13 +89,13 @@ def test_fit_leaves_its_arguments_alone(mlp):
     ekfac = EKFAC(factors).fit(train)
     assert not factors.corrected and ekfac.fitted_factors.corrected  # corrected into a copy
     solver = LissaSolver(depth=200)
-    InfluenceFunction(solver).fit(train).score(query)
+    InfluenceFunction(solver=solver).fit(train).score(query)
     assert solver.scale is None  # the recursion's scale lives in the prepared inverse
 
 
 def test_describe_reports_the_fitted_solver(mlp):
     train, query = mlp["stores"]
-    estimator = InfluenceFunction("cg").fit(train)
+    estimator = InfluenceFunction(solver="cg").fit(train)
     estimator.score(query)
     described = estimator.describe()["solvers"]["final"]
     assert described["solver"] == "cg" and described["iterations"] > 0
@@ -136,7 +136,7 @@ def test_model_hessian_relative_damping_is_matrix_free_and_shifts_an_indefinite_
     exact_trace, smallest = np.trace(dense), np.linalg.eigvalsh(dense).min()
     assert smallest < 0  # random weights: indefinite
     monkeypatch.setattr(ModelHessian, "dense", lambda *a, **k: pytest.fail("dense Hessian built"))
-    estimator = InfluenceFunction("cg", curvature=hessian).fit(store)
+    estimator = InfluenceFunction(solver="cg", curvature=hessian).fit(store)
     assert hessian.trace() == pytest.approx(exact_trace, rel=0.15)  # Hutchinson, 256 probes
     assert estimator.describe()["indefinite_shift"]["final"] >= -smallest
     monkeypatch.undo()
@@ -163,10 +163,10 @@ def test_non_finite_features_are_an_error_not_a_nan_score(tmp_path):
     damaged[3, 2] = np.inf
     path = store.shard_path("final", 0)
     np.save(path, damaged)
-    for estimator in (InfluenceFunction(), InfluenceFunction("cg"), DataInf()):
+    for estimator in (InfluenceFunction(), InfluenceFunction(solver="cg"), DataInf()):
         with pytest.raises(StoreCorruptError, match=f"{path.name}.*sha256 mismatch"):
             estimator.fit(FeatureStore.open(store.root)).score(store)
     path.with_suffix(".sha256").write_text(sha256_file(path) + "\n")
-    for estimator in (InfluenceFunction(), InfluenceFunction("cg"), DataInf()):
+    for estimator in (InfluenceFunction(), InfluenceFunction(solver="cg"), DataInf()):
         with pytest.raises(StoreCorruptError, match=f"non-finite.*{store.ids[3]!r}"):
             estimator.fit(FeatureStore.open(store.root)).score(store)

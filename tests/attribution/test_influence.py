@@ -203,7 +203,7 @@ def test_iterative_solvers_converge_to_exact(mlp_stores, solver, options, tolera
     _, train_store, query_store = mlp_stores
     exact = InfluenceFunction(damping=0.5).fit(train_store).score(query_store).values
     approx = (
-        InfluenceFunction(solver, damping=0.5, solver_options=options)
+        InfluenceFunction(solver=solver, damping=0.5, solver_options=options)
         .fit(train_store)
         .score(query_store)
         .values
@@ -236,7 +236,7 @@ def test_model_hessian_solvers_match_dense(tmp_path):
     )
     cg = (
         InfluenceFunction(
-            "cg",
+            solver="cg",
             curvature=hessian,
             damping=lam,
             damping_mode="absolute",
@@ -284,11 +284,11 @@ def test_bad_influence_settings(mlp_stores, tmp_path):
     with pytest.raises(InputError, match="damping"):
         InfluenceFunction(damping=0)
     with pytest.raises(InputError, match="unknown solver"):
-        InfluenceFunction("newton")
+        InfluenceFunction(solver="newton")
     with pytest.raises(InputError, match="normalize"):
         InfluenceFunction(normalize="softmax")
     with pytest.raises(InputError, match="exact solver"):
-        InfluenceFunction("exact", solver_options={"max_dim": 10}).fit(train_store)
+        InfluenceFunction(solver="exact", solver_options={"max_dim": 10}).fit(train_store)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3))
     data = ExampleSet(

@@ -1,6 +1,7 @@
-"""K-FAC / EK-FAC: the preconditioner equals its dense Kronecker definition, EK-FAC is exact when
+"""EK-FAC / K-FAC: the preconditioner equals its dense Kronecker definition, EK-FAC is exact when
 gradients are diagonal in the Kronecker eigenbasis, agreement with the exact Fisher influence on an
-MLP and on a Kronecker-projected tiny GPT-2, persistence, mismatches and invariances."""
+MLP and on a Kronecker-projected tiny GPT-2, per-module damping, eigen stores (full rank,
+truncated, kronfluence, true Fisher, trajectories). The factors themselves: tests/curvature."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import copy
 import numpy as np
 import pytest
 import torch
-from safetensors.numpy import load_file, save_file
 from scipy.stats import pearsonr, spearmanr
 from torch import nn
 
@@ -22,58 +22,21 @@ from infscope.gradients import GradientExtractor, ModuleSelection, ProjectionCon
 from infscope.gradients.featurize import featurize
 from infscope.store import FeatureStore
 from infscope.tasks import ClassificationTask, HFCausalLMTask, RegressionTask
-from tests.attribution.conftest import IDENTITY, later_state, trained_mlp
+from tests.attribution.conftest import later_state
 from tests.attribution.conftest import split_examples as _split
 from tests.attribution.conftest import stores as _stores
 from tests.conftest import tiny_gpt2
+from tests.curvature.test_kfac import covariance_matrix
 
 
 def _correlations(a, b):
     return pearsonr(a.ravel(), b.ravel())[0], spearmanr(a.ravel(), b.ravel())[0]
 
 
-def assert_same_factors(ours: KFACFactors, reference: KFACFactors) -> None:
-    """Equal covariances (eigendecompositions compared as matrices, so signs do not matter),
-    corrected eigenvalues, traces and token counts, module by module.
-
-    The covariances are means of products of float32 activations and output gradients, and a
-    float32 forward pass depends on the batch size (BLAS sums in another order: outputs of the
-    test MLP move by ~1e-7 relative between batches of 7 and 60). Each entry therefore agrees to
-    a few float32 round-offs of the *matrix's* scale, not of its own (small off-diagonal entries
-    differ by up to ~1e-5 relative, ~7e-8 of the largest entry): compared at 1e-6 of the largest
-    entry. Corrected eigenvalues are second moments of the same stored features in those
-    eigenbases, so they inherit that round-off (up to ~2e-8 of the largest seen): compared the
-    same way. Traces read only the store: tight."""
-    for a, b in zip(ours.blocks, reference.blocks):
-        assert a.tokens == b.tokens
-        for values, vectors in (("a_values", "a_vectors"), ("s_values", "s_vectors")):
-            expected = _covariance(getattr(b, values), getattr(b, vectors))
-            np.testing.assert_allclose(
-                _covariance(getattr(a, values), getattr(a, vectors)),
-                expected,
-                rtol=1e-6,
-                atol=1e-6 * np.abs(expected).max(),
-            )
-        np.testing.assert_allclose(
-            a.corrected, b.corrected, rtol=1e-6, atol=1e-6 * np.abs(b.corrected).max()
-        )
-        assert a.trace == pytest.approx(b.trace, rel=1e-12)
 
 
-def _covariance(values, vectors):
-    return (vectors * values) @ vectors.T
 
 
-@pytest.fixture(scope="module")
-def mlp(tmp_path_factory):
-    """A 6-12-3 tanh MLP trained for 30 Adam steps on 60 examples (identity-projected stores)."""
-    n = 60
-    model, x, y = trained_mlp(n, 10)
-    train, query = _split(x, y, n)
-    root = tmp_path_factory.mktemp("mlp")
-    extractor, train_store, query_store = _stores(root, model, ClassificationTask(), train, query)
-    factors = KFACFactors.fit(extractor, train, train_store, progress=False)
-    return extractor, train, train_store, query_store, factors
 
 
 @pytest.mark.parametrize("corrected", [True, False])
@@ -95,9 +58,9 @@ def test_preconditioner_is_the_dense_kronecker_inverse(tmp_path, corrected):
     xt = np.hstack([x[:30].numpy(), np.ones((30, 1))])
     with torch.no_grad():
         g = torch.softmax(model(x[:30]), 1).numpy() - np.eye(3)[y[:30].numpy()]
-    np.testing.assert_allclose(_covariance(block.a_values, block.a_vectors), xt.T @ xt / 30)
+    np.testing.assert_allclose(covariance_matrix(block.a_values, block.a_vectors), xt.T @ xt / 30)
     np.testing.assert_allclose(
-        _covariance(block.s_values, block.s_vectors), g.T @ g / 30, atol=1e-12
+        covariance_matrix(block.s_values, block.s_vectors), g.T @ g / 30, atol=1e-12
     )
     assert block.tokens == 30
 
@@ -190,7 +153,7 @@ def test_ekfac_is_exact_when_gradients_are_diagonal_in_the_kronecker_basis(tmp_p
     )
     ekfac = EKFAC(factors, damping=lam, damping_mode="absolute").fit(train_store)
     np.testing.assert_allclose(ekfac.score(query_store).values, exact, rtol=1e-5, atol=1e-8)
-    kfac = EKFAC(factors, lam, "absolute", correct_eigenvalues=False).fit(train_store)
+    kfac = EKFAC(factors, damping=lam, damping_mode="absolute", correct_eigenvalues=False).fit(train_store)
     error = np.linalg.norm(kfac.score(query_store).values - exact) / np.linalg.norm(exact)
     assert error > 0.1, error
 
@@ -204,7 +167,7 @@ def test_mlp_agrees_with_exact_fisher_influence(mlp):
     _, _, train_store, query_store, factors = mlp
     exact = InfluenceFunction(damping=0.1).fit(train_store).score(query_store).values
     ekfac = EKFAC(factors, damping=0.1).fit(train_store).score(query_store).values
-    kfac = EKFAC(factors, 0.1, correct_eigenvalues=False).fit(train_store).score(query_store).values
+    kfac = EKFAC(factors, damping=0.1, correct_eigenvalues=False).fit(train_store).score(query_store).values
     dot = query_store.features() @ train_store.features().T
     ek_pearson, ek_spearman = _correlations(ekfac, exact)
     k_pearson, _ = _correlations(kfac, exact)
@@ -284,104 +247,14 @@ def test_sequence_model_on_a_kronecker_store(tmp_path, tokenizer):
     assert ek_pearson > _correlations(dot, exact)[0] + 0.5
 
 
-def test_projected_factors_are_projected_covariances(tmp_path):
-    """Kronecker projection: A_p = P_in A P_inᵀ and S_p = P_out S P_outᵀ with A, S from the
-    identity projection of the same model. Embedding inputs are one-hot (A is diagonal, token
-    counts) and padding positions (no output gradient) are left out."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Embedding(9, 5, padding_idx=0), nn.Flatten(), nn.Linear(15, 3))
-    ids = torch.randint(1, 9, (20, 3))
-    ids[::4, 2] = 0  # padding
-    data = ExampleSet(list(zip(ids, torch.randint(0, 3, (20,)))), tuple(map(str, range(20))))
-    selection = ModuleSelection(types=("Embedding", "Linear"))
-    task = ClassificationTask()
-    full = KFACFactors.fit(
-        GradientExtractor(model, task, IDENTITY, selection), data, progress=False
-    )
-    embedding = full._block("0")
-    counts = np.bincount(ids[ids != 0].numpy(), minlength=9) / int((ids != 0).sum())
-    np.testing.assert_allclose(
-        _covariance(embedding.a_values, embedding.a_vectors), np.diag(counts), atol=1e-12
-    )
-    assert embedding.tokens == int((ids != 0).sum())
-
-    config = ProjectionConfig(kind="kronecker", factor_dims=(4, 3), seed=1)
-    projected_extractor = GradientExtractor(model, task, config, selection)
-    projected = KFACFactors.fit(projected_extractor, data, batch_size=7, progress=False)
-    for index, (ours, theirs) in enumerate(zip(projected.blocks, full.blocks)):
-        p_in, p_out = (
-            p.double().numpy() for p in projected_extractor.projector.matrices(index, "cpu")
-        )
-        a, s = (
-            _covariance(v, q)
-            for v, q in ((theirs.a_values, theirs.a_vectors), (theirs.s_values, theirs.s_vectors))
-        )
-        np.testing.assert_allclose(
-            _covariance(ours.a_values, ours.a_vectors), p_in @ a @ p_in.T, rtol=1e-5, atol=1e-7
-        )
-        np.testing.assert_allclose(
-            _covariance(ours.s_values, ours.s_vectors), p_out @ s @ p_out.T, rtol=1e-5, atol=1e-9
-        )
 
 
-def test_save_load_round_trip_and_mismatches(mlp, tmp_path):
-    extractor, train, train_store, query_store, factors = mlp
-    path = factors.save(tmp_path / "factors.safetensors")
-    loaded = KFACFactors.load(path)
-    assert loaded.metadata() == factors.metadata()
-    assert loaded.corrected and loaded.checkpoint == "final"
-    for corrected in (True, False):
-        ours = EKFAC(factors, correct_eigenvalues=corrected).fit(train_store)
-        theirs = EKFAC(loaded, correct_eigenvalues=corrected).fit(train_store)
-        np.testing.assert_array_equal(
-            ours.score(query_store).values, theirs.score(query_store).values
-        )
-
-    # other weights (same architecture and projection): refused at fit and at scoring
-    model = copy.deepcopy(extractor.model)
-    with torch.no_grad():
-        model[0].weight.add_(0.01)
-    moved = GradientExtractor(model, extractor.task, IDENTITY)
-    featurize(moved, train, tmp_path / "moved", progress=False)
-    moved_store = FeatureStore.open(tmp_path / "moved")
-    with pytest.raises(StoreMismatchError, match="different weights"):
-        EKFAC(loaded).fit(moved_store)
-    with pytest.raises(StoreMismatchError, match="different weights"):
-        EKFAC(loaded).fit(train_store).score(moved_store)
-    # another projection, other modules
-    kron = GradientExtractor(extractor.model, extractor.task, ProjectionConfig(dim=40))
-    featurize(kron, train, tmp_path / "kron", progress=False)
-    with pytest.raises(StoreMismatchError, match="projection"):
-        EKFAC(loaded).fit(FeatureStore.open(tmp_path / "kron"))
-    last = GradientExtractor(
-        extractor.model, extractor.task, IDENTITY, ModuleSelection(include=("2",))
-    )
-    featurize(last, train, tmp_path / "last", progress=False)
-    with pytest.raises(StoreMismatchError, match="modules"):
-        loaded.correct_eigenvalues(FeatureStore.open(tmp_path / "last"))
-
-    # not a factors file, or a tampered one
-    (tmp_path / "junk.safetensors").write_bytes(b"junk")
-    with pytest.raises(InputError, match="not a readable safetensors"):
-        KFACFactors.load(tmp_path / "junk.safetensors")
-    tensors = load_file(str(path))
-    save_file(tensors, str(tmp_path / "bare.safetensors"))
-    with pytest.raises(InputError, match="not an infscope K-FAC"):
-        KFACFactors.load(tmp_path / "bare.safetensors")
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="numpy") as handle:
-        metadata = handle.metadata()
-    tensors["0.corrected"] = tensors["0.corrected"][:, :-1].copy()
-    save_file(tensors, str(tmp_path / "bad.safetensors"), metadata=metadata)
-    with pytest.raises(InputError, match="shape"):
-        KFACFactors.load(tmp_path / "bad.safetensors")
 
 
 def test_damping_is_per_module_and_recorded(mlp):
     _, _, train_store, _, factors = mlp
     for corrected in (True, False):
-        described = EKFAC(factors, 0.1, correct_eigenvalues=corrected).fit(train_store).describe()
+        described = EKFAC(factors, damping=0.1, correct_eigenvalues=corrected).fit(train_store).describe()
         assert described["corrected_eigenvalues"] is corrected
         assert described["factors"]["checkpoint"] == "final"
         damping = described["module_damping"]
@@ -393,7 +266,7 @@ def test_damping_is_per_module_and_recorded(mlp):
             mean = factors.eigenvalues(block.name, corrected).mean()
             assert damping[block.name] == pytest.approx(0.1 * mean, rel=1e-9)
         assert damping["0"] != pytest.approx(damping["2"], rel=0.01)
-    absolute = EKFAC(factors, 0.3, "absolute").fit(train_store).describe()["module_damping"]
+    absolute = EKFAC(factors, damping=0.3, damping_mode="absolute").fit(train_store).describe()["module_damping"]
     assert absolute == {"0": 0.3, "2": 0.3}
     with pytest.raises(InputError, match="damping"):
         EKFAC(factors, damping=0)
@@ -401,22 +274,6 @@ def test_damping_is_per_module_and_recorded(mlp):
         EKFAC(factors, damping_mode="global")
 
 
-def test_batch_size_block_size_and_two_step_fit_agree(mlp):
-    """Factors do not depend on the batch size; scores not on the block size; fitting without
-    the store and correcting afterwards gives the same factors as fitting with it."""
-    extractor, train, train_store, query_store, factors = mlp
-    other = KFACFactors.fit(extractor, train, train_store, batch_size=7, progress=False)
-    two_step = KFACFactors.fit(extractor, train, batch_size=64, progress=False)
-    assert not two_step.corrected and two_step.statistics["source"] == "data"
-    kfac_only = EKFAC(two_step, correct_eigenvalues=False).fit(train_store).score(query_store)
-    two_step.correct_eigenvalues(train_store)
-    for ours in (other, two_step):
-        assert_same_factors(ours, factors)
-    reference = EKFAC(factors).fit(train_store).score(query_store).values
-    blocked = EKFAC(factors, block_size=7).fit(train_store).score(query_store).values
-    np.testing.assert_allclose(blocked, reference, rtol=1e-6, atol=1e-9)
-    kfac = EKFAC(factors, correct_eigenvalues=False).fit(train_store).score(query_store).values
-    np.testing.assert_allclose(kfac_only.values, kfac, rtol=1e-5, atol=1e-8)
 
 
 @pytest.mark.parametrize("kind", ["sjlt", "gaussian"])
@@ -463,8 +320,8 @@ def test_truncated_eigen_store_projects_the_full_preconditioner(eigen, tmp_path)
     train, query = _split(x, y, n)
     config = ProjectionConfig(kind="eigen", dim=40, basis=basis)
     _, tt, tq = _stores(tmp_path, model, ClassificationTask(), train, query, config)
-    full = EKFAC(basis, 1e-3, "absolute").fit(et)
-    cut = EKFAC(basis, 1e-3, "absolute").fit(tt)
+    full = EKFAC(basis, damping=1e-3, damping_mode="absolute").fit(et)
+    cut = EKFAC(basis, damping=1e-3, damping_mode="absolute").fit(tt)
     assert tt.feature_dim <= 40
     kept, offset = [], 0
     cut_basis = basis.truncate(40)
@@ -555,18 +412,6 @@ def test_true_fisher_store_gives_the_curvature(eigen, tmp_path):
     np.testing.assert_array_equal(FeatureStore.open(tmp_path / "again").features(), sampled)
 
 
-def test_eigen_factors_persist_and_refuse_other_stores(eigen, tmp_path):
-    model, x, y, n, basis, (_, it, _), (_, et, eq), _ = eigen
-    factors = KFACFactors.from_basis(basis, et)
-    loaded = KFACFactors.load(factors.save(tmp_path / "f.safetensors"))
-    assert loaded._block("0").diagonal
-    np.testing.assert_allclose(
-        EKFAC(loaded).fit(et).score(eq).values, EKFAC(basis).fit(et).score(eq).values
-    )
-    with pytest.raises(StoreMismatchError, match="not projected with this eigenbasis"):
-        KFACFactors.from_basis(basis, it)
-    with pytest.raises(StoreMismatchError, match="not projected with this eigenbasis"):
-        KFACFactors.from_basis(basis.truncate(30), et)
 
 
 def test_trajectory_basis_averages_ekfac_over_checkpoints(eigen, tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from infscope.cli import main, output
+from infscope.cli import output
 from infscope.cli.main import app
 
 FACTORY_MODULE = "infscope_cli_test_factory"
@@ -64,7 +64,7 @@ N_TRAIN, N_QUERY = 12, 3
 @pytest.fixture
 def runner(monkeypatch):
     # a wide console, so that long temporary paths are not wrapped in the output
-    monkeypatch.setattr(main.console, "_width", 300)
+    monkeypatch.setattr(output.console, "_width", 300)
     monkeypatch.setattr(output.err_console, "_width", 300)
     return CliRunner()
 

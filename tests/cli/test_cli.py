@@ -213,7 +213,7 @@ def test_help(runner):
 
 
 def test_run_demo_finds_flipped_labels():
-    from infscope.cli.demo import DemoConfig, run_demo
+    from infscope.demo import DemoConfig, run_demo
 
     result = run_demo(DemoConfig(epochs=10, checkpoint_every=5))
     n_train, n_test = len(result.train_labels), len(result.test_labels)
@@ -239,7 +239,7 @@ def test_demo_with_too_few_epochs_is_a_clean_error(runner):
 
 
 def test_demo_refuses_a_flip_fraction_with_nothing_to_find():
-    from infscope.cli.demo import DemoConfig
+    from infscope.demo import DemoConfig
     from infscope.errors import InputError
 
     with pytest.raises(InputError, match="flip_fraction"):
@@ -250,7 +250,7 @@ def test_the_demo_pins_its_threads_and_restores_the_callers(monkeypatch):
     """Before: the demo ran with torch's default threads (57-85 s on a loaded 2-core machine)."""
     import torch
 
-    from infscope.cli import demo
+    from infscope import demo
 
     seen = []
     monkeypatch.setattr(demo, "_run", lambda config, workdir: seen.append(torch.get_num_threads()))

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from infscope.attribution import load_scores
-from infscope.cli import main, output
+from infscope.cli import output
 from infscope.cli.main import app
 from infscope.store import FeatureStore
 from tests.cli.conftest import FACTORY, FACTORY_MODULE, N_QUERY, N_TRAIN, features_args, write_jsonl
@@ -78,7 +78,7 @@ def workspace(tmp_path_factory):
         write_jsonl(root / f"{name}.jsonl", records)
     with pytest.MonkeyPatch.context() as patch:
         patch.syspath_prepend(str(root))
-        patch.setattr(main.console, "_width", 300)
+        patch.setattr(output.console, "_width", 300)
         patch.setattr(output.err_console, "_width", 300)
         runner = CliRunner()
         for name, kind in (("train", "loss"), ("query", "measurement")):

@@ -10,8 +10,8 @@ import torch
 from typer.testing import CliRunner
 
 from infscope.cli.main import app
-from infscope.cli.models import load_model_and_task
 from infscope.store import FeatureStore
+from infscope.tasks.loading import load_model_and_task
 from tests.conftest import SENTENCES, tiny_bert, tiny_gpt2
 
 runner = CliRunner()

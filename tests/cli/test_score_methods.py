@@ -94,3 +94,40 @@ def test_cli_refuses_unknown_methods_and_missing_arguments(stores, tmp_path):
     assert result.exit_code == 2 and "l2_regularization" in result.output
     result = runner.invoke(app, base + ["--method", "trak"])
     assert result.exit_code == 2 and "measurement" in result.output
+
+
+def _flags(command: str) -> set[str]:
+    import typer
+
+    from infscope.cli.main import app as application
+
+    group = typer.main.get_command(application)
+    return {o for p in group.commands[command].params for o in getattr(p, "opts", ())}
+
+
+def test_every_command_that_builds_an_estimator_has_every_declared_option():
+    """score and index read the same declarations (index lacked --query-rank before)."""
+    from infscope.attribution.registry import OPTIONS
+
+    declared = {"--method"} | {"--" + name.replace("_", "-") for name in OPTIONS}
+    for command in ("score", "index"):
+        assert declared <= _flags(command), command
+
+
+def test_former_flags_print_a_warning_and_still_work(stores, tmp_path):
+    args = ["score", "--train", str(stores / "train-loss"), "--method", "dot"]
+    result = runner.invoke(app, [*args, "--checkpoint", "final", "--out", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    assert "warning: --checkpoint is deprecated; use --checkpoints" in result.output
+    current = runner.invoke(app, [*args, "--checkpoints", "final", "--out", str(tmp_path / "b")])
+    assert current.exit_code == 0 and "deprecated" not in current.output
+    np.testing.assert_array_equal(
+        load_scores(tmp_path / "a").values, load_scores(tmp_path / "b").values
+    )
+
+
+def test_options_a_method_does_not_take_are_one_line_errors(stores, tmp_path):
+    base = ["score", "--train", str(stores / "train-loss"), "--out", str(tmp_path / "s")]
+    result = runner.invoke(app, [*base, "--method", "tracin", "--damping", "0.5"])
+    assert result.exit_code == 2 and "tracin takes no damping" in result.output
+

@@ -9,14 +9,14 @@ import pytest
 from typer.testing import CliRunner
 
 from infscope.attribution import Scores, SelfInfluence
-from infscope.cli import main
+from infscope.cli import output
 from infscope.cli.main import app
 from infscope.selection import SELECTORS, Selection
 
 
 @pytest.fixture
 def runner(monkeypatch):
-    monkeypatch.setattr(main.console, "_width", 300)
+    monkeypatch.setattr(output.console, "_width", 300)
     return CliRunner()
 
 

@@ -28,7 +28,7 @@ def _args(project, *extra):
 
 def test_unlearn_writes_weights_and_summary_and_chains(project, runner):
     (project / "forget.txt").write_text("t0\n\nt3\n")
-    result = invoke(runner, *_args(project, "--weight-decay", "0.01", "--damping", "0.01"))
+    result = invoke(runner, *_args(project, "--weight-decay", "0.01", "--ridge", "0.01"))
     assert result.exit_code == 0, result.output
     weights = load_file(str(project / "out" / "model.safetensors"))
     import importlib
@@ -65,7 +65,7 @@ def test_unlearn_errors_are_one_line(project, runner):
     (project / "forget.txt").write_text("t0\n")
     assert_clean_error(invoke(runner, *_args(project, "--method", "magic")), "unknown --method")
     assert_clean_error(
-        invoke(runner, *_args(project, "--weight-decay", "0", "--damping", "0")), "positive sum"
+        invoke(runner, *_args(project, "--weight-decay", "0", "--ridge", "0")), "positive sum"
     )
     (project / "bad.safetensors").write_bytes(b"not a safetensors file")
     assert_clean_error(
@@ -81,3 +81,13 @@ def test_unlearn_errors_are_one_line(project, runner):
     args = _args(project)
     args[args.index("--forget") + 1] = project / "forget.json"
     assert_clean_error(invoke(runner, *args), "JSON list of ids")
+
+
+def test_the_former_damping_flag_warns_and_sets_the_ridge(project, runner):
+    """unlearn's --damping was an absolute shift, not score's relative damping: now --ridge."""
+    (project / "forget.txt").write_text("t0\n")
+    result = invoke(runner, *_args(project, "--weight-decay", "0.01", "--damping", "0.02"))
+    assert result.exit_code == 0, result.output
+    assert "warning: --damping is deprecated for unlearn; use --ridge" in result.output
+    summary = json.loads((project / "out" / "unlearn.json").read_text())
+    assert summary["config"]["ridge"] == 0.02

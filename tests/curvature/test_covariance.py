@@ -15,7 +15,7 @@ from infscope.errors import InputError
 from infscope.gradients import GradientExtractor, ProjectionConfig
 from infscope.gradients.featurize import featurize
 from infscope.tasks import ClassificationTask
-from tests.attribution.test_kfac import assert_same_factors
+from tests.curvature.test_kfac import assert_same_factors
 
 
 @pytest.fixture

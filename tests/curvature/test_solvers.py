@@ -164,8 +164,8 @@ def test_arnoldi_self_influence_finds_flipped_labels_at_any_damping(tmp_path):
 
     store, flipped = _noisy_digits_store(tmp_path / "digits")
     for damping, margin in ((1e-4, 0.05), (1e-2, 0.04), (1.0, 0.0)):
-        exact = InfluenceFunction("exact", damping=damping).fit(store)
-        arnoldi = InfluenceFunction(ArnoldiSolver(rank=50), damping=damping).fit(store)
+        exact = InfluenceFunction(solver="exact", damping=damping).fit(store)
+        arnoldi = InfluenceFunction(solver=ArnoldiSolver(rank=50), damping=damping).fit(store)
         auc = {
             "exact": roc_auc_score(flipped, exact.self_influence().values),
             "arnoldi": roc_auc_score(flipped, arnoldi.self_influence().values),
@@ -176,8 +176,8 @@ def test_arnoldi_self_influence_finds_flipped_labels_at_any_damping(tmp_path):
             assert auc["arnoldi"] > auc["exact"] - 0.01 > 0.97, auc
         else:
             assert auc["arnoldi"] > auc["zero"] + margin and auc["arnoldi"] > 0.88, auc
-    tiny = InfluenceFunction(ArnoldiSolver(rank=50), damping=1e-8).fit(store).self_influence()
-    small = InfluenceFunction(ArnoldiSolver(rank=50), damping=1e-4).fit(store).self_influence()
+    tiny = InfluenceFunction(solver=ArnoldiSolver(rank=50), damping=1e-8).fit(store).self_influence()
+    small = InfluenceFunction(solver=ArnoldiSolver(rank=50), damping=1e-4).fit(store).self_influence()
     assert np.max(tiny.values / small.values) < 1.01  # bounded as λ → 0, no 1/λ growth
 
 

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from infscope.attribution import Scores, SelfInfluence
-from infscope.cli import main
+from infscope.cli import output
 from infscope.cli.main import app
 
 MODULE = "infscope_eval_cli_ridge"
@@ -39,7 +39,7 @@ SOURCE = textwrap.dedent(
 
 @pytest.fixture
 def runner(monkeypatch):
-    monkeypatch.setattr(main.console, "_width", 300)
+    monkeypatch.setattr(output.console, "_width", 300)
     return CliRunner()
 
 

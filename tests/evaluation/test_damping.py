@@ -57,7 +57,7 @@ def test_select_damping_keeps_the_best_lds_and_fits_once(problem):
     train_store, query_store, outcomes = problem
     grid = (1e-3, 0.05, 1e3)
     CountingExact.prepared = 0
-    given = InfluenceFunction(CountingExact(), damping=1.0, damping_mode="absolute")
+    given = InfluenceFunction(solver=CountingExact(), damping=1.0, damping_mode="absolute")
     selection = select_damping(given, train_store, query_store, outcomes, grid, max_widen=0)
     assert CountingExact.prepared == 1  # one eigendecomposition for the whole grid
     by_hand = {

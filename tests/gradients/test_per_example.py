@@ -163,3 +163,22 @@ def test_minilm_real_weights(tokenizer, text_examples):
     assert (
         len(extractor.modules) == 9
     )  # q, k, v, attn out, attn LN, intermediate, out, out LN, head
+
+
+def test_capture_returns_the_predictions_and_factors_is_its_deprecated_alias():
+    """The labels the model predicted come back with the batch's pass (no state is left on the
+    extractor); the former ``factors()`` warns and returns factors and values."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3))
+    x, y = torch.randn(6, 5), torch.randint(0, 3, (6,))
+    task = ClassificationTask()
+    extractor = GradientExtractor(model, task, ProjectionConfig(kind="identity", dim=None))
+    captured = extractor.capture(task.collate(_pairs(x, y)))
+    torch.testing.assert_close(captured.predictions, model(x).argmax(1))
+    assert not hasattr(extractor, "last_predictions")
+    with pytest.warns(DeprecationWarning, match="capture"):
+        factors, values = extractor.factors(task.collate(_pairs(x, y)))
+    torch.testing.assert_close(values, captured.values)
+    for (a, g), (a2, g2) in zip(factors, captured.factors):
+        torch.testing.assert_close(a, a2)
+        torch.testing.assert_close(g, g2)

@@ -35,7 +35,7 @@ def setup():
             kinds.append(("class", size))
     before = flat(model).copy()
     ids = [[train.ids[i] for i in g] for g in groups]
-    result = group_influence(model, TASK, train, test, ids, GroupConfig(weight_decay=WD, damping=0))
+    result = group_influence(model, TASK, train, test, ids, GroupConfig(weight_decay=WD, ridge=0))
     assert np.array_equal(flat(model), before)  # the caller's model is unchanged
     base = query_losses(model, TASK, test)
     actual = np.stack(
@@ -93,7 +93,7 @@ def test_the_sum_is_additive_and_the_group_methods_are_not(setup):
     joined = sorted(set(a) | set(b))
     if len(joined) < len(a) + len(b):
         pytest.skip("the two random groups overlap")
-    config = GroupConfig(weight_decay=WD, damping=0)
+    config = GroupConfig(weight_decay=WD, ridge=0)
     parts = group_influence(model, TASK, train, test, [a, b, joined], config)
     s = parts.predictions["sum"]
     np.testing.assert_allclose(s[2], s[0] + s[1], rtol=1e-6, atol=1e-10)
@@ -121,4 +121,9 @@ def test_input_errors(setup):
     with pytest.raises(InputError):
         group_influence(model, TASK, train, test, [])
     with pytest.raises(InputError):
-        GroupConfig(weight_decay=0, damping=0)
+        GroupConfig(weight_decay=0, ridge=0)
+
+
+def test_the_former_damping_keyword_is_the_ridge():
+    with pytest.warns(DeprecationWarning, match="ridge"):
+        assert GroupConfig(weight_decay=WD, damping=0.5).ridge == 0.5

@@ -85,7 +85,7 @@ def test_flat_index_is_exact_top_k(stores):
 @pytest.mark.parametrize("metric", ["ip", "l2"])
 def test_ivf_searched_everywhere_is_exact_and_pq_with_rescoring_recalls(stores, metric):
     train, query = stores
-    estimator = GradientSimilarity(normalize="unit", checkpoint="b").fit(train)
+    estimator = GradientSimilarity(normalize="unit", checkpoints="b").fit(train)
     exact = estimator.score_top(query, 10)
     ivf = InfluenceIndex.build(estimator, IndexConfig("ivf-flat", nlist=8, rerank=0, metric=metric))
     assert recall_at_k(ivf.search(query, 10, nprobe=8), exact) == 1.0

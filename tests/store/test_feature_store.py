@@ -380,7 +380,7 @@ def test_garbled_metadata(tmp_path):
 # ---- integrity on read, recoverable metadata ------------------------------------------------
 
 
-def test_reads_check_each_shard_checksum_once_per_process(tmp_path):
+def test_reads_check_each_shard_checksum_once_per_process(tmp_path, monkeypatch):
     """A bit flip in a shard's data is caught by a plain read (not only by verify()), naming the
     shard; an intact store is hashed once per process, then read from the cache."""
     store = write_full(tmp_path, make_features())
@@ -397,15 +397,14 @@ def test_reads_check_each_shard_checksum_once_per_process(tmp_path):
     fresh = write_full(tmp_path / "fresh", make_features())
     fresh.features()
     calls = []
-    original = FeatureStore._check_shard
-    FeatureStore._check_shard = lambda self, *a: calls.append(a) or original(self, *a)
-    try:
-        FeatureStore.open(tmp_path / "fresh").features()
-        assert calls == []  # verified already in this process
-        fresh.verify()  # verify() always re-checks
-        assert len(calls) == 5
-    finally:
-        FeatureStore._check_shard = original
+    from infscope.store import feature_store
+
+    original = feature_store.check_shard
+    monkeypatch.setattr(feature_store, "check_shard", lambda *a: calls.append(a) or original(*a))
+    FeatureStore.open(tmp_path / "fresh").features()
+    assert calls == []  # verified already in this process
+    fresh.verify()  # verify() always re-checks
+    assert len(calls) == 5
 
 
 def test_random_access_maps_each_shard_once_and_sees_a_changed_file(tmp_path, monkeypatch):

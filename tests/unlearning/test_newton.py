@@ -28,7 +28,7 @@ def _distance(result, retrained, original):
 def test_one_newton_step_nearly_matches_retraining(trained):
     examples, model, forget, retrained = trained
     before = flat(model).copy()
-    result = newton_unlearn(model, TASK, examples, forget, NewtonConfig(weight_decay=WD, damping=0))
+    result = newton_unlearn(model, TASK, examples, forget, NewtonConfig(weight_decay=WD, ridge=0))
     # tolerance: one Newton step leaves < 10% of the distance to the retrained optimum (measured
     # 5.2%; 6–7% for 1.25% and 10% forget sets): the step's second-order error, which a second
     # step squares (next test)
@@ -39,18 +39,18 @@ def test_one_newton_step_nearly_matches_retraining(trained):
 
 def test_iterated_newton_converges_to_the_retrained_weights(trained):
     examples, model, forget, retrained = trained
-    two = NewtonConfig(weight_decay=WD, damping=0, newton_steps=2, tol=1e-10)
+    two = NewtonConfig(weight_decay=WD, ridge=0, newton_steps=2, tol=1e-10)
     assert _distance(newton_unlearn(model, TASK, examples, forget, two), retrained, model) < 2e-3
-    config = NewtonConfig(weight_decay=WD, damping=0, newton_steps=4, tol=1e-10, max_iter=200)
+    config = NewtonConfig(weight_decay=WD, ridge=0, newton_steps=4, tol=1e-10, max_iter=200)
     result = newton_unlearn(model, TASK, examples, forget, config)
     np.testing.assert_allclose(flat(result.model), flat(retrained), rtol=0, atol=1e-6)
 
 
 def test_influence_form_equals_newton_form_at_an_optimum(trained):
     examples, model, forget, _ = trained
-    a = newton_unlearn(model, TASK, examples, forget, NewtonConfig(weight_decay=WD, damping=0))
+    a = newton_unlearn(model, TASK, examples, forget, NewtonConfig(weight_decay=WD, ridge=0))
     b = newton_unlearn(
-        model, TASK, examples, forget, NewtonConfig(weight_decay=WD, damping=0, form="influence")
+        model, TASK, examples, forget, NewtonConfig(weight_decay=WD, ridge=0, form="influence")
     )
     step = flat(a.model) - flat(model)
     assert np.linalg.norm(flat(a.model) - flat(b.model)) < 1e-4 * np.linalg.norm(step)
@@ -60,7 +60,7 @@ def test_the_step_adds_the_forget_gradients(trained):
     """Sign: unlearning moves uphill on the forget set's loss and the step is +H⁻¹Σ∇ℓ/n_r."""
     examples, model, forget, _ = trained
     result = newton_unlearn(
-        model, TASK, examples, forget, NewtonConfig(weight_decay=WD, damping=0, form="influence")
+        model, TASK, examples, forget, NewtonConfig(weight_decay=WD, ridge=0, form="influence")
     )
     x = torch.stack([examples[int(i[1:])][0] for i in forget])
     y = torch.stack([examples[int(i[1:])][1] for i in forget])
@@ -71,9 +71,9 @@ def test_the_step_adds_the_forget_gradients(trained):
 def test_correction_steps_run_after_the_newton_step(trained):
     examples, model, forget, retrained = trained
     correction = GradientConfig(steps=20, lr=0.5, batch_size=400, weight_decay=WD)
-    config = NewtonConfig(weight_decay=WD, damping=0, correction=correction)
+    config = NewtonConfig(weight_decay=WD, ridge=0, correction=correction)
     corrected = newton_unlearn(model, TASK, examples, forget, config)
-    plain = newton_unlearn(model, TASK, examples, forget, NewtonConfig(weight_decay=WD, damping=0))
+    plain = newton_unlearn(model, TASK, examples, forget, NewtonConfig(weight_decay=WD, ridge=0))
     assert not np.array_equal(flat(corrected.model), flat(plain.model))
     # full-batch descent on the rest objective only brings the weights closer to its optimum
     assert _distance(corrected, retrained, model) < _distance(plain, retrained, model)
@@ -94,7 +94,7 @@ def test_restricting_to_modules_moves_only_them():
 def test_bad_settings_and_forget_sets_are_input_errors(trained):
     examples, model, _, _ = trained
     with pytest.raises(InputError, match="positive sum"):
-        NewtonConfig(weight_decay=0, damping=0)
+        NewtonConfig(weight_decay=0, ridge=0)
     with pytest.raises(InputError, match="form"):
         NewtonConfig(form="exact")
     with pytest.raises(InputError, match="not in the training data"):
@@ -115,5 +115,13 @@ def test_negative_curvature_is_reported():
     model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
     model = model.double()
     with pytest.warns(InfscopeWarning, match="negative curvature"):
-        result = newton_unlearn(model, TASK, examples, ["e1"], NewtonConfig(damping=1e-8))
+        result = newton_unlearn(model, TASK, examples, ["e1"], NewtonConfig(ridge=1e-8))
     assert result.info["steps"][0]["cg_negative_curvature"] == 1
+
+
+def test_the_former_damping_keyword_is_the_ridge():
+    with pytest.warns(DeprecationWarning, match="ridge"):
+        config = NewtonConfig(weight_decay=WD, damping=0.5)
+    assert config.ridge == 0.5
+    with pytest.warns(DeprecationWarning, match="ridge"):
+        assert config.damping == 0.5

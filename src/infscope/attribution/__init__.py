@@ -1,29 +1,27 @@
-"""Attribution estimators: query x train influence scores and self-influence."""
+"""Attribution estimators: query x train influence scores and self-influence, read from feature
+stores. Names are imported on first use (``infscope.attribution.registry`` alone loads no
+estimator)."""
 
-from infscope.attribution.base import NORMALIZATIONS, CheckpointSum, Estimator
-from infscope.attribution.datainf import DataInf
-from infscope.attribution.gradient_similarity import GradientSimilarity, TracIn
-from infscope.attribution.influence import TRAK, InfluenceFunction
-from infscope.attribution.kfac import EKFAC
-from infscope.attribution.registry import METHODS, EstimatorSpec, build_estimator
-from infscope.attribution.representer import RepresenterPoints
-from infscope.attribution.scores import Scores, SelfInfluence, load_scores
+from infscope.lazy import exports
 
-__all__ = [
-    "METHODS",
-    "DataInf",
-    "EKFAC",
-    "InfluenceFunction",
-    "RepresenterPoints",
-    "TRAK",
-    "EstimatorSpec",
-    "build_estimator",
-    "NORMALIZATIONS",
-    "CheckpointSum",
-    "Estimator",
-    "GradientSimilarity",
-    "Scores",
-    "SelfInfluence",
-    "TracIn",
-    "load_scores",
-]
+_NAMES = {
+    "NORMALIZATIONS": "infscope.attribution.base",
+    "CheckpointSum": "infscope.attribution.base",
+    "Estimator": "infscope.attribution.base",
+    "DataInf": "infscope.attribution.datainf",
+    "GradientSimilarity": "infscope.attribution.gradient_similarity",
+    "TracIn": "infscope.attribution.gradient_similarity",
+    "TRAK": "infscope.attribution.influence",
+    "InfluenceFunction": "infscope.attribution.influence",
+    "EKFAC": "infscope.attribution.kfac",
+    "METHODS": "infscope.attribution.registry",
+    "EstimatorSpec": "infscope.attribution.registry",
+    "build_estimator": "infscope.attribution.registry",
+    "register_estimator": "infscope.attribution.registry",
+    "RepresenterPoints": "infscope.attribution.representer",
+    "Scores": "infscope.attribution.scores",
+    "SelfInfluence": "infscope.attribution.scores",
+    "load_scores": "infscope.attribution.scores",
+}
+__all__ = sorted(_NAMES)
+__getattr__, __dir__ = exports(__name__, _NAMES, moved={"KFACFactors": "infscope.curvature"})

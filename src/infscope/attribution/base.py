@@ -245,30 +245,85 @@ class Estimator(ABC):
         return {"method": self.name, "block_size": self.block_size, "device": device, **self.notes}
 
 
+#: which checkpoints an estimator scores: ``"last"``, ``"all"``, one checkpoint id, a sequence
+#: of ids, or ``None`` for the estimator's own default
+CheckpointChoice = str | Sequence[str] | None
+
+
+def check_checkpoint_choice(choice: Any) -> str | tuple[str, ...] | None:
+    """``choice`` normalised: ``None``, ``"last"``, ``"all"`` or a tuple of checkpoint ids."""
+    if choice is None or choice in ("last", "all"):
+        return choice
+    if isinstance(choice, str):
+        return (choice,)
+    if isinstance(choice, (list, tuple)) and choice and all(isinstance(c, str) for c in choice):
+        if len(choice) == 1 and choice[0] in ("last", "all"):
+            return choice[0]
+        return tuple(choice)
+    raise InputError(
+        f"checkpoints must be 'last', 'all', a checkpoint id or a list of ids, got {choice!r}"
+    )
+
+
+def choose_checkpoints(train: FeatureStore, choice: str | tuple[str, ...]) -> list[str]:
+    """The ids of ``train``'s checkpoints that ``choice`` names (each checked to exist)."""
+    if choice == "last":
+        return [train.checkpoints[-1].id]
+    if choice == "all":
+        return [c.id for c in train.checkpoints]
+    return [train.checkpoint(c).id for c in choice]
+
+
 class CheckpointSum(Estimator):
     """``sum_c w_c <P_c phi_c(q), phi_c(z)> s_c(z)`` over chosen checkpoints, computed in blocks.
 
-    Subclasses choose the checkpoint weights ``w_c`` and may precondition queries (``P_c``, e.g.
-    an inverse curvature) and rescale training examples (``s_c``, e.g. RelatIF or TRAK's
-    re-weighting); by default both are the identity, which gives dot products.
+    ``checkpoints`` (every estimator's one way to choose them, :data:`CheckpointChoice`) picks
+    the checkpoints; by default they are weighted equally (the mean over checkpoints).
+    Subclasses may weight them otherwise, precondition queries (``P_c``, e.g. an inverse
+    curvature) and rescale training examples (``s_c``, e.g. RelatIF or TRAK's re-weighting); by
+    default both are the identity, which gives dot products.
     """
 
     normalizations: tuple[str, ...] = NORMALIZATIONS
+    #: what ``checkpoints=None`` means for this estimator
+    default_checkpoints: str = "last"
+    #: whether the estimator scores exactly one checkpoint
+    one_checkpoint: bool = False
 
-    def __init__(self, normalize: str = "none", block_size: int = 4096) -> None:
+    def __init__(
+        self,
+        *,
+        normalize: str = "none",
+        checkpoints: CheckpointChoice = None,
+        block_size: int = 4096,
+    ) -> None:
         super().__init__(block_size)
         if normalize not in self.normalizations:
             raise InputError(f"normalize must be one of {self.normalizations}, got {normalize!r}")
         self.normalize = normalize
+        self.checkpoints = check_checkpoint_choice(checkpoints)
+        if self.one_checkpoint and (
+            self.checkpoints == "all"
+            or (isinstance(self.checkpoints, tuple) and len(self.checkpoints) > 1)
+        ):
+            raise InputError(f"{self.name} scores one checkpoint, got checkpoints={checkpoints!r}")
 
-    @abstractmethod
+    def checkpoint_ids(self, train: FeatureStore) -> list[str]:
+        """The checkpoints of ``train`` the scores combine, in order."""
+        if self.checkpoints is None:
+            return self._default_checkpoint_ids(train)
+        return choose_checkpoints(train, self.checkpoints)
+
+    def _default_checkpoint_ids(self, train: FeatureStore) -> list[str]:
+        return choose_checkpoints(train, self.default_checkpoints)
+
     def checkpoint_weights(self, train: FeatureStore) -> list[tuple[str, float]]:
-        """``(checkpoint id, weight)`` pairs the score sums over."""
+        """``(checkpoint id, weight)`` pairs the score sums over (default: equal weights)."""
+        ids = self.checkpoint_ids(train)
+        return [(c, 1.0 / len(ids)) for c in ids]
 
     def _fit(self, train: FeatureStore) -> None:
-        self.checkpoint_weights(
-            train
-        )  # fail at fit, not mid-scoring, on a missing checkpoint or rate
+        self.checkpoint_weights(train)  # fail at fit, not mid-scoring, on a missing checkpoint
 
     def scored_checkpoints(self) -> list[str]:
         return [c for c, _ in self.checkpoint_weights(self._require_fit())]

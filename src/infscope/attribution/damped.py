@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from infscope.attribution.base import CheckpointSum
+from infscope.attribution.base import CheckpointChoice, CheckpointSum
 from infscope.errors import InputError
 
 DAMPING_MODES = ("relative", "absolute")
@@ -52,12 +52,14 @@ class DampedEstimator(CheckpointSum):
 
     def __init__(
         self,
+        *,
+        normalize: str = "none",
+        checkpoints: CheckpointChoice = None,
         damping: float | None = None,
         damping_mode: str = "relative",
-        normalize: str = "none",
         block_size: int = 4096,
     ) -> None:
-        super().__init__(normalize, block_size)
+        super().__init__(normalize=normalize, checkpoints=checkpoints, block_size=block_size)
         if damping is None:
             if damping_mode == "absolute":
                 raise InputError("damping_mode='absolute' needs an explicit damping value")

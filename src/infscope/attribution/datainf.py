@@ -23,7 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from infscope.attribution.base import CheckpointChoice
 from infscope.attribution.damped import DampedEstimator
+from infscope.deprecation import legacy_arguments
 from infscope.errors import InputError, NonFiniteError
 from infscope.store import FeatureStore
 
@@ -33,28 +35,29 @@ class DataInf(DampedEstimator):
 
     name = "datainf"
     default_damping = 1.0
+    one_checkpoint = True
 
+    @legacy_arguments(
+        "damping", "damping_mode", "checkpoint", "block_size", checkpoint="checkpoints"
+    )
     def __init__(
         self,
+        *,
+        checkpoints: CheckpointChoice = None,
         damping: float | None = None,
         damping_mode: str = "relative",
-        checkpoint: str | None = None,
         block_size: int = 4096,
     ) -> None:
-        super().__init__(damping, damping_mode, "none", block_size)
-        self.checkpoint = checkpoint
+        super().__init__(
+            checkpoints=checkpoints,
+            damping=damping,
+            damping_mode=damping_mode,
+            block_size=block_size,
+        )
         self.layers: list[tuple[str, slice]] = []
         self.squared_norms = np.zeros((0, 0))
         self.lambdas = np.zeros(0)
         self.inverse_weights = np.zeros((0, 0))
-
-    def checkpoint_weights(self, train: FeatureStore) -> list[tuple[str, float]]:
-        checkpoint = (
-            train.checkpoints[-1].id
-            if self.checkpoint is None
-            else train.checkpoint(self.checkpoint).id
-        )
-        return [(checkpoint, 1.0)]
 
     def _fit(self, train: FeatureStore) -> None:
         super()._fit(train)

@@ -13,9 +13,8 @@ A positive score means a gradient step on ``z`` lowers the query's measurement: 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from infscope.attribution.base import CheckpointSum
+from infscope.attribution.base import CheckpointChoice, CheckpointSum
+from infscope.deprecation import legacy_arguments
 from infscope.errors import StoreError
 from infscope.store import FeatureStore
 
@@ -27,46 +26,48 @@ class GradientSimilarity(CheckpointSum):
     discounts examples whose gradients are merely large.
     """
 
+    one_checkpoint = True
+
+    @legacy_arguments("normalize", "checkpoint", "block_size", checkpoint="checkpoints")
     def __init__(
-        self, normalize: str = "none", checkpoint: str | None = None, block_size: int = 4096
+        self,
+        *,
+        normalize: str = "none",
+        checkpoints: CheckpointChoice = None,
+        block_size: int = 4096,
     ) -> None:
-        super().__init__(normalize, block_size)
-        self.checkpoint = checkpoint
+        super().__init__(normalize=normalize, checkpoints=checkpoints, block_size=block_size)
 
     @property
     def name(self) -> str:  # type: ignore[override]
         return "cosine" if self.normalize == "unit" else "dot"
 
-    def checkpoint_weights(self, train: FeatureStore) -> list[tuple[str, float]]:
-        if self.checkpoint is None:
-            return [(train.checkpoints[-1].id, 1.0)]
-        return [(train.checkpoint(self.checkpoint).id, 1.0)]
-
 
 class TracIn(CheckpointSum):
-    """TracIn-CP: ``sum_c lr_c <phi_c(q), phi_c(z)>`` over checkpoints.
+    """TracIn-CP: ``sum_c lr_c <phi_c(q), phi_c(z)>`` over checkpoints (default: all of them).
 
     Learning rates come from ``learning_rates`` (checkpoint id → rate) or else from the store's
     checkpoint metadata; a checkpoint with neither is an error, never a silent 1.
     """
 
     name = "tracin"
+    default_checkpoints = "all"
 
+    @legacy_arguments("normalize", "learning_rates", "checkpoints", "block_size")
     def __init__(
         self,
+        *,
         normalize: str = "none",
+        checkpoints: CheckpointChoice = None,
         learning_rates: dict[str, float] | None = None,
-        checkpoints: Sequence[str] | None = None,
         block_size: int = 4096,
     ) -> None:
-        super().__init__(normalize, block_size)
+        super().__init__(normalize=normalize, checkpoints=checkpoints, block_size=block_size)
         self.learning_rates = dict(learning_rates or {})
-        self.checkpoints = list(checkpoints) if checkpoints is not None else None
 
     def checkpoint_weights(self, train: FeatureStore) -> list[tuple[str, float]]:
-        ids = self.checkpoints or [c.id for c in train.checkpoints]
         weights = []
-        for checkpoint_id in ids:
+        for checkpoint_id in self.checkpoint_ids(train):
             info = train.checkpoint(checkpoint_id)
             rate = self.learning_rates.get(checkpoint_id, info.learning_rate)
             if rate is None:

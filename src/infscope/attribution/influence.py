@@ -19,11 +19,11 @@ CG stops a column at negative curvature. The default
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from infscope.attribution.base import CheckpointChoice
 from infscope.attribution.damped import DampedEstimator
 from infscope.curvature.fisher import FeatureFisher
 from infscope.curvature.linalg import Curvature
@@ -34,6 +34,7 @@ from infscope.curvature.solvers import (
     auto_solver,
     make_solver,
 )
+from infscope.deprecation import legacy_arguments
 from infscope.errors import InputError, StoreMismatchError
 from infscope.store import FeatureStore
 
@@ -44,43 +45,63 @@ class InfluenceFunction(DampedEstimator):
     """Influence functions with a chosen curvature, inverse solver and damping.
 
     Args:
-        solver: ``"auto"`` (exact up to 8192 dimensions to decompose — of ``H``, or of the
-            ``n x n`` kernel when ``n < dim`` — else CG), ``"exact"``, ``"cg"``, ``"lissa"``,
-            ``"arnoldi"`` or an :class:`~infscope.curvature.solvers.InverseSolver`.
-        damping: ``λ`` relative to ``trace(H) / min(n, dim)`` (default: the curvature's
-            ``default_damping``, 1 for the Fisher, 0.3 for the model Hessian), or absolute.
-        damping_mode: ``"relative"`` or ``"absolute"``.
-        curvature: ``None`` for the empirical Fisher of the training features at each checkpoint
-            (of the unit-normalised features with ``normalize="unit"``), or a curvature operator
-            of one checkpoint (e.g. :class:`~infscope.curvature.hessian.ModelHessian`).
         normalize: ``"none"``; ``"unit"`` (unit-norm features, curvature included); ``"relatif"``
             (RelatIF: divide by ``sqrt(<(H+λI)^-1 φ(z), φ(z)>)``, so examples that are
             influential on everything — often outliers — stop dominating).
-        checkpoints: ``"last"`` (default), ``"all"`` (average over checkpoints: an ensemble), or
-            a list of checkpoint ids.
-        solver_options: keyword arguments for the named solver (``max_iter``, ``depth``, ``rank``...).
+        checkpoints: ``"last"`` (default), ``"all"`` (average over checkpoints: an ensemble), a
+            checkpoint id or a list of ids.
+        damping: ``λ`` relative to ``trace(H) / min(n, dim)`` (default: the curvature's
+            ``default_damping``, 1 for the Fisher, 0.3 for the model Hessian), or absolute.
+        damping_mode: ``"relative"`` or ``"absolute"``.
+        solver: ``"auto"`` (exact up to 8192 dimensions to decompose — of ``H``, or of the
+            ``n x n`` kernel when ``n < dim`` — else CG), ``"exact"``, ``"cg"``, ``"lissa"``,
+            ``"arnoldi"`` or an :class:`~infscope.curvature.solvers.InverseSolver`.
+        solver_options: keyword arguments for the named solver (``max_iter``, ``depth``,
+            ``rank``...).
+        curvature: ``None`` for the empirical Fisher of the training features at each checkpoint
+            (of the unit-normalised features with ``normalize="unit"``), or a curvature operator
+            of one checkpoint (e.g. :class:`~infscope.curvature.hessian.ModelHessian`).
+        fisher: a store of the training examples' sampled-label gradients
+            (``featurize(..., gradient="fisher")``, same projection and checkpoint ids) whose
+            Fisher is the curvature at each checkpoint: the true Fisher.
     """
 
     name = "influence"
     normalizations = ("none", "unit", "relatif")
     default_damping = 1.0
 
+    @legacy_arguments(
+        "solver",
+        "damping",
+        "damping_mode",
+        "curvature",
+        "normalize",
+        "checkpoints",
+        "block_size",
+        "solver_options",
+    )
     def __init__(
         self,
-        solver: str | InverseSolver = "auto",
+        *,
+        normalize: str = "none",
+        checkpoints: CheckpointChoice = None,
         damping: float | None = None,
         damping_mode: str = "relative",
-        curvature: Curvature | None = None,
-        normalize: str = "none",
-        checkpoints: str | Sequence[str] = "last",
-        block_size: int = 4096,
+        solver: str | InverseSolver = "auto",
         solver_options: dict[str, Any] | None = None,
+        curvature: Curvature | None = None,
+        fisher: FeatureStore | None = None,
+        block_size: int = 4096,
     ) -> None:
         if damping is None and curvature is not None and damping_mode == "relative":
             damping = curvature.default_damping
-        super().__init__(damping, damping_mode, normalize, block_size)
-        if isinstance(checkpoints, str) and checkpoints not in ("last", "all"):
-            checkpoints = [checkpoints]
+        super().__init__(
+            normalize=normalize,
+            checkpoints=checkpoints,
+            damping=damping,
+            damping_mode=damping_mode,
+            block_size=block_size,
+        )
         if isinstance(solver, str):
             if solver not in SOLVERS:
                 raise InputError(f"unknown solver {solver!r}; choose from {SOLVERS}")
@@ -90,22 +111,29 @@ class InfluenceFunction(DampedEstimator):
                 solver = make_solver(solver, **(solver_options or {}))
         elif not isinstance(solver, InverseSolver):
             raise InputError(f"solver must be a name or an InverseSolver, got {solver!r}")
+        if fisher is not None and (curvature is not None or not isinstance(fisher, FeatureStore)):
+            raise InputError("fisher must be a FeatureStore, and is not given with a curvature")
         self.solver = solver
         self.curvature = curvature
-        self.checkpoints = checkpoints
+        self.fisher = fisher
         self.inverses: dict[str, PreparedInverse] = {}
         self.damping_units: dict[str, float] = {}
         self.shifts: dict[str, float] = {}  # −σ_min of an indefinite curvature (relative mode)
         self.absolute_damping: dict[str, float] = {}
 
-    def checkpoint_weights(self, train: FeatureStore) -> list[tuple[str, float]]:
-        if self.checkpoints == "last":
-            ids = [train.checkpoints[-1].id]
-        elif self.checkpoints == "all":
-            ids = [c.id for c in train.checkpoints]
-        else:
-            ids = [train.checkpoint(c).id for c in self.checkpoints]
-        return [(c, 1.0 / len(ids)) for c in ids]
+    def _curvature(self, train: FeatureStore, checkpoint: str) -> Curvature:
+        """The curvature at ``checkpoint``: the one given, the Fisher of the ``fisher`` store's
+        features there, or the empirical Fisher of the training features."""
+        if self.curvature is not None:
+            return self.curvature
+        if self.fisher is not None:
+            return FeatureFisher(self.fisher, self.fisher.checkpoint(checkpoint).id, self.block_size)
+        return FeatureFisher(
+            train,
+            checkpoint,
+            self.rows_per_block(train.feature_dim),
+            normalize=self.normalize == "unit",
+        )
 
     def _fit(self, train: FeatureStore) -> None:
         super()._fit(train)
@@ -116,12 +144,7 @@ class InfluenceFunction(DampedEstimator):
             )
         self.inverses, self.damping_units, self.shifts = {}, {}, {}
         for checkpoint, _ in weights:
-            curvature = self.curvature or FeatureFisher(
-                train,
-                checkpoint,
-                self.rows_per_block(train.feature_dim),
-                normalize=self.normalize == "unit",
-            )
+            curvature = self._curvature(train, checkpoint)
             curvature.check_store(train)
             solver = auto_solver(curvature) if self.solver == "auto" else self.solver
             self.inverses[checkpoint] = solver.prepare(curvature)
@@ -172,19 +195,35 @@ class TRAK(InfluenceFunction):
     train_gradient = "measurement"
     normalizations = ("none",)
     default_damping = 1.0
+    default_checkpoints = "all"
 
+    @legacy_arguments(
+        "damping",
+        "damping_mode",
+        "solver",
+        "checkpoints",
+        "reweight",
+        "block_size",
+        "solver_options",
+    )
     def __init__(
         self,
+        *,
+        checkpoints: CheckpointChoice = None,
         damping: float | None = None,
         damping_mode: str = "relative",
         solver: str | InverseSolver = "auto",
-        checkpoints: str | Sequence[str] = "all",
+        solver_options: dict[str, Any] | None = None,
         reweight: bool = True,
         block_size: int = 4096,
-        solver_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(
-            solver, damping, damping_mode, None, "none", checkpoints, block_size, solver_options
+            checkpoints=checkpoints,
+            damping=damping,
+            damping_mode=damping_mode,
+            solver=solver,
+            solver_options=solver_options,
+            block_size=block_size,
         )
         self.reweight = reweight
         self.wrong_class_probability: np.ndarray | None = None

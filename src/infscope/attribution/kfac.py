@@ -25,12 +25,13 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from infscope.attribution.base import NORMALIZATIONS
+from infscope.attribution.base import NORMALIZATIONS, CheckpointChoice
 from infscope.attribution.damped import DampedEstimator
 from infscope.attribution.low_rank import LowRankQueries
 from infscope.curvature.eigenbasis import KroneckerBasis, as_bases
 from infscope.curvature.kfac import KFACFactors
 from infscope.curvature.kfac_blocks import FactorBlock
+from infscope.deprecation import legacy_arguments
 from infscope.errors import InputError, StoreMismatchError
 from infscope.store import FeatureStore
 
@@ -52,26 +53,27 @@ class EKFAC(DampedEstimator):
     Args:
         factors: :class:`KFACFactors` fit at the training store's checkpoint, or the
             :class:`~infscope.curvature.eigenbasis.KroneckerBasis` (or the per-checkpoint
-            sequence of them) an ``eigen``-projected training store was extracted with (the factors of each checkpoint are then built from it on
-            :meth:`fit`, see :meth:`KFACFactors.from_basis`). They are not changed: missing
-            corrected eigenvalues are computed on :meth:`fit` into a copy.
+            sequence of them) an ``eigen``-projected training store was extracted with (the
+            factors of each checkpoint are then built from it on :meth:`fit`, see
+            :meth:`KFACFactors.from_basis`). They are not changed: missing corrected
+            eigenvalues are computed on :meth:`fit` into a copy.
+        normalize: ``"none"``, ``"unit"`` or ``"relatif"`` (divide by ``sqrt`` of the training
+            example's self-influence).
+        checkpoints: with bases, ``"all"`` (every checkpoint of the training store, equally
+            weighted: influence averaged over a training trajectory, each checkpoint with its own
+            EK-FAC eigenvalues), ``"last"``, ids, or ``None``: the checkpoints the bases were fit
+            at (one per checkpoint given as a sequence — the trajectory average), else the last.
+            :class:`KFACFactors` belong to one checkpoint (leave it ``None``).
         damping: ``λ_m`` relative to the mean eigenvalue of each Kronecker module,
             ``trace_m / dim_m`` (kronfluence's unit; default 0.1), and to ``trace_m / min(n,
             dim_m)`` of a dense block; or absolute (below).
         damping_mode: ``"relative"`` (per module) or ``"absolute"`` (one ``λ`` everywhere).
         correct_eigenvalues: EK-FAC (``True``, name ``"ekfac"``) or K-FAC with trace-matched
             ``λ_S ⊗ λ_A`` (``False``, name ``"kfac"``).
-        normalize: ``"none"``, ``"unit"`` or ``"relatif"`` (divide by ``sqrt`` of the training
-            example's self-influence).
         fisher: a store of the training examples' sampled-label gradients (``featurize(...,
             gradient="fisher")``, same projection and checkpoints) from which the curvature
             statistics (traces, corrected eigenvalues, dense blocks) are taken: the true Fisher.
             ``None``: the training store's own (empirical Fisher).
-        checkpoints: with bases, ``"all"`` (every checkpoint of the training store, equally
-            weighted: influence averaged over a training trajectory, each checkpoint with its own
-            EK-FAC eigenvalues), a list of ids, or ``None``: the checkpoints the bases were fit at
-            (one per checkpoint given as a sequence — the trajectory average), else the last.
-            :class:`KFACFactors` belong to one checkpoint.
         query_rank: score with each Kronecker module's preconditioned query matrix cut to its
             best rank-``query_rank`` approximation (:mod:`infscope.attribution.low_rank`): all
             queries held at once as factors, the training store read once per checkpoint, the
@@ -82,19 +84,38 @@ class EKFAC(DampedEstimator):
     normalizations = (*NORMALIZATIONS, "relatif")
     default_damping = 0.1
 
+    @legacy_arguments(
+        "damping",
+        "damping_mode",
+        "correct_eigenvalues",
+        "normalize",
+        "block_size",
+        "fisher",
+        "checkpoints",
+        "query_rank",
+    )
     def __init__(
         self,
         factors: KFACFactors | KroneckerBasis | Sequence[KroneckerBasis],
+        *,
+        normalize: str = "none",
+        checkpoints: CheckpointChoice = None,
         damping: float | None = None,
         damping_mode: str = "relative",
         correct_eigenvalues: bool = True,
-        normalize: str = "none",
-        block_size: int = 4096,
         fisher: FeatureStore | None = None,
-        checkpoints: str | list[str] | None = None,
         query_rank: int | None = None,
+        block_size: int = 4096,
     ) -> None:
-        super().__init__(damping, damping_mode, normalize, block_size)
+        self.correct = bool(correct_eigenvalues)
+        self.name = "ekfac" if self.correct else "kfac"
+        super().__init__(
+            normalize=normalize,
+            checkpoints=checkpoints,
+            damping=damping,
+            damping_mode=damping_mode,
+            block_size=block_size,
+        )
         if query_rank is not None and (
             isinstance(query_rank, bool) or not isinstance(query_rank, int) or query_rank < 1
         ):
@@ -115,15 +136,8 @@ class EKFAC(DampedEstimator):
                 "KFACFactors belong to one checkpoint; to average over checkpoints, project the "
                 "stores with an eigenbasis fit over them and pass the basis"
             )
-        if isinstance(checkpoints, str) and checkpoints != "all":
-            checkpoints = [checkpoints]
         self.factors = factors
         self.fisher = fisher
-        self.checkpoints = (
-            checkpoints if checkpoints == "all" or checkpoints is None else list(checkpoints)
-        )
-        self.correct = bool(correct_eigenvalues)
-        self.name = "ekfac" if self.correct else "kfac"
         #: the factors used for each checkpoint scored (in order), after fit
         self.factors_by_checkpoint: dict[str, KFACFactors] = {}
         self._preconditioners: dict[str, list[_Preconditioner]] = {}
@@ -135,18 +149,15 @@ class EKFAC(DampedEstimator):
             return None
         return list(self.factors_by_checkpoint.values())[-1]
 
-    def checkpoint_weights(self, train: FeatureStore) -> list[tuple[str, float]]:
+    def checkpoint_ids(self, train: FeatureStore) -> list[str]:
         if self.factors_by_checkpoint:
-            ids = list(self.factors_by_checkpoint)
-        else:
-            ids = self._checkpoint_ids(train)
-        return [(c, 1.0 / len(ids)) for c in ids]
+            return list(self.factors_by_checkpoint)
+        return super().checkpoint_ids(train)
 
-    def _checkpoint_ids(self, train: FeatureStore) -> list[str]:
-        if self.checkpoints == "all":
-            return [c.id for c in train.checkpoints]
-        if self.checkpoints is not None:
-            return [train.checkpoint(c).id for c in self.checkpoints]
+    def _default_checkpoint_ids(self, train: FeatureStore) -> list[str]:
+        """The checkpoints the factors belong to: the factors' own, every checkpoint one of the
+        per-checkpoint bases was fit at (the trajectory average), or the last checkpoint whose
+        weights a basis was fit at (the store's last when none is recorded)."""
         factors = self.factors
         if isinstance(factors, KFACFactors):
             return [factors.resolve_checkpoint(train)]
@@ -166,7 +177,7 @@ class EKFAC(DampedEstimator):
             )
         rows = self.rows_per_block(train.feature_dim)
         fitted = {}
-        for checkpoint in self._checkpoint_ids(train):
+        for checkpoint in super().checkpoint_ids(train):
             factors = self.factors
             if isinstance(factors, (KroneckerBasis, list)):
                 factors = KFACFactors.from_basis(factors, statistics, checkpoint, block_size=rows)

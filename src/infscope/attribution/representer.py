@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from infscope.attribution.base import CheckpointChoice
 from infscope.attribution.gradient_similarity import GradientSimilarity
+from infscope.deprecation import legacy_arguments
 from infscope.errors import InputError, StoreMismatchError
 from infscope.store import FeatureStore
 
@@ -24,10 +26,15 @@ class RepresenterPoints(GradientSimilarity):
 
     name = "representer"
 
+    @legacy_arguments("checkpoint", "block_size", checkpoint="checkpoints")
     def __init__(
-        self, l2_regularization: float, checkpoint: str | None = None, block_size: int = 4096
+        self,
+        l2_regularization: float,
+        *,
+        checkpoints: CheckpointChoice = None,
+        block_size: int = 4096,
     ) -> None:
-        super().__init__("none", checkpoint, block_size)
+        super().__init__(checkpoints=checkpoints, block_size=block_size)
         if not l2_regularization > 0:
             raise InputError(f"l2_regularization must be positive, got {l2_regularization}")
         self.l2_regularization = float(l2_regularization)

@@ -65,9 +65,9 @@ def audit(
 
     from infscope.attribution import SelfInfluence, load_scores
     from infscope.audit import AuditConfig, ProbeConfig, audit_examples, load_rows
-    from infscope.cli.functions import load_function
     from infscope.data import ExampleSet
     from infscope.errors import InputError
+    from infscope.functions import load_function
     from infscope.io import write_atomic
 
     examples = ExampleSet.from_file(data)

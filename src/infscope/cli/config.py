@@ -186,11 +186,14 @@ def _plain(value: Any) -> Any:
 
 
 def resolved(ctx: typer.Context) -> dict[str, Any]:
-    """Every parameter of the command by its config name, as the command ran."""
+    """Every parameter of the command by its config name, as the command ran (a hidden,
+    deprecated alias only when it was given)."""
     return {
         config_key(p): _plain(ctx.params.get(p.name))
         for p in ctx.command.params
-        if p.expose_value and p.name in ctx.params
+        if p.expose_value
+        and p.name in ctx.params
+        and not (getattr(p, "hidden", False) and ctx.params.get(p.name) is None)
     }
 
 

@@ -1,178 +1,87 @@
-"""The demo: which training digits helped and hurt real predictions, and which labels are wrong.
-
-Trains a small MLP on scikit-learn's bundled handwritten digits (no download) with a fraction of
-training labels flipped, extracts projected gradient features at several checkpoints, scores test
-predictions with TracIn and ranks training examples by self-influence to find the flipped labels.
-"""
+"""``infscope demo``: what helped and hurt real predictions, on built-in data (the library part is
+:mod:`infscope.demo`; this prints it)."""
 
 from __future__ import annotations
 
-import tempfile
-from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Annotated
 
 import numpy as np
-import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
-from torch import nn
-from tqdm.auto import tqdm
+import typer
 
-from infscope.attribution import Scores, SelfInfluence, TracIn
-from infscope.data import ExampleSet
-from infscope.errors import InputError
-from infscope.evaluation import mislabel_detection
-from infscope.gradients import GradientExtractor, ProjectionConfig
-from infscope.gradients.featurize import featurize
-from infscope.store import FeatureStore
-from infscope.tasks import ClassificationTask
+from infscope.cli.output import console
 
 
-@dataclass
-class DemoConfig:
-    """Sizes of the demo run; ``threads`` torch threads while it runs (see README for times)."""
+def demo(
+    flip_fraction: Annotated[
+        float, typer.Option(help="Fraction of training labels flipped.")
+    ] = 0.1,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 30,
+    queries: Annotated[int, typer.Option(min=1, help="Test predictions to explain.")] = 3,
+    seed: Annotated[int, typer.Option(help="Seed of the split, flips and training.")] = 0,
+    threads: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="torch threads (1: tiny matrices gain nothing from more, and a busy "
+            "machine loses a lot).",
+        ),
+    ] = 1,
+) -> None:
+    """Show what helped and hurt real predictions: no arguments, no downloads.
 
-    flip_fraction: float = 0.1
-    epochs: int = 30
-    checkpoint_every: int = 5
-    learning_rate: float = 0.1
-    batch_size: int = 32
-    hidden: int = 64
-    projection: ProjectionConfig = field(
-        default_factory=lambda: ProjectionConfig(kind="kronecker", dim=2048)
-    )
-    seed: int = 0
-    threads: int = 1
+    Trains a small MLP on scikit-learn's bundled digits with some labels flipped, prints the
+    training images that most helped and hurt a few test predictions (TracIn), and how well
+    self-influence finds the flipped labels.
 
-    def validate(self) -> None:
-        """InputError for settings that give no checkpoint to score with or nothing to detect."""
-        if not 0 < self.flip_fraction < 1:
-            raise InputError(
-                f"flip_fraction must lie strictly between 0 and 1, got {self.flip_fraction}: "
-                f"the demo measures how well self-influence finds flipped labels"
-            )
-        if not 1 <= self.checkpoint_every <= self.epochs:
-            raise InputError(
-                f"epochs ({self.epochs}) must be at least checkpoint_every "
-                f"({self.checkpoint_every}) and checkpoint_every positive: TracIn needs a checkpoint"
-            )
-        if self.threads < 1:
-            raise InputError(f"threads must be at least 1, got {self.threads}")
+    \b
+    Example:
+      infscope demo --flip-fraction 0.2
+    """
+    from infscope.demo import DemoConfig, digit_art, run_demo
 
-
-@dataclass
-class DemoResult:
-    """Everything the demo computed, for printing or testing."""
-
-    scores: Scores
-    self_influence: SelfInfluence
-    flipped: np.ndarray
-    train_images: np.ndarray
-    train_labels: np.ndarray
-    test_images: np.ndarray
-    test_labels: np.ndarray
-    test_predictions: np.ndarray
-    test_accuracy: float
-    auc: float
-    found_at: dict[float, float]
-
-
-def _digits(config: DemoConfig):
-    digits = load_digits()
-    x = (digits.data / 16.0).astype(np.float32)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, digits.target, test_size=0.25, random_state=config.seed, stratify=digits.target
-    )
-    rng = np.random.default_rng(config.seed)
-    flipped = np.zeros(len(y_train), dtype=bool)
-    flipped[rng.choice(len(y_train), int(config.flip_fraction * len(y_train)), replace=False)] = (
-        True
-    )
-    noisy = y_train.copy()
-    noisy[flipped] = (y_train[flipped] + rng.integers(1, 10, flipped.sum())) % 10
-    return x_train, noisy, flipped, x_test, y_test
-
-
-def _examples(x: np.ndarray, y: np.ndarray, prefix: str) -> ExampleSet:
-    pairs = [(torch.from_numpy(x[i]), torch.tensor(int(y[i]))) for i in range(len(y))]
-    return ExampleSet(pairs, tuple(f"{prefix}{i}" for i in range(len(y))))
-
-
-def run_demo(config: DemoConfig | None = None, workdir: str | Path | None = None) -> DemoResult:
-    """Train, checkpoint, extract features, score with ``config.threads`` torch threads (the
-    caller's count is restored); returns the results (prints nothing)."""
-    config = config or DemoConfig()
+    config = DemoConfig(flip_fraction=flip_fraction, epochs=epochs, seed=seed, threads=threads)
     config.validate()
-    previous = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
-    try:
-        return _run(config, workdir)
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _run(config: DemoConfig, workdir: str | Path | None) -> DemoResult:
-    torch.manual_seed(config.seed)
-    x_train, y_train, flipped, x_test, y_test = _digits(config)
-    train, test = _examples(x_train, y_train, "train-"), _examples(x_test, y_test, "test-")
-    model = nn.Sequential(nn.Linear(64, config.hidden), nn.Tanh(), nn.Linear(config.hidden, 10))
-    task = ClassificationTask()
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.learning_rate)
-    extractor = GradientExtractor(model, task, config.projection)
-    xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train).long()
-
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(workdir or tmp)
-        train_store, test_store = root / "train-features", root / "test-features"
-        generator = torch.Generator().manual_seed(config.seed)
-        for epoch in tqdm(range(1, config.epochs + 1), desc="training", unit="epoch"):
-            model.train()
-            for index in torch.randperm(len(yt), generator=generator).split(config.batch_size):
-                optimizer.zero_grad()
-                task.train_loss(model, (xt[index], yt[index])).mean().backward()
-                optimizer.step()
-            if epoch % config.checkpoint_every == 0:
-                checkpoint = f"epoch-{epoch}"
-                for data, store, kind in (
-                    (train, train_store, "loss"),
-                    (test, test_store, "measurement"),
-                ):
-                    featurize(
-                        extractor,
-                        data,
-                        store,
-                        checkpoint,
-                        gradient=kind,
-                        learning_rate=config.learning_rate,
-                        batch_size=256,
-                        progress=False,
-                    )
-        estimator = TracIn().fit(FeatureStore.open(train_store))
-        scores = estimator.score(FeatureStore.open(test_store))
-        self_influence = estimator.self_influence()
-
-    with torch.no_grad():
-        predictions = model(torch.from_numpy(x_test)).argmax(1).numpy()
-    detection = mislabel_detection(self_influence, flipped)
-    return DemoResult(
-        scores=scores,
-        self_influence=self_influence,
-        flipped=flipped,
-        train_images=x_train,
-        train_labels=y_train,
-        test_images=x_test,
-        test_labels=y_test,
-        test_predictions=predictions,
-        test_accuracy=float((predictions == y_test).mean()),
-        auc=detection.auc,
-        found_at=detection.found_at,
+    console.print(
+        f"[bold]infscope demo[/]: MLP on 8x8 digits, {flip_fraction:.0%} of training labels "
+        f"flipped, TracIn over {epochs // config.checkpoint_every} checkpoints, "
+        f"{config.projection.kind} projection (k={config.projection.dim})"
     )
+    result = run_demo(config)
+    console.print(f"test accuracy {result.test_accuracy:.1%}\n")
+    helpful, helpful_scores = result.scores.top(3)
+    harmful, harmful_scores = result.scores.top(3, harmful=True)
+    # explain misclassified test points first (the interesting ones), then correct ones
+    wrong = np.flatnonzero(result.test_predictions != result.test_labels)
+    right = np.flatnonzero(result.test_predictions == result.test_labels)
+    for q in np.concatenate([wrong[: (queries + 1) // 2], right])[:queries]:
+        query_tile = (
+            f"test {q}",
+            f"true {result.test_labels[q]}, pred {result.test_predictions[q]}",
+            digit_art(result.test_images[q]),
+        )
+        for indices, values, word in (
+            (helpful, helpful_scores, "helps"),
+            (harmful, harmful_scores, "hurts"),
+        ):
+            tiles = [query_tile] + [
+                (
+                    f"{word} {v:+.3g}",
+                    f"label {result.train_labels[i]}{' FLIPPED' if result.flipped[i] else ''}",
+                    digit_art(result.train_images[i]),
+                )
+                for i, v in zip(indices[q], values[q])
+            ]
+            for line in range(10):
+                cells = [t[line] if line < 2 else t[2][line - 2] for t in tiles]
+                console.print("   ".join(f"{c:<16}" for c in cells), markup=False, soft_wrap=True)
+            console.print()
+    flipped = int(result.flipped.sum())
+    console.print(
+        f"[bold]mislabel detection[/] by self-influence: AUC {result.auc:.3f} "
+        f"({flipped} flipped of {len(result.flipped)}; random = 0.5)"
+    )
+    for fraction, found in result.found_at.items():
+        console.print(
+            f"  inspecting the top {fraction:.0%} finds {found:.0%} of flipped labels (random: {fraction:.0%})"
+        )
 
-
-_SHADES = " .:-=+*#%@"
-
-
-def digit_art(image: np.ndarray) -> list[str]:
-    """An 8x8 digit as 8 lines of text, two characters per pixel."""
-    levels = np.clip((image.reshape(8, 8) * (len(_SHADES) - 1)).round().astype(int), 0, 9)
-    return ["".join(_SHADES[v] * 2 for v in row) for row in levels]

@@ -14,9 +14,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from infscope.cli.functions import load_function
 from infscope.cli.output import console
 from infscope.errors import InputError
+from infscope.functions import load_function
 
 app = typer.Typer(
     help=(

@@ -10,26 +10,19 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from infscope.cli import options
+from infscope.attribution.registry import EstimatorSpec
+from infscope.cli.options import estimator_options
 from infscope.cli.output import console, progress
 from infscope.errors import InputError
 
 ESTIMATOR_FILE = "estimator.json"
 
 
+@estimator_options
 def index(
     train: Annotated[Path, typer.Option(help="Training feature store.")],
     out: Annotated[Path, typer.Option(help="Directory for the index.")],
-    method: options.Method = "tracin",
-    normalize: options.Normalize = "none",
-    checkpoint: options.Checkpoint = None,
-    damping: options.Damping = None,
-    damping_mode: options.DampingMode = "relative",
-    solver: options.Solver = "auto",
-    l2_regularization: options.L2 = None,
-    factors: options.Factors = None,
-    fisher: options.Fisher = None,
-    block_size: options.BlockSize = 4096,
+    estimator: EstimatorSpec,
     kind: Annotated[
         str | None,
         typer.Option(
@@ -76,18 +69,7 @@ def index(
     from infscope.io import write_atomic
     from infscope.store import FeatureStore
 
-    spec = options.estimator_spec(
-        method,
-        normalize,
-        checkpoint,
-        damping,
-        damping_mode,
-        solver,
-        l2_regularization,
-        factors,
-        fisher,
-        block_size,
-    )
+    spec = estimator
     given = dict(
         kind=kind, nlist=nlist, pq_bytes=pq_bytes, metric=metric, nprobe=nprobe, rerank=rerank
     )

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from infscope.cli.functions import load_function
 from infscope.cli.output import console
 from infscope.errors import InputError
+from infscope.functions import load_function
 
 
 def _numbers(text: str, what: str, kind: type = float) -> list:
@@ -31,6 +31,15 @@ def _named(specs: list[str]) -> dict[str, str]:
             raise InputError(f"--score {name} is given twice")
         named[name] = path
     return named
+
+
+def _labels(path: Path, field: str, ids: list[str]):
+    """The ``field`` of the data file's records, in the order of the scored ``ids``."""
+    import numpy as np
+
+    from infscope.data import ExampleSet
+
+    return np.array(ExampleSet.from_file(path).column(field, ids, str(path), "scored ids"))
 
 
 def prune(
@@ -85,25 +94,17 @@ def prune(
       infscope prune --score el2n=runs/el2n --train-fn retrain:train_fn \\
           --keep 0.3,0.5,0.7 --out runs/prune
     """
-    import numpy as np
-
-    from infscope.data import ExampleSet
     from infscope.evaluation.pruning import PruningStudy, load_pruning_scores
     from infscope.io import write_atomic
 
     values, ids = load_pruning_scores(_named(score), negate)
-    label_array = None
-    if labels is not None:
-        label_array = np.array(
-            ExampleSet.from_file(labels).column(label_field, ids, str(labels), "scored ids")
-        )
     study = PruningStudy(
         values,
         load_function(train_fn),
         keep_fractions=_numbers(keep, "--keep"),
         strategies=tuple(strategy),
         seeds=_numbers(seeds, "--seeds", int),
-        labels=label_array,
+        labels=None if labels is None else _labels(labels, label_field, ids),
         cache_dir=out / "cache",
     )
     result = study.run()

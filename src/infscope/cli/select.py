@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from infscope.cli.options import option_groups
 from infscope.cli.output import console
 from infscope.errors import InputError
 
@@ -34,45 +36,68 @@ def _options(specs: list[str]) -> dict[str, Any]:
     return options
 
 
-def select(
-    method: Annotated[str, typer.Option(help="Selection method (see --help for the list).")],
-    out: Annotated[
-        Path, typer.Option(help="Directory for selection.json, subset.jsonl and summary.txt.")
-    ],
-    budget: Annotated[str, typer.Option(help="A count (2000) or a fraction (0.15).")] = "0.15",
+@dataclass(frozen=True)
+class PoolOptions:
+    """Where the candidates and their evidence come from (:class:`~infscope.selection.io.PoolFiles`)."""
+
     scores: Annotated[
         Path | None,
         typer.Option(help="Saved scores: a query x train matrix or one score per example."),
-    ] = None,
+    ] = None
     negate: Annotated[
         bool,
         typer.Option("--negate", help="Negate per-example scores (select low ones as 'high')."),
-    ] = False,
+    ] = False
     data: Annotated[
         Path | None,
         typer.Option(
             help="Candidates (.jsonl/.json/.csv/.parquet with 'id'): tags, texts, output."
         ),
-    ] = None,
+    ] = None
     tag: Annotated[
         list[str], typer.Option(help="Field of --data to tag candidates by (repeatable).")
-    ] = [],  # noqa: B006
-    text_field: Annotated[str, typer.Option(help="Text field of --data / --target-data.")] = "text",
+    ] = ()  # type: ignore[assignment]
+    text_field: Annotated[str, typer.Option(help="Text field of --data / --target-data.")] = "text"
     queries: Annotated[
         Path | None, typer.Option(help="Query data (ids of the score matrix's rows) with tasks.")
-    ] = None,
-    query_task_field: Annotated[str, typer.Option(help="Task field of --queries.")] = "task",
+    ] = None
+    query_task_field: Annotated[str, typer.Option(help="Task field of --queries.")] = "task"
     features: Annotated[
         Path | None,
         typer.Option(help="Candidate features: a feature store or a .npy (rows = --data)."),
-    ] = None,
+    ] = None
     target_features: Annotated[
         Path | None, typer.Option(help="Target features: a feature store or a .npy.")
-    ] = None,
-    checkpoint: Annotated[str | None, typer.Option(help="Feature-store checkpoint.")] = None,
+    ] = None
+    checkpoint: Annotated[str | None, typer.Option(help="Feature-store checkpoint.")] = None
     target_data: Annotated[
         Path | None, typer.Option(help="Target texts (DSIR): a data file with --text-field.")
-    ] = None,
+    ] = None
+
+    def files(self, stratify_by: str | None):
+        """The :class:`PoolFiles`, tagged by the strata too."""
+        from infscope.selection.io import PoolFiles
+
+        tags = tuple(self.tag)
+        if stratify_by is not None and stratify_by not in tags:
+            tags = (*tags, stratify_by)  # the strata are a tag of the candidates
+        return PoolFiles(
+            scores=self.scores, negate=self.negate, data=self.data, tags=tags,
+            text_field=self.text_field, queries=self.queries,
+            query_task_field=self.query_task_field, features=self.features,
+            target_features=self.target_features, checkpoint=self.checkpoint,
+            target_data=self.target_data,
+        )  # fmt: skip
+
+
+@option_groups
+def select(
+    method: Annotated[str, typer.Option(help="Selection method (see --help for the list).")],
+    out: Annotated[
+        Path, typer.Option(help="Directory for selection.json, subset.jsonl and summary.txt.")
+    ],
+    pool_files: PoolOptions,
+    budget: Annotated[str, typer.Option(help="A count (2000) or a fraction (0.15).")] = "0.15",
     option: Annotated[
         list[str], typer.Option(help="Method option KEY=VALUE, e.g. n_clusters=50 (repeatable).")
     ] = [],  # noqa: B006
@@ -105,25 +130,9 @@ def select(
     """
     from infscope.io import write_atomic
     from infscope.selection import build_selector, diagnose
-    from infscope.selection.io import PoolFiles, load_pool
+    from infscope.selection.io import load_pool
 
-    if stratify_by is not None and stratify_by not in tag:
-        tag = [*tag, stratify_by]  # the strata are a tag of the candidates
-    pool, records = load_pool(
-        PoolFiles(
-            scores=scores,
-            negate=negate,
-            data=data,
-            tags=tuple(tag),
-            text_field=text_field,
-            queries=queries,
-            query_task_field=query_task_field,
-            features=features,
-            target_features=target_features,
-            checkpoint=checkpoint,
-            target_data=target_data,
-        )
-    )
+    pool, records = load_pool(pool_files.files(stratify_by))
     selector = build_selector(method, seed, stratify_by, balanced_strata, **_options(option))
     selection = selector.select(pool, _budget(budget))
     selection.save(out)
@@ -139,4 +148,3 @@ def select(
         ["selection.json", "subset.jsonl", "summary.txt", "report.txt", *(p.name for p in plots)]
     )
     console.print(f"wrote {out}/: {written}", markup=False)
-

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from infscope.cli.options import option_groups
 from infscope.cli.output import console, progress
 
 
@@ -14,6 +16,56 @@ def _names(text: str | None) -> list[str]:
     return [name.strip() for name in (text or "").split(",") if name.strip()]
 
 
+@dataclass(frozen=True)
+class TableOptions:
+    """Which columns of the tables are the label, the ids and the features."""
+
+    label: Annotated[str, typer.Option(help="Column holding the class label.")] = "label"
+    id_field: Annotated[str, typer.Option(help="Column holding example ids.")] = "id"
+    features: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated feature columns (default: all but label, id, --ignore)."
+        ),
+    ] = None
+    ignore: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated columns that are not features (e.g. is_mislabeled)."),
+    ] = None
+
+    def load(self, path: Path, columns: Any = None) -> Any:
+        """The rows of ``path`` (:func:`infscope.trees.tables.load_table`); ``columns``: the
+        training table's feature columns, for a query table."""
+        from infscope.trees.tables import load_table
+
+        if columns is not None:
+            return load_table(path, self.label, self.id_field, columns)
+        return load_table(
+            path, self.label, self.id_field, _names(self.features), _names(self.ignore)
+        )
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """The boosted classifier fitted on TRAIN (some also describe a saved XGBoost model)."""
+
+    library: Annotated[
+        str, typer.Option(help="Library to fit with: sklearn, lightgbm or xgboost.")
+    ] = "lightgbm"
+    n_estimators: Annotated[int, typer.Option(help="Boosting iterations.")] = 100
+    learning_rate: Annotated[
+        float, typer.Option(help="Learning rate (for an XGBoost file: the one it was fit with).")
+    ] = 0.1
+    max_leaves: Annotated[int, typer.Option(help="Leaves per tree at most.")] = 8
+    min_leaf: Annotated[int, typer.Option(help="Training rows per leaf at least.")] = 5
+    l2: Annotated[
+        float, typer.Option(help="Leaf-value L2 penalty (for an XGBoost file: its lambda).")
+    ] = 1.0
+    threads: Annotated[int, typer.Option(help="Threads of the fit.")] = 1
+    seed: Annotated[int, typer.Option(help="Seed of the fit.")] = 0
+
+
+@option_groups
 def trees(
     train: Annotated[
         Path, typer.Argument(help="Training rows: .csv/.parquet/.jsonl with numeric features.")
@@ -25,20 +77,10 @@ def trees(
             "(LightGBM model.txt, XGBoost model.json) and summary.json."
         ),
     ],
+    fit: FitOptions,
+    table: TableOptions,
     query: Annotated[
         Path | None, typer.Option(help="Rows to explain (same columns): query x train scores.")
-    ] = None,
-    label: Annotated[str, typer.Option(help="Column holding the class label.")] = "label",
-    id_field: Annotated[str, typer.Option(help="Column holding example ids.")] = "id",
-    features: Annotated[
-        str | None,
-        typer.Option(
-            help="Comma-separated feature columns (default: all but label, id, --ignore)."
-        ),
-    ] = None,
-    ignore: Annotated[
-        str | None,
-        typer.Option(help="Comma-separated columns that are not features (e.g. is_mislabeled)."),
     ] = None,
     model: Annotated[
         Path | None,
@@ -48,25 +90,11 @@ def trees(
             "are never read."
         ),
     ] = None,
-    library: Annotated[
-        str, typer.Option(help="Library to fit with: sklearn, lightgbm or xgboost.")
-    ] = "lightgbm",
     method: Annotated[str, typer.Option(help="boostin or tracin.")] = "boostin",
     query_gradient: Annotated[
         str,
         typer.Option(help="BoostIn's query gradient: final (model) or staged (as in the paper)."),
     ] = "final",
-    n_estimators: Annotated[int, typer.Option(help="Boosting iterations.")] = 100,
-    learning_rate: Annotated[
-        float, typer.Option(help="Learning rate (for an XGBoost file: the one it was fit with).")
-    ] = 0.1,
-    max_leaves: Annotated[int, typer.Option(help="Leaves per tree at most.")] = 8,
-    min_leaf: Annotated[int, typer.Option(help="Training rows per leaf at least.")] = 5,
-    l2: Annotated[
-        float, typer.Option(help="Leaf-value L2 penalty (for an XGBoost file: its lambda).")
-    ] = 1.0,
-    threads: Annotated[int, typer.Option(help="Threads of the fit.")] = 1,
-    seed: Annotated[int, typer.Option(help="Seed of the fit.")] = 0,
     top: Annotated[int, typer.Option(help="Most suspicious training rows to print.")] = 10,
 ) -> None:
     """Fit a gradient-boosted classifier on TRAIN (or read a saved LightGBM/XGBoost model) and
@@ -78,71 +106,30 @@ def trees(
     """
     import numpy as np
 
-    from infscope.errors import InputError
     from infscope.io import write_json
-    from infscope.trees import (
-        LIBRARIES,
-        TreeInfluence,
-        TreeParams,
-        fit_classifier,
-        load_model_file,
-    )
-    from infscope.trees.tables import load_table
+    from infscope.trees import TreeInfluence
 
-    if library not in LIBRARIES:
-        raise InputError(f"--library must be one of {', '.join(LIBRARIES)}, got {library!r}")
-    rows = load_table(train, label, id_field, _names(features), _names(ignore))
-    queries = None if query is None else load_table(query, label, id_field, rows.columns)
+    rows = table.load(train)
+    queries = None if query is None else table.load(query, rows.columns)
     classes = np.unique(rows.labels)
-    if model is not None:
-        progress(f"reading {model}")
-        xgb_file = model.suffix.lower() in (".json", ".ubj")
-        fitted = load_model_file(
-            model,
-            learning_rate=learning_rate if xgb_file else None,
-            reg_lambda=l2 if xgb_file else None,
-        )
-        labels, used = rows.labels, model.name
-    else:
-        labels = np.searchsorted(classes, rows.labels)
-        params = TreeParams(n_estimators, learning_rate, max_leaves, min_leaf, l2, threads)
-        progress(f"fitting {library} on {len(rows.ids)} rows")
-        fitted = fit_classifier(library, rows.features, labels, params, seed=seed)
-        used = library
+    fitted, labels, used = _classifier(fit, model, rows, classes)
     out.mkdir(parents=True, exist_ok=True)
     influence = TreeInfluence(fitted, method=method, query_gradient=query_gradient)
     influence.fit(rows.features, labels, rows.ids)
-    saved = None
-    if model is None and library == "lightgbm":
-        saved = out / "model.txt"
-        fitted.booster_.save_model(saved)
-    elif model is None and library == "xgboost":
-        saved = out / "model.json"
-        fitted.get_booster().save_model(saved)
+    saved = None if model is not None else _save_model(fitted, fit.library, out)
     own = influence.self_influence()
     own.save(out / "self_influence")
     influence.training_loss().save(out / "loss")
-    summary = {
-        "model": used,
-        "saved_model": None if saved is None else saved.name,
-        "method": method,
+    if queries is not None:
+        query_labels = queries.labels if model is not None else _known(queries, classes, query)
+        influence.score(queries.features, query_labels, queries.ids).save(out / "scores")
+    write_json(out / "summary.json", {
+        "model": used, "saved_model": None if saved is None else saved.name, "method": method,
         "query_gradient": influence.query_gradient,
         "classes": classes.tolist() if model is None else None,
-        "leaf_residual": influence.leaf_residual,
-        "n_train": len(rows.ids),
+        "leaf_residual": influence.leaf_residual, "n_train": len(rows.ids),
         "n_query": 0 if queries is None else len(queries.ids),
-    }
-    if queries is not None:
-        if model is None:
-            known = np.isin(queries.labels, classes)
-            if not known.all():
-                bad = queries.labels[~known][0]
-                raise InputError(f"{query}: label {bad.item()!r} is not a training label")
-            query_labels = np.searchsorted(classes, queries.labels)
-        else:
-            query_labels = queries.labels
-        influence.score(queries.features, query_labels, queries.ids).save(out / "scores")
-    write_json(out / "summary.json", summary)
+    })  # fmt: skip
     console.print(
         f"{own.method} on {used}: {len(rows.ids)} training rows, leaf values reproduced to "
         f"{influence.leaf_residual:.1e}; most suspicious:",
@@ -152,3 +139,58 @@ def trees(
         console.print(f"  {row['rank']:>3}  {row['train_id']}  {row['score']:.4g}", markup=False)
     written = "self_influence/, loss/" + (", scores/" if queries is not None else "")
     console.print(f"wrote {out}/{written}, summary.json", markup=False)
+
+
+def _classifier(fit: FitOptions, model: Path | None, rows: Any, classes: Any) -> tuple:
+    """``(classifier, training labels, what it is)``: the saved ``model`` read (its labels as
+    given), or one fitted on the rows (labels as class indices)."""
+    import numpy as np
+
+    from infscope.errors import InputError
+    from infscope.trees import LIBRARIES, TreeParams, fit_classifier, load_model_file
+
+    if fit.library not in LIBRARIES:
+        raise InputError(f"--library must be one of {', '.join(LIBRARIES)}, got {fit.library!r}")
+    if model is not None:
+        progress(f"reading {model}")
+        xgb_file = model.suffix.lower() in (".json", ".ubj")
+        fitted = load_model_file(
+            model,
+            learning_rate=fit.learning_rate if xgb_file else None,
+            reg_lambda=fit.l2 if xgb_file else None,
+        )
+        return fitted, rows.labels, model.name
+    labels = np.searchsorted(classes, rows.labels)
+    params = TreeParams(
+        fit.n_estimators, fit.learning_rate, fit.max_leaves, fit.min_leaf, fit.l2, fit.threads
+    )
+    progress(f"fitting {fit.library} on {len(rows.ids)} rows")
+    return (
+        fit_classifier(fit.library, rows.features, labels, params, seed=fit.seed),
+        labels,
+        fit.library,
+    )
+
+
+def _save_model(fitted: Any, library: str, out: Path) -> Path | None:
+    """A fitted LightGBM or XGBoost model saved in its library's own text format."""
+    if library == "lightgbm":
+        fitted.booster_.save_model(out / "model.txt")
+        return out / "model.txt"
+    if library == "xgboost":
+        fitted.get_booster().save_model(out / "model.json")
+        return out / "model.json"
+    return None
+
+
+def _known(queries: Any, classes: Any, path: Path) -> Any:
+    """Query labels as indices of the training classes (an unseen label is an error)."""
+    import numpy as np
+
+    from infscope.errors import InputError
+
+    known = np.isin(queries.labels, classes)
+    if not known.all():
+        bad = queries.labels[~known][0]
+        raise InputError(f"{path}: label {bad.item()!r} is not a training label")
+    return np.searchsorted(classes, queries.labels)

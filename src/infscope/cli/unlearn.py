@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from infscope.cli.output import console, progress
+from infscope.cli.inputs import ModelOptions
+from infscope.cli.options import option_groups
+from infscope.cli.output import console, progress, warn
 
-METHODS = ("newton", "finetune", "ascent")
+METHODS = ("newton", "finetune", "ascent")  # infscope.unlearning.METHODS, without loading torch
 WEIGHTS_NAME = "model.safetensors"
 SUMMARY_NAME = "unlearn.json"
 
@@ -67,6 +70,72 @@ def load_weights(model, path: Path) -> None:
     model.load_state_dict(state)
 
 
+@dataclass(frozen=True)
+class UnlearnOptions:
+    """How the forget set is removed: the method and its settings."""
+
+    method: Annotated[
+        str,
+        typer.Option(
+            help="newton (influence step) | finetune (on the rest) | ascent (on the forget set)."
+        ),
+    ] = "newton"
+    weight_decay: Annotated[
+        float, typer.Option(help="L2 coefficient of training: mean loss + wd/2 |θ|².")
+    ] = 0.0
+    ridge: Annotated[
+        float,
+        typer.Option(
+            help="Newton: absolute shift of the Hessian on top of the weight decay "
+            "(λ = weight decay + ridge; not the relative --damping of score)."
+        ),
+    ] = 1e-3
+    damping: Annotated[float | None, typer.Option(hidden=True, help="Deprecated: --ridge.")] = None
+    form: Annotated[
+        str,
+        typer.Option(
+            help="Newton: 'newton' (gradient of the rest) or 'influence' (forget set only)."
+        ),
+    ] = "newton"
+    newton_steps: Annotated[int, typer.Option(help="Newton: steps.")] = 1
+    max_iter: Annotated[
+        int, typer.Option(help="Newton: conjugate-gradient iterations per step.")
+    ] = 100
+    tol: Annotated[float, typer.Option(help="Newton: conjugate-gradient relative residual.")] = (
+        1e-6
+    )
+    correction_steps: Annotated[
+        int, typer.Option(help="Newton: SGD steps on the rest afterwards (gradient correction).")
+    ] = 0
+    steps: Annotated[int, typer.Option(help="finetune / ascent: SGD steps.")] = 50
+    lr: Annotated[
+        float, typer.Option(help="SGD learning rate (finetune, ascent, correction).")
+    ] = 0.1
+    batch_size: Annotated[int, typer.Option(help="Examples per pass (SGD: per step).")] = 64
+    seed: Annotated[int, typer.Option(help="Seed of the SGD minibatches.")] = 0
+
+    def configs(self):
+        """``(NewtonConfig, GradientConfig)`` of these settings."""
+        from infscope.unlearning import GradientConfig, NewtonConfig
+
+        ridge = self.ridge
+        if self.damping is not None:
+            warn("--damping is deprecated for unlearn; use --ridge (the same value)")
+            ridge = self.damping
+        newton = self.method == "newton"
+        sgd = GradientConfig(
+            steps=self.correction_steps if newton else self.steps, lr=self.lr,
+            batch_size=self.batch_size, weight_decay=self.weight_decay, seed=self.seed,
+        )  # fmt: skip
+        config = NewtonConfig(
+            weight_decay=self.weight_decay, ridge=ridge, form=self.form,
+            newton_steps=self.newton_steps, max_iter=self.max_iter, tol=self.tol,
+            batch_size=self.batch_size, correction=sgd if self.correction_steps > 0 else None,
+        )  # fmt: skip
+        return config, sgd
+
+
+@option_groups
 def unlearn(
     data: Annotated[
         Path,
@@ -74,12 +143,7 @@ def unlearn(
             help="Training examples the model was trained on (.jsonl/.json/.csv/.parquet, 'id')."
         ),
     ],
-    model: Annotated[
-        str,
-        typer.Option(
-            help="HF model directory, or module:function returning (model, task) for --task factory."
-        ),
-    ],
+    model: ModelOptions,
     forget: Annotated[
         Path,
         typer.Option(
@@ -87,53 +151,17 @@ def unlearn(
         ),
     ],
     out: Annotated[Path, typer.Option(help=f"Directory for {WEIGHTS_NAME} and {SUMMARY_NAME}.")],
-    task: Annotated[str, typer.Option(help="hf-seqcls | hf-causal-lm | factory.")] = "hf-seqcls",
+    run: UnlearnOptions,
     weights: Annotated[
         Path | None,
         typer.Option(help="Trained weights (.safetensors) to load into the model first."),
     ] = None,
-    method: Annotated[
-        str,
-        typer.Option(
-            help="newton (influence step) | finetune (on the rest) | ascent (on the forget set)."
-        ),
-    ] = "newton",
     module: Annotated[
         list[str],
         typer.Option(
             help="Only update these modules (glob on names, repeatable), e.g. 'classifier'."
         ),
     ] = [],  # noqa: B006
-    weight_decay: Annotated[
-        float, typer.Option(help="L2 coefficient of training: mean loss + wd/2 |θ|².")
-    ] = 0.0,
-    damping: Annotated[
-        float, typer.Option(help="Newton: damping added to the weight decay.")
-    ] = 1e-3,
-    form: Annotated[
-        str,
-        typer.Option(
-            help="Newton: 'newton' (gradient of the rest) or 'influence' (forget set only)."
-        ),
-    ] = "newton",
-    newton_steps: Annotated[int, typer.Option(help="Newton: steps.")] = 1,
-    max_iter: Annotated[
-        int, typer.Option(help="Newton: conjugate-gradient iterations per step.")
-    ] = 100,
-    tol: Annotated[
-        float, typer.Option(help="Newton: conjugate-gradient relative residual.")
-    ] = 1e-6,
-    correction_steps: Annotated[
-        int, typer.Option(help="Newton: SGD steps on the rest afterwards (gradient correction).")
-    ] = 0,
-    steps: Annotated[int, typer.Option(help="finetune / ascent: SGD steps.")] = 50,
-    lr: Annotated[
-        float, typer.Option(help="SGD learning rate (finetune, ascent, correction).")
-    ] = 0.1,
-    batch_size: Annotated[int, typer.Option(help="Examples per pass (SGD: per step).")] = 64,
-    seed: Annotated[int, typer.Option(help="Seed of the SGD minibatches.")] = 0,
-    text_field: Annotated[str, typer.Option(help="Text field (hf-seqcls).")] = "text",
-    label_field: Annotated[str, typer.Option(help="Label field (hf-seqcls).")] = "label",
 ) -> None:
     """Remove the effect of the --forget examples from a model trained on DATA without
     retraining: a Newton (influence) step on the remaining data's objective, solved by conjugate
@@ -147,80 +175,42 @@ def unlearn(
     import hashlib
     import time
 
-    from infscope.cli.models import load_model_and_task
     from infscope.data import ExampleSet
     from infscope.errors import InputError
-    from infscope.gradients.losses import per_example_losses
     from infscope.io import write_json
-    from infscope.unlearning import (
-        GradientConfig,
-        NewtonConfig,
-        ascent_unlearn,
-        finetune_unlearn,
-        forget_split,
-        newton_unlearn,
-    )
+    from infscope.unlearning import forget_split, mean_losses
+    from infscope.unlearning import unlearn as unlearn_examples
 
-    if method not in METHODS:
-        raise InputError(f"unknown --method {method!r}; choose from {METHODS}")
+    if run.method not in METHODS:
+        raise InputError(f"unknown --method {run.method!r}; choose from {METHODS}")
+    newton, sgd = run.configs()
     examples = ExampleSet.from_file(data)
     ids = read_ids(forget)
     split = forget_split(examples, ids)
-    network, task_object = load_model_and_task(
-        model, task, text_fields=(text_field,), label_field=label_field
-    )
+    network, task = model.load()
     if weights is not None:
         load_weights(network, weights)
-    modules = list(module) or None
-    sgd = GradientConfig(
-        steps=correction_steps if method == "newton" else steps,
-        lr=lr,
-        batch_size=batch_size,
-        weight_decay=weight_decay,
-        seed=seed,
-    )
-    progress(f"unlearning {len(split.forget)} of {split.n_train} examples ({method})")
+    progress(f"unlearning {len(split.forget)} of {split.n_train} examples ({run.method})")
     started = time.perf_counter()
-    if method == "newton":
-        config = NewtonConfig(
-            weight_decay=weight_decay,
-            damping=damping,
-            form=form,
-            newton_steps=newton_steps,
-            max_iter=max_iter,
-            tol=tol,
-            batch_size=batch_size,
-            correction=sgd if correction_steps > 0 else None,
-        )
-        result = newton_unlearn(network, task_object, examples, ids, config, modules)
-    elif method == "finetune":
-        result = finetune_unlearn(network, task_object, examples, ids, sgd, modules)
-    else:
-        result = ascent_unlearn(network, task_object, examples, ids, sgd, modules)
+    result = unlearn_examples(
+        network, task, examples, ids, run.method, newton=newton, gradient=sgd,
+        modules=list(module) or None,
+    )  # fmt: skip
     seconds = time.perf_counter() - started
-    losses = {}
-    for name, which in (("before", network), ("after", result.model)):
-        for part in ("forget", "rest"):
-            values = per_example_losses(which, task_object, getattr(split, part), batch_size)
-            losses[f"{part}_{name}"] = float(values.mean())
+    losses = mean_losses(network, result.model, task, split, run.batch_size)
     out.mkdir(parents=True, exist_ok=True)
     path = result.save(out / WEIGHTS_NAME)
-    summary = {
-        "method": method,
-        "data": str(data),
-        "forget_file": str(forget),
+    write_json(out / SUMMARY_NAME, {
+        "method": run.method, "data": str(data), "forget_file": str(forget),
         "forget_ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
-        "weights_in": None if weights is None else str(weights),
-        "weights_out": str(path),
-        **result.info,
-        "seconds": seconds,
-        "mean_loss": losses,
-    }
-    write_json(out / SUMMARY_NAME, summary)
+        "weights_in": None if weights is None else str(weights), "weights_out": str(path),
+        **result.info, "seconds": seconds, "mean_loss": losses,
+    })  # fmt: skip
     console.print(
-        f"forgot {len(split.forget)} of {split.n_train} examples by {method} in {seconds:.1f} s: "
-        f"mean loss on them {losses['forget_before']:.4g} → {losses['forget_after']:.4g}, on the "
-        f"rest {losses['rest_before']:.4g} → {losses['rest_after']:.4g}",
+        f"forgot {len(split.forget)} of {split.n_train} examples by {run.method} in "
+        f"{seconds:.1f} s: mean loss on them {losses['forget_before']:.4g} → "
+        f"{losses['forget_after']:.4g}, on the rest {losses['rest_before']:.4g} → "
+        f"{losses['rest_after']:.4g}",
         markup=False,
     )
     console.print(f"wrote {path} and {out / SUMMARY_NAME}", markup=False)

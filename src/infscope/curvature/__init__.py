@@ -10,7 +10,7 @@ the ``Curvature`` operator interface (:mod:`~infscope.curvature.linalg`) and the
 read what this package builds; the model passes live here and in :mod:`infscope.gradients`.
 """
 
-from infscope.curvature.basis_fit import fit_kronecker_basis, fit_or_load_bases
+from infscope.curvature.basis_fit import fit_kronecker_basis
 from infscope.curvature.covariance import (
     KroneckerCovariances,
     accumulate,
@@ -51,7 +51,6 @@ __all__ = [
     "auto_solver",
     "featurize_with_covariances",
     "fit_kronecker_basis",
-    "fit_or_load_bases",
     "load_factors",
     "make_solver",
 ]

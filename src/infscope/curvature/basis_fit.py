@@ -10,8 +10,6 @@ the loss sees — exactly in float64 up to ``max_exact_dim`` per side, or as a N
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +23,7 @@ from infscope.gradients.extractor import GradientExtractor, model_fingerprint
 from infscope.gradients.modules import TrackedModule
 from infscope.gradients.passes import model_pass
 
-__all__ = ["fit_kronecker_basis", "fit_or_load_bases"]
+__all__ = ["fit_kronecker_basis"]
 
 
 class _FactorSide:
@@ -289,37 +287,3 @@ def _accumulate_factors(
                         in_side.update_counts(counts.to(torch.float64))
                     tokens[index] += int(active.sum())
             bar.update(part.last - part.first)
-
-
-def fit_or_load_bases(
-    paths: Sequence[str | Path],
-    extractor: GradientExtractor,
-    data: ExampleSet,
-    *,
-    fit: bool,
-    **options: Any,
-) -> tuple[list[KroneckerBasis], list[Path]]:
-    """The eigenbases saved at ``paths`` (one, or one per checkpoint of a store). A single one
-    that does not exist yet is fitted on ``data`` at the extractor's weights when ``fit``
-    (training data) with ``options`` (:func:`fit_kronecker_basis`) and saved there first; with
-    several, each must exist. A basis that exists is never refitted: the training and query
-    stores share it. Returns the bases and the paths fitted now."""
-    paths = [Path(p) for p in paths]
-    if not paths:
-        raise InputError("the eigen projection needs --basis: the eigenbasis file to fit or read")
-    missing = [p for p in paths if not p.exists()]
-    if len(paths) > 1 and missing:
-        raise InputError(
-            f"no eigenbasis at {', '.join(map(str, missing))}: with one basis per checkpoint, "
-            f"fit each first (features --basis PATH --basis-only, at that checkpoint's model)"
-        )
-    if missing and not fit:
-        raise InputError(
-            f"no eigenbasis at {missing[0]}: extract the training store (gradient 'loss') with "
-            f"--projection eigen first, which fits it there"
-        )
-    if missing:
-        basis = fit_kronecker_basis(extractor, data, **options)
-        basis.save(missing[0])
-        return [basis], missing
-    return [KroneckerBasis.load(p) for p in paths], []

@@ -180,9 +180,9 @@ class KFACFactors:
     ) -> KFACFactors:
         """Fit the factors at the extractor's current weights with one pass over ``data``.
 
-        When the training store is extracted at the same time, pass ``covariances=`` to
-        :func:`~infscope.gradients.featurize.featurize` instead and build the factors with
-        :meth:`from_covariances`: one forward/backward pass serves both.
+        When the training store is extracted at the same time, use
+        :func:`~infscope.curvature.covariance.featurize_with_covariances` instead and build the
+        factors with :meth:`from_covariances`: one forward/backward pass serves both.
 
         Args:
             extractor: model, task, tracked modules and a Kronecker or identity projection (the
@@ -217,7 +217,7 @@ class KFACFactors:
         progress: bool = False,
         max_factor_dim: int = 8192,
     ) -> KFACFactors:
-        """Factors from collected covariances (e.g. gathered by ``featurize(..., covariances=)``
+        """Factors from collected covariances (e.g. gathered by ``featurize_with_covariances``
         while it wrote ``store``). With ``store``: traces, dense blocks and EK-FAC's corrected
         eigenvalues are read from it; without: from the covariances' feature statistics."""
         extractor = covariances.extractor

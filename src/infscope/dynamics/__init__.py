@@ -10,12 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from infscope.dynamics.recorder import (
-    DynamicsArrays,
-    DynamicsRecorder,
-    last_layer_grad_norm,
-    per_example_dynamics,
-)
+from infscope.dynamics.arrays import DynamicsArrays, last_layer_grad_norm, per_example_dynamics
+from infscope.dynamics.recorder import DynamicsRecorder
 from infscope.dynamics.scores import (
     NORMALIZE_METHODS,
     SCORES,
@@ -29,14 +25,12 @@ from infscope.dynamics.scores import (
     forgetting_events,
     grand,
     hardness,
-    input_gradients,
     mean_loss,
     seed_average,
     self_influence_score,
     variability,
-    vog,
-    vog_from_checkpoints,
 )
+from infscope.dynamics.vog import input_gradients, vog, vog_from_checkpoints
 
 __all__ = [
     "NORMALIZE_METHODS",

@@ -24,7 +24,7 @@ from infscope.errors import InfscopeWarning, InputError
 from infscope.gradients.extractor import CapturedBatch, GradientExtractor
 from infscope.gradients.passes import model_pass
 from infscope.store import FeatureStore, StoreSpec
-from infscope.store.feature_store import META_FILE
+from infscope.store.spec import META_FILE
 
 STORE_DTYPES = ("float32", "float16")
 #: Bytes of features a shard holds by default (its rows are buffered in memory before the write).

@@ -32,7 +32,6 @@ from infscope.gradients.basis import check_bases, describe_bases
 from infscope.gradients.modules import TrackedModule
 from infscope.store.layout import BlockLayout
 
-PROJECTION_KINDS = ("identity", "gaussian", "rademacher", "sjlt", "kronecker", "eigen")
 _PRIME = 2**31 - 1
 
 
@@ -72,9 +71,9 @@ class ProjectionConfig:
     basis: Any = None
 
     def __post_init__(self) -> None:
-        if self.kind not in PROJECTION_KINDS:
+        if self.kind not in PROJECTIONS:
             raise InputError(
-                f"unknown projection kind {self.kind!r}; choose from {PROJECTION_KINDS}"
+                f"unknown projection kind {self.kind!r}; choose from {tuple(PROJECTIONS)}"
             )
         if (self.basis is None) == (self.kind == "eigen"):
             raise InputError("the eigen projection, and only it, takes a basis")
@@ -85,9 +84,9 @@ class ProjectionConfig:
                 raise InputError(
                     f"the eigen projection needs a positive dim or None, got {self.dim}"
                 )
-        elif self.kind == "identity":
+        elif PROJECTIONS[self.kind].dim == "none":
             if self.dim is not None:
-                raise InputError("the identity projection takes no dim (use dim=None)")
+                raise InputError(f"the {self.kind} projection takes no dim (use dim=None)")
         elif self.factor_dims is not None:
             if self.kind != "kronecker":
                 raise InputError("factor_dims applies to the kronecker projection only")
@@ -476,16 +475,56 @@ class EigenProjector(KroneckerProjector):
         return self._matrices[key]
 
 
+@dataclass(frozen=True)
+class ProjectionKind:
+    """A projection by name: the :class:`Projector` that computes it, one line for ``--help``,
+    and what its ``dim`` means: ``"required"`` (the feature count), ``"optional"`` (a budget;
+    ``None`` keeps everything) or ``"none"`` (it has no dim). The other
+    :class:`ProjectionConfig` fields are its options."""
+
+    name: str
+    projector: type[Projector]
+    summary: str
+    dim: str = "required"
+
+
+#: every projection, by the ``ProjectionConfig.kind`` that names it
+PROJECTIONS: dict[str, ProjectionKind] = {}
+
+
+def register_projection(
+    name: str, projector: type[Projector], *, summary: str, dim: str = "required"
+) -> ProjectionKind:
+    """Make ``ProjectionConfig(kind=name, ...)`` build ``projector(config, modules)``."""
+    if name in PROJECTIONS:
+        raise InputError(f"projection {name!r} is already registered")
+    if dim not in ("required", "optional", "none"):
+        raise InputError(f"dim must be 'required', 'optional' or 'none', got {dim!r}")
+    PROJECTIONS[name] = ProjectionKind(name, projector, summary, dim)
+    return PROJECTIONS[name]
+
+
+register_projection(
+    "identity", IdentityProjector, summary="the full gradient (small models)", dim="none"
+)
+register_projection("gaussian", DenseProjector, summary="dense Gaussian JL matrix")
+register_projection("rademacher", DenseProjector, summary="dense ±1 JL matrix")
+register_projection("sjlt", SparseProjector, summary="sparse JL / CountSketch")
+register_projection(
+    "kronecker", KroneckerProjector, summary="per module P_out M P_inᵀ, never forming M"
+)
+register_projection(
+    "eigen",
+    EigenProjector,
+    summary="onto each module's K-FAC eigenbasis (curvature-aware, for ekfac/kfac)",
+    dim="optional",
+)
+#: the built-in projections
+PROJECTION_KINDS = tuple(PROJECTIONS)
+
+
 def build_projector(config: ProjectionConfig, modules: Sequence[TrackedModule]) -> Projector:
     """The projector for ``config.kind`` over ``modules``."""
     if not modules:
         raise InputError("no modules to project")
-    kinds: dict[str, type[Projector]] = {
-        "identity": IdentityProjector,
-        "gaussian": DenseProjector,
-        "rademacher": DenseProjector,
-        "sjlt": SparseProjector,
-        "kronecker": KroneckerProjector,
-        "eigen": EigenProjector,
-    }
-    return kinds[config.kind](config, modules)
+    return PROJECTIONS[config.kind].projector(config, modules)

@@ -51,11 +51,13 @@ from torch import nn
 from infscope.curvature.hessian import ModelHessian
 from infscope.curvature.solvers import CGSolver
 from infscope.data import ExampleSet
+from infscope.deprecation import legacy_arguments
 from infscope.errors import InputError
 from infscope.gradients import select_modules
 from infscope.gradients.losses import per_example_losses
 from infscope.tasks import Task
 from infscope.unlearning import NewtonConfig, forget_split, newton_unlearn
+from infscope.unlearning.newton import check_ridge
 
 METHODS = ("sum", "newton_linear", "newton", "second_order")
 
@@ -66,26 +68,26 @@ class GroupConfig:
 
     Args:
         weight_decay: the L2 coefficient ``wd`` of training (in ``r_S`` and in ``λ``).
-        damping: added to ``wd`` in ``λ``; ``wd + damping`` must be positive. On a convex,
-            L2-regularised model ``damping=0`` gives the undamped estimates.
+        ridge: added to ``wd`` in ``λ`` (absolute, as :class:`~infscope.unlearning.NewtonConfig`'s);
+            ``wd + ridge`` must be positive. On a convex, L2-regularised model ``ridge=0`` gives
+            the undamped estimates. (Formerly ``damping``, still accepted for one release.)
         max_iter, tol: conjugate-gradient cap and relative residual of every solve.
         batch_size: examples per forward pass of the gradients and Hessian products.
     """
 
     weight_decay: float = 0.0
-    damping: float = 1e-3
+    ridge: float = 1e-3
     max_iter: int = 200
     tol: float = 1e-8
     batch_size: int = 256
 
     def __post_init__(self) -> None:
-        if self.weight_decay < 0 or self.damping < 0 or not self.weight_decay + self.damping > 0:
-            raise InputError(
-                "weight_decay and damping must be >= 0 with a positive sum (the Hessian of a "
-                "model can be singular): set the training weight decay or a small damping"
-            )
+        check_ridge(self.weight_decay, self.ridge)
         if self.batch_size < 1 or self.max_iter < 1:
             raise InputError("batch_size and max_iter must be positive")
+
+
+GroupConfig.__init__ = legacy_arguments(damping="ridge")(GroupConfig.__init__)  # type: ignore[method-assign]
 
 
 @dataclass
@@ -138,7 +140,7 @@ def group_influence(
     if not splits:
         raise InputError("no groups given")
     start = time.perf_counter()
-    wd, damping = config.weight_decay, config.weight_decay + config.damping
+    wd, damping = config.weight_decay, config.weight_decay + config.ridge
     loss0, g_test = _test_gradients(model, task, test, modules, config.batch_size)
     work = copy.deepcopy(model)
     tracked = select_modules(work, include=modules)
@@ -154,7 +156,7 @@ def group_influence(
     newton_cg = {"max_iterations": 0, "unconverged_columns": 0, "negative_curvature_columns": 0}
     newton = NewtonConfig(
         weight_decay=wd,
-        damping=config.damping,
+        ridge=config.ridge,
         form="influence",
         max_iter=config.max_iter,
         tol=config.tol,
@@ -195,7 +197,7 @@ def group_influence(
         "methods": list(methods),
         "config": {
             "weight_decay": wd,
-            "damping": config.damping,
+            "ridge": config.ridge,
             "max_iter": config.max_iter,
             "tol": config.tol,
         },

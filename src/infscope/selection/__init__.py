@@ -29,7 +29,7 @@ from infscope.selection.learned import (
     PredictorConfig,
     sample_probe,
 )
-from infscope.selection.registry import SELECTORS, build_selector
+from infscope.selection.registry import SELECTORS, build_selector, register_selector
 from infscope.selection.similarity import (
     ClusterMatch,
     TargetSimilarity,
@@ -67,6 +67,7 @@ __all__ = [
     "TokenQuery",
     "VoteK",
     "build_selector",
+    "register_selector",
     "compare_methods",
     "diagnose",
     "seed_stats",

@@ -113,3 +113,13 @@ def _factory(name: str) -> Callable[..., Selector]:
     if name not in SELECTORS:
         raise InputError(f"unknown selection method {name!r}; choose from {', '.join(SELECTORS)}")
     return SELECTORS[name]
+
+
+def register_selector(name: str, factory: Callable[..., Selector]) -> None:
+    """Make ``name`` a selection method: ``factory(seed=..., **options)`` builds it (a
+    :class:`Selector` subclass, or a ``functools.partial`` fixing some of its options); its
+    keyword parameters are the options ``build_selector`` and ``infscope select --option``
+    accept."""
+    if name in SELECTORS:
+        raise InputError(f"selection method {name!r} is already registered")
+    SELECTORS[name] = factory

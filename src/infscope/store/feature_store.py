@@ -37,17 +37,11 @@ Layout::
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import io
+import functools
 import json
-import math
 import os
-import re
-import sys
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -55,249 +49,52 @@ import numpy as np
 
 from infscope.errors import (
     InputError,
-    NonFiniteError,
     StoreCorruptError,
     StoreError,
     StoreIncompleteError,
     StoreMismatchError,
 )
 from infscope.io import (
-    HashingWriter,
     create_atomic,
-    fsync_dir,
     locked,
-    sha256_file,
-    tmp_path,
     write_atomic,
 )
-from infscope.store.layout import BlockLayout
+from infscope.store.shards import (
+    _VERIFIED,
+    LOSSES_SUFFIX,
+    PREDICTIONS_SUFFIX,
+    _checked_sidecar,
+    _file_state,
+    _shard_name,
+    check_shard,
+    open_shard,
+    shard_file_problems,
+    shard_rows,
+    sidecar_arrays,
+    write_shard_files,
+)
+from infscope.store.spec import (
+    FORMAT,
+    META_FILE,
+    VERSION,
+    CheckpointInfo,
+    StoreSpec,
+    _check_checkpoint_id,
+    _check_ids,
+    _ids_difference,
+    _json_bytes,
+    _positive_int,
+    _read_meta,
+    _spec_differences,
+)
 
 __all__ = ["CheckpointInfo", "FeatureStore", "StoreSpec"]
 
-FORMAT = "infscope.feature_store"
-VERSION = 1
-META_FILE = "store.json"
 IDS_FILE = "ids.json"
 CHECKPOINTS_DIR = "checkpoints"
-LOSSES_SUFFIX = ".losses"
-PREDICTIONS_SUFFIX = ".predictions"
-CHECKSUM_SUFFIX = ".sha256"
-#: per-example sidecar files of a shard -> what they hold (for messages)
-SIDECARS = {LOSSES_SUFFIX: "per-example losses", PREDICTIONS_SUFFIX: "predicted labels"}
 LOCK_FILE = ".store.lock"
-
-DTYPES = ("float16", "float32")
-GRADIENTS = ("loss", "measurement", "fisher")
-_CHECKPOINT_ID_RE = re.compile(r"^[A-Za-z0-9._-]+$")
-_SHARD_RE = re.compile(r"^shard-(\d{10})-(\d{10})\.npy$")
-#: shard file -> (inode, size, mtime) when this process last found it intact
-_VERIFIED: dict[str, tuple[int, int, int]] = {}
 #: memory-mapped shards a store keeps open (each map holds a file descriptor)
 MAPPED_SHARDS = 256
-
-
-# --------------------------------------------------------------------------------------------
-# Spec and checkpoint info
-# --------------------------------------------------------------------------------------------
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise InputError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _normalise_dtype(value: Any) -> str:
-    """Accept 'float32', np.float32, np.dtype('float16') or torch.float16; return the name."""
-    name = value if isinstance(value, str) else str(value)
-    name = name.removeprefix("torch.")
-    if not isinstance(value, str):
-        with contextlib.suppress(TypeError):
-            name = np.dtype(value).name
-    if name not in DTYPES:
-        raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {value!r}")
-    return name
-
-
-def _canonical_json(value: Any, what: str) -> Any:
-    """Round-trip through JSON so in-memory values equal what a re-opened store reads back."""
-    try:
-        return json.loads(json.dumps(value, sort_keys=True, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{what} must be JSON-serialisable (no NaN/inf): {exc}") from None
-
-
-@dataclass(frozen=True)
-class StoreSpec:
-    """What a store's features are. Two runs may share a store (resume) or be scored together only
-    if these agree."""
-
-    feature_dim: int
-    dtype: str = "float32"  # "float16" | "float32"
-    gradient: str = "loss"  # "loss" (training-loss grads) | "measurement" (query-measurement grads)
-    modules: tuple[str, ...] = ()  # tracked module names
-    projection: dict = field(default_factory=dict)  # JSON-serialisable projection config
-    model: str = ""  # model fingerprint or name
-    shard_size: int = 1024
-    task: dict = field(
-        default_factory=dict
-    )  # JSON-serialisable task description (measurement, fields)
-
-    def __post_init__(self) -> None:
-        set_ = object.__setattr__  # frozen: normalise in place once, at construction
-        set_(self, "feature_dim", _positive_int("feature_dim", self.feature_dim))
-        set_(self, "shard_size", _positive_int("shard_size", self.shard_size))
-        set_(self, "dtype", _normalise_dtype(self.dtype))
-        if self.gradient not in GRADIENTS:
-            raise InputError(
-                f"gradient must be one of {', '.join(GRADIENTS)}, got {self.gradient!r}"
-            )
-        modules = self.modules
-        if isinstance(modules, str) or not isinstance(modules, (list, tuple)):
-            raise InputError(f"modules must be a list or tuple of strings, got {modules!r}")
-        if not all(isinstance(m, str) for m in modules):
-            raise InputError(f"modules must all be strings, got {list(modules)!r}")
-        set_(self, "modules", tuple(str(m) for m in modules))
-        if not isinstance(self.projection, dict):
-            raise InputError(f"projection must be a dict, got {type(self.projection).__name__}")
-        set_(self, "projection", _canonical_json(self.projection, "projection"))
-        if not isinstance(self.task, dict):
-            raise InputError(f"task must be a dict, got {type(self.task).__name__}")
-        set_(self, "task", _canonical_json(self.task, "task"))
-        if not isinstance(self.model, str):
-            raise InputError(f"model must be a string, got {self.model!r}")
-
-    def __hash__(self) -> int:  # projection is a dict, so hash the canonical JSON form
-        return hash(json.dumps(self.to_json(), sort_keys=True))
-
-    @property
-    def layout(self) -> BlockLayout | None:
-        """Where each module sits in the features (:class:`~infscope.store.layout.BlockLayout`),
-        when the projection keeps modules apart (identity, kronecker, eigen with one basis);
-        ``None`` when it mixes them (dense, sjlt) or lays out each checkpoint on its own."""
-        blocks = self.projection.get("blocks")
-        return BlockLayout.parse(blocks) if blocks else None
-
-    @property
-    def measurement(self) -> str | None:
-        """The task's measurement the features differentiate (``"loss"``, ``"margin"``,
-        ``"logit"``, ``"logprob"``), as the task recorded it; ``None`` if it did not."""
-        value = self.task.get("measurement")
-        return value if isinstance(value, str) else None
-
-    def to_json(self) -> dict:
-        """The spec as a JSON-serialisable dict (the ``"spec"`` entry of store.json)."""
-        return {
-            "feature_dim": self.feature_dim,
-            "dtype": self.dtype,
-            "gradient": self.gradient,
-            "modules": list(self.modules),
-            "projection": self.projection,
-            "model": self.model,
-            "shard_size": self.shard_size,
-            "task": self.task,
-        }
-
-    @classmethod
-    def from_json(cls, d: dict) -> StoreSpec:
-        """Inverse of :meth:`to_json`; InputError for missing or unknown keys or bad values."""
-        if not isinstance(d, dict):
-            raise InputError(f"spec must be a JSON object, got {type(d).__name__}")
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise InputError(f"unknown spec field(s): {', '.join(unknown)}")
-        if "feature_dim" not in d:
-            raise InputError("spec is missing 'feature_dim'")
-        kwargs = dict(d)
-        if isinstance(kwargs.get("modules"), list):
-            kwargs["modules"] = tuple(kwargs["modules"])
-        return cls(**kwargs)
-
-
-@dataclass(frozen=True)
-class CheckpointInfo:
-    """One model checkpoint whose features a store holds."""
-
-    id: str
-    learning_rate: float | None = None  # used by TracIn
-    fingerprint: str | None = None  # model-weights hash at this checkpoint
-
-    def __post_init__(self) -> None:
-        _check_checkpoint_id(self.id)
-        lr = self.learning_rate
-        if lr is not None:
-            if isinstance(lr, bool) or not isinstance(lr, (int, float, np.integer, np.floating)):
-                raise InputError(f"learning_rate must be a number or None, got {lr!r}")
-            lr = float(lr)
-            if not math.isfinite(lr) or lr < 0:
-                raise InputError(f"learning_rate must be finite and >= 0, got {lr!r}")
-            object.__setattr__(self, "learning_rate", lr)
-        if self.fingerprint is not None and not isinstance(self.fingerprint, str):
-            raise InputError(f"fingerprint must be a string or None, got {self.fingerprint!r}")
-
-    def to_json(self) -> dict:
-        """The info as a JSON-serialisable dict (an entry of store.json's ``"checkpoints"``)."""
-        return {"id": self.id, "learning_rate": self.learning_rate, "fingerprint": self.fingerprint}
-
-    @classmethod
-    def from_json(cls, d: dict) -> CheckpointInfo:
-        """Inverse of :meth:`to_json`."""
-        if not isinstance(d, dict) or "id" not in d:
-            raise InputError(f"checkpoint entry must be an object with an 'id', got {d!r}")
-        unknown = sorted(set(d) - {"id", "learning_rate", "fingerprint"})
-        if unknown:
-            raise InputError(f"unknown checkpoint field(s): {', '.join(unknown)}")
-        return cls(**d)
-
-
-def _check_checkpoint_id(checkpoint_id: Any) -> str:
-    if (
-        not isinstance(checkpoint_id, str)
-        or checkpoint_id in (".", "..")
-        or not _CHECKPOINT_ID_RE.match(checkpoint_id)
-    ):
-        raise InputError(
-            f"bad checkpoint id {checkpoint_id!r}: use letters, digits, '.', '_' or '-' "
-            "(it names a folder; '.' and '..' are not allowed)"
-        )
-    return checkpoint_id
-
-
-def _check_ids(ids: Any) -> list[str]:
-    if isinstance(ids, np.ndarray):
-        ids = ids.tolist()
-    if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
-        raise InputError(f"ids must be a sequence of strings, got {type(ids).__name__}")
-    if len(ids) == 0:
-        raise InputError("empty dataset: a feature store needs at least one example id")
-    out: list[str] = []
-    for i, x in enumerate(ids):
-        if not isinstance(x, str):
-            raise InputError(f"example ids must be strings; ids[{i}] is {type(x).__name__} {x!r}")
-        out.append(str(x))
-    if len(set(out)) != len(out):
-        seen: dict[str, int] = {}
-        for i, x in enumerate(out):
-            if x in seen:
-                raise InputError(
-                    f"example ids must be unique; {x!r} appears at positions {seen[x]} and {i}"
-                )
-            seen[x] = i
-    return out
-
-
-def _json_bytes(obj: Any) -> bytes:
-    return (json.dumps(obj, sort_keys=True, indent=2, allow_nan=False) + "\n").encode("utf-8")
-
-
-def _shard_name(start: int, stop: int) -> str:
-    return f"shard-{start:010d}-{stop:010d}.npy"
-
-
-def _file_state(path: Path) -> tuple[int, int, int]:
-    st = path.stat()
-    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 # --------------------------------------------------------------------------------------------
@@ -562,74 +359,10 @@ class FeatureStore:
         """
         self.checkpoint(checkpoint_id)
         stop = self._shard_stop(start)
-        arr = _as_numpy(features)
-        expected = (stop - start, self.feature_dim)
-        if arr.shape != expected:
-            raise InputError(
-                f"shard [{start}, {stop}) needs features of shape {expected}, got {arr.shape}"
-            )
-        bad = self._bad_rows(arr)
-        if bad.size:
-            raise NonFiniteError(
-                f"features for shard [{start}, {stop}) contain non-finite values (NaN or inf) in "
-                f"{bad.size} of {len(arr)} rows; nothing was written",
-                positions=bad.tolist(),
-                ids=[self.ids[start + int(i)] for i in bad],
-            )
-        target = np.dtype(self.spec.dtype).newbyteorder("<")
-        with np.errstate(over="ignore"):
-            out = np.ascontiguousarray(arr, dtype=target)
-        bad = self._bad_rows(out) if out is not arr else bad
-        if bad.size:
-            raise InputError(
-                f"features for shard [{start}, {stop}) overflow {self.spec.dtype} in {bad.size} "
-                f"of {len(arr)} rows (first example id {self.ids[start + int(bad[0])]!r}, "
-                f"largest |value| {float(np.max(np.abs(arr))):.6g}); nothing was written. "
-                "Use dtype='float32' or rescale the projection."
-            )
-
-        sidecars = []
-        if losses is not None:
-            values = np.asarray(_as_numpy(losses), dtype="<f8")
-            if values.shape != (stop - start,) or not np.isfinite(values).all():
-                raise InputError(
-                    f"losses for shard [{start}, {stop}) must be {stop - start} finite values, "
-                    f"got shape {values.shape}"
-                )
-            sidecars.append((LOSSES_SUFFIX, values))
-        if predictions is not None:
-            labels = _as_numpy(predictions)
-            if labels.shape != (stop - start,) or labels.dtype.kind not in "iu":
-                raise InputError(
-                    f"predictions for shard [{start}, {stop}) must be {stop - start} integer "
-                    f"labels, got {labels.dtype} of shape {labels.shape}"
-                )
-            sidecars.append((PREDICTIONS_SUFFIX, labels.astype("<i8")))
-        final = self.shard_path(checkpoint_id, start)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        for suffix, values in sidecars:
-            buffer = io.BytesIO()
-            np.lib.format.write_array(buffer, values, version=(1, 0), allow_pickle=False)
-            payload = buffer.getvalue()
-            write_atomic(final.with_suffix(suffix), payload)
-            digest = hashlib.sha256(payload).hexdigest()
-            write_atomic(final.with_suffix(suffix + CHECKSUM_SUFFIX), (digest + "\n").encode())
-        tmp = tmp_path(final)
-        try:
-            with open(tmp, "wb") as f:
-                writer = HashingWriter(f)
-                np.lib.format.write_array(writer, out, version=(1, 0), allow_pickle=False)
-                f.flush()
-                os.fsync(f.fileno())
-            write_atomic(
-                final.with_suffix(CHECKSUM_SUFFIX), (writer.sha.hexdigest() + "\n").encode()
-            )
-            os.replace(tmp, final)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        fsync_dir(final.parent)
+        ids = self.ids[start:stop]
+        out = shard_rows(features, (start, stop), self.feature_dim, self.spec.dtype, ids)
+        sidecars = sidecar_arrays(losses, predictions, (start, stop))
+        write_shard_files(self.shard_path(checkpoint_id, start), out, sidecars)
 
     # ---- completeness ----------------------------------------------------------------------
 
@@ -749,26 +482,8 @@ class FeatureStore:
         problems: list[str] = []
         for c in self._checkpoints:
             folder = self.root / CHECKPOINTS_DIR / c.id
-            if not folder.is_dir():
-                continue
-            for path in sorted(folder.glob("shard-*.npy")):
-                m = _SHARD_RE.match(path.name)
-                if not m or expected.get(int(m.group(1))) != int(m.group(2)):
-                    problems.append(f"{path}: unexpected shard file for this store's shard ranges")
-                    continue
-                try:
-                    self._load_shard(c.id, int(m.group(1)), recheck=True)
-                except StoreCorruptError as exc:
-                    problems.append(str(exc))
-                rows = int(m.group(2)) - int(m.group(1))
-                for suffix, what in SIDECARS.items():
-                    extra = path.with_suffix(suffix)
-                    if not extra.exists():
-                        continue
-                    try:
-                        _checked_sidecar(extra, extra.read_bytes(), rows, what)
-                    except (StoreCorruptError, OSError) as exc:
-                        problems.append(str(exc))
+            load = functools.partial(self._load_shard, c.id, recheck=True)
+            problems += shard_file_problems(folder, expected, load)
         if problems:
             shown = problems[:20]
             more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
@@ -794,11 +509,6 @@ class FeatureStore:
                 f"below n_examples={n}"
             )
         return min(int(start) + size, n)
-
-    @staticmethod
-    def _bad_rows(arr: np.ndarray) -> np.ndarray:
-        """Positions (in ``arr``) of rows holding a NaN or inf, in order."""
-        return np.flatnonzero(~np.isfinite(arr).all(axis=1))
 
     def _resolve_checkpoint(self, checkpoint_id: str | None) -> str:
         if checkpoint_id is not None:
@@ -842,59 +552,14 @@ class FeatureStore:
         if mapped is not None and mapped[0] == state and not recheck:
             self._mapped.move_to_end(path)
             return mapped[1]
-        try:
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
-        except FileNotFoundError:
-            raise StoreIncompleteError(
-                f"shard {path} is missing; resume extraction to write it"
-            ) from None
-        except (ValueError, OSError, EOFError, TypeError, KeyError, SyntaxError) as exc:
-            raise StoreCorruptError(
-                f"{path}: unreadable shard ({exc}); delete it and resume to rewrite it"
-            ) from None
-        want = np.dtype(self.spec.dtype).newbyteorder("<")
-        if not isinstance(arr, np.ndarray) or arr.dtype != want:
-            got = getattr(arr, "dtype", type(arr).__name__)
-            raise StoreCorruptError(f"{path}: dtype {got}, expected {want} ({self.spec.dtype})")
-        if arr.shape != (rows, self.feature_dim):
-            raise StoreCorruptError(
-                f"{path}: shape {arr.shape}, expected {(rows, self.feature_dim)}"
-            )
+        arr = open_shard(path, (rows, self.feature_dim), self.spec.dtype)
         if recheck or _VERIFIED.get(str(path)) != state:
-            self._check_shard(path, start, arr)
+            check_shard(path, arr, self.ids[start : start + rows])
             _VERIFIED[str(path)] = state
         self._mapped[path] = (state, arr)
         if len(self._mapped) > MAPPED_SHARDS:
             self._mapped.popitem(last=False)
         return arr
-
-    def _check_shard(self, path: Path, start: int, arr: np.ndarray) -> None:
-        """:class:`StoreCorruptError` unless the shard's sha256 equals its sidecar's and every
-        value is finite (a non-finite row names its example)."""
-        sidecar = path.with_suffix(CHECKSUM_SUFFIX)
-        try:
-            recorded = sidecar.read_text(encoding="ascii").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise StoreCorruptError(
-                f"{path}: checksum file {sidecar.name} unreadable ({exc}); delete the shard and "
-                "resume to rewrite it"
-            ) from None
-        actual = sha256_file(path)
-        if recorded != actual:
-            raise StoreCorruptError(
-                f"{path}: sha256 mismatch (recorded {recorded[:16]}..., actual {actual[:16]}...): "
-                "the file changed after it was written; delete the shard and resume to rewrite it"
-            )
-        step = max(1, (1 << 22) // max(self.feature_dim, 1))
-        for first in range(0, len(arr), step):
-            bad = self._bad_rows(arr[first : first + step])
-            if bad.size:
-                ids = [self.ids[start + first + int(i)] for i in bad[:5]]
-                raise StoreCorruptError(
-                    f"{path}: non-finite features (NaN or inf) for example id(s) "
-                    f"{', '.join(map(repr, ids))}{' ...' if bad.size > 5 else ''}; re-extract "
-                    "them (delete the shard and resume)"
-                )
 
     def _refresh(self) -> None:
         """Re-read the checkpoint list from store.json (another process may have added one)."""
@@ -916,106 +581,4 @@ class FeatureStore:
         write_atomic(self.root / META_FILE, _json_bytes(doc))
         self._checkpoints = list(checkpoints)
 
-
-def _read_meta(path: Path) -> tuple[StoreSpec, int, list[CheckpointInfo]]:
-    try:
-        doc = json.loads(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise StoreError(f"no feature store metadata at {path}") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise StoreCorruptError(f"{path} is unreadable: {exc}") from None
-    if not isinstance(doc, dict):
-        raise StoreCorruptError(f"{path} must hold a JSON object")
-    keys = ("format", "version", "spec", "n_examples", "checkpoints")
-    missing = [k for k in keys if k not in doc]
-    if missing:
-        raise StoreCorruptError(f"{path} is missing key(s): {', '.join(missing)}")
-    if doc["format"] != FORMAT:
-        raise StoreCorruptError(f"{path}: format {doc['format']!r}, expected {FORMAT!r}")
-    if doc["version"] != VERSION:
-        raise StoreCorruptError(
-            f"{path}: unsupported version {doc['version']!r} (this infscope reads {VERSION})"
-        )
-    n = doc["n_examples"]
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        raise StoreCorruptError(f"{path}: bad n_examples {n!r}")
-    try:
-        spec = StoreSpec.from_json(doc["spec"])
-        if not isinstance(doc["checkpoints"], list):
-            raise InputError("'checkpoints' must be a list")
-        checkpoints = [CheckpointInfo.from_json(c) for c in doc["checkpoints"]]
-    except (InputError, TypeError) as exc:
-        raise StoreCorruptError(f"{path}: bad metadata: {exc}") from None
-    if len({c.id for c in checkpoints}) != len(checkpoints):
-        raise StoreCorruptError(f"{path}: duplicate checkpoint ids")
-    return spec, n, checkpoints
-
-
-def _as_numpy(features: Any) -> np.ndarray:
-    """numpy view of a numpy array or (any-device) torch tensor, without importing torch."""
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(features, torch.Tensor):
-        t = features.detach()
-        if t.dtype not in (torch.float16, torch.float32, torch.float64):
-            t = t.float()  # e.g. bfloat16, which numpy cannot represent
-        return t.cpu().numpy()
-    arr = np.asarray(features)
-    if arr.dtype.kind not in "fiu":
-        raise InputError(f"features must be a real numeric array, got dtype {arr.dtype}")
-    return arr
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _spec_differences(stored: StoreSpec, given: StoreSpec) -> list[str]:
-    a, b = stored.to_json(), given.to_json()
-    return [
-        f"{name} (stored {_short(a[name])}, given {_short(b[name])})"
-        for name in a
-        if a[name] != b[name]
-    ]
-
-
-def _ids_difference(stored: list[str], given: list[str]) -> str | None:
-    if stored == given:
-        return None
-    for i, (x, y) in enumerate(zip(stored, given, strict=False)):
-        if x != y:
-            pos = f"first difference at position {i}: {json.dumps(x)} vs {json.dumps(y)}"
-            break
-    else:
-        pos = f"first difference at position {min(len(stored), len(given))}"
-    if len(stored) != len(given):
-        return f"ids (stored {len(stored)} ids, given {len(given)}; {pos})"
-    return f"ids ({pos})"
-
-
-def _checked_sidecar(path: Path, payload: bytes, rows: int, what: str) -> np.ndarray:
-    """The array in a shard's ``.losses`` / ``.predictions`` file, after checking its sha256
-    against ``<file>.sha256`` (stores written before sidecar checksums have none: not checked),
-    its shape and, for losses, that every value is finite. :class:`StoreCorruptError` otherwise."""
-    sidecar = path.with_name(path.name + CHECKSUM_SUFFIX)
-    try:
-        recorded: str | None = sidecar.read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        recorded = None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StoreCorruptError(f"{path}: checksum file {sidecar.name} unreadable ({exc})") from None
-    if recorded is not None and recorded != hashlib.sha256(payload).hexdigest():
-        raise StoreCorruptError(
-            f"{path}: sha256 mismatch with {sidecar.name}: the {what} changed after they were "
-            "written; delete the shard and resume extraction to rewrite it"
-        )
-    try:
-        values = np.lib.format.read_array(io.BytesIO(payload), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise StoreCorruptError(f"{path}: unreadable {what} ({exc})") from None
-    if values.shape != (rows,):
-        raise StoreCorruptError(f"{path}: shape {values.shape}, expected {(rows,)}")
-    if values.dtype.kind == "f" and not np.isfinite(values).all():
-        raise StoreCorruptError(f"{path}: non-finite {what}; re-extract the shard")
-    return values
 

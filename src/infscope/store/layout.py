@@ -6,7 +6,7 @@ previous module's. The store records that layout in its projection description (
 ``{"module", "shape": [rows, cols], "kronecker"}`` per module, the format stores have always
 had); :meth:`BlockLayout.parse` is the one reader of it, and estimators and curvature code take
 the typed :class:`BlockLayout` from :attr:`StoreSpec.layout
-<infscope.store.feature_store.StoreSpec.layout>`.
+<infscope.store.spec.StoreSpec.layout>`.
 """
 
 from __future__ import annotations

@@ -11,9 +11,8 @@ from infscope.unlearning.gradient_steps import GradientConfig, ascent_unlearn, f
 from infscope.unlearning.metrics import agreement, loss_gap, parameter_distance
 from infscope.unlearning.newton import FORMS, NewtonConfig, newton_unlearn
 from infscope.unlearning.result import Unlearned
+from infscope.unlearning.run import METHODS, mean_losses, unlearn
 from infscope.unlearning.split import ForgetSplit, forget_split
-
-METHODS = ("newton", "finetune", "ascent")
 
 __all__ = [
     "FORMS",
@@ -27,6 +26,8 @@ __all__ = [
     "finetune_unlearn",
     "forget_split",
     "loss_gap",
+    "mean_losses",
     "newton_unlearn",
     "parameter_distance",
+    "unlearn",
 ]

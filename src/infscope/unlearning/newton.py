@@ -6,7 +6,10 @@ The model was trained on ``n`` examples to minimise ``J(θ) = mean_i ℓ_i(θ) +
 ``J_rest`` from the trained weights gives the influence (Newton) update of Koh & Liang (2017) and
 of certified / influence-based removal (Guo et al. 2020; the IAU paper's starting point):
 
-``θ' = θ − (H_rest + λ I)⁻¹ ∇J_rest(θ)``, ``H_rest = ∇² mean_{rest} ℓ``, ``λ = wd + damping``.
+``θ' = θ − (H_rest + λ I)⁻¹ ∇J_rest(θ)``, ``H_rest = ∇² mean_{rest} ℓ``, ``λ = wd + ridge``.
+
+``ridge`` is an absolute shift of the Hessian on top of the weight decay — not the relative
+``damping`` of the attribution estimators (:mod:`infscope.attribution.damped`), hence its own name.
 
 Two forms of the right-hand side (``form``):
 
@@ -40,6 +43,7 @@ from torch import nn
 
 from infscope.curvature.solvers import CGSolver
 from infscope.data import ExampleSet
+from infscope.deprecation import legacy_arguments, warn_deprecated
 from infscope.errors import InfscopeWarning, InputError
 from infscope.tasks import Task
 from infscope.unlearning.gradient_steps import GradientConfig, sgd_steps
@@ -55,8 +59,9 @@ class NewtonConfig:
 
     Args:
         weight_decay: the L2 coefficient ``wd`` of training (in ``J`` and in ``λ``).
-        damping: added to ``wd`` in ``λ`` (absolute); ``λ`` must be positive. On a convex,
-            L2-regularised model ``damping=0`` makes the step exact up to the Newton error.
+        ridge: added to ``wd`` in ``λ`` (absolute); ``λ`` must be positive. On a convex,
+            L2-regularised model ``ridge=0`` makes the step exact up to the Newton error.
+            (Formerly ``damping``, still accepted for one release.)
         form: ``"newton"`` or ``"influence"`` (see the module docstring).
         newton_steps: Newton steps (the Hessian is re-evaluated at each new point).
         max_iter, tol: conjugate-gradient cap and relative residual per step.
@@ -65,7 +70,7 @@ class NewtonConfig:
     """
 
     weight_decay: float = 0.0
-    damping: float = 1e-3
+    ridge: float = 1e-3
     form: str = "newton"
     newton_steps: int = 1
     max_iter: int = 100
@@ -76,13 +81,27 @@ class NewtonConfig:
     def __post_init__(self) -> None:
         if self.form not in FORMS:
             raise InputError(f"unknown Newton form {self.form!r}; choose from {FORMS}")
-        if self.weight_decay < 0 or self.damping < 0 or not self.weight_decay + self.damping > 0:
-            raise InputError(
-                "weight_decay and damping must be >= 0 with a positive sum (the Hessian of a "
-                "model can be singular): set the training weight decay or a small damping"
-            )
+        check_ridge(self.weight_decay, self.ridge)
         if self.newton_steps < 1 or self.batch_size < 1:
             raise InputError("newton_steps and batch_size must be positive")
+
+    @property
+    def damping(self) -> float:
+        """Deprecated: :attr:`ridge`."""
+        warn_deprecated("NewtonConfig.damping is deprecated; use ridge", 2)
+        return self.ridge
+
+
+NewtonConfig.__init__ = legacy_arguments(damping="ridge")(NewtonConfig.__init__)  # type: ignore[method-assign]
+
+
+def check_ridge(weight_decay: float, ridge: float) -> None:
+    """:class:`InputError` unless both are ``>= 0`` with a positive sum (``λ = wd + ridge``)."""
+    if weight_decay < 0 or ridge < 0 or not weight_decay + ridge > 0:
+        raise InputError(
+            "weight_decay and ridge must be >= 0 with a positive sum (the Hessian of a model "
+            "can be singular): set the training weight decay or a small ridge"
+        )
 
 
 def newton_unlearn(
@@ -98,7 +117,7 @@ def newton_unlearn(
     Linear/Conv layer). ``model`` is not changed: the result holds an updated copy."""
     start = time.perf_counter()
     work = Workspace.create(model, task, data, forget_ids, modules, config.batch_size)
-    wd, damping = config.weight_decay, config.weight_decay + config.damping
+    wd, damping = config.weight_decay, config.weight_decay + config.ridge
     solver = CGSolver(max_iter=config.max_iter, tol=config.tol)
     n_forget, n_rest = len(work.split.forget), len(work.split.rest)
     original = work.theta()
@@ -129,8 +148,8 @@ def newton_unlearn(
         warnings.warn(
             f"H_rest + λI (λ = {damping:.3g}) has directions of negative curvature: conjugate "
             "gradient stopped there, and the step can overshoot along nearly flat directions; "
-            "raise the damping (measured on an MLP: undamped, the step ended hundreds of times "
-            "farther from the rest's optimum than the original; damping 1e-3 did not)",
+            "raise the ridge (measured on an MLP: undamped, the step ended hundreds of times "
+            "farther from the rest's optimum than the original; ridge 1e-3 did not)",
             InfscopeWarning,
             stacklevel=2,
         )

@@ -1,5 +1,5 @@
-"""``module:function`` options (``--train-fn``, ``--model`` of a factory): the function, imported
-where the user's code lives. Light: the CLI's help never loads torch through it."""
+"""``module:function`` references (the CLI's ``--train-fn``, a factory's ``--model``): the function,
+imported where the user's code lives. Light: it loads nothing else."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Load a model and its task for the CLI: a Hugging Face directory or a Python factory."""
+"""Load a model and its task by name: a local Hugging Face directory (or PEFT adapter), or a
+Python factory ``module:function`` returning ``(model, task)`` — what ``infscope features`` and
+``infscope unlearn`` take as ``--model``."""
 
 from __future__ import annotations
 
@@ -10,9 +12,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from infscope.cli.functions import load_function
 from infscope.errors import InfscopeWarning, InputError
-from infscope.tasks import HFCausalLMTask, HFSequenceClassificationTask, Task
+from infscope.functions import load_function
+from infscope.tasks.base import Task
+from infscope.tasks.huggingface import HFCausalLMTask, HFSequenceClassificationTask
 
 TASK_KINDS = ("hf-seqcls", "hf-causal-lm", "factory")
 
