@@ -19,6 +19,7 @@ from infscope.cli.prune import prune
 from infscope.cli.select import select
 from infscope.cli.store import app as store_app
 from infscope.errors import InputError
+from infscope.terminal import printable
 
 app = typer.Typer(
     help=(
@@ -49,6 +50,13 @@ def features(
     out: Annotated[
         Path | None,
         typer.Option(help="Feature store directory (resumed if it exists)."),
+    ] = None,
+    weights: Annotated[
+        Path | None,
+        typer.Option(
+            help="Weights (.safetensors of the whole model, e.g. `infscope unlearn`'s "
+            "model.safetensors) loaded into --model before extraction."
+        ),
     ] = None,
     task: Annotated[str, typer.Option(help="hf-seqcls | hf-causal-lm | factory.")] = "hf-seqcls",
     checkpoint: Annotated[
@@ -169,7 +177,7 @@ def features(
 
     Re-run the same command after a crash: finished shards are kept. Warns about weights the
     model directory lacks (initialised on load), slow projections and checkpoints that repeat
-    another's weights.
+    another's weights. --weights explains other weights of the same model (an unlearned one).
 
     \b
     Example:
@@ -181,9 +189,18 @@ def features(
     from infscope.devices import resolve_device
     from infscope.gradients import GradientExtractor, ModuleSelection, ProjectionConfig
     from infscope.gradients.featurize import featurize
+    from infscope.weights import load_weights
 
     if out is None and not basis_only:
         raise InputError("give --out, the feature store directory")
+    from infscope.io import check_writable
+
+    if out is not None:
+        check_writable(out, directory=True)
+    for path in [p for p in basis or [] if not p.exists()]:  # fitted and saved there
+        check_writable(path, directory=False, option="--basis")
+    if fit_factors is not None:
+        check_writable(fit_factors, directory=False, option="--fit-factors")
     from infscope import distributed
 
     if worker is None and num_workers is None and distributed.init_from_environment():
@@ -205,6 +222,8 @@ def features(
         max_length=max_length,
         measurement=measurement,
     )
+    if weights is not None:
+        load_weights(loaded, weights)
     selection = ModuleSelection(
         tuple(include) if include else None,
         tuple(exclude or ()),
@@ -346,9 +365,10 @@ def score(
           --out runs/scores
     """
     from infscope.attribution.scores import TABLE_FORMATS
-    from infscope.io import write_table
+    from infscope.io import check_writable, write_table
     from infscope.store import FeatureStore
 
+    check_writable(out, directory=True)
     if table not in TABLE_FORMATS:
         raise InputError(f"--table must be one of {', '.join(TABLE_FORMATS)}, got {table!r}")
     if top is not None and query is None:
@@ -417,6 +437,18 @@ def _records(path: Path | None) -> dict[str, dict]:
     return dict(zip(data.ids, data.examples))
 
 
+def _warn_unmatched(path: Path | None, records: dict[str, dict], ids: list[str], what: str) -> None:
+    """A warning when the data file lacks ids the table shows (their example cells stay empty)."""
+    missing = [i for i in dict.fromkeys(ids) if i not in records]
+    if path is None or not missing:
+        return
+    share = "none" if len(missing) == len(set(ids)) else f"{len(missing)} of {len(set(ids))}"
+    warn(
+        f"{path} holds {share} of the shown {what} ids (e.g. {missing[0]!r}), so their "
+        "examples are not shown: give the data file the features were extracted from"
+    )
+
+
 def _shown(record: dict | None, fields: list[str]) -> str:
     """The fields of a record joined (the whole record, cut, when it has none of them)."""
     if record is None:
@@ -459,8 +491,10 @@ def top(
           --query-data test.jsonl
     """
     from infscope.attribution import SelfInfluence, load_scores
-    from infscope.io import write_table
+    from infscope.io import check_writable, write_table
 
+    if out is not None:
+        check_writable(out, directory=False)
     result = load_scores(scores)
     train, queries = _records(train_data), _records(query_data)
     if isinstance(result, SelfInfluence):
@@ -477,11 +511,14 @@ def top(
         title = f"most suspicious by {result.method}" + (
             f" (high {result.method} = {means})" if means else ""
         )
+        _warn_unmatched(train_data, train, [r["train_id"] for r in rows], "training")
         columns = ["rank", "train_id", "score", "given", "predicted", "example"]
         columns = [c for c in columns if any(c in row for row in rows)]
         _print_table(escape(title), columns, rows)
     else:
         rows = result.top_rows(k, max_queries)
+        _warn_unmatched(train_data, train, [r["train_id"] for r in rows], "training")
+        _warn_unmatched(query_data, queries, [r["query_id"] for r in rows], "query")
         for row in rows:
             row["example"] = _shown(train.get(row["train_id"]), field)
         for qid in dict.fromkeys(row["query_id"] for row in rows):
@@ -497,8 +534,9 @@ def top(
 
 
 def _print_table(title: str, columns: list[str], rows: list[dict], signed: bool = False) -> None:
-    """Rows as a table; every value is data, never console markup."""
-    table = Table(title=title)
+    """Rows as a table; every value is data, never console markup, and its control and bidi
+    characters are shown escaped (the file written by --out keeps them)."""
+    table = Table(title=printable(title))
     for column in columns:
         table.add_column(column.replace("_", " "))
     for row in rows:
@@ -507,7 +545,7 @@ def _print_table(title: str, columns: list[str], rows: list[dict], signed: bool 
             value = row.get(column, "")
             if column == "score":
                 value = f"{value:+.4g}" if signed else f"{value:.4g}"
-            cells.append(escape(str(value)))
+            cells.append(escape(printable(value)))
         table.add_row(*cells)
     console.print(table)
 

@@ -89,8 +89,9 @@ def prune(
 
     from infscope.data import ExampleSet
     from infscope.evaluation.pruning import PruningStudy, load_pruning_scores
-    from infscope.io import write_atomic
+    from infscope.io import check_writable, write_atomic
 
+    check_writable(out, directory=True)
     values, ids = load_pruning_scores(_named(score), negate)
     label_array = None
     if labels is not None:

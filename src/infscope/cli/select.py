@@ -103,10 +103,12 @@ def select(
       infscope select --method top-k --scores runs/self --data train.jsonl \\
           --budget 0.3 --out runs/subset
     """
-    from infscope.io import write_atomic
+    from infscope.io import check_writable, write_atomic
     from infscope.selection import build_selector, diagnose
     from infscope.selection.io import PoolFiles, load_pool
+    from infscope.terminal import printable
 
+    check_writable(out, directory=True)
     if stratify_by is not None and stratify_by not in tag:
         tag = [*tag, stratify_by]  # the strata are a tag of the candidates
     pool, records = load_pool(
@@ -134,7 +136,7 @@ def select(
     report = diagnose(selection, pool)
     write_atomic(out / "report.txt", (report.text() + "\n").encode())
     plots.append(report.plot(out / "report.png"))
-    console.print(summary, markup=False)
+    console.print(printable(summary, keep_newlines=True), markup=False)
     written = ", ".join(
         ["selection.json", "subset.jsonl", "summary.txt", "report.txt", *(p.name for p in plots)]
     )

@@ -79,7 +79,7 @@ def trees(
     import numpy as np
 
     from infscope.errors import InputError
-    from infscope.io import write_json
+    from infscope.io import check_writable, write_json
     from infscope.trees import (
         LIBRARIES,
         TreeInfluence,
@@ -89,6 +89,7 @@ def trees(
     )
     from infscope.trees.tables import load_table
 
+    check_writable(out, directory=True)
     if library not in LIBRARIES:
         raise InputError(f"--library must be one of {', '.join(LIBRARIES)}, got {library!r}")
     rows = load_table(train, label, id_field, _names(features), _names(ignore))

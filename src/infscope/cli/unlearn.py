@@ -41,32 +41,6 @@ def read_ids(path: Path) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def load_weights(model, path: Path) -> None:
-    """Load a ``.safetensors`` state dict into ``model`` (every weight, same shapes)."""
-    from safetensors.torch import load_file
-
-    from infscope.errors import InputError
-
-    if not path.is_file():
-        raise InputError(f"no such weights file: {path}")
-    try:
-        state = load_file(str(path))
-    except Exception as err:  # safetensors raises its own error types
-        raise InputError(f"{path} is not a readable safetensors file: {err}") from None
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        detail = "; ".join(
-            f"{what}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
-            for what, names in (("missing", missing), ("unexpected", unexpected), ("shape", wrong))
-            if names
-        )
-        raise InputError(f"{path} does not fit the model ({detail})")
-    model.load_state_dict(state)
-
-
 def unlearn(
     data: Annotated[
         Path,
@@ -151,7 +125,7 @@ def unlearn(
     from infscope.data import ExampleSet
     from infscope.errors import InputError
     from infscope.gradients.losses import per_example_losses
-    from infscope.io import write_json
+    from infscope.io import check_writable, write_json
     from infscope.unlearning import (
         GradientConfig,
         NewtonConfig,
@@ -160,7 +134,9 @@ def unlearn(
         forget_split,
         newton_unlearn,
     )
+    from infscope.weights import load_weights
 
+    check_writable(out, directory=True)
     if method not in METHODS:
         raise InputError(f"unknown --method {method!r}; choose from {METHODS}")
     examples = ExampleSet.from_file(data)
@@ -192,12 +168,13 @@ def unlearn(
             batch_size=batch_size,
             correction=sgd if correction_steps > 0 else None,
         )
-        result = newton_unlearn(network, task_object, examples, ids, config, modules)
+        result = newton_unlearn(network, task_object, examples, ids, config, modules, progress=True)
     elif method == "finetune":
-        result = finetune_unlearn(network, task_object, examples, ids, sgd, modules)
+        result = finetune_unlearn(network, task_object, examples, ids, sgd, modules, progress=True)
     else:
-        result = ascent_unlearn(network, task_object, examples, ids, sgd, modules)
+        result = ascent_unlearn(network, task_object, examples, ids, sgd, modules, progress=True)
     seconds = time.perf_counter() - started
+    progress("mean losses on the forget set and the rest, before and after")
     losses = {}
     for name, which in (("before", network), ("after", result.model)):
         for part in ("forget", "rest"):
