@@ -103,9 +103,7 @@ def test_every_command_that_writes_is_checked():
 HOSTILE = "safe\x00text\x1b[2J\x1b]8;;http://x\x07link\u202eexe.txt"
 
 
-def test_top_prints_control_ansi_and_bidi_characters_escaped_and_files_keep_them(
-    runner, tmp_path
-):
+def test_top_prints_control_ansi_and_bidi_characters_escaped_and_files_keep_them(runner, tmp_path):
     """Before: NUL, ANSI escapes and U+202E from training texts reached the terminal raw."""
     ids = ["a", "b"]
     SelfInfluence(np.array([2.0, 1.0], dtype=np.float32), ids, "dot").save(tmp_path / "self")
@@ -167,7 +165,9 @@ def test_features_reads_the_weights_unlearn_writes(runner, project):
     weights = project / "unlearned" / "model.safetensors"
     args = features_args(project / "train.jsonl", project / "after", "--weights", weights)
     assert invoke(runner, *args).exit_code == 0
-    assert invoke(runner, *features_args(project / "train.jsonl", project / "before")).exit_code == 0
+    assert (
+        invoke(runner, *features_args(project / "train.jsonl", project / "before")).exit_code == 0
+    )
     from infscope.store import FeatureStore
 
     before, after = FeatureStore.open(project / "before"), FeatureStore.open(project / "after")

@@ -32,16 +32,24 @@ def test_identity_sjlt_and_eigen_read_as_what_they_are():
     eigen = {"kind": "eigen", "dim": 64, "feature_dim": 64, "seed": 0, "fisher": "empirical",
              "basis": ["abc", "def"], "ranks": [[[2, 2]], [[2, 2]]]}  # fmt: skip
     lines = projection_lines(eigen)
-    assert lines[0] == "projection: eigen on 2 bases, one per checkpoint, empirical Fisher, 64 features, seed 0"
+    assert (
+        lines[0]
+        == "projection: eigen on 2 bases, one per checkpoint, empirical Fisher, 64 features, seed 0"
+    )
     assert "own rank layout" in lines[1]
 
 
 def test_many_modules_are_counted_not_listed():
-    lines = projection_lines({"kind": "kronecker", "dim": 8, "feature_dim": 8, "blocks": _blocks(20)})
+    lines = projection_lines(
+        {"kind": "kronecker", "dim": 8, "feature_dim": 8, "blocks": _blocks(20)}
+    )
     assert lines[1].endswith(f"… {20 - SHOWN_MODULES} more")
 
 
 def test_task_line():
-    assert task_line({"task": "RecordTask", "measurement": "loss"}) == "task: RecordTask, measurement loss"
+    assert (
+        task_line({"task": "RecordTask", "measurement": "loss"})
+        == "task: RecordTask, measurement loss"
+    )
     line = task_line({"task": "HF", "text_fields": ["premise", "hypothesis"], "max_length": 128})
     assert line == "task: HF, text_fields premise, hypothesis, max_length 128"

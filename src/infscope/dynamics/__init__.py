@@ -16,6 +16,7 @@ from infscope.dynamics.recorder import (
     last_layer_grad_norm,
     per_example_dynamics,
 )
+from infscope.dynamics.saving import PRUNING_SCORES, save_scores
 from infscope.dynamics.scores import (
     NORMALIZE_METHODS,
     SCORES,
@@ -40,6 +41,7 @@ from infscope.dynamics.scores import (
 
 __all__ = [
     "NORMALIZE_METHODS",
+    "PRUNING_SCORES",
     "SCORES",
     "DynamicsArrays",
     "DynamicsCallback",
@@ -59,6 +61,7 @@ __all__ = [
     "last_layer_grad_norm",
     "mean_loss",
     "per_example_dynamics",
+    "save_scores",
     "seed_average",
     "self_influence_score",
     "variability",
