@@ -252,3 +252,26 @@ def test_report_notes_unlearn_and_other_outputs_it_does_not_render(runner, proje
     # a second report does not list the first report's own configuration
     invoke(runner, "report", run)
     assert "not shown: runs (" not in (run / "report.html").read_text()
+
+
+# ---- a train_fn that raises ---------------------------------------------------------------
+
+
+def test_a_train_fn_that_raises_is_one_error_naming_its_line(runner, project):
+    """Before: a raw traceback through infscope's retraining loop."""
+    (project / "user_fns.py").write_text(
+        "def broken(train_indices, seed):\n    return {}['accuracy']\n"
+        "def one_argument(train_indices):\n    return 1.0\n"
+    )
+    SelfInfluence(np.arange(6, dtype=np.float32), [f"e{i}" for i in range(6)], "dot").save(
+        project / "s"
+    )
+    args = ["prune", "--score", f"a={project / 's'}", "--keep", "0.5", "--seeds", "0"]
+    result = invoke(runner, *args, "--train-fn", "user_fns:broken", "--out", project / "p1")
+    assert_clean_error(
+        result,
+        "--train-fn user_fns:broken raised KeyError: 'accuracy' at ",
+        "user_fns.py:2 in broken",
+    )
+    result = invoke(runner, *args, "--train-fn", "user_fns:one_argument", "--out", project / "p2")
+    assert_clean_error(result, "takes 1 positional argument", "(called with (6 indices, 0))")

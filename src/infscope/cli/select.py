@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from infscope.cli.output import console
+from infscope.cli.output import console, progress
 from infscope.errors import InputError
 
 
@@ -127,6 +127,7 @@ def select(
         )
     )
     selector = build_selector(method, seed, stratify_by, balanced_strata, **_options(option))
+    progress(f"selecting {budget} of {len(pool.ids):,} candidates by {method}")
     selection = selector.select(pool, _budget(budget))
     selection.save(out)
     selection.write_jsonl(out / "subset.jsonl", records)
