@@ -87,6 +87,7 @@ def trees(
         fit_classifier,
         load_model_file,
     )
+    from infscope.terminal import printable
     from infscope.trees.tables import load_table
 
     check_writable(out, directory=True)
@@ -112,6 +113,7 @@ def trees(
         used = library
     out.mkdir(parents=True, exist_ok=True)
     influence = TreeInfluence(fitted, method=method, query_gradient=query_gradient)
+    progress(f"{method} over the trees' leaves for {len(rows.ids)} training rows")
     influence.fit(rows.features, labels, rows.ids)
     saved = None
     if model is None and library == "lightgbm":
@@ -142,6 +144,7 @@ def trees(
             query_labels = np.searchsorted(classes, queries.labels)
         else:
             query_labels = queries.labels
+        progress(f"scoring {len(queries.ids)} query rows")
         influence.score(queries.features, query_labels, queries.ids).save(out / "scores")
     write_json(out / "summary.json", summary)
     console.print(
@@ -150,6 +153,7 @@ def trees(
         markup=False,
     )
     for row in own.top_rows(min(top, len(rows.ids))):
-        console.print(f"  {row['rank']:>3}  {row['train_id']}  {row['score']:.4g}", markup=False)
+        shown = printable(row["train_id"])
+        console.print(f"  {row['rank']:>3}  {shown}  {row['score']:.4g}", markup=False)
     written = "self_influence/, loss/" + (", scores/" if queries is not None else "")
     console.print(f"wrote {out}/{written}, summary.json", markup=False)
