@@ -80,6 +80,7 @@ def trees(
 
     from infscope.errors import InputError
     from infscope.io import check_writable, write_json
+    from infscope.terminal import printable
     from infscope.trees import (
         LIBRARIES,
         TreeInfluence,
@@ -87,7 +88,6 @@ def trees(
         fit_classifier,
         load_model_file,
     )
-    from infscope.terminal import printable
     from infscope.trees.tables import load_table
 
     check_writable(out, directory=True)
