@@ -14,15 +14,18 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/infscope demo
 
+# test: the fast suite (-m "not slow"), every example of examples/ included at a tiny size.
+# test-all: also the slow tests, which run every example's README as written (minutes each).
 test: $(STAMP)
 	bash scripts/install_browser.sh
 	$(PY) -m pytest -q -m "not slow"
 
 test-all: $(STAMP)
+	bash scripts/install_browser.sh
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests bench examples
 
 bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) bench/extraction_throughput.py

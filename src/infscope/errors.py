@@ -57,3 +57,10 @@ class NonFiniteError(InputError):
 class InfscopeWarning(UserWarning):
     """Something the user should know that does not stop the run (a fallback taken, weights
     initialised on load, a slow configuration). The CLI prints each as one ``warning:`` line."""
+
+
+class UserCodeError(InfscopeError):
+    """A function the user named on the command line (``--train-fn``, a ``--model`` factory)
+    raised. The message names the function's exception and the line of the user's code it came
+    from; the original is chained (``__cause__``) for the full traceback. (Called from Python,
+    the functions' own exceptions pass through unchanged.)"""

@@ -1,4 +1,5 @@
-"""Atomic file writes: readers see either the old file or the whole new one, never a part.
+"""Atomic file writes: readers see either the old file or the whole new one, never a part; and
+the check that an output path can be written at all, made before any heavy work.
 
 Every file infscope writes (store shards and metadata, scores, retraining caches, recordings)
 goes through :func:`write_atomic`: a hidden temporary file in the same folder, flushed and
@@ -14,6 +15,7 @@ import io
 import json
 import math
 import os
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -176,3 +178,32 @@ def write_table(path: str | Path, columns: dict[str, Sequence[Any]]) -> Path:
     table = pa.table({name: list(values) for name, values in columns.items()})
     write_atomic(path, lambda handle: pq.write_table(table, handle))
     return path
+
+
+def check_writable(path: str | Path, *, directory: bool, option: str = "--out") -> None:
+    """Raise :class:`~infscope.errors.InputError` unless ``path`` can be written: an output
+    folder (``directory=True``, created later if missing) or an output file. Called before any
+    heavy work, so a run never computes for minutes and then fails on its output. Nothing is
+    created: a probe file is written in the nearest existing folder and removed at once (so a
+    read-only file system or missing permissions are found, for root too)."""
+    from infscope.errors import InputError
+
+    path = Path(path)
+    if path.exists():
+        if directory and not path.is_dir():
+            raise InputError(f"{option} {path} is a file; it must be a folder (or a new path)")
+        if not directory and path.is_dir():
+            raise InputError(f"{option} {path} is a folder; it must be a file path")
+    folder = path if directory and path.is_dir() else path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InputError(f"{option} {path} cannot be created: {folder} is a file, not a folder")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".infscope-write-check-", dir=folder)
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise InputError(f"{option} {path} cannot be written: {folder}: {reason}") from None
+    os.close(handle)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)

@@ -35,6 +35,16 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     console.print(f"[green]{escape(str(path))}[/]: report written")
 
 
+def _check_outputs(json_path: Path | None, cache: Path | None = None) -> None:
+    """Before any work: the --json file and the --cache folder can be written."""
+    from infscope.io import check_writable
+
+    if json_path is not None:
+        check_writable(json_path, directory=False, option="--json")
+    if cache is not None:
+        check_writable(cache, directory=True, option="--cache")
+
+
 def _parse_indices(text: str | None) -> list[int] | None:
     if text is None:
         return None
@@ -84,6 +94,7 @@ def mislabel(
     from infscope.attribution import SelfInfluence, load_scores
     from infscope.evaluation import mislabel_detection, mislabel_flags
 
+    _check_outputs(json_path)
     if (data is None) == (mislabeled_ids is None):
         raise InputError("give exactly one of --data or --mislabeled-ids")
     result = load_scores(scores, expect=SelfInfluence).oriented(negate)
@@ -138,6 +149,7 @@ def lds(
     from infscope.attribution import Scores, load_scores
     from infscope.evaluation import LDSConfig, lds_ground_truth, linear_datamodeling_score
 
+    _check_outputs(json_path, cache)
     matrix = load_scores(scores, expect=Scores)
     function = load_function(train_fn)
     config = LDSConfig(num_subsets=num_subsets, alpha=alpha, seed=seed)
@@ -186,6 +198,7 @@ def loo(
     from infscope.attribution import Scores, load_scores
     from infscope.evaluation import leave_one_out, loo_correlation
 
+    _check_outputs(json_path, cache)
     matrix = load_scores(scores, expect=Scores)
     function = load_function(train_fn)
     result = leave_one_out(function, len(matrix.train_ids), _parse_indices(indices), cache, seed)

@@ -108,6 +108,13 @@ def features(
     projection: ProjectionOptions,
     run: ExtractionOptions,
     out: Annotated[Path | None, typer.Option(help="Feature store directory (resumed).")] = None,
+    weights: Annotated[
+        Path | None,
+        typer.Option(
+            help="Weights (.safetensors of the whole model, e.g. `infscope unlearn`'s "
+            "model.safetensors) loaded into --model before extraction."
+        ),
+    ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: model's).")] = None,
     basis_only: Annotated[
         bool, typer.Option("--basis-only", help="Only fit the eigenbasis into --basis; no store.")
@@ -117,7 +124,7 @@ def features(
 
     Re-run the same command after a crash: finished shards are kept. Warns about weights the
     model directory lacks (initialised on load), slow projections and checkpoints that repeat
-    another's weights.
+    another's weights. --weights explains other weights of the same model (an unlearned one).
 
     \b
     Example:
@@ -127,6 +134,7 @@ def features(
     from infscope import distributed
     from infscope.analysis import Analysis
     from infscope.data import ExampleSet
+    from infscope.weights import load_weights
 
     if run.worker is None and run.num_workers is None:
         distributed.init_from_environment()  # under torchrun: bases and stores over the ranks
@@ -134,8 +142,11 @@ def features(
         raise InputError("give --out, the feature store directory")
     if projection.basis and projection.projection != "eigen" and not basis_only:
         raise InputError("--basis applies to --projection eigen only")
+    _check_outputs(out, projection.basis, run.fit_factors)
     examples = ExampleSet.from_file(data)
     network, task = model.load()
+    if weights is not None:
+        load_weights(network, weights)
     kind = "eigen" if basis_only else projection.projection
     dim = (projection.dim or None) if kind == "eigen" else projection.dim
     analysis = Analysis(
@@ -157,6 +168,18 @@ def features(
             console.print(f"{escape(str(projection.basis[0]))} exists: kept, not refitted")
         return
     _extract(ctx, analysis, examples, out, run, projection.projection)
+
+
+def _check_outputs(out: Path | None, basis: list[Path] | None, factors: Path | None) -> None:
+    """Every path the run will write is writable, before any model is loaded."""
+    from infscope.io import check_writable
+
+    if out is not None:
+        check_writable(out, directory=True)
+    for path in [p for p in basis or [] if not p.exists()]:  # fitted and saved there
+        check_writable(path, directory=False, option="--basis")
+    if factors is not None:
+        check_writable(factors, directory=False, option="--fit-factors")
 
 
 def _extract(ctx, analysis, examples, out: Path, run: ExtractionOptions, kind: str) -> None:

@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 
 from infscope.cli.config import add_config_option, write_resolved
 from infscope.errors import InfscopeError, InfscopeWarning
+from infscope.terminal import printable
 
 console = Console()
 #: errors and warnings: stderr, never wrapped (one line each, paths intact)
@@ -33,20 +34,21 @@ def describe_os_error(err: OSError) -> str:
 
 
 def fail(err: Exception | str) -> NoReturn:
-    """Print an expected error (paths and data escaped, never markup) and exit with status 2."""
+    """Print an expected error (paths and data escaped: never markup, no control characters)
+    and exit with status 2."""
     text = describe_os_error(err) if isinstance(err, OSError) else str(err)
-    err_console.print(f"[bold red]error:[/] {escape(text)}")
+    err_console.print(f"[bold red]error:[/] {escape(printable(text))}")
     raise typer.Exit(code=2)
 
 
 def progress(message: str) -> None:
     """Print one line saying which long step starts (stderr, so stdout stays the result)."""
-    err_console.print(f"[dim]{escape(message)} …[/]")
+    err_console.print(f"[dim]{escape(printable(message))} …[/]")
 
 
 def warn(message: str) -> None:
     """Print one ``warning:`` line."""
-    err_console.print(f"[bold yellow]warning:[/] {escape(message)}")
+    err_console.print(f"[bold yellow]warning:[/] {escape(printable(message))}")
 
 
 class Commands(TyperGroup):

@@ -95,8 +95,9 @@ def prune(
           --keep 0.3,0.5,0.7 --out runs/prune
     """
     from infscope.evaluation.pruning import PruningStudy, load_pruning_scores
-    from infscope.io import write_atomic
+    from infscope.io import check_writable, write_atomic
 
+    check_writable(out, directory=True)
     values, ids = load_pruning_scores(_named(score), negate)
     study = PruningStudy(
         values,

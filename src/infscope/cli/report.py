@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from infscope.cli.config import save_config_to
-from infscope.cli.output import console
+from infscope.cli.output import console, progress
 
 
 def report(
@@ -35,6 +35,7 @@ def report(
     """
     from infscope.report import build_report
 
+    progress(f"reading what {run_dir} holds")
     path = build_report(
         run_dir, out, data or [], text_field, label_field, top, max_queries, max_rows
     )

@@ -15,6 +15,7 @@ from infscope.attribution.registry import EstimatorSpec
 from infscope.cli.options import estimator_options
 from infscope.cli.output import console, progress, warn
 from infscope.errors import InputError
+from infscope.terminal import printable
 
 
 @estimator_options
@@ -67,8 +68,10 @@ def score(
     """
     from infscope.analysis import score as score_stores
     from infscope.attribution.scores import TABLE_FORMATS
+    from infscope.io import check_writable
     from infscope.store import FeatureStore
 
+    check_writable(out, directory=True)
     if table not in TABLE_FORMATS:
         raise InputError(f"--table must be one of {', '.join(TABLE_FORMATS)}, got {table!r}")
     if top is not None and query is None:
@@ -173,8 +176,10 @@ def top(
           --query-data test.jsonl
     """
     from infscope.attribution import SelfInfluence, load_scores
-    from infscope.io import write_table
+    from infscope.io import check_writable, write_table
 
+    if out is not None:
+        check_writable(out, directory=False)
     result = load_scores(scores)
     train, queries = _records(train_data), _records(query_data)
     if isinstance(result, SelfInfluence):
@@ -187,6 +192,7 @@ def top(
             if predicted is not None:
                 row["predicted"] = predicted[row["train_id"]]
             row["example"] = _shown(record, field)
+        _warn_unmatched(train_data, train, [r["train_id"] for r in rows], "training")
         means = result.metadata.get("high_means")
         title = f"most suspicious by {result.method}" + (
             f" (high {result.method} = {means})" if means else ""
@@ -196,6 +202,8 @@ def top(
         _print_table(escape(title), columns, rows)
     else:
         rows = result.top_rows(k, max_queries)
+        _warn_unmatched(train_data, train, [r["train_id"] for r in rows], "training")
+        _warn_unmatched(query_data, queries, [r["query_id"] for r in rows], "query")
         for row in rows:
             row["example"] = _shown(train.get(row["train_id"]), field)
         for qid in dict.fromkeys(row["query_id"] for row in rows):
@@ -210,9 +218,22 @@ def top(
         console.print(f"[green]{escape(str(out))}[/]: {len(rows)} rows")
 
 
+def _warn_unmatched(path: Path | None, records: dict[str, dict], ids: list[str], what: str) -> None:
+    """A warning when the data file lacks ids the table shows (their example cells stay empty)."""
+    missing = [i for i in dict.fromkeys(ids) if i not in records]
+    if path is None or not missing:
+        return
+    share = "none" if len(missing) == len(set(ids)) else f"{len(missing)} of {len(set(ids))}"
+    warn(
+        f"{path} holds {share} of the shown {what} ids (e.g. {missing[0]!r}), so their "
+        "examples are not shown: give the data file the features were extracted from"
+    )
+
+
 def _print_table(title: str, columns: list[str], rows: list[dict], signed: bool = False) -> None:
-    """Rows as a table; every value is data, never console markup."""
-    table = Table(title=title)
+    """Rows as a table; every value is data, never console markup, and its control and bidi
+    characters are shown escaped (the file written by --out keeps them)."""
+    table = Table(title=printable(title))
     for column in columns:
         table.add_column(column.replace("_", " "))
     for row in rows:
@@ -221,7 +242,7 @@ def _print_table(title: str, columns: list[str], rows: list[dict], signed: bool 
             value = row.get(column, "")
             if column == "score":
                 value = f"{value:+.4g}" if signed else f"{value:.4g}"
-            cells.append(escape(str(value)))
+            cells.append(escape(printable(value)))
         table.add_row(*cells)
     console.print(table)
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from infscope.cli.options import option_groups
-from infscope.cli.output import console
+from infscope.cli.output import console, progress
 from infscope.errors import InputError
 
 
@@ -128,12 +128,15 @@ def select(
       infscope select --method top-k --scores runs/self --data train.jsonl \\
           --budget 0.3 --out runs/subset
     """
-    from infscope.io import write_atomic
+    from infscope.io import check_writable, write_atomic
     from infscope.selection import build_selector, diagnose
     from infscope.selection.io import load_pool
+    from infscope.terminal import printable
 
+    check_writable(out, directory=True)
     pool, records = load_pool(pool_files.files(stratify_by))
     selector = build_selector(method, seed, stratify_by, balanced_strata, **_options(option))
+    progress(f"selecting {budget} of {len(pool.ids):,} candidates by {method}")
     selection = selector.select(pool, _budget(budget))
     selection.save(out)
     selection.write_jsonl(out / "subset.jsonl", records)
@@ -143,7 +146,7 @@ def select(
     report = diagnose(selection, pool)
     write_atomic(out / "report.txt", (report.text() + "\n").encode())
     plots.append(report.plot(out / "report.png"))
-    console.print(summary, markup=False)
+    console.print(printable(summary, keep_newlines=True), markup=False)
     written = ", ".join(
         ["selection.json", "subset.jsonl", "summary.txt", "report.txt", *(p.name for p in plots)]
     )

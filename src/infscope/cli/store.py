@@ -30,6 +30,7 @@ def info(store: StoreArgument) -> None:
       infscope store info runs/train
     """
     from infscope.store import FeatureStore
+    from infscope.store.summary import projection_lines, task_line
 
     opened = FeatureStore.open(store)
     spec = opened.spec
@@ -39,8 +40,9 @@ def info(store: StoreArgument) -> None:
         f"{spec.dtype} features ({spec.gradient} gradients), {len(spec.modules)} modules, "
         f"{size / 2**20:.1f} MiB"
     )
-    console.print(f"projection {escape(str(spec.projection))}", soft_wrap=True)
-    console.print(f"task {escape(str(spec.task))}", soft_wrap=True)
+    for line in projection_lines(spec.projection):
+        console.print(escape(line), soft_wrap=True)
+    console.print(escape(task_line(spec.task)), soft_wrap=True)
     table = Table(title="checkpoints")
     for column in ("checkpoint", "learning rate", "weights", "shards"):
         table.add_column(column)

@@ -106,15 +106,18 @@ def trees(
     """
     import numpy as np
 
-    from infscope.io import write_json
+    from infscope.io import check_writable, write_json
+    from infscope.terminal import printable
     from infscope.trees import TreeInfluence
 
+    check_writable(out, directory=True)
     rows = table.load(train)
     queries = None if query is None else table.load(query, rows.columns)
     classes = np.unique(rows.labels)
     fitted, labels, used = _classifier(fit, model, rows, classes)
     out.mkdir(parents=True, exist_ok=True)
     influence = TreeInfluence(fitted, method=method, query_gradient=query_gradient)
+    progress(f"{method} over the trees' leaves for {len(rows.ids)} training rows")
     influence.fit(rows.features, labels, rows.ids)
     saved = None if model is not None else _save_model(fitted, fit.library, out)
     own = influence.self_influence()
@@ -122,6 +125,7 @@ def trees(
     influence.training_loss().save(out / "loss")
     if queries is not None:
         query_labels = queries.labels if model is not None else _known(queries, classes, query)
+        progress(f"scoring {len(queries.ids)} query rows")
         influence.score(queries.features, query_labels, queries.ids).save(out / "scores")
     write_json(out / "summary.json", {
         "model": used, "saved_model": None if saved is None else saved.name, "method": method,
@@ -136,7 +140,8 @@ def trees(
         markup=False,
     )
     for row in own.top_rows(min(top, len(rows.ids))):
-        console.print(f"  {row['rank']:>3}  {row['train_id']}  {row['score']:.4g}", markup=False)
+        shown = printable(row["train_id"])
+        console.print(f"  {row['rank']:>3}  {shown}  {row['score']:.4g}", markup=False)
     written = "self_influence/, loss/" + (", scores/" if queries is not None else "")
     console.print(f"wrote {out}/{written}, summary.json", markup=False)
 

@@ -44,32 +44,6 @@ def read_ids(path: Path) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def load_weights(model, path: Path) -> None:
-    """Load a ``.safetensors`` state dict into ``model`` (every weight, same shapes)."""
-    from safetensors.torch import load_file
-
-    from infscope.errors import InputError
-
-    if not path.is_file():
-        raise InputError(f"no such weights file: {path}")
-    try:
-        state = load_file(str(path))
-    except Exception as err:  # safetensors raises its own error types
-        raise InputError(f"{path} is not a readable safetensors file: {err}") from None
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        detail = "; ".join(
-            f"{what}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
-            for what, names in (("missing", missing), ("unexpected", unexpected), ("shape", wrong))
-            if names
-        )
-        raise InputError(f"{path} does not fit the model ({detail})")
-    model.load_state_dict(state)
-
-
 @dataclass(frozen=True)
 class UnlearnOptions:
     """How the forget set is removed: the method and its settings."""
@@ -177,13 +151,15 @@ def unlearn(
 
     from infscope.data import ExampleSet
     from infscope.errors import InputError
-    from infscope.io import write_json
+    from infscope.io import check_writable, write_json
     from infscope.unlearning import forget_split, mean_losses
     from infscope.unlearning import unlearn as unlearn_examples
+    from infscope.weights import load_weights
 
     if run.method not in METHODS:
         raise InputError(f"unknown --method {run.method!r}; choose from {METHODS}")
     newton, sgd = run.configs()
+    check_writable(out, directory=True)
     examples = ExampleSet.from_file(data)
     ids = read_ids(forget)
     split = forget_split(examples, ids)
@@ -194,9 +170,10 @@ def unlearn(
     started = time.perf_counter()
     result = unlearn_examples(
         network, task, examples, ids, run.method, newton=newton, gradient=sgd,
-        modules=list(module) or None,
+        modules=list(module) or None, progress=True,
     )  # fmt: skip
     seconds = time.perf_counter() - started
+    progress("mean losses on the forget set and the rest, before and after")
     losses = mean_losses(network, result.model, task, split, run.batch_size)
     out.mkdir(parents=True, exist_ok=True)
     path = result.save(out / WEIGHTS_NAME)

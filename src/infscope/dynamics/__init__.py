@@ -12,6 +12,7 @@ from typing import Any
 
 from infscope.dynamics.arrays import DynamicsArrays, last_layer_grad_norm, per_example_dynamics
 from infscope.dynamics.recorder import DynamicsRecorder
+from infscope.dynamics.saving import PRUNING_SCORES, save_scores
 from infscope.dynamics.scores import (
     NORMALIZE_METHODS,
     SCORES,
@@ -34,6 +35,7 @@ from infscope.dynamics.vog import input_gradients, vog, vog_from_checkpoints
 
 __all__ = [
     "NORMALIZE_METHODS",
+    "PRUNING_SCORES",
     "SCORES",
     "DynamicsArrays",
     "DynamicsCallback",
@@ -53,6 +55,7 @@ __all__ = [
     "last_layer_grad_norm",
     "mean_loss",
     "per_example_dynamics",
+    "save_scores",
     "seed_average",
     "self_influence_score",
     "variability",

@@ -160,7 +160,8 @@ def _load(path: Path, is_adapter: bool, auto_class: Any) -> nn.Module:
             f"{source} lacks {len(fresh)} weight(s) of this model ({shown}): they were "
             f"initialised at random (seed {INIT_SEED}, the same on every load), so features and "
             "scores explain an untrained part — fine-tune the model (e.g. its classification "
-            "head) and save it first",
+            "head) and save it first (examples/text_classifier in the infscope repository shows "
+            "how)",
             InfscopeWarning,
             stacklevel=2,
         )

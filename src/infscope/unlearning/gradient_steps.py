@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from torch import nn
+from tqdm.auto import tqdm
 
 from infscope.curvature.hessian import ModelHessian
 from infscope.data import ExampleSet
@@ -43,16 +44,20 @@ class GradientConfig:
             raise InputError("lr must be positive and weight_decay >= 0")
 
 
-def sgd_steps(objective: ModelHessian, config: GradientConfig, ascent: bool = False) -> float:
+def sgd_steps(
+    objective: ModelHessian, config: GradientConfig, ascent: bool = False, progress: bool = False
+) -> float:
     """Run ``config.steps`` SGD steps on ``objective`` (descent, or ascent) and write the result
-    into its model; returns the mean minibatch loss of the last step."""
+    into its model; returns the mean minibatch loss of the last step. ``progress``: a bar of
+    the steps."""
     rng = np.random.default_rng(config.seed)
     theta = objective.theta.cpu().numpy()
     n = objective.n_examples
     loss = float("nan")
     order = rng.permutation(n)
     cursor = 0
-    for _ in range(config.steps):
+    label = "gradient ascent" if ascent else "SGD on the rest"
+    for _ in tqdm(range(config.steps), desc=label, unit="step", disable=not progress):
         if cursor + min(config.batch_size, n) > n:
             order, cursor = rng.permutation(n), 0
         rows = order[cursor : cursor + config.batch_size]
@@ -76,12 +81,14 @@ def _run(
     forget_ids: Sequence[str],
     config: GradientConfig,
     modules: Sequence[str] | None,
+    progress: bool,
 ) -> Unlearned:
     start = time.perf_counter()
     work = Workspace.create(model, task, data, forget_ids, modules, config.batch_size)
     before = work.theta()
     ascent = method == "ascent"
-    last = sgd_steps(work.objective("forget" if ascent else "rest"), config, ascent=ascent)
+    objective = work.objective("forget" if ascent else "rest")
+    last = sgd_steps(objective, config, ascent=ascent, progress=progress)
     info = {
         **work.describe(),
         "config": asdict(config),
@@ -99,10 +106,12 @@ def finetune_unlearn(
     forget_ids: Sequence[str],
     config: GradientConfig = GradientConfig(),
     modules: Sequence[str] | None = None,
+    progress: bool = False,
 ) -> Unlearned:
     """Baseline: ``config.steps`` SGD steps on the remaining data (the forget set is simply no
-    longer seen). ``model`` is not changed; the result holds an updated copy."""
-    return _run("finetune", model, task, data, forget_ids, config, modules)
+    longer seen). ``model`` is not changed; the result holds an updated copy. ``progress``: a
+    bar of the steps."""
+    return _run("finetune", model, task, data, forget_ids, config, modules, progress)
 
 
 def ascent_unlearn(
@@ -112,8 +121,9 @@ def ascent_unlearn(
     forget_ids: Sequence[str],
     config: GradientConfig = GradientConfig(),
     modules: Sequence[str] | None = None,
+    progress: bool = False,
 ) -> Unlearned:
     """Baseline: ``config.steps`` steps of gradient *ascent* on the forget set's loss. It raises
     that loss without regard for the rest, so it over-forgets when run long; ``model`` is not
-    changed."""
-    return _run("ascent", model, task, data, forget_ids, config, modules)
+    changed. ``progress``: a bar of the steps."""
+    return _run("ascent", model, task, data, forget_ids, config, modules, progress)

@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from torch import nn
+from tqdm.auto import tqdm
 
 from infscope.curvature.solvers import CGSolver
 from infscope.data import ExampleSet
@@ -47,6 +48,7 @@ from infscope.deprecation import legacy_arguments, warn_deprecated
 from infscope.errors import InfscopeWarning, InputError
 from infscope.tasks import Task
 from infscope.unlearning.gradient_steps import GradientConfig, sgd_steps
+from infscope.unlearning.progress import CountedCurvature
 from infscope.unlearning.result import Unlearned
 from infscope.unlearning.workspace import Workspace
 
@@ -111,10 +113,12 @@ def newton_unlearn(
     forget_ids: Sequence[str],
     config: NewtonConfig = NewtonConfig(),
     modules: Sequence[str] | None = None,
+    progress: bool = False,
 ) -> Unlearned:
     """Remove the forget set's effect from ``model`` (trained on ``data``) by the Newton step of
     the module docstring, over the parameters of ``modules`` (include patterns; default every
-    Linear/Conv layer). ``model`` is not changed: the result holds an updated copy."""
+    Linear/Conv layer). ``model`` is not changed: the result holds an updated copy. ``progress``
+    shows a bar per conjugate-gradient solve (a tick per Hessian-vector product)."""
     start = time.perf_counter()
     work = Workspace.create(model, task, data, forget_ids, modules, config.batch_size)
     wd, damping = config.weight_decay, config.weight_decay + config.ridge
@@ -133,8 +137,10 @@ def newton_unlearn(
             rest_loss, rest_gradient = rest.gradient()
             rhs = -(rest_gradient + wd * theta)
             record = {"rest_loss": rest_loss}
-        prepared = solver.prepare(rest)
-        delta = prepared.solve(rhs[:, None], damping)[:, 0]
+        label = f"newton step {step + 1}/{config.newton_steps}: CG"
+        with tqdm(total=config.max_iter, desc=label, unit="Hv", disable=not progress) as bar:
+            prepared = solver.prepare(CountedCurvature(rest, bar))
+            delta = prepared.solve(rhs[:, None], damping)[:, 0]
         rest.assign(theta + delta)
         described = prepared.describe()
         record.update(
@@ -155,7 +161,7 @@ def newton_unlearn(
         )
     corrected = None
     if config.correction is not None and config.correction.steps > 0:
-        corrected = sgd_steps(work.objective("rest"), config.correction)
+        corrected = sgd_steps(work.objective("rest"), config.correction, progress=progress)
     settings = asdict(config)
     info = {
         **work.describe(),

@@ -30,15 +30,19 @@ def unlearn(
     newton: NewtonConfig | None = None,
     gradient: GradientConfig | None = None,
     modules: Sequence[str] | None = None,
+    progress: bool = False,
 ) -> Unlearned:
     """Remove the forget set's effect by ``method``: ``"newton"`` (:func:`newton_unlearn` with
-    ``newton``), ``"finetune"`` or ``"ascent"`` (with ``gradient``'s steps)."""
+    ``newton``), ``"finetune"`` or ``"ascent"`` (with ``gradient``'s steps). ``progress``: bars
+    of the conjugate-gradient solves and the gradient steps."""
     if method not in METHODS:
         raise InputError(f"unknown unlearning method {method!r}; choose from {METHODS}")
     if method == "newton":
-        return newton_unlearn(model, task, data, forget_ids, newton or NewtonConfig(), modules)
+        config = newton or NewtonConfig()
+        return newton_unlearn(model, task, data, forget_ids, config, modules, progress=progress)
     run = finetune_unlearn if method == "finetune" else ascent_unlearn
-    return run(model, task, data, forget_ids, gradient or GradientConfig(), modules)
+    config = gradient or GradientConfig()
+    return run(model, task, data, forget_ids, config, modules, progress=progress)
 
 
 def mean_losses(
