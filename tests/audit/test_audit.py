@@ -14,7 +14,7 @@ from infscope.audit import (
     find_duplicates,
     label_suspicion,
     neighbour_votes,
-    noise_concentration,
+    noise_structure,
     probe_fit_predict,
     stack_weights,
 )
@@ -186,9 +186,10 @@ def test_noise_concentration_tells_structured_from_uniform_flips():
     probs[np.arange(y.size), y] = 0.9  # the model recognises the true class
     uniform, _ = flip(y, 6, 0.15, seed=1)
     structured, _ = flip(y, 6, 0.15, seed=1, to="next")
-    assert noise_concentration(probs, uniform) < 0.2
-    assert noise_concentration(probs, structured) > 0.9
-    assert noise_concentration(probs[:, :2] / probs[:, :2].sum(1, keepdims=True), y % 2) == 0.0
+    assert noise_structure(probs, uniform).concentration < 0.2
+    assert noise_structure(probs, structured).concentration > 0.9
+    two = noise_structure(probs[:, :2] / probs[:, :2].sum(1, keepdims=True), y % 2)
+    assert two.concentration == 0.0 and two.beta == 0.0
     del rng
 
 

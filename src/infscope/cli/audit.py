@@ -70,6 +70,7 @@ def audit(
     from infscope.errors import InputError
     from infscope.io import write_atomic
 
+    probe = ProbeConfig(hidden=hidden, epochs=epochs, seed=seed)  # bad settings fail up front
     examples = ExampleSet.from_file(data)
     n = len(examples)
     names = None
@@ -88,10 +89,12 @@ def audit(
         label_field=label_field,
         text_field=text_field,
         class_names=names,
-        features=None if features is None else load_rows(features, n, "features"),
-        pred_probs=None if pred_probs is None else load_rows(pred_probs, n, "pred_probs"),
+        features=None if features is None else load_rows(features, n, "features", examples.ids),
+        pred_probs=None
+        if pred_probs is None
+        else load_rows(pred_probs, n, "pred_probs", examples.ids),
         fit_predict=None if train_fn is None else load_function(train_fn),
-        probe=ProbeConfig(hidden=hidden, epochs=epochs, seed=seed),
+        probe=probe,
         self_influence=scores,
         config=config,
     )
@@ -107,4 +110,11 @@ def audit(
         cells = (row["rank"], row["id"], row["given"], row["suggested"], f"{row['suspicion']:.3f}")
         table.add_row(*(Text(str(c)) for c in (*cells, str(row.get("text", ""))[:80])))
     console.print(table)
+    console.print(f"ranking: {result.noise_structure()}", markup=False)
+    if result.warnings:
+        console.print(
+            f"{len(result.warnings)} warning(s) above: the evidence may be too weak to trust "
+            f"this ranking",
+            markup=False,
+        )
     console.print(f"wrote {out}/audit.json, arrays.npz, suspects.csv", markup=False)
