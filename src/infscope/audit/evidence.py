@@ -250,8 +250,8 @@ class NoiseStructure:
         return (
             f"noise concentration {self.concentration:.2f} (observed share "
             f"{self.observed:.2f} of {self.flips} estimated flips against {self.null_mean:.2f} "
-            f"for uniform flips, 99% of uniform draws below {self.null_upper:.2f}; p = "
-            f"{self.p_value:.3f}); beyond chance {self.shrunk:.2f} → β = {self.beta:.2f}"
+            f"for uniform flips, {NULL_LEVEL:.0%} of uniform draws below {self.null_upper:.2f}; "
+            f"p = {self.p_value:.3f}); beyond chance {self.shrunk:.2f} → β = {self.beta:.2f}"
         )
 
 

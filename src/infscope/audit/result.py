@@ -138,7 +138,7 @@ class AuditResult:
             f"labels){caution}"
         )
 
-    def noise_structure(self) -> str:
+    def describe_ranking(self) -> str:
         """How the ranking was chosen: the noise structure's estimate, its uncertainty and β."""
         structure = self.info.get("noise_structure")
         if not structure:

@@ -110,7 +110,7 @@ def audit(
         cells = (row["rank"], row["id"], row["given"], row["suggested"], f"{row['suspicion']:.3f}")
         table.add_row(*(Text(str(c)) for c in (*cells, str(row.get("text", ""))[:80])))
     console.print(table)
-    console.print(f"ranking: {result.noise_structure()}", markup=False)
+    console.print(f"ranking: {result.describe_ranking()}", markup=False)
     if result.warnings:
         console.print(
             f"{len(result.warnings)} warning(s) above: the evidence may be too weak to trust "

@@ -148,7 +148,7 @@ def audit_section(directory: Path, lookup: Lookup, max_rows: int) -> Section:
     cautions = "".join(
         f'<p class="warning"><b>warning:</b> {html.escape(w)}</p>' for w in result.warnings
     )
-    ranking = result.noise_structure()
+    ranking = result.describe_ranking()
     body = (
         cautions
         + f"<p>{html.escape(result.summary())}. Suspicion: 1 = surely mislabeled; suggested = the "
