@@ -34,7 +34,7 @@ AUTO_K = (5, 10, 20, 50)
 #: ``beta`` rises linearly from 0 to 1 as the noise concentration beyond chance
 #: (:attr:`NoiseStructure.shrunk`) goes from the first to the second value (chosen on the
 #: development tasks' noise draws, docs/results/audit.md).
-BETA_RAMP = (0.25, 0.35)
+BETA_RAMP = (0.2, 0.3)
 #: Uniform-noise simulations of the noise-structure null, and the quantile the switch must clear
 #: (so uniform noise switches the ranking in at most 1% of data sets, whatever their size).
 NULL_DRAWS = 2000
@@ -284,16 +284,12 @@ def noise_structure(
     y = _labels(labels)
     p = check_probs(probs, y.size)
     c = p.shape[1]
-    if c <= 2:
-        return NoiseStructure(0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0, c, 0.0)
-    joint = np.asarray(
-        _cleanlab_count().compute_confident_joint(y, p), dtype=np.int64
-    )  # [given, true]
-    flips = np.where(np.eye(c, dtype=bool), 0, joint)
+    joint = np.asarray(_cleanlab_count().compute_confident_joint(y, p), dtype=np.int64)
+    flips = np.where(np.eye(c, dtype=bool), 0, joint)  # [given label, true label]
     per_true = flips.sum(0)
     total = int(per_true.sum())
-    if total == 0:
-        return NoiseStructure(0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0, c, 0.0)
+    if c <= 2 or total == 0:  # two classes: every flip has the one other class as destination
+        return NoiseStructure(0.0, 0.0, 0.0, 1.0, 0.0, 0.0, total, c, 0.0)
     observed = _top_share(flips)
     rng = np.random.default_rng(seed)
     tops = np.zeros(draws)
