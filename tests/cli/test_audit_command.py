@@ -194,3 +194,19 @@ def test_uninformative_features_warn_in_the_output_and_the_result(tmp_path, runn
     audited = AuditResult.load(out)
     assert any("weak evidence" in w for w in audited.warnings)
     assert "weak evidence" in audited.summary()
+
+
+def test_bad_settings_fail_before_any_training(tmp_path, runner):
+    make_data(tmp_path)
+    base = ["audit", tmp_path / "train.jsonl", "--features", tmp_path / "emb.npy", "--out"]
+    for extra, fragment in (
+        (["--neighbours", "many"], "--neighbours must be a number or 'auto'"),
+        (["--neighbours", "0"], "neighbours must be a positive number"),
+        (["--folds", "1"], "folds must be at least 2"),
+        (["--near-duplicate", "1.5"], "near_duplicate in (0, 1]"),
+    ):
+        assert_clean_error(invoke(runner, *base, tmp_path / "out", *extra), fragment)
+    (tmp_path / "names.json").write_text("[cat, dog]")
+    names = invoke(runner, *base, tmp_path / "out", "--class-names", tmp_path / "names.json")
+    assert_clean_error(names, "names.json: not JSON")
+    assert not (tmp_path / "out").exists()

@@ -71,6 +71,26 @@ class AuditConfig:
     near_duplicate: float = 0.95
     beta: float | None = None
 
+    def __post_init__(self) -> None:
+        if self.folds < 2:
+            raise InputError(f"folds must be at least 2, got {self.folds}")
+        auto = self.neighbours == "auto"
+        if not auto and (
+            not isinstance(self.neighbours, int)
+            or isinstance(self.neighbours, bool)
+            or self.neighbours < 1
+        ):
+            raise InputError(
+                f"neighbours must be a positive number or 'auto', got {self.neighbours!r}"
+            )
+        if self.explain < 0 or not 0 < self.near_duplicate <= 1:
+            raise InputError(
+                f"explain must be >= 0 and near_duplicate in (0, 1], got {self.explain} and "
+                f"{self.near_duplicate}"
+            )
+        if self.beta is not None and not self.beta >= 0:
+            raise InputError(f"beta must be >= 0 (or None: from the noise), got {self.beta}")
+
 
 def _per_id(values: dict[str, float], ids: Sequence[str]) -> np.ndarray:
     return np.array([values.get(i, np.nan) for i in ids], dtype=np.float64)

@@ -70,19 +70,25 @@ def audit(
     from infscope.errors import InputError
     from infscope.io import write_atomic
 
-    probe = ProbeConfig(hidden=hidden, epochs=epochs, seed=seed)  # bad settings fail up front
     examples = ExampleSet.from_file(data)
     n = len(examples)
     names = None
     if class_names is not None:
-        names = json.loads(class_names.read_text(encoding="utf-8"))
+        try:
+            names = json.loads(class_names.read_text(encoding="utf-8"))
+        except ValueError as err:
+            raise InputError(f"{class_names}: not JSON ({err})") from None
         if not isinstance(names, list):
             raise InputError(f"{class_names} must hold a JSON list of class names")
     scores = None
     if self_influence is not None:
         scores = load_scores(self_influence, expect=SelfInfluence)
-    k = neighbours if neighbours == "auto" else int(neighbours)
+    try:
+        k: int | str = neighbours if neighbours == "auto" else int(neighbours)
+    except ValueError:
+        raise InputError(f"--neighbours must be a number or 'auto', got {neighbours!r}") from None
     config = AuditConfig(folds=folds, seed=seed, neighbours=k, near_duplicate=near_duplicate)
+    probe = ProbeConfig(hidden=hidden, epochs=epochs, seed=seed)
     progress(f"auditing {n} examples")
     result = audit_examples(
         examples,
