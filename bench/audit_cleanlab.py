@@ -396,7 +396,8 @@ def main() -> None:
         f"Model: {ProbeConfig(hidden=args.hidden, epochs=args.epochs).to_dict()} (infscope.audit "
         f"probe) on frozen, mean-pooled MiniLM-L6 embeddings; {args.folds}-fold out-of-fold "
         f"probabilities shared by both sides; seeds {args.seeds} (noise draw 1000 + seed, fold "
-        f"split and training seed = seed); retraining seeds {args.retrain_seeds}.\n"
+        f"split and training seed = seed); retraining seeds "
+        f"{'not run (--no-retrain)' if args.no_retrain else args.retrain_seeds}.\n"
     )
     text = render(cells, args, header)
     print(text)
