@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchutil import cpu_model, csv_list, git_commit, markdown_table, publish  # noqa: E402
-from labelnoise.tasks import TASKS, TextTask, load_task  # noqa: E402
+from labelnoise.tasks import DEV_TASKS, TASKS, TextTask, load_task  # noqa: E402
 
 from infscope.selection import Pool, build_selector, compare_methods  # noqa: E402
 from infscope.selection.comparison import seed_stats  # noqa: E402
@@ -45,7 +45,7 @@ EVALUATORS = ("knn", "logreg")
 def parse_args() -> argparse.Namespace:
     here = Path(__file__).resolve().parent
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", type=csv_list(str, list(TASKS)), default=list(TASKS))
+    parser.add_argument("--tasks", type=csv_list(str, list(TASKS)), default=DEV_TASKS)
     parser.add_argument("--budgets", type=csv_list(int), default=[18, 50, 100])
     parser.add_argument("--seeds", type=csv_list(int), default=[0, 1, 2, 3, 4])
     parser.add_argument("--methods", type=csv_list(str, list(METHODS)), default=list(METHODS))

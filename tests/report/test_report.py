@@ -33,6 +33,9 @@ def test_report_has_a_section_per_result_and_nothing_external(run_dir, tmp_path)
     assert INJECTED not in page and IMG not in page and "&lt;script&gt;" in page
     assert "&lt;b&gt;beta&lt;/b&gt;" in page  # class names are data too
     assert "infscope 0.1.0" in page
+    # the audit on random probabilities says its evidence is weak, and how it ranked
+    assert '<p class="warning"><b>warning:</b> weak evidence' in page
+    assert "Ranking: noise concentration" in page
 
 
 def test_report_command_writes_into_the_run_directory(run_dir):

@@ -4,13 +4,15 @@ labels. ``cleanlab`` (the ``audit`` extra) supplies the confident-learning joint
 
 from infscope.audit.core import AuditConfig, audit, dynamics_evidence
 from infscope.audit.dataset import audit_examples, load_rows, record_labels, record_texts
+from infscope.audit.diagnostics import EvidenceCheck, check_evidence
 from infscope.audit.duplicates import DuplicateGroup, find_duplicates
 from infscope.audit.evidence import (
     Neighbours,
+    NoiseStructure,
     label_suspicion,
     nearest,
     neighbour_votes,
-    noise_concentration,
+    noise_structure,
     stack_weights,
 )
 from infscope.audit.kfold import FitPredict, FoldRun, OutOfFold, cross_validate
@@ -21,13 +23,16 @@ __all__ = [
     "AuditConfig",
     "AuditResult",
     "DuplicateGroup",
+    "EvidenceCheck",
     "FitPredict",
     "FoldRun",
     "Neighbours",
+    "NoiseStructure",
     "OutOfFold",
     "ProbeConfig",
     "audit",
     "audit_examples",
+    "check_evidence",
     "cross_validate",
     "dynamics_evidence",
     "find_duplicates",
@@ -35,7 +40,7 @@ __all__ = [
     "load_rows",
     "nearest",
     "neighbour_votes",
-    "noise_concentration",
+    "noise_structure",
     "probe_fit_predict",
     "record_labels",
     "record_texts",

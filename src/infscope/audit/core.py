@@ -15,7 +15,12 @@ These class distributions are mixed with weights that maximise the likelihood of
 ``y`` is ``((1 - q_y) + beta * max_{k != y} q_k) / (1 + beta)``. ``beta`` follows the structure
 of the estimated noise: 0 (rank by the label's probability, best when flips are spread over the
 classes) up to 1 (rank by the margin to the best alternative, best when flips go to a confusable
-class), from :func:`~infscope.audit.evidence.noise_concentration`. The suggested label is the best
+class), from :func:`~infscope.audit.evidence.noise_structure` — the concentration of the
+estimated flips beyond what uniform flips of the same per-class counts reach by chance, so that a
+few flips per class (which chance alone concentrates) do not switch the ranking. Checks of the
+evidence (:mod:`infscope.audit.diagnostics`: no signal in the model, constant features, classes
+too small to check) become warnings, in the result and as :class:`~infscope.errors.InfscopeWarning`
+s. The suggested label is the best
 alternative; the supporting examples are the nearest neighbours carrying it, the contradicting
 ones the nearest carrying the given label. Training-dynamics scores of the folds' training runs
 (AUM, forgetting events, EL2N) and self-influence are reported beside the suspicion, per example,
@@ -25,6 +30,7 @@ as evidence a reader can sort by; on the benchmark they did not improve the rank
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -32,22 +38,23 @@ import numpy as np
 
 import infscope
 from infscope.attribution.scores import SelfInfluence
+from infscope.audit.diagnostics import check_evidence
 from infscope.audit.duplicates import find_duplicates
 from infscope.audit.evidence import (
     Neighbours,
     _labels,
-    beta_for,
+    check_features,
     check_probs,
     estimated_errors,
     label_suspicion,
     neighbour_votes,
-    noise_concentration,
+    noise_structure,
     stack_weights,
 )
 from infscope.audit.kfold import FitPredict, OutOfFold, cross_validate
 from infscope.audit.result import AuditResult
 from infscope.dynamics import DynamicsRecorder, aum, el2n, forgetting_events
-from infscope.errors import InputError
+from infscope.errors import InfscopeWarning, InputError
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,26 @@ class AuditConfig:
     explain: int = 3
     near_duplicate: float = 0.95
     beta: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.folds < 2:
+            raise InputError(f"folds must be at least 2, got {self.folds}")
+        auto = self.neighbours == "auto"
+        if not auto and (
+            not isinstance(self.neighbours, int)
+            or isinstance(self.neighbours, bool)
+            or self.neighbours < 1
+        ):
+            raise InputError(
+                f"neighbours must be a positive number or 'auto', got {self.neighbours!r}"
+            )
+        if self.explain < 0 or not 0 < self.near_duplicate <= 1:
+            raise InputError(
+                f"explain must be >= 0 and near_duplicate in (0, 1], got {self.explain} and "
+                f"{self.near_duplicate}"
+            )
+        if self.beta is not None and not self.beta >= 0:
+            raise InputError(f"beta must be >= 0 (or None: from the noise), got {self.beta}")
 
 
 def _per_id(values: dict[str, float], ids: Sequence[str]) -> np.ndarray:
@@ -150,6 +177,8 @@ def audit(
     y = _labels(y, n_classes)
     if class_names is not None and len(class_names) != n_classes:
         raise InputError(f"{len(class_names)} class names for {n_classes} classes")
+    if features is not None:
+        features = check_features(features, n, ids)
     if fit_predict is not None:
         out_of_fold = cross_validate(fit_predict, y, n_classes, config.folds, config.seed)
     if pred_probs is not None:
@@ -176,10 +205,14 @@ def audit(
     weights = stack_weights([sources[s] for s in names], y)
     q = sum(w * sources[s] for w, s in zip(weights, names))
     reference = sources.get("out_of_fold", q)
-    concentration = noise_concentration(reference, y)
-    beta = beta_for(concentration) if config.beta is None else float(config.beta)
+    structure = noise_structure(reference, y, seed=config.seed)
+    beta = structure.beta if config.beta is None else float(config.beta)
     suspicion, suggested, support = label_suspicion(q, y, beta)
     n_errors = estimated_errors(q, y)
+    names_of = None if class_names is None else [str(c) for c in class_names]
+    check = check_evidence(q, y, n_classes, n_errors, features, names_of)
+    for message in check.warnings:
+        warnings.warn(message, InfscopeWarning, stacklevel=2)
     flagged = np.zeros(n, dtype=bool)
     flagged[np.argsort(-suspicion, kind="stable")[:n_errors]] = True
 
@@ -206,8 +239,11 @@ def audit(
         "neighbour_space": None
         if neighbours is None
         else ("features (cosine)" if features is not None else "given similarity"),
-        "noise_concentration": concentration,
+        "noise_concentration": structure.concentration,
+        "noise_structure": structure.to_dict(),
         "beta": beta,
+        "beta_source": "noise structure" if config.beta is None else "config",
+        "evidence_check": check.to_dict(),
         "estimated_label_errors": n_errors,
         "folds": config.folds if fit_predict is not None else None,
         "n_classes": n_classes,
@@ -224,7 +260,8 @@ def audit(
         contradicting=_explain(neighbours, y, y, config.explain),
         evidence=evidence,
         duplicates=duplicates,
-        class_names=None if class_names is None else [str(c) for c in class_names],
+        class_names=names_of,
         texts=None if texts is None else [str(t) for t in texts],
         info=info,
+        warnings=list(check.warnings),
     )

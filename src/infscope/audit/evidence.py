@@ -6,10 +6,13 @@
 * :func:`stack_weights` — mixture weights of several out-of-sample class distributions that
   maximise the likelihood of the given labels (EM). Every source is out-of-sample for the example
   it scores, so label noise affects each alike and the likelihood is a fair criterion.
-* :func:`noise_concentration` — how concentrated the estimated label flips are: for each true
-  class, the share of its estimated flips that go to its single most common wrong label (from
-  cleanlab's confident-learning joint), rescaled so that 0 = flips spread uniformly over the other
-  classes and 1 = all flips of a class go to one class.
+* :func:`noise_structure` — how concentrated the estimated label flips are, against what chance
+  alone gives: the share of the flips (cleanlab's confident joint) that go to their true class's
+  most common wrong label, compared with the same share under uniform flips of the same per-class
+  counts (simulated). With few flips per class chance alone concentrates them (4 flips among 99
+  classes share a destination one time in sixteen, and the share is then at least 1/4), so the
+  estimate is the excess over that null, and the ranking switches only on the excess beyond the
+  null's 99th percentile.
 * :func:`label_suspicion` — ``(1 - q_y) + beta * max_{k != y} q_k`` of a combined class
   distribution ``q``: ``beta = 0`` ranks by the given label's probability (cleanlab's
   self-confidence), ``beta = 1`` by the margin to the best alternative (normalised margin).
@@ -17,8 +20,10 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from types import ModuleType
 
 import numpy as np
 
@@ -26,9 +31,23 @@ from infscope.errors import InputError
 
 #: Neighbour counts tried by ``k="auto"`` (the one whose votes best predict the given labels).
 AUTO_K = (5, 10, 20, 50)
-#: ``beta`` rises linearly from 0 to 1 as the noise concentration goes from the first to the second
-#: value (chosen on development noise draws, see docs/benchmarks.md).
-BETA_RAMP = (0.25, 0.35)
+#: ``beta`` rises linearly from 0 to 1 as the noise concentration beyond chance
+#: (:attr:`NoiseStructure.shrunk`) goes from the first to the second value (chosen on the
+#: development tasks' noise draws, docs/results/audit.md).
+BETA_RAMP = (0.2, 0.3)
+#: Uniform-noise simulations of the noise-structure null, and the quantile the switch must clear
+#: (so uniform noise switches the ranking in at most 1% of data sets, whatever their size).
+NULL_DRAWS = 2000
+NULL_LEVEL = 0.99
+
+
+def _cleanlab_count() -> ModuleType:
+    """``cleanlab.count``, imported so that the filter its import installs (cleanlab 2.9's
+    datalab runs ``warnings.filterwarnings("ignore")``, silencing every later warning of the
+    process, infscope's own included) does not outlive the import."""
+    with warnings.catch_warnings():
+        import cleanlab.count
+    return cleanlab.count
 
 
 def _labels(labels: np.ndarray | Sequence[int], n_classes: int | None = None) -> np.ndarray:
@@ -42,16 +61,48 @@ def _labels(labels: np.ndarray | Sequence[int], n_classes: int | None = None) ->
     return y.astype(np.int64)
 
 
-def check_probs(probs: np.ndarray, n: int, name: str = "pred_probs") -> np.ndarray:
-    """``probs`` as float64 ``[n, C]`` rows on the simplex (an error otherwise)."""
+def _first_bad_row(bad: np.ndarray, ids: Sequence[str] | None) -> str:
+    rows = np.flatnonzero(bad)
+    first = int(rows[0])
+    where = f"row {first}" + (f" (id {ids[first]!r})" if ids is not None else "")
+    return where + (f" and {rows.size - 1} more" if rows.size > 1 else "")
+
+
+def check_probs(
+    probs: np.ndarray, n: int, name: str = "pred_probs", ids: Sequence[str] | None = None
+) -> np.ndarray:
+    """``probs`` as float64 ``[n, C]`` rows on the simplex (an error naming the first bad row
+    otherwise)."""
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim != 2 or p.shape[0] != n:
         raise InputError(f"{name} must have shape [{n}, n_classes], got {p.shape}")
-    if not np.isfinite(p).all() or (p < -1e-9).any():
-        raise InputError(f"{name} must be finite and non-negative")
-    if not np.allclose(p.sum(1), 1.0, atol=1e-4):
-        raise InputError(f"{name} rows must sum to 1 (probabilities, not logits)")
+    bad = ~np.isfinite(p).all(1) | (p < -1e-9).any(1)
+    if bad.any():
+        raise InputError(
+            f"{name} must be finite and non-negative: {_first_bad_row(bad, ids)} is not"
+        )
+    off = ~np.isclose(p.sum(1), 1.0, atol=1e-4)
+    if off.any():
+        raise InputError(
+            f"{name} rows must sum to 1 (probabilities, not logits): {_first_bad_row(off, ids)} "
+            f"sums to {p.sum(1)[off][0]:.4g}"
+        )
     return np.clip(p, 0.0, 1.0)
+
+
+def check_features(
+    features: np.ndarray, n: int, ids: Sequence[str] | None = None, name: str = "features"
+) -> np.ndarray:
+    """``features`` as a finite ``[n, d]`` array (an error naming the first bad row otherwise)."""
+    x = np.asarray(features)
+    if x.ndim != 2 or x.shape[0] != n:
+        raise InputError(f"{name} must have shape [{n}, d] (one row per example), got {x.shape}")
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise InputError(f"{name} must be real numbers, got {x.dtype}")
+    bad = ~np.isfinite(x).all(1)
+    if bad.any():
+        raise InputError(f"{name} hold NaN or inf: {_first_bad_row(bad, ids)}")
+    return x
 
 
 @dataclass(frozen=True)
@@ -165,28 +216,100 @@ def stack_weights(
     return w
 
 
-def noise_concentration(probs: np.ndarray, labels: np.ndarray | Sequence[int]) -> float:
-    """0 (estimated flips spread uniformly over the other classes) ... 1 (each class's flips all go
-    to one class); 0 for two classes, where both readings coincide. Weighted by class size."""
-    from cleanlab.count import estimate_joint
+@dataclass(frozen=True)
+class NoiseStructure:
+    """How concentrated the estimated label flips are, with the sampling error of the estimate.
 
+    ``flips``: the off-diagonal count of cleanlab's confident joint (examples whose given label
+    looks wrong), ``observed``: the share of them that go to the most common wrong label of their
+    (estimated) true class. Under uniform flips of the same per-class counts that share is random
+    with mean ``null_mean`` and ``1 - NULL_LEVEL`` upper quantile ``null_upper`` (simulated);
+    ``p_value`` is the chance it reaches ``observed``. ``concentration`` = ``(observed -
+    null_mean) / (1 - null_mean)``: 0 = as spread as uniform flips, 1 = every flip of a class goes
+    to one class; ``shrunk`` = ``(observed - null_upper) / (1 - null_mean)`` (clipped to [0, 1]):
+    the concentration that chance cannot explain at ``NULL_LEVEL``, which sets ``beta``. With many
+    flips per class the two agree; with few, ``shrunk`` stays near 0 unless the flips are far
+    more concentrated than chance makes them."""
+
+    observed: float
+    null_mean: float
+    null_upper: float
+    p_value: float
+    concentration: float
+    shrunk: float
+    flips: int
+    classes: int
+    beta: float
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        if self.classes <= 2:
+            return "two classes: flips have one destination (β = 0)"
+        return (
+            f"noise concentration {self.concentration:.2f} (observed share "
+            f"{self.observed:.2f} of {self.flips} estimated flips against {self.null_mean:.2f} "
+            f"for uniform flips, {NULL_LEVEL:.0%} of uniform draws below {self.null_upper:.2f}; "
+            f"p = {self.p_value:.3f}); beyond chance {self.shrunk:.2f} → β = {self.beta:.2f}"
+        )
+
+
+def _max_multiplicity(rng: np.random.Generator, m: int, bins: int, draws: int) -> np.ndarray:
+    """The largest of ``bins`` counts when ``m`` balls fall uniformly into them, ``draws`` times."""
+    if m >= bins:
+        return rng.multinomial(m, np.full(bins, 1.0 / bins), size=draws).max(1)
+    balls = np.sort(rng.integers(0, bins, size=(draws, m)), axis=1)
+    run = np.ones(draws, dtype=np.int64)
+    longest = run.copy()
+    for t in range(1, m):
+        run = np.where(balls[:, t] == balls[:, t - 1], run + 1, 1)
+        np.maximum(longest, run, out=longest)
+    return longest
+
+
+def _top_share(flips: np.ndarray) -> float:
+    total = flips.sum()
+    return float(flips.max(0).sum() / total) if total else 0.0
+
+
+def noise_structure(
+    probs: np.ndarray,
+    labels: np.ndarray | Sequence[int],
+    draws: int = NULL_DRAWS,
+    seed: int = 0,
+) -> NoiseStructure:
+    """The noise structure of ``labels`` given out-of-sample ``probs`` (see
+    :class:`NoiseStructure`); ``draws`` uniform-noise simulations (seeded) give the null."""
     y = _labels(labels)
     p = check_probs(probs, y.size)
     c = p.shape[1]
-    if c <= 2:
-        return 0.0
-    joint = estimate_joint(y, p)  # [given label, true label], sums to 1
-    flips = np.where(np.eye(c, dtype=bool), 0.0, joint)
+    joint = np.asarray(_cleanlab_count().compute_confident_joint(y, p), dtype=np.int64)
+    flips = np.where(np.eye(c, dtype=bool), 0, joint)  # [given label, true label]
     per_true = flips.sum(0)
-    share = flips.max(0) / np.maximum(per_true, 1e-12)
-    mass = joint.sum(0)
-    concentration = float((share * mass).sum() / max(mass.sum(), 1e-12))
-    uniform = 1.0 / (c - 1)
-    return float(np.clip((concentration - uniform) / (1.0 - uniform), 0.0, 1.0))
+    total = int(per_true.sum())
+    if c <= 2 or total == 0:  # two classes: every flip has the one other class as destination
+        return NoiseStructure(0.0, 0.0, 0.0, 1.0, 0.0, 0.0, total, c, 0.0)
+    observed = _top_share(flips)
+    rng = np.random.default_rng(seed)
+    tops = np.zeros(draws)
+    for m in per_true[per_true > 0].tolist():
+        tops += _max_multiplicity(rng, m, c - 1, draws)
+    null = tops / total
+    null_mean = float(null.mean())
+    null_upper = float(np.quantile(null, NULL_LEVEL))
+    p_value = float((1 + (null >= observed - 1e-12).sum()) / (draws + 1))
+    scale = max(1.0 - null_mean, 1e-12)
+    concentration = float(np.clip((observed - null_mean) / scale, 0.0, 1.0))
+    shrunk = float(np.clip((observed - null_upper) / scale, 0.0, 1.0))
+    return NoiseStructure(
+        observed, null_mean, null_upper, p_value, concentration, shrunk, total, c, beta_for(shrunk)
+    )
 
 
 def beta_for(concentration: float) -> float:
-    """The weight of the best alternative in :func:`label_suspicion` for a noise concentration."""
+    """The weight of the best alternative in :func:`label_suspicion` for a noise concentration
+    (beyond chance, :attr:`NoiseStructure.shrunk`)."""
     low, high = BETA_RAMP
     return float(np.clip((concentration - low) / (high - low), 0.0, 1.0))
 
@@ -209,8 +332,6 @@ def label_suspicion(
 def estimated_errors(probs: np.ndarray, labels: np.ndarray | Sequence[int]) -> int:
     """The number of label errors confident learning estimates: ``n`` times the off-diagonal mass
     of cleanlab's calibrated joint of given and true labels."""
-    from cleanlab.count import estimate_joint
-
     y = _labels(labels)
-    joint = estimate_joint(y, check_probs(probs, y.size))
+    joint = _cleanlab_count().estimate_joint(y, check_probs(probs, y.size))
     return int(round(y.size * (1.0 - float(np.trace(joint)))))

@@ -30,6 +30,18 @@ class ProbeConfig:
     batch_size: int = 32
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for name, least in (("hidden", 0), ("epochs", 1), ("batch_size", 1)):
+            if getattr(self, name) < least:
+                raise InputError(
+                    f"the probe's {name} must be at least {least}, got {getattr(self, name)}"
+                )
+        if not self.lr > 0 or self.weight_decay < 0:
+            raise InputError(
+                f"the probe needs lr > 0 and weight_decay >= 0, got {self.lr} and "
+                f"{self.weight_decay}"
+            )
+
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
 

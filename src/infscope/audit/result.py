@@ -7,6 +7,7 @@ each written atomically, the JSON last.
 
 from __future__ import annotations
 
+import html
 import io
 import json
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ class AuditResult:
     errors), named ``evidence`` columns, and the positions of the training examples that
     ``supporting`` (carry the suggested label) and ``contradicting`` (carry the given label) it
     — its most similar other examples, -1 where there are fewer. ``duplicates``: duplicate groups.
+    ``warnings``: why the evidence may be too weak to trust (empty when the checks pass; see
+    :mod:`infscope.audit.diagnostics`).
     """
 
     ids: list[str]
@@ -59,6 +62,7 @@ class AuditResult:
     class_names: list[str] | None = None
     texts: list[str] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -127,11 +131,24 @@ class AuditResult:
 
     def summary(self) -> str:
         conflicting = sum(g.conflicting for g in self.duplicates)
+        caution = f" — {len(self.warnings)} warning(s): weak evidence" if self.warnings else ""
         return (
             f"audit of {len(self)} examples: {int(self.flagged.sum())} flagged as likely "
             f"mislabeled, {len(self.duplicates)} duplicate groups ({conflicting} with conflicting "
-            f"labels)"
+            f"labels){caution}"
         )
+
+    def describe_ranking(self) -> str:
+        """How the ranking was chosen: the noise structure's estimate, its uncertainty and β."""
+        structure = self.info.get("noise_structure")
+        if not structure:
+            return ""
+        from infscope.audit.evidence import NoiseStructure
+
+        text = NoiseStructure(**structure).describe()
+        if self.info.get("beta_source") == "config":
+            text += f"; β = {self.info['beta']:g} given in the configuration"
+        return text
 
     def _repr_html_(self) -> str:
         rows = self.records(20)
@@ -142,7 +159,7 @@ class AuditResult:
             columns,
             [[r[c] for c in columns] for r in rows],
             caption=f"{self.summary()} — the 20 most suspicious",
-        )
+        ) + "".join(f"<p><b>warning:</b> {html.escape(w)}</p>" for w in self.warnings)
 
     def save(self, directory: str | Path) -> Path:
         """Arrays first, then ``audit.json``: a crash never leaves a result that looks complete."""
@@ -161,6 +178,7 @@ class AuditResult:
             "class_names": self.class_names,
             "texts": self.texts,
             "info": self.info,
+            "warnings": self.warnings,
         }
         text = json.dumps(meta, default=_json_default)
         write_atomic(directory / META_FILE, text.encode())
@@ -190,6 +208,7 @@ class AuditResult:
             class_names=meta["class_names"],
             texts=meta["texts"],
             info=meta["info"],
+            warnings=list(meta.get("warnings", [])),
         )
 
 

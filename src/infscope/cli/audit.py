@@ -74,24 +74,33 @@ def audit(
     n = len(examples)
     names = None
     if class_names is not None:
-        names = json.loads(class_names.read_text(encoding="utf-8"))
+        try:
+            names = json.loads(class_names.read_text(encoding="utf-8"))
+        except ValueError as err:
+            raise InputError(f"{class_names}: not JSON ({err})") from None
         if not isinstance(names, list):
             raise InputError(f"{class_names} must hold a JSON list of class names")
     scores = None
     if self_influence is not None:
         scores = load_scores(self_influence, expect=SelfInfluence)
-    k = neighbours if neighbours == "auto" else int(neighbours)
+    try:
+        k: int | str = neighbours if neighbours == "auto" else int(neighbours)
+    except ValueError:
+        raise InputError(f"--neighbours must be a number or 'auto', got {neighbours!r}") from None
     config = AuditConfig(folds=folds, seed=seed, neighbours=k, near_duplicate=near_duplicate)
+    probe = ProbeConfig(hidden=hidden, epochs=epochs, seed=seed)
     progress(f"auditing {n} examples")
     result = audit_examples(
         examples,
         label_field=label_field,
         text_field=text_field,
         class_names=names,
-        features=None if features is None else load_rows(features, n, "features"),
-        pred_probs=None if pred_probs is None else load_rows(pred_probs, n, "pred_probs"),
+        features=None if features is None else load_rows(features, n, "features", examples.ids),
+        pred_probs=None
+        if pred_probs is None
+        else load_rows(pred_probs, n, "pred_probs", examples.ids),
         fit_predict=None if train_fn is None else load_function(train_fn),
-        probe=ProbeConfig(hidden=hidden, epochs=epochs, seed=seed),
+        probe=probe,
         self_influence=scores,
         config=config,
     )
@@ -107,4 +116,11 @@ def audit(
         cells = (row["rank"], row["id"], row["given"], row["suggested"], f"{row['suspicion']:.3f}")
         table.add_row(*(Text(str(c)) for c in (*cells, str(row.get("text", ""))[:80])))
     console.print(table)
+    console.print(f"ranking: {result.describe_ranking()}", markup=False)
+    if result.warnings:
+        console.print(
+            f"{len(result.warnings)} warning(s) above: the evidence may be too weak to trust "
+            f"this ranking",
+            markup=False,
+        )
     console.print(f"wrote {out}/audit.json, arrays.npz, suspects.csv", markup=False)

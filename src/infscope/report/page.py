@@ -32,6 +32,7 @@ pre { background: #f6f8fa; padding: .6em; overflow: auto; font-size: 12px; }
 img { max-width: 100%; }
 .query { border-left: 3px solid #9ab; padding-left: .8em; margin: 1em 0; }
 .note { color: #666; }
+.warning { background: #fff4e0; border-left: 4px solid #d98a00; padding: .3em .6em; }
 """
 
 JS = """

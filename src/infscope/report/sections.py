@@ -145,10 +145,16 @@ def audit_section(directory: Path, lookup: Lookup, max_rows: int) -> Section:
         for g_index, group in enumerate(result.duplicates[:max_rows])
     ]
     shown = f"the {len(records)} most suspicious of {len(result)}"
+    cautions = "".join(
+        f'<p class="warning"><b>warning:</b> {html.escape(w)}</p>' for w in result.warnings
+    )
+    ranking = result.describe_ranking()
     body = (
-        f"<p>{html.escape(result.summary())}. Suspicion: 1 = surely mislabeled; suggested = the "
+        cautions
+        + f"<p>{html.escape(result.summary())}. Suspicion: 1 = surely mislabeled; suggested = the "
         f"most probable other label, support = its probability; neighbours are the most similar "
         f"other training examples.</p>"
+        + (f"<p>Ranking: {html.escape(ranking)}.</p>" if ranking else "")
         + figure(histogram, (6.4, 3.2))
         + f"<h3>Suspects ({html.escape(shown)})</h3>"
         + filterable(f"{anchor}-suspects", suspects, len(rows))
