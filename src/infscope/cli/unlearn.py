@@ -183,11 +183,15 @@ def unlearn(
         "weights_in": None if weights is None else str(weights), "weights_out": str(path),
         **result.info, "seconds": seconds, "mean_loss": losses,
     })  # fmt: skip
-    console.print(
-        f"forgot {len(split.forget)} of {split.n_train} examples by {run.method} in "
-        f"{seconds:.1f} s: mean loss on them {losses['forget_before']:.4g} → "
-        f"{losses['forget_after']:.4g}, on the rest {losses['rest_before']:.4g} → "
-        f"{losses['rest_after']:.4g}",
-        markup=False,
-    )
+    outcome = _outcome(len(split.forget), split.n_train, run.method, seconds, losses)
+    console.print(outcome, markup=False)
     console.print(f"wrote {path} and {out / SUMMARY_NAME}", markup=False)
+
+
+def _outcome(n_forget: int, n_train: int, method: str, seconds: float, losses: dict) -> str:
+    """One line: how many examples were forgotten, how, and the losses before and after."""
+    return (
+        f"forgot {n_forget} of {n_train} examples by {method} in {seconds:.1f} s: mean loss on "
+        f"them {losses['forget_before']:.4g} → {losses['forget_after']:.4g}, on the rest "
+        f"{losses['rest_before']:.4g} → {losses['rest_after']:.4g}"
+    )
