@@ -61,9 +61,27 @@ def test_index_then_query_equals_exact_search(runner, stores, tmp_path):
         tmp_path / "found",
     )
     assert result.exit_code == 0, result.output
+    assert "exact search" in result.output
     found = TopScores.load(tmp_path / "found")
     for direction in ("helpful", "harmful"):
         np.testing.assert_array_equal(found.arrays[direction], exact.arrays[direction])
+
+
+def test_an_approximate_query_says_so_with_the_recall_measured_at_build(runner, stores, tmp_path):
+    """Before: `query` returned both directions through an inverted file and said nothing of
+    their being approximate (harmful recall 0.42 at the default settings, 10⁶ rows)."""
+    train, query, _ = stores
+    args = ("--train", train.root, "--kind", "ivf-flat", "--nlist", 8, "--nprobe", 1)
+    result = invoke(runner, "index", *args, "--out", tmp_path / "index")
+    assert result.exit_code == 0, result.output
+    assert "measured recall@100 on 32 training rows: helpful" in result.output
+    result = invoke(
+        runner, "query", tmp_path / "index", "--query", query.root, "--out", tmp_path / "found"
+    )
+    assert result.exit_code == 0, result.output
+    line = " ".join(result.output.split())
+    assert "approximate search (IVF8,Flat): helpful nprobe" in line
+    assert "harmful nprobe" in line and "measured at build" in line
 
 
 @pytest.mark.parametrize(

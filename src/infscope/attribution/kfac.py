@@ -292,4 +292,3 @@ class EKFAC(DampedEstimator):
                 "statistics": getattr(factors, "statistics", None),
             },
         }
-

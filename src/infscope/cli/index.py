@@ -66,9 +66,10 @@ def index(
       infscope index --train runs/train --method tracin --out runs/index
     """
     from infscope.index import IndexConfig, InfluenceIndex
-    from infscope.io import write_atomic
+    from infscope.io import check_writable, write_atomic
     from infscope.store import FeatureStore
 
+    check_writable(out, directory=True)
     spec = estimator
     given = dict(
         kind=kind, nlist=nlist, pq_bytes=pq_bytes, metric=metric, nprobe=nprobe, rerank=rerank
@@ -86,6 +87,15 @@ def index(
         f"[green]{escape(str(out))}[/]: {built.info['factory']} index of {store.n_examples:,} "
         f"training examples ({built.info['dim']:,} dims, {spec.method})"
     )
+    calibration = built.calibration
+    if calibration:
+        console.print(
+            f"measured recall@{calibration['k']} on {calibration['queries']} training rows: "
+            + ", ".join(
+                f"{d} {calibration[d]['recall']:.3f} at nprobe {calibration[d]['nprobe']}"
+                for d in ("helpful", "harmful")
+            )
+        )
 
 
 def query(
@@ -109,9 +119,10 @@ def query(
     """
     from infscope.attribution.registry import EstimatorSpec
     from infscope.index import InfluenceIndex
-    from infscope.io import write_table
+    from infscope.io import check_writable, write_table
     from infscope.store import FeatureStore
 
+    check_writable(out, directory=True)
     if table not in ("csv", "parquet", "none"):
         raise InputError(f"--table must be csv, parquet or none, got {table!r}")
     try:
@@ -133,3 +144,18 @@ def query(
         f"[green]{escape(str(out))}[/]: top {found.k} of {store.n_examples:,} for "
         f"{len(found.query_ids):,} queries ({', '.join(written)})"
     )
+    console.print(search_note(found.metadata))
+
+
+def search_note(metadata: dict) -> str:
+    """One line: exact, or approximate with the cells searched and the recall the index
+    measured at those settings when it was built (or that none was measured)."""
+    if not metadata["approximate"]:
+        return "exact search (flat index): every training example scored"
+    recall = metadata["expected_recall"] or {}
+    parts = []
+    for direction, nprobe in metadata["nprobe"].items():
+        measured = recall.get(direction)
+        expected = f"recall {measured:.3f} measured at build" if measured else "recall not measured"
+        parts.append(f"{direction} nprobe {nprobe}, {expected}")
+    return f"approximate search ({metadata['index']}): " + "; ".join(parts)

@@ -468,7 +468,6 @@ class KFACFactors:
 
     # ---- persistence -----------------------------------------------------------------------
 
-
     # ---- persistence -----------------------------------------------------------------------
 
     def metadata(self) -> dict[str, Any]:
@@ -549,4 +548,3 @@ def _require_training_store(store: FeatureStore, checkpoint: str) -> None:
 
 def _ids_digest(ids: list[str]) -> str:
     return hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16]
-

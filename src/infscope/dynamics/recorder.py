@@ -58,6 +58,7 @@ VERSION = 1
 ARRAYS_FILE = "dynamics.npz"
 META_FILE = "dynamics.json"
 
+
 class _EpochBuffer:
     """Rows recorded in one epoch, appended batch by batch."""
 

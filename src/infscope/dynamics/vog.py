@@ -279,5 +279,3 @@ def vog_from_checkpoints(
         normalize,
         {"input_module": input_module},
     )
-
-
