@@ -33,6 +33,12 @@ def _correlations(a, b):
     return pearsonr(a.ravel(), b.ravel())[0], spearmanr(a.ravel(), b.ravel())[0]
 
 
+
+
+
+
+
+
 @pytest.mark.parametrize("corrected", [True, False])
 def test_preconditioner_is_the_dense_kronecker_inverse(tmp_path, corrected):
     """One Linear layer, identity projection: the factors are the covariances of inputs and output
@@ -147,9 +153,7 @@ def test_ekfac_is_exact_when_gradients_are_diagonal_in_the_kronecker_basis(tmp_p
     )
     ekfac = EKFAC(factors, damping=lam, damping_mode="absolute").fit(train_store)
     np.testing.assert_allclose(ekfac.score(query_store).values, exact, rtol=1e-5, atol=1e-8)
-    kfac = EKFAC(factors, damping=lam, damping_mode="absolute", correct_eigenvalues=False).fit(
-        train_store
-    )
+    kfac = EKFAC(factors, damping=lam, damping_mode="absolute", correct_eigenvalues=False).fit(train_store)
     error = np.linalg.norm(kfac.score(query_store).values - exact) / np.linalg.norm(exact)
     assert error > 0.1, error
 
@@ -163,12 +167,7 @@ def test_mlp_agrees_with_exact_fisher_influence(mlp):
     _, _, train_store, query_store, factors = mlp
     exact = InfluenceFunction(damping=0.1).fit(train_store).score(query_store).values
     ekfac = EKFAC(factors, damping=0.1).fit(train_store).score(query_store).values
-    kfac = (
-        EKFAC(factors, damping=0.1, correct_eigenvalues=False)
-        .fit(train_store)
-        .score(query_store)
-        .values
-    )
+    kfac = EKFAC(factors, damping=0.1, correct_eigenvalues=False).fit(train_store).score(query_store).values
     dot = query_store.features() @ train_store.features().T
     ek_pearson, ek_spearman = _correlations(ekfac, exact)
     k_pearson, _ = _correlations(kfac, exact)
@@ -248,12 +247,14 @@ def test_sequence_model_on_a_kronecker_store(tmp_path, tokenizer):
     assert ek_pearson > _correlations(dot, exact)[0] + 0.5
 
 
+
+
+
+
 def test_damping_is_per_module_and_recorded(mlp):
     _, _, train_store, _, factors = mlp
     for corrected in (True, False):
-        described = (
-            EKFAC(factors, damping=0.1, correct_eigenvalues=corrected).fit(train_store).describe()
-        )
+        described = EKFAC(factors, damping=0.1, correct_eigenvalues=corrected).fit(train_store).describe()
         assert described["corrected_eigenvalues"] is corrected
         assert described["factors"]["checkpoint"] == "final"
         damping = described["module_damping"]
@@ -265,16 +266,14 @@ def test_damping_is_per_module_and_recorded(mlp):
             mean = factors.eigenvalues(block.name, corrected).mean()
             assert damping[block.name] == pytest.approx(0.1 * mean, rel=1e-9)
         assert damping["0"] != pytest.approx(damping["2"], rel=0.01)
-    absolute = (
-        EKFAC(factors, damping=0.3, damping_mode="absolute")
-        .fit(train_store)
-        .describe()["module_damping"]
-    )
+    absolute = EKFAC(factors, damping=0.3, damping_mode="absolute").fit(train_store).describe()["module_damping"]
     assert absolute == {"0": 0.3, "2": 0.3}
     with pytest.raises(InputError, match="damping"):
         EKFAC(factors, damping=0)
     with pytest.raises(InputError, match="damping_mode"):
         EKFAC(factors, damping_mode="global")
+
+
 
 
 @pytest.mark.parametrize("kind", ["sjlt", "gaussian"])
@@ -411,6 +410,8 @@ def test_true_fisher_store_gives_the_curvature(eigen, tmp_path):
     # the same seed draws the same labels: a second store is identical
     featurize(extractor, train, tmp_path / "again", gradient="fisher", progress=False)
     np.testing.assert_array_equal(FeatureStore.open(tmp_path / "again").features(), sampled)
+
+
 
 
 def test_trajectory_basis_averages_ekfac_over_checkpoints(eigen, tmp_path):

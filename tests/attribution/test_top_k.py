@@ -63,7 +63,9 @@ def trajectory(tmp_path_factory):
     for name, state in (("early", dict(model.state_dict())), ("late", later_state(model, x, y, n))):
         model.load_state_dict(state)
         featurize(extractor, train, root / "train", name, learning_rate=0.1, progress=False)
-        featurize(extractor, query, root / "query", name, gradient="measurement", progress=False)
+        featurize(
+            extractor, query, root / "query", name, gradient="measurement", progress=False
+        )
     return FeatureStore.open(root / "train"), FeatureStore.open(root / "query")
 
 

@@ -130,3 +130,4 @@ def test_options_a_method_does_not_take_are_one_line_errors(stores, tmp_path):
     base = ["score", "--train", str(stores / "train-loss"), "--out", str(tmp_path / "s")]
     result = runner.invoke(app, [*base, "--method", "tracin", "--damping", "0.5"])
     assert result.exit_code == 2 and "tracin takes no damping" in result.output
+

@@ -85,3 +85,4 @@ def test_the_deprecated_covariances_keyword_still_collects_and_checks(setup, tmp
         featurize(other, data, tmp_path / "o", covariances=KroneckerCovariances(extractor))
     with pytest.warns(DeprecationWarning), pytest.raises(InputError, match="fresh collector"):
         featurize(extractor, data, tmp_path / "f", covariances=covariances)
+

@@ -88,16 +88,10 @@ def test_projected_factors_are_projected_covariances(tmp_path):
             for v, q in ((theirs.a_values, theirs.a_vectors), (theirs.s_values, theirs.s_vectors))
         )
         np.testing.assert_allclose(
-            covariance_matrix(ours.a_values, ours.a_vectors),
-            p_in @ a @ p_in.T,
-            rtol=1e-5,
-            atol=1e-7,
+            covariance_matrix(ours.a_values, ours.a_vectors), p_in @ a @ p_in.T, rtol=1e-5, atol=1e-7
         )
         np.testing.assert_allclose(
-            covariance_matrix(ours.s_values, ours.s_vectors),
-            p_out @ s @ p_out.T,
-            rtol=1e-5,
-            atol=1e-9,
+            covariance_matrix(ours.s_values, ours.s_vectors), p_out @ s @ p_out.T, rtol=1e-5, atol=1e-9
         )
 
 

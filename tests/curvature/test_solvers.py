@@ -176,12 +176,8 @@ def test_arnoldi_self_influence_finds_flipped_labels_at_any_damping(tmp_path):
             assert auc["arnoldi"] > auc["exact"] - 0.01 > 0.97, auc
         else:
             assert auc["arnoldi"] > auc["zero"] + margin and auc["arnoldi"] > 0.88, auc
-    tiny = (
-        InfluenceFunction(solver=ArnoldiSolver(rank=50), damping=1e-8).fit(store).self_influence()
-    )
-    small = (
-        InfluenceFunction(solver=ArnoldiSolver(rank=50), damping=1e-4).fit(store).self_influence()
-    )
+    tiny = InfluenceFunction(solver=ArnoldiSolver(rank=50), damping=1e-8).fit(store).self_influence()
+    small = InfluenceFunction(solver=ArnoldiSolver(rank=50), damping=1e-4).fit(store).self_influence()
     assert np.max(tiny.values / small.values) < 1.01  # bounded as λ → 0, no 1/λ growth
 
 

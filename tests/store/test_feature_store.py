@@ -455,9 +455,8 @@ def test_loss_and_prediction_sidecars_are_checksummed(tmp_path):
     store = FeatureStore.create(tmp_path, make_ids(), make_spec())
     store.add_checkpoint("c", fingerprint="f")
     for start, stop in store.missing_shards("c"):
-        store.write_shard(
-            "c", start, feats[start:stop], losses=losses[start:stop], predictions=labels[start:stop]
-        )
+        store.write_shard("c", start, feats[start:stop], losses=losses[start:stop],
+                          predictions=labels[start:stop])
     np.testing.assert_array_equal(store.losses("c"), losses)
     np.testing.assert_array_equal(store.predictions("c"), labels)
     target = store.shard_path("c", 5).with_suffix(".losses")

@@ -127,9 +127,7 @@ class InfluenceFunction(DampedEstimator):
         if self.curvature is not None:
             return self.curvature
         if self.fisher is not None:
-            return FeatureFisher(
-                self.fisher, self.fisher.checkpoint(checkpoint).id, self.block_size
-            )
+            return FeatureFisher(self.fisher, self.fisher.checkpoint(checkpoint).id, self.block_size)
         return FeatureFisher(
             train,
             checkpoint,
@@ -249,7 +247,8 @@ class TRAK(InfluenceFunction):
         super().check_query(query)
         if self.reweight and query.spec.measurement != "margin":
             raise StoreMismatchError(
-                f"TRAK queries need margin gradients; {query.root} holds {query.spec.measurement!r}"
+                f"TRAK queries need margin gradients; {query.root} holds "
+                f"{query.spec.measurement!r}"
             )
 
     def checkpoint_weights(self, train: FeatureStore) -> list[tuple[str, float]]:

@@ -292,3 +292,4 @@ class EKFAC(DampedEstimator):
                 "statistics": getattr(factors, "statistics", None),
             },
         }
+

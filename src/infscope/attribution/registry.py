@@ -97,7 +97,9 @@ class Option:
             value = float(value)
         if self.type in (int, float, bool, str) and type(value) is not self.type:
             if self.load is None:  # objects an estimator takes directly pass through load
-                raise InputError(f"option {self.name} takes a {self.type.__name__}, got {value!r}")
+                raise InputError(
+                    f"option {self.name} takes a {self.type.__name__}, got {value!r}"
+                )
             return value
         if self.choices is not None and value not in self.choices:
             raise InputError(f"option {self.name} must be one of {self.choices}, got {value!r}")
@@ -170,9 +172,7 @@ def _renamed(options: dict[str, Any], warn: bool = True) -> dict[str, Any]:
         for old in option.renamed_from:
             if old in out:
                 if warn:
-                    warn_deprecated(
-                        f"estimator option {old!r} is deprecated; use {option.name!r}", 4
-                    )
+                    warn_deprecated(f"estimator option {old!r} is deprecated; use {option.name!r}", 4)
                 if out.get(option.name) is not None:
                     raise InputError(f"both {old!r} and {option.name!r} given")
                 out[option.name] = out.pop(old)

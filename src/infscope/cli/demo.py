@@ -84,3 +84,4 @@ def demo(
         console.print(
             f"  inspecting the top {fraction:.0%} finds {found:.0%} of flipped labels (random: {fraction:.0%})"
         )
+

@@ -115,9 +115,7 @@ def features(
             "model.safetensors) loaded into --model before extraction."
         ),
     ] = None,
-    device: Annotated[
-        str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: model's).")
-    ] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: model's).")] = None,
     basis_only: Annotated[
         bool, typer.Option("--basis-only", help="Only fit the eigenbasis into --basis; no store.")
     ] = False,

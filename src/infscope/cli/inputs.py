@@ -32,9 +32,9 @@ class ModelOptions:
         str, typer.Option(help="Label field: a class index, or a name of the model's label2id.")
     ] = "label"
     prompt_field: Annotated[str, typer.Option(help="Prompt field (hf-causal-lm).")] = "prompt"
-    completion_field: Annotated[str, typer.Option(help="Completion field (hf-causal-lm).")] = (
-        "completion"
-    )
+    completion_field: Annotated[
+        str, typer.Option(help="Completion field (hf-causal-lm).")
+    ] = "completion"
     max_length: Annotated[
         int | None,
         typer.Option(

@@ -129,9 +129,7 @@ def option_groups(command: F) -> F:
         hints = typing.get_type_hints(group, include_extras=True)
         names = []
         for item in dataclasses.fields(group):
-            default = (
-                item.default if item.default is not dataclasses.MISSING else inspect.Parameter.empty
-            )
+            default = item.default if item.default is not dataclasses.MISSING else inspect.Parameter.empty
             params.append(
                 inspect.Parameter(
                     item.name,

@@ -245,3 +245,4 @@ def _print_table(title: str, columns: list[str], rows: list[dict], signed: bool 
             cells.append(escape(printable(value)))
         table.add_row(*cells)
     console.print(table)
+

@@ -75,14 +75,16 @@ class UnlearnOptions:
     max_iter: Annotated[
         int, typer.Option(help="Newton: conjugate-gradient iterations per step.")
     ] = 100
-    tol: Annotated[float, typer.Option(help="Newton: conjugate-gradient relative residual.")] = 1e-6
+    tol: Annotated[float, typer.Option(help="Newton: conjugate-gradient relative residual.")] = (
+        1e-6
+    )
     correction_steps: Annotated[
         int, typer.Option(help="Newton: SGD steps on the rest afterwards (gradient correction).")
     ] = 0
     steps: Annotated[int, typer.Option(help="finetune / ascent: SGD steps.")] = 50
-    lr: Annotated[float, typer.Option(help="SGD learning rate (finetune, ascent, correction).")] = (
-        0.1
-    )
+    lr: Annotated[
+        float, typer.Option(help="SGD learning rate (finetune, ascent, correction).")
+    ] = 0.1
     batch_size: Annotated[int, typer.Option(help="Examples per pass (SGD: per step).")] = 64
     seed: Annotated[int, typer.Option(help="Seed of the SGD minibatches.")] = 0
 

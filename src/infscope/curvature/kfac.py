@@ -468,6 +468,7 @@ class KFACFactors:
 
     # ---- persistence -----------------------------------------------------------------------
 
+
     # ---- persistence -----------------------------------------------------------------------
 
     def metadata(self) -> dict[str, Any]:
@@ -548,3 +549,4 @@ def _require_training_store(store: FeatureStore, checkpoint: str) -> None:
 
 def _ids_digest(ids: list[str]) -> str:
     return hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16]
+

@@ -58,7 +58,6 @@ VERSION = 1
 ARRAYS_FILE = "dynamics.npz"
 META_FILE = "dynamics.json"
 
-
 class _EpochBuffer:
     """Rows recorded in one epoch, appended batch by batch."""
 

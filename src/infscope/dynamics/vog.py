@@ -279,3 +279,5 @@ def vog_from_checkpoints(
         normalize,
         {"input_module": input_module},
     )
+
+

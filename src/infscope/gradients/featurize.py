@@ -140,9 +140,8 @@ def featurize(
         )
         covariances.check_featurize(extractor, gradient, num_workers, grouped)
         observers.append(covariances.observe)
-    store = _open_store(
-        extractor, data, root, checkpoint, gradient, learning_rate, shard_size, dtype, sample_seed
-    )
+    store = _open_store(extractor, data, root, checkpoint, gradient, learning_rate, shard_size,
+                        dtype, sample_seed)
     todo = store.missing_shards(checkpoint, worker=worker, num_workers=num_workers)
     if todo:
         for note in projection_warnings(extractor):

@@ -580,3 +580,5 @@ class FeatureStore:
         }
         write_atomic(self.root / META_FILE, _json_bytes(doc))
         self._checkpoints = list(checkpoints)
+
+

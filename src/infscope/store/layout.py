@@ -85,11 +85,7 @@ class BlockLayout:
                     f"block {index} of the layout is not {{'module', 'shape': [rows, cols], "
                     f"'kronecker'}}: {entry!r}"
                 ) from None
-            if (
-                not isinstance(module, str)
-                or not isinstance(kronecker, bool)
-                or min(rows, cols) < 1
-            ):
+            if not isinstance(module, str) or not isinstance(kronecker, bool) or min(rows, cols) < 1:
                 raise InputError(f"block {index} of the layout is invalid: {entry!r}")
             parsed.append((module, rows, cols, kronecker))
         return cls.of(parsed)

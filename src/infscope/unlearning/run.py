@@ -1,4 +1,5 @@
-"""Unlearning by name, and the losses that show what was forgotten: what ``infscope unlearn`` runs."""
+"""Unlearning by name, and the losses that show what was forgotten: what ``infscope unlearn`` runs.
+"""
 
 from __future__ import annotations
 
