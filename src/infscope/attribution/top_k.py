@@ -31,14 +31,41 @@ def _merge(
     best: np.ndarray, best_index: np.ndarray, block: np.ndarray, first: int, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the ``k`` largest of ``best`` (indices ``best_index``) and ``block`` (indices
-    ``first, first + 1, …``), sorted descending, ties by the lower index."""
-    index = np.broadcast_to(np.arange(first, first + block.shape[1]), block.shape)
-    values = np.concatenate([best, block], axis=1)
-    indices = np.concatenate([best_index, index], axis=1)
-    # descending value, then ascending index (empty slots carry -inf and index n); a full sort
-    # of the k + block candidates, since a partition would break ties at the k-th place freely
+    ``first, first + 1, …``), sorted descending, ties by the lower index.
+
+    Only the block's scores that can enter are sorted: those at least the row's current
+    ``k``-th best, and of those at most the block's own ``k`` largest (with ties) — once the
+    running top-k has filled, a block usually holds none, and the merge costs one comparison
+    per score instead of a sort of ``k`` plus the block's width."""
+    keep = block >= best[:, -1:]
+    counts = keep.sum(axis=1)
+    crowded = np.flatnonzero(counts > k)
+    if crowded.size:  # more candidates than places: the block's k largest per row, ties kept
+        rows = block[crowded]
+        kth = np.partition(rows, rows.shape[1] - k, axis=1)[:, rows.shape[1] - k]
+        keep[crowded] &= rows >= kth[:, None]
+        counts[crowded] = keep[crowded].sum(axis=1)
+    active = np.flatnonzero(counts)
+    if not active.size:
+        return best, best_index
+    width = int(counts.max())
+    kept = keep[active]
+    row, col = np.nonzero(kept)
+    slot = np.cumsum(kept, axis=1)[row, col] - 1
+    # empty slots: -inf with the largest index, after every real entry and every empty one
+    new = np.full((len(active), width), -np.inf)
+    new_index = np.full((len(active), width), np.iinfo(np.int64).max, dtype=np.int64)
+    new[row, slot] = block[active[row], col]
+    new_index[row, slot] = first + col
+    values = np.concatenate([best[active], new], axis=1)
+    indices = np.concatenate([best_index[active], new_index], axis=1)
+    # descending value, then ascending index; a full sort of the few candidates, since a
+    # partition would break ties at the k-th place freely
     order = np.lexsort((indices, -values), axis=1)[:, :k]
-    return np.take_along_axis(values, order, axis=1), np.take_along_axis(indices, order, axis=1)
+    best, best_index = best.copy(), best_index.copy()
+    best[active] = np.take_along_axis(values, order, axis=1)
+    best_index[active] = np.take_along_axis(indices, order, axis=1)
+    return best, best_index
 
 
 class TopKAccumulator:
