@@ -3,9 +3,13 @@
 A synthetic fp16 store of ``--n`` training rows × ``--dim`` (the population of
 ``bench/scaling.py``) and ``--queries`` queries; the dot product's full matrix
 (``Estimator.score``) and its streamed top-``--k`` in both directions (``Estimator.score_top``),
-each ``--repeats`` times, alternating. Memory: the peak of the process's anonymous resident
-memory (``RssAnon``: what is not the store's memory-mapped pages, which the kernel can drop)
-above its level before each call, sampled every 5 ms.
+each ``--repeats`` times, alternating (streaming first), both over the same store pages (read
+once beforehand). Time: per method the mean ± std, and the median over repeats of the paired
+ratio (streaming / full, one right after the other: robust to load that changes between
+repeats). Memory: the peak of the process's anonymous resident memory (``RssAnon``: all but the
+store's memory-mapped pages, which the kernel can drop), sampled every 5 ms, above its level
+after the stores were opened and before any scoring (freed heap is not returned to the system,
+so this counts the largest allocation of any run so far: streaming runs first).
 
 Run from the repository root::
 
@@ -39,9 +43,9 @@ def anonymous_mb() -> float:
     raise RuntimeError("no RssAnon in /proc/self/status")
 
 
-def timed(fn) -> tuple[float, float]:
-    """Seconds ``fn()`` takes and its peak anonymous memory above the start, MB."""
-    base, peak, done = anonymous_mb(), [0.0], threading.Event()
+def timed(fn, base: float) -> tuple[float, float]:
+    """Seconds ``fn()`` takes and the peak anonymous memory while it runs above ``base``, MB."""
+    peak, done = [0.0], threading.Event()
 
     def sample() -> None:
         while not done.wait(0.005):
@@ -76,23 +80,28 @@ def main() -> None:
         write_store(query_root, args.queries, args.dim, 1, False, "measurement")
         estimator = GradientSimilarity().fit(FeatureStore.open(train_root))
         query = FeatureStore.open(query_root)
-        estimator.score_top(query, 1)  # every shard checked once, outside the timings
-        runs: dict[str, list[tuple[float, float]]] = {"full matrix": [], "streaming top-k": []}
+        base = anonymous_mb()
+        for store in (estimator.train, query):  # every shard read and checked, untimed
+            store.verify()
+        runs: dict[str, list[tuple[float, float]]] = {"streaming top-k": [], "full matrix": []}
         for _ in range(args.repeats):
-            runs["full matrix"].append(timed(lambda: estimator.score(query)))
-            runs["streaming top-k"].append(timed(lambda: estimator.score_top(query, args.k)))
+            runs["streaming top-k"].append(timed(lambda: estimator.score_top(query, args.k), base))
+            runs["full matrix"].append(timed(lambda: estimator.score(query), base))
             print({name: values[-1] for name, values in runs.items()}, flush=True)
-    full = np.mean([s for s, _ in runs["full matrix"]])
+    ratios = [s / f for (s, _), (f, _) in zip(runs["streaming top-k"], runs["full matrix"])]
     rows = [
         [
             name,
             f"{np.mean([s for s, _ in values]):.1f} ± {np.std([s for s, _ in values]):.1f}",
-            f"{np.mean([s for s, _ in values]) / full:.2f}",
+            f"{np.median(ratios):.2f} ({', '.join(f'{r:.2f}' for r in ratios)})"
+            if name == "streaming top-k"
+            else "1",
             f"{max(m for _, m in values):.0f}",
         ]
         for name, values in runs.items()
     ]
-    table = markdown_table(["", "seconds", "× full matrix", "peak anonymous MB"], rows)
+    header = ["", "seconds", "× full matrix (median; each repeat)", "peak anonymous MB"]
+    table = markdown_table(header, rows)
     text = (
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {git_commit()}, {cpu_model()}, "
         f"{args.threads} thread(s); {args.n:,} training × {args.queries} queries × {args.dim} "
