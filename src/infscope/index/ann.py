@@ -102,7 +102,9 @@ class IndexConfig:
         rerank: candidates per result re-scored exactly from the store (``rerank × k``);
             0 returns the index's own (approximate, for ``ivf-pq``) scores.
         target_recall: the recall@``calibration_k`` each direction's calibrated ``nprobe``
-            must reach on the calibration queries (IVF kinds; see the module docstring).
+            must reach on the calibration queries (IVF kinds; see the module docstring). 0.97,
+            not 0.95: training rows as queries sit in their own cell, so new queries find a
+            little less (synthetic, 10⁴ rows: 0.963 measured at build, 0.945 on new queries).
         calibration_queries: seeded training rows searched at build time to calibrate and
             report each direction's recall (0: no calibration; ``nprobe`` for both).
         calibration_k: the ``k`` of that recall.
@@ -117,7 +119,7 @@ class IndexConfig:
     metric: str = "ip"
     nprobe: int = 32
     rerank: int = 10
-    target_recall: float = 0.95
+    target_recall: float = 0.97
     calibration_queries: int = 32
     calibration_k: int = 100
     train_size: int = 65_536
