@@ -187,7 +187,9 @@ def test_each_direction_is_searched_in_the_cells_it_needs(tmp_path):
     query = write_store(tmp_path / "query", {"a": population(30)}, "measurement", "q")
     estimator = GradientSimilarity().fit(train)
     exact = estimator.score_top(query, 20)
-    config = IndexConfig("ivf-flat", nlist=40, nprobe=1, rerank=0, calibration_k=20)
+    config = IndexConfig(
+        "ivf-flat", nlist=40, nprobe=1, rerank=0, target_recall=0.95, calibration_k=20
+    )
     index = InfluenceIndex.build(estimator, config)
     calibration = index.calibration
     assert calibration["queries"] == 32 and calibration["k"] == 20
