@@ -292,6 +292,7 @@ def measure(
             measured["batch_ms"] = 1000 * seconds / args.queries
             for direction in ("helpful", "harmful"):
                 measured[f"nprobe_{direction}"] = found.metadata["nprobe"][direction]
+                measured[f"rerank_{direction}"] = found.metadata["rerank"][direction]
                 measured[f"recall_{direction}"] = recall_at_k(found, exact, direction)
             if nprobe is None:
                 measured["cli_query_s"] = float(np.median([
@@ -400,7 +401,7 @@ def growth(rows: list[dict]) -> str:
 
 def report(rows: list[dict], extract: list[dict], args, started: str) -> str:
     header = ["n", "features", "estimator", "store MB", "exact top-100 s", "index", "build s",
-              "build peak MB", "index MB", "setting", "nprobe helpful / harmful",
+              "build peak MB", "index MB", "setting", "nprobe (rerank) helpful / harmful",
               "recall helpful", "recall harmful", "ms, 1 query", "ms / query, batch",
               "`infscope query` s", "service ms"]  # fmt: skip
     table = markdown_table(
@@ -410,7 +411,10 @@ def report(rows: list[dict], extract: list[dict], args, started: str) -> str:
                 f"{r['n']:,}", r["features"], r["estimator"], f"{r['store_mb']:.0f}",
                 f"{r['exact_s']:.1f}", r["index"], f"{r['build_s']:.1f}",
                 f"{r['build_rss_mb']:.0f}", f"{r['index_mb']:.1f}", r["setting"],
-                f"{r['nprobe_helpful']} / {r['nprobe_harmful']}", f"{r['recall_helpful']:.3f}",
+                " / ".join(
+                    f"{r[f'nprobe_{d}']} ({r.get(f'rerank_{d}', IndexConfig().rerank)})"
+                    for d in ("helpful", "harmful")
+                ), f"{r['recall_helpful']:.3f}",
                 f"{r['recall_harmful']:.3f}", f"{r['latency_ms']:.1f}", f"{r['batch_ms']:.1f}",
                 f"{r['cli_query_s']:.2f}" if "cli_query_s" in r else "",
                 f"{r['service_ms']:.1f}" if "service_ms" in r else "",

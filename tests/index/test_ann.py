@@ -237,3 +237,19 @@ def test_shards_checked_at_build_are_not_hashed_again_at_load(stores, tmp_path, 
     fresh = FeatureStore.open(train.root)
     InfluenceIndex.load(path, TracIn().fit(fresh)).search(query, 600)
     assert hashed == [touched]
+
+
+def test_when_every_cell_is_not_enough_calibration_rescores_more_candidates(stores):
+    """Coarse product-quantised codes miss exact neighbours even in every cell: the build
+    then doubles the re-scored candidates until the target (or 8× the config's)."""
+    train, _ = stores
+    estimator = GradientSimilarity(checkpoints="a").fit(train)
+    config = IndexConfig(
+        "ivf-pq", nlist=2, pq_bytes=1, rerank=1, target_recall=0.99, calibration_k=20
+    )
+    calibration = InfluenceIndex.build(estimator, config).calibration
+    for direction in ("helpful", "harmful"):
+        measured = calibration[direction]
+        assert measured["nprobe"] == 2 and measured["rerank"] > 1
+        assert measured["recall"] > calibration[direction]["curve"]["2/1"]
+        assert measured["recall"] >= 0.99 or measured["rerank"] == 8

@@ -33,7 +33,8 @@ helpful ones). Indexing ``{x} ∪ {−x}`` or a second index over ``−x`` is no
 direction gets the number of cells it needs, *measured when the index is built*: the add pass
 also scores ``calibration_queries`` seeded training rows exactly against every row, and each
 direction's ``nprobe`` is doubled from ``nprobe`` until those queries find ``target_recall`` of
-their exact top-``calibration_k`` (or every cell is searched). The measured recall is recorded
+their exact top-``calibration_k`` — and when every cell is not enough (product-quantised codes
+order the candidates too coarsely), its ``rerank`` is doubled, up to 8 times the config's. The measured recall is recorded
 in the index and reported with each search (:attr:`InfluenceIndex.calibration`).
 
 Candidates are re-scored exactly from the store (``rerank × k`` of them, read from its memory-
@@ -71,6 +72,9 @@ INDEX_METRICS = ("ip", "l2")
 #: and recall, and the shards checked at build time
 FORMAT = "infscope.index/3"
 DIRECTIONS = ("helpful", "harmful")
+#: calibration raises ``rerank`` to at most this multiple of the config's (when every cell is
+#: probed and the codes still order the candidates too coarsely)
+MAX_RERANK_GROWTH = 8
 INDEX_FILE, META_FILE = "index.faiss", "index.json"
 #: rows per block when adding to or searching the index (float32 copies of ~32 MiB at 1024 dims)
 ADD_ROWS = 8192
@@ -271,8 +275,10 @@ class InfluenceIndex:
         return built
 
     def _calibrate(self, probe: np.ndarray, exact: TopScores) -> dict[str, Any]:
-        """Per direction, the fewest cells (``nprobe`` doubled, up to all) in which the probe
-        queries find ``target_recall`` of their exact top-k, and the recall found there."""
+        """Per direction, the fewest cells (``nprobe`` doubled, up to all) — then, if every
+        cell is not enough, the fewest re-scored candidates (``rerank`` doubled, up to
+        :data:`MAX_RERANK_GROWTH` times the config's) — with which the probe queries find
+        ``target_recall`` of their exact top-k, and the recall found there."""
         ivf, config = faiss_ivf(self.index), self.config
         scales = self.estimator.train_scales() if config.rerank else None
         result: dict[str, Any] = {
@@ -282,22 +288,28 @@ class InfluenceIndex:
         }
         for direction in DIRECTIONS:
             nprobe = None if ivf is None else min(config.nprobe, ivf.nlist)
-            curve: dict[str, float] = {}
+            rerank, curve = config.rerank, {}
             while True:
-                _, found = self._search_vectors(
-                    probe, direction, exact.k, nprobe, config.rerank, scales
-                )
-                curve[str(nprobe)] = _recall(found, exact.arrays[direction])
-                if ivf is None or curve[str(nprobe)] >= config.target_recall or nprobe >= ivf.nlist:
+                _, found = self._search_vectors(probe, direction, exact.k, nprobe, rerank, scales)
+                recall = curve[f"{nprobe}/{rerank}"] = _recall(found, exact.arrays[direction])
+                if ivf is None or recall >= config.target_recall:
                     break
-                nprobe = min(2 * nprobe, ivf.nlist)
-            result[direction] = {"nprobe": nprobe, "recall": curve[str(nprobe)], "curve": curve}
+                if nprobe < ivf.nlist:
+                    nprobe = min(2 * nprobe, ivf.nlist)
+                elif 0 < rerank < MAX_RERANK_GROWTH * config.rerank:
+                    rerank *= 2
+                else:
+                    break
+            result[direction] = {
+                "nprobe": nprobe, "rerank": rerank, "recall": recall, "curve": curve
+            }  # fmt: skip
         return result
 
     @property
     def calibration(self) -> dict[str, Any] | None:
-        """What the build measured: per direction the calibrated ``nprobe``, its recall on the
-        calibration queries and the recall at each ``nprobe`` tried (``None``: not calibrated)."""
+        """What the build measured: per direction the calibrated ``nprobe`` and ``rerank``,
+        their recall on the calibration queries and the recall at each pair tried, keyed
+        ``"nprobe/rerank"`` (``None``: not calibrated)."""
         return self.info.get("calibration")
 
     def nprobe_for(self, direction: str) -> int | None:
@@ -307,6 +319,11 @@ class InfluenceIndex:
             return None
         calibrated = (self.calibration or {}).get(direction)
         return calibrated["nprobe"] if calibrated else self.config.nprobe
+
+    def rerank_for(self, direction: str) -> int:
+        """The re-scoring factor of a search in ``direction``: calibrated, else the config's."""
+        calibrated = (self.calibration or {}).get(direction)
+        return calibrated["rerank"] if calibrated else self.config.rerank
 
     # ---- search -----------------------------------------------------------------------------
 
@@ -332,11 +349,11 @@ class InfluenceIndex:
         estimator.check_query(query)
         estimator.check_weights(query)
         k = min(k, train.n_examples)
-        rerank = self.config.rerank if rerank is None else rerank
-        fetch = min(train.n_examples, k * max(rerank, 1))
         probes = {d: nprobe or self.nprobe_for(d) for d in directions}
+        reranks = {d: self.rerank_for(d) if rerank is None else rerank for d in directions}
+        fetch = min(train.n_examples, k * max(*reranks.values(), 1))
         checkpoints = self.info["checkpoints"]
-        scales = estimator.train_scales() if rerank else None
+        scales = estimator.train_scales() if any(reranks.values()) else None
         # queries per step: the re-scored candidates' float64 vectors stay within ~32 MiB
         step = max(
             1, min(estimator.rows_per_block(self.info["dim"]), 2**22 // (fetch * self.info["dim"]))
@@ -347,7 +364,7 @@ class InfluenceIndex:
             vectors = estimator.query_vectors([query.rows(c, rows) for c in checkpoints])
             for direction in directions:
                 values, candidates = self._search_vectors(
-                    vectors, direction, k, probes[direction], rerank, scales
+                    vectors, direction, k, probes[direction], reranks[direction], scales
                 )
                 arrays.setdefault(direction, []).append(candidates.astype(np.int64))
                 arrays.setdefault(f"{direction}_values", []).append(values.astype(np.float32))
@@ -361,22 +378,27 @@ class InfluenceIndex:
             **estimator.describe(),
             "index": self.info["factory"],
             "nprobe": probes,
-            "rerank": rerank,
+            "rerank": reranks,
             "approximate": self.config.kind != "flat",
-            "expected_recall": self.expected_recall(probes),
+            "expected_recall": self.expected_recall(probes, reranks),
             "train_store": self.info["train_store"],
             "query_store": os.path.abspath(query.root),
         }
         return TopScores(list(query.ids), list(train.ids), estimator.name, result, metadata)
 
-    def expected_recall(self, probes: dict[str, int | None]) -> dict[str, float] | None:
-        """Per direction, the recall@k the build measured at ``probes[direction]`` cells (1.0
-        for the exact ``flat`` index; ``None`` where nothing was measured at that setting)."""
+    def expected_recall(
+        self, probes: dict[str, int | None], reranks: dict[str, int]
+    ) -> dict[str, float] | None:
+        """Per direction, the recall@k the build measured at ``probes[direction]`` cells and
+        ``reranks[direction]`` (1.0 for the exact ``flat`` index; ``None`` where nothing was
+        measured at that setting)."""
         if self.config.kind == "flat":
             return dict.fromkeys(probes, 1.0)
         calibration = self.calibration or {}
         measured = {
-            d: calibration[d]["curve"].get(str(p)) for d, p in probes.items() if d in calibration
+            d: calibration[d]["curve"].get(f"{p}/{reranks[d]}")
+            for d, p in probes.items()
+            if d in calibration
         }
         return {d: r for d, r in measured.items() if r is not None} or None
 

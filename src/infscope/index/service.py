@@ -60,7 +60,8 @@ def search_note(metadata: dict[str, Any]) -> str:
     for direction, nprobe in metadata["nprobe"].items():
         measured = recall.get(direction)
         expected = f"recall {measured:.3f} measured at build" if measured else "recall not measured"
-        parts.append(f"{direction} nprobe {nprobe}, {expected}")
+        rerank = metadata["rerank"][direction]
+        parts.append(f"{direction} nprobe {nprobe} rerank {rerank}, {expected}")
     return f"approximate search ({metadata['index']}): " + "; ".join(parts)
 
 
@@ -80,7 +81,7 @@ class QueryService:
             "training_examples": self.index.info["n"],
             "method": self.index.estimator.name,
             "recall": {
-                d: {"nprobe": calibration[d]["nprobe"], "recall": calibration[d]["recall"]}
+                d: {k: calibration[d][k] for k in ("nprobe", "rerank", "recall")}
                 for d in ("helpful", "harmful")
                 if d in calibration
             },
