@@ -323,7 +323,7 @@ class InfluenceIndex:
     def rerank_for(self, direction: str) -> int:
         """The re-scoring factor of a search in ``direction``: calibrated, else the config's."""
         calibrated = (self.calibration or {}).get(direction)
-        return calibrated["rerank"] if calibrated else self.config.rerank
+        return calibrated.get("rerank", self.config.rerank) if calibrated else self.config.rerank
 
     # ---- search -----------------------------------------------------------------------------
 
