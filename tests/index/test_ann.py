@@ -237,6 +237,16 @@ def test_shards_checked_at_build_are_not_hashed_again_at_load(stores, tmp_path, 
     fresh = FeatureStore.open(train.root)
     InfluenceIndex.load(path, TracIn().fit(fresh)).search(query, 600)
     assert hashed == [touched]
+    # a record of files outside the training store is ignored
+    import json
+
+    foreign = tmp_path / "foreign.npy"
+    foreign.write_bytes(b"x")
+    meta = json.loads((path / "index.json").read_text())
+    meta["checked_shards"][str(foreign)] = list(shards._file_state(foreign))
+    (path / "index.json").write_text(json.dumps(meta))
+    InfluenceIndex.load(path, TracIn().fit(fresh))
+    assert str(foreign) not in shards._VERIFIED
 
 
 def test_when_every_cell_is_not_enough_calibration_rescores_more_candidates(stores):

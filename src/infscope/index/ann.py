@@ -513,7 +513,13 @@ class InfluenceIndex:
             raise InputError(f"{directory / INDEX_FILE}: not a FAISS index ({err})") from None
         if index.ntotal != meta["n"] or index.d != meta["width"]:
             raise InputError(f"{directory / INDEX_FILE} does not match {META_FILE}")
-        trust_checked(meta.get("checked_shards", {}))  # checked at build time, unchanged since
+        # shards of this training store checked at build time and unchanged since: not re-hashed
+        own = {
+            str(train.shard_path(c, start))
+            for c in meta["checkpoints"]
+            for start, _ in train.shard_ranges()
+        }
+        trust_checked({p: s for p, s in meta.get("checked_shards", {}).items() if p in own})
         config = IndexConfig(**meta["config"])
         info = {k: v for k, v in meta.items() if k not in ("format", "config")}
         return cls(index, estimator, config, info)
