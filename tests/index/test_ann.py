@@ -224,9 +224,15 @@ def test_shards_checked_at_build_are_not_hashed_again_at_load(stores, tmp_path, 
     path = InfluenceIndex.build(TracIn().fit(train), IndexConfig("ivf-flat", nlist=4)).save(
         tmp_path / "index"
     )
-    hashed = []
+    hashed = []  # the training store's shards hashed (the query store's are checked as always)
     real_hash = shards.sha256_file
-    monkeypatch.setattr(shards, "sha256_file", lambda p: hashed.append(p) or real_hash(p))
+
+    def counting(p):
+        if train.root in p.parents:
+            hashed.append(p)
+        return real_hash(p)
+
+    monkeypatch.setattr(shards, "sha256_file", counting)
     shards._VERIFIED.clear()  # as in a fresh process
     fresh = FeatureStore.open(train.root)
     InfluenceIndex.load(path, TracIn().fit(fresh)).search(query, 5)
