@@ -39,6 +39,20 @@ def test_accumulator_equals_a_full_sort_for_any_partition(blocks):
     np.testing.assert_array_equal(result.arrays["train_helpful"], _reference(values.T, 4))
 
 
+def test_accumulator_keeps_the_lower_index_among_ties_in_any_block_order():
+    """The merge sorts only the scores that can enter (at least the running k-th best):
+    ties with it, arriving in later or earlier blocks, still rank by the lower index."""
+    rng = np.random.default_rng(1)
+    values = rng.integers(-2, 3, size=(9, 300)).astype(float)  # five values: ties everywhere
+    top = TopKAccumulator(9, 300, k=25, per_train=3)
+    for t in reversed(range(0, 300, 37)):
+        top.add(0, t, values[:, t : t + 37])
+    result = top.result([f"q{i}" for i in range(9)], [f"t{j}" for j in range(300)], "x", {})
+    np.testing.assert_array_equal(result.top()[0], _reference(values, 25))
+    np.testing.assert_array_equal(result.top(harmful=True)[0], _reference(-values, 25))
+    np.testing.assert_array_equal(result.arrays["train_helpful"], _reference(values.T, 3))
+
+
 def test_accumulator_checks_its_inputs():
     with pytest.raises(InputError, match="k must"):
         TopKAccumulator(2, 3, 0)
@@ -63,9 +77,7 @@ def trajectory(tmp_path_factory):
     for name, state in (("early", dict(model.state_dict())), ("late", later_state(model, x, y, n))):
         model.load_state_dict(state)
         featurize(extractor, train, root / "train", name, learning_rate=0.1, progress=False)
-        featurize(
-            extractor, query, root / "query", name, gradient="measurement", progress=False
-        )
+        featurize(extractor, query, root / "query", name, gradient="measurement", progress=False)
     return FeatureStore.open(root / "train"), FeatureStore.open(root / "query")
 
 

@@ -138,3 +138,16 @@ def test_the_repeat_line_quotes_a_path_with_spaces(runner, store):
     assert invoke(runner, "score", "--train", "train-store", "--out", "my run").exit_code == 0
     written = (store / "my run" / "config.yaml").read_text()
     assert "--config 'my run/config.yaml'" in written
+
+
+def test_the_repeat_line_names_the_command_when_run_as_a_module():
+    """Before: under ``python -m infscope.cli.main`` (as torchrun runs it) the line read
+    ``infscope -m infscope.cli.main features``, which fails."""
+    import click
+
+    from infscope.cli.config import command_name
+
+    root = click.Context(click.Group("main"), info_name="python -m infscope.cli.main")
+    group = click.Context(click.Group("evaluate"), info_name="evaluate", parent=root)
+    leaf = click.Context(click.Command("mislabel"), info_name="mislabel", parent=group)
+    assert command_name(leaf) == "infscope evaluate mislabel"

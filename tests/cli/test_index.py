@@ -61,9 +61,27 @@ def test_index_then_query_equals_exact_search(runner, stores, tmp_path):
         tmp_path / "found",
     )
     assert result.exit_code == 0, result.output
+    assert "exact search" in result.output
     found = TopScores.load(tmp_path / "found")
     for direction in ("helpful", "harmful"):
         np.testing.assert_array_equal(found.arrays[direction], exact.arrays[direction])
+
+
+def test_an_approximate_query_says_so_with_the_recall_measured_at_build(runner, stores, tmp_path):
+    """Before: `query` returned both directions through an inverted file and said nothing of
+    their being approximate (harmful recall 0.42 at the default settings, 10⁶ rows)."""
+    train, query, _ = stores
+    args = ("--train", train.root, "--kind", "ivf-flat", "--nlist", 8, "--nprobe", 1)
+    result = invoke(runner, "index", *args, "--out", tmp_path / "index")
+    assert result.exit_code == 0, result.output
+    assert "measured recall@100 on 32 training rows: helpful" in result.output
+    result = invoke(
+        runner, "query", tmp_path / "index", "--query", query.root, "--out", tmp_path / "found"
+    )
+    assert result.exit_code == 0, result.output
+    line = " ".join(result.output.split())
+    assert "approximate search (IVF8,Flat): helpful nprobe" in line
+    assert "harmful nprobe" in line and "measured at build" in line
 
 
 @pytest.mark.parametrize(
@@ -95,3 +113,36 @@ def test_index_help_states_the_library_defaults(runner):
     defaults = IndexConfig()
     for value in (defaults.kind, defaults.metric, defaults.nprobe, defaults.rerank):
         assert f"IndexConfig's, {value}" in text
+
+
+def test_serve_starts_a_service_that_answers_health_and_queries(runner, stores, tmp_path):
+    """The documented start command, then its health check and one query over HTTP."""
+    import json
+    import re
+    import subprocess
+    import sys
+    import urllib.request
+
+    train, query, exact = stores
+    result = invoke(runner, "index", "--train", train.root, "--kind", "flat", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    command = [sys.executable, "-m", "infscope.cli.main", "serve", str(tmp_path), "--port", "0"]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        seen = ""
+        while (found := re.search(r"http://[\d.]+:\d+", seen)) is None:
+            line = server.stdout.readline()
+            assert line, seen
+            seen += line
+        url = found.group(0)
+        with urllib.request.urlopen(f"{url}/health", timeout=30) as reply:
+            assert json.loads(reply.read())["status"] == "ok"
+        body = json.dumps({"query": str(query.root), "k": 5}).encode()
+        with urllib.request.urlopen(urllib.request.Request(f"{url}/query", body), timeout=30) as r:
+            answer = json.loads(r.read())
+        assert answer["note"].startswith("exact search")
+        first = [e["train_id"] for e in answer["helpful"][0]]
+        assert first == [exact.train_ids[i] for i in exact.arrays["helpful"][0]]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -170,3 +170,102 @@ def test_a_query_whose_cells_hold_fewer_than_k_vectors_searches_more_cells(store
     )
     everywhere = index.search(query, 100, directions=("helpful",), nprobe=15)
     assert recall_at_k(everywhere, estimator.score_top(query, 100), "helpful") == 1.0
+
+
+def test_each_direction_is_searched_in_the_cells_it_needs(tmp_path):
+    """Before: harmful search probed as many cells as helpful search and silently found far
+    less (0.42 of the exact top-100 at 10⁶ rows). Now each direction's nprobe is calibrated
+    at build time, and the recall it measured is what a search at that setting finds."""
+    rng = np.random.default_rng(0)
+    centres, shared = rng.normal(size=(20, 32)) * 2, rng.normal(size=(4, 32))
+
+    def population(n: int) -> np.ndarray:
+        picked = centres[rng.integers(20, size=n)]
+        return picked + rng.normal(size=(n, 4)) @ shared + 0.3 * rng.normal(size=(n, 32))
+
+    train = write_store(tmp_path / "train", {"a": population(2000)}, "loss", "t")
+    query = write_store(tmp_path / "query", {"a": population(30)}, "measurement", "q")
+    estimator = GradientSimilarity().fit(train)
+    exact = estimator.score_top(query, 20)
+    config = IndexConfig(
+        "ivf-flat", nlist=40, nprobe=1, rerank=0, target_recall=0.95, calibration_k=20
+    )
+    index = InfluenceIndex.build(estimator, config)
+    calibration = index.calibration
+    assert calibration["queries"] == 32 and calibration["k"] == 20
+    for direction in ("helpful", "harmful"):
+        measured = calibration[direction]
+        assert measured["recall"] >= 0.95 or measured["nprobe"] == 40
+        assert index.nprobe_for(direction) == measured["nprobe"]
+    assert calibration["harmful"]["nprobe"] > calibration["helpful"]["nprobe"]
+    found = index.search(query, 20)
+    assert found.metadata["approximate"] is True
+    assert found.metadata["nprobe"] == {d: index.nprobe_for(d) for d in ("helpful", "harmful")}
+    assert set(found.metadata["expected_recall"]) == {"helpful", "harmful"}
+    narrow = index.search(query, 20, nprobe=1)
+    assert recall_at_k(found, exact, "harmful") >= 0.9 > recall_at_k(narrow, exact, "harmful")
+    # uncalibrated: the config's nprobe for both, no recall to report
+    plain = InfluenceIndex.build(
+        estimator, IndexConfig("ivf-flat", nlist=40, nprobe=3, calibration_queries=0)
+    )
+    assert plain.calibration is None and plain.nprobe_for("harmful") == 3
+    assert plain.search(query, 5).metadata["expected_recall"] is None
+
+
+def test_shards_checked_at_build_are_not_hashed_again_at_load(stores, tmp_path, monkeypatch):
+    """Before: every `infscope query` call re-hashed every shard its candidates touched (3 s
+    per call on a 400k-row store); the build records the shards it checked, and a load trusts
+    those whose file is unchanged — a changed one is hashed again."""
+    import os
+
+    from infscope.store import shards
+
+    train, query = stores
+    path = InfluenceIndex.build(TracIn().fit(train), IndexConfig("ivf-flat", nlist=4)).save(
+        tmp_path / "index"
+    )
+    hashed = []  # the training store's shards hashed (the query store's are checked as always)
+    real_hash = shards.sha256_file
+
+    def counting(p):
+        if train.root in p.parents:
+            hashed.append(p)
+        return real_hash(p)
+
+    monkeypatch.setattr(shards, "sha256_file", counting)
+    shards._VERIFIED.clear()  # as in a fresh process
+    fresh = FeatureStore.open(train.root)
+    InfluenceIndex.load(path, TracIn().fit(fresh)).search(query, 5)
+    assert hashed == []
+    touched = fresh.shard_path("a", 0)
+    os.utime(touched, ns=(0, 0))  # a changed file: checked again when read
+    shards._VERIFIED.clear()
+    fresh = FeatureStore.open(train.root)
+    InfluenceIndex.load(path, TracIn().fit(fresh)).search(query, 600)
+    assert hashed == [touched]
+    # a record of files outside the training store is ignored
+    import json
+
+    foreign = tmp_path / "foreign.npy"
+    foreign.write_bytes(b"x")
+    meta = json.loads((path / "index.json").read_text())
+    meta["checked_shards"][str(foreign)] = list(shards._file_state(foreign))
+    (path / "index.json").write_text(json.dumps(meta))
+    InfluenceIndex.load(path, TracIn().fit(fresh))
+    assert str(foreign) not in shards._VERIFIED
+
+
+def test_when_every_cell_is_not_enough_calibration_rescores_more_candidates(stores):
+    """Coarse product-quantised codes miss exact neighbours even in every cell: the build
+    then doubles the re-scored candidates until the target (or 8× the config's)."""
+    train, _ = stores
+    estimator = GradientSimilarity(checkpoints="a").fit(train)
+    config = IndexConfig(
+        "ivf-pq", nlist=2, pq_bytes=1, rerank=1, target_recall=0.99, calibration_k=20
+    )
+    calibration = InfluenceIndex.build(estimator, config).calibration
+    for direction in ("helpful", "harmful"):
+        measured = calibration[direction]
+        assert measured["nprobe"] == 2 and measured["rerank"] > 1
+        assert measured["recall"] > calibration[direction]["curve"]["2/1"]
+        assert measured["recall"] >= 0.99 or measured["rerank"] == 8

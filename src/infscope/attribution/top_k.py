@@ -27,18 +27,73 @@ ARRAYS = ("helpful", "helpful_values", "harmful", "harmful_values")
 TRAIN_ARRAYS = ("train_helpful", "train_helpful_values")
 
 
+def _nonzero(keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.nonzero(keep)`` (row-major order), for a sparse boolean matrix ~4× faster: its
+    8-byte words are scanned first, then only the bytes of the words that hold a ``True``."""
+    width = keep.shape[1]
+    if width % 8 or not keep.flags.c_contiguous:
+        return np.nonzero(keep)
+    words = np.flatnonzero(keep.view(np.uint64))
+    if len(words) * 8 > keep.size // 8:  # dense (early blocks): the plain scan is faster
+        return np.nonzero(keep)
+    flat = (words[:, None] * 8 + np.arange(8)).ravel()
+    return np.divmod(flat[keep.ravel()[flat]], width)
+
+
 def _merge(
-    best: np.ndarray, best_index: np.ndarray, block: np.ndarray, first: int, k: int
+    best: np.ndarray,
+    best_index: np.ndarray,
+    block: np.ndarray,
+    first: int,
+    k: int,
+    sign: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the ``k`` largest of ``best`` (indices ``best_index``) and ``block`` (indices
-    ``first, first + 1, …``), sorted descending, ties by the lower index."""
-    index = np.broadcast_to(np.arange(first, first + block.shape[1]), block.shape)
-    values = np.concatenate([best, block], axis=1)
-    indices = np.concatenate([best_index, index], axis=1)
-    # descending value, then ascending index (empty slots carry -inf and index n); a full sort
-    # of the k + block candidates, since a partition would break ties at the k-th place freely
-    order = np.lexsort((indices, -values), axis=1)[:, :k]
-    return np.take_along_axis(values, order, axis=1), np.take_along_axis(indices, order, axis=1)
+    """Per row, the ``k`` largest of ``best`` (indices ``best_index``) and ``sign × block``
+    (indices ``first, first + 1, …``), sorted descending, ties by the lower index.
+
+    Only the block's scores that can enter are sorted: those at least the row's current
+    ``k``-th best, and of those at most the block's own ``k`` largest (with ties) — once the
+    running top-k has filled, a block holds few, and the merge costs a comparison and a count
+    per score instead of a sort of ``k`` plus the block's width (``sign`` spares a negated
+    copy of the block)."""
+    bound = best[:, -1:]
+    keep = block >= bound if sign > 0 else block <= -bound
+    row, col = _nonzero(keep)  # by row, then column
+    counts = np.bincount(row, minlength=len(block))
+    crowded = np.flatnonzero(counts > k)
+    if crowded.size:  # more candidates than places: the block's k largest per row, ties kept
+        rows = sign * block[crowded]
+        kth = np.partition(rows, rows.shape[1] - k, axis=1)[:, rows.shape[1] - k]
+        keep[crowded] &= rows >= kth[:, None]
+        row, col = np.nonzero(keep)
+        counts = np.bincount(row, minlength=len(block))
+    active = np.flatnonzero(counts)
+    if not active.size:
+        return best, best_index
+    position = np.cumsum(counts > 0) - 1  # row -> its place among the active rows
+    starts = np.cumsum(counts) - counts  # row -> its first entry in (row, col)
+    slot = np.arange(len(row)) - starts[row]
+    row = position[row]
+    # empty slots: -inf with the largest index, after every real entry and every empty one
+    width = int(counts.max())
+    new = np.full((len(active), width), -np.inf)
+    new_index = np.full((len(active), width), np.iinfo(np.int64).max, dtype=np.int64)
+    new[row, slot] = sign * block[active[row], col]
+    new_index[row, slot] = first + col
+    values = np.concatenate([best[active], new], axis=1)
+    indices = np.concatenate([best_index[active], new_index], axis=1)
+    # descending value, then ascending index: one sort by value, and the rows where equal
+    # values meet within the first k + 1 (ties to break by index) sorted again by both keys
+    order = np.argsort(-values, axis=1)[:, : k + 1]
+    ranked = np.take_along_axis(values, order, axis=1)
+    tied = np.flatnonzero((ranked[:, 1:] == ranked[:, :-1]).any(axis=1))
+    order = order[:, :k]
+    if tied.size:
+        order[tied] = np.lexsort((indices[tied], -values[tied]), axis=1)[:, :k]
+    best, best_index = best.copy(), best_index.copy()
+    best[active] = np.take_along_axis(values, order, axis=1)
+    best_index[active] = np.take_along_axis(indices, order, axis=1)
+    return best, best_index
 
 
 class TopKAccumulator:
@@ -65,9 +120,9 @@ class TopKAccumulator:
         """Merge scores ``block[i, j]`` of query ``q_start + i`` and train ``t_start + j``."""
         block = np.asarray(block, dtype=np.float64)
         rows = slice(q_start, q_start + block.shape[0])
-        for state, signed in ((self._best, block), (self._worst, -block)):
+        for state, sign in ((self._best, 1.0), (self._worst, -1.0)):
             state[0][rows], state[1][rows] = _merge(
-                state[0][rows], state[1][rows], signed, t_start, self.k
+                state[0][rows], state[1][rows], block, t_start, self.k, sign
             )
         if self._train is not None:
             cols = slice(t_start, t_start + block.shape[1])

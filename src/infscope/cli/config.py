@@ -45,8 +45,13 @@ def config_key(param: Any) -> str:
 
 def command_name(ctx: typer.Context) -> str:
     """``infscope evaluate mislabel``: the command as a user types it (whatever the program is
-    called)."""
-    return " ".join(["infscope", *ctx.command_path.split()[1:]])
+    called, e.g. ``python -m infscope.cli.main`` under torchrun: the root's name is dropped
+    whole)."""
+    names = []
+    while ctx.parent is not None:
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    return " ".join(["infscope", *reversed(names)])
 
 
 def _unique_key_loader() -> type:

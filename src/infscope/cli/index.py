@@ -1,9 +1,9 @@
-"""``infscope index`` (build an approximate nearest-neighbour index over a training store) and
-``infscope query`` (top-k influence for new queries through it)."""
+"""``infscope index`` (build an approximate nearest-neighbour index over a training store),
+``infscope query`` (top-k influence for new queries through it) and ``infscope serve`` (the
+same queries answered by a long-running local service)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -14,8 +14,6 @@ from infscope.attribution.registry import EstimatorSpec
 from infscope.cli.options import estimator_options
 from infscope.cli.output import console, progress
 from infscope.errors import InputError
-
-ESTIMATOR_FILE = "estimator.json"
 
 
 @estimator_options
@@ -66,9 +64,11 @@ def index(
       infscope index --train runs/train --method tracin --out runs/index
     """
     from infscope.index import IndexConfig, InfluenceIndex
-    from infscope.io import write_atomic
+    from infscope.index.service import write_estimator
+    from infscope.io import check_writable
     from infscope.store import FeatureStore
 
+    check_writable(out, directory=True)
     spec = estimator
     given = dict(
         kind=kind, nlist=nlist, pq_bytes=pq_bytes, metric=metric, nprobe=nprobe, rerank=rerank
@@ -80,12 +80,20 @@ def index(
     progress(f"building a {config.kind} index")
     built = InfluenceIndex.build(estimator, config, progress=True)
     built.save(out)
-    text = json.dumps({"spec": spec.to_json(), "train": str(Path(train).absolute())}).encode()
-    write_atomic(out / ESTIMATOR_FILE, lambda h: h.write(text))
+    write_estimator(out, spec, train)
     console.print(
         f"[green]{escape(str(out))}[/]: {built.info['factory']} index of {store.n_examples:,} "
         f"training examples ({built.info['dim']:,} dims, {spec.method})"
     )
+    calibration = built.calibration
+    if calibration:
+        console.print(
+            f"measured recall@{calibration['k']} on {calibration['queries']} training rows: "
+            + ", ".join(
+                f"{d} {calibration[d]['recall']:.3f} at nprobe {calibration[d]['nprobe']}"
+                for d in ("helpful", "harmful")
+            )
+        )
 
 
 def query(
@@ -107,21 +115,15 @@ def query(
     Example:
       infscope query runs/index --query runs/test --k 10 --out runs/top
     """
-    from infscope.attribution.registry import EstimatorSpec
-    from infscope.index import InfluenceIndex
-    from infscope.io import write_table
+    from infscope.index.service import open_index, search_note
+    from infscope.io import check_writable, write_table
     from infscope.store import FeatureStore
 
+    check_writable(out, directory=True)
     if table not in ("csv", "parquet", "none"):
         raise InputError(f"--table must be csv, parquet or none, got {table!r}")
-    try:
-        recorded = json.loads((index_dir / ESTIMATOR_FILE).read_text())
-    except (OSError, ValueError) as err:
-        raise InputError(f"{index_dir} is not an index from `infscope index`: {err}") from None
-    spec = EstimatorSpec.from_json(recorded["spec"])
-    store = FeatureStore.open(recorded["train"])
-    progress(f"fitting {spec.method} on {store.n_examples:,} training examples")
-    loaded = InfluenceIndex.load(index_dir, spec.build().fit(store))
+    progress(f"loading the index {index_dir}")
+    loaded = open_index(index_dir)
     found = loaded.search(FeatureStore.open(queries), k, nprobe=nprobe, rerank=rerank)
     found.save(out)
     written = ["top.npz", "top.json"]
@@ -130,6 +132,41 @@ def query(
         write_table(out / f"top.{table}", {name: [r[name] for r in rows] for name in rows[0]})
         written.append(f"top.{table}")
     console.print(
-        f"[green]{escape(str(out))}[/]: top {found.k} of {store.n_examples:,} for "
+        f"[green]{escape(str(out))}[/]: top {found.k} of {loaded.info['n']:,} for "
         f"{len(found.query_ids):,} queries ({', '.join(written)})"
     )
+    console.print(search_note(found.metadata))
+
+
+def serve(
+    index_dir: Annotated[Path, typer.Argument(help="Index directory from `infscope index`.")],
+    host: Annotated[str, typer.Option(help="Address to listen on (localhost only by default).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one).")] = 8765,
+) -> None:
+    """Answer top-k queries through an index from a long-running local service.
+
+    Loads the index and fits its estimator once; then `GET /health` reports the index and the
+    recall measured at build, and `POST /query` with `{"query": "<query store>", "k": 10}`
+    returns each query's most helpful and harmful training examples as JSON — in milliseconds,
+    where a one-shot `infscope query` spends seconds starting up. Stop it with Ctrl-C.
+
+    \b
+    Example:
+      infscope serve runs/index --port 8765
+      curl -s localhost:8765/health
+      curl -s localhost:8765/query -d '{"query": "runs/test", "k": 10}'
+    """
+    from infscope.index.service import make_server, open_index
+
+    progress(f"loading the index {index_dir}")
+    server = make_server(open_index(index_dir), host, port)
+    address, bound = server.server_address[:2]
+    console.print(f"serving {escape(str(index_dir))} on http://{address}:{bound} (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

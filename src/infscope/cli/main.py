@@ -10,7 +10,7 @@ from infscope.cli.audit import audit
 from infscope.cli.demo import demo
 from infscope.cli.evaluate import app as evaluate_app
 from infscope.cli.extract import features
-from infscope.cli.index import index, query
+from infscope.cli.index import index, query, serve
 from infscope.cli.output import Commands
 from infscope.cli.prune import prune
 from infscope.cli.report import report
@@ -34,7 +34,21 @@ app = typer.Typer(
 )
 
 #: the commands, and the groups of subcommands, in the order ``infscope --help`` lists them
-COMMANDS = (features, score, top, demo, prune, select, audit, report, index, query, trees, unlearn)
+COMMANDS = (
+    features,
+    score,
+    top,
+    demo,
+    prune,
+    select,
+    audit,
+    report,
+    index,
+    query,
+    serve,
+    trees,
+    unlearn,
+)
 GROUPS = {"evaluate": evaluate_app, "store": store_app}
 
 for command in COMMANDS:

@@ -24,6 +24,19 @@ worse on real gradient features, whose norms are heavy-tailed (median 4.7, maxim
 store: 0.37 vs 0.81 at 16 of 69 cells), where the lift's last coordinate, near ``R`` for every
 short vector, outweighs their directions.
 
+**Both directions.** A query's most harmful training examples are those its most helpful are
+for the negated query — but an inverted file is much worse at finding them: the most negative
+inner products lie in the tails of many cells, which the ranking of cells by their centroid
+misses (synthetic clusters, 10⁶ rows: recall@100 0.42 at the 32 cells that find 0.965 of the
+helpful ones). Indexing ``{x} ∪ {−x}`` or a second index over ``−x`` is no way out: k-means on
+``−x`` has the negated centroids, so either search is the negated-query search again. So each
+direction gets the number of cells it needs, *measured when the index is built*: the add pass
+also scores ``calibration_queries`` seeded training rows exactly against every row, and each
+direction's ``nprobe`` is doubled from ``nprobe`` until those queries find ``target_recall`` of
+their exact top-``calibration_k`` — and when every cell is not enough (product-quantised codes
+order the candidates too coarsely), its ``rerank`` is doubled, up to 8 times the config's. The measured recall is recorded
+in the index and reported with each search (:attr:`InfluenceIndex.calibration`).
+
 Candidates are re-scored exactly from the store (``rerank × k`` of them, read from its memory-
 mapped shards), so the returned scores are exact and only the candidate set is approximate.
 Built with :meth:`InfluenceIndex.build`, saved with FAISS's own binary writer plus a JSON file
@@ -45,16 +58,23 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from infscope.attribution.base import CheckpointSum
-from infscope.attribution.top_k import TopScores
+from infscope.attribution.top_k import TopKAccumulator, TopScores
 from infscope.errors import InputError, StoreMismatchError
 from infscope.io import write_atomic
 from infscope.store import FeatureStore
+from infscope.store.shards import checked_states, trust_checked
 
 __all__ = ["INDEX_KINDS", "IndexConfig", "InfluenceIndex", "recall_at_k"]
 
 INDEX_KINDS = ("flat", "ivf-flat", "ivf-sq8", "ivf-pq", "hnsw")
 INDEX_METRICS = ("ip", "l2")
-FORMAT = "infscope.index/2"  # 2: the metric (inner products or lifted L2) is recorded
+#: 2: the metric (inner products or lifted L2) is recorded; 3: each direction's calibrated nprobe
+#: and recall, and the shards checked at build time
+FORMAT = "infscope.index/3"
+DIRECTIONS = ("helpful", "harmful")
+#: calibration raises ``rerank`` to at most this multiple of the config's (when every cell is
+#: probed and the codes still order the candidates too coarsely)
+MAX_RERANK_GROWTH = 8
 INDEX_FILE, META_FILE = "index.faiss", "index.json"
 #: rows per block when adding to or searching the index (float32 copies of ~32 MiB at 1024 dims)
 ADD_ROWS = 8192
@@ -85,6 +105,13 @@ class IndexConfig:
         nprobe: IVF cells searched per query (more = higher recall, slower).
         rerank: candidates per result re-scored exactly from the store (``rerank × k``);
             0 returns the index's own (approximate, for ``ivf-pq``) scores.
+        target_recall: the recall@``calibration_k`` each direction's calibrated ``nprobe``
+            must reach on the calibration queries (IVF kinds; see the module docstring). 0.97,
+            not 0.95: training rows as queries sit in their own cell, so new queries find a
+            little less (synthetic, 10⁴ rows: 0.963 measured at build, 0.945 on new queries).
+        calibration_queries: seeded training rows searched at build time to calibrate and
+            report each direction's recall (0: no calibration; ``nprobe`` for both).
+        calibration_k: the ``k`` of that recall.
         train_size: rows of the seeded sample the quantiser is trained on.
         seed: sampling and k-means seed.
     """
@@ -96,6 +123,9 @@ class IndexConfig:
     metric: str = "ip"
     nprobe: int = 32
     rerank: int = 10
+    target_recall: float = 0.97
+    calibration_queries: int = 32
+    calibration_k: int = 100
     train_size: int = 65_536
     seed: int = 0
 
@@ -104,7 +134,7 @@ class IndexConfig:
             raise InputError(f"unknown index kind {self.kind!r}; choose from {INDEX_KINDS}")
         if self.metric not in INDEX_METRICS:
             raise InputError(f"unknown metric {self.metric!r}; choose from {INDEX_METRICS}")
-        for name in ("hnsw_m", "nprobe", "train_size"):
+        for name in ("hnsw_m", "nprobe", "train_size", "calibration_k"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{name} must be a positive int, got {value!r}")
@@ -114,8 +144,12 @@ class IndexConfig:
                 isinstance(value, bool) or not isinstance(value, int) or value < 1
             ):
                 raise InputError(f"{name} must be a positive int or None, got {value!r}")
-        if isinstance(self.rerank, bool) or not isinstance(self.rerank, int) or self.rerank < 0:
-            raise InputError(f"rerank must be a non-negative int, got {self.rerank!r}")
+        for name in ("rerank", "calibration_queries"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InputError(f"{name} must be a non-negative int, got {value!r}")
+        if not (isinstance(self.target_recall, (int, float)) and 0 < self.target_recall <= 1):
+            raise InputError(f"target_recall must lie in (0, 1], got {self.target_recall!r}")
 
     def factory(self, n: int, dim: int) -> str:
         """The FAISS ``index_factory`` description for ``n`` vectors of ``dim``."""
@@ -207,8 +241,20 @@ class InfluenceIndex:
             if hasattr(ivf, "do_polysemous_training"):
                 ivf.do_polysemous_training = False  # the factory's default: minutes, unused here
             index.train(augment.train(vectors(sample)))
+        probe, exact = None, None
+        if config.kind != "flat" and config.calibration_queries:
+            rng = np.random.default_rng([config.seed, 1])
+            chosen = np.sort(rng.choice(n, size=min(n, config.calibration_queries), replace=False))
+            probe = estimator.query_vectors([train.rows(c, chosen) for c in checkpoints])
+            exact = TopKAccumulator(len(chosen), n, min(config.calibration_k, n))
         for rows in tqdm(blocks, desc=f"index[{config.kind}]", disable=not progress):
-            index.add(augment.train(vectors(rows)))
+            block = vectors(rows)
+            index.add(augment.train(block))
+            if exact is not None:  # the calibration queries' exact scores, from the same pass
+                exact.add(0, int(rows[0]), probe @ block.T)
+        shards = [
+            train.shard_path(c, start) for c in checkpoints for start, _ in train.shard_ranges()
+        ]
         info = {
             "factory": description,
             "dim": dim,
@@ -221,8 +267,63 @@ class InfluenceIndex:
             "store_digest": _store_digest(train),
             "estimator": estimator.describe(),
             "signature": _signature(estimator),
+            "checked_shards": checked_states(shards),
         }
-        return cls(index, estimator, config, info)
+        built = cls(index, estimator, config, info)
+        if exact is not None:
+            built.info["calibration"] = built._calibrate(probe, exact.result([], [], "", {}))
+        return built
+
+    def _calibrate(self, probe: np.ndarray, exact: TopScores) -> dict[str, Any]:
+        """Per direction, the fewest cells (``nprobe`` doubled, up to all) — then, if every
+        cell is not enough, the fewest re-scored candidates (``rerank`` doubled, up to
+        :data:`MAX_RERANK_GROWTH` times the config's) — with which the probe queries find
+        ``target_recall`` of their exact top-k, and the recall found there."""
+        ivf, config = faiss_ivf(self.index), self.config
+        scales = self.estimator.train_scales() if config.rerank else None
+        result: dict[str, Any] = {
+            "queries": len(probe),
+            "k": exact.k,
+            "target": config.target_recall,
+        }
+        for direction in DIRECTIONS:
+            nprobe = None if ivf is None else min(config.nprobe, ivf.nlist)
+            rerank, curve = config.rerank, {}
+            while True:
+                _, found = self._search_vectors(probe, direction, exact.k, nprobe, rerank, scales)
+                recall = curve[f"{nprobe}/{rerank}"] = _recall(found, exact.arrays[direction])
+                if ivf is None or recall >= config.target_recall:
+                    break
+                if nprobe < ivf.nlist:
+                    nprobe = min(2 * nprobe, ivf.nlist)
+                elif 0 < rerank < MAX_RERANK_GROWTH * config.rerank:
+                    rerank *= 2
+                else:
+                    break
+            result[direction] = {
+                "nprobe": nprobe, "rerank": rerank, "recall": recall, "curve": curve
+            }  # fmt: skip
+        return result
+
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        """What the build measured: per direction the calibrated ``nprobe`` and ``rerank``,
+        their recall on the calibration queries and the recall at each pair tried, keyed
+        ``"nprobe/rerank"`` (``None``: not calibrated)."""
+        return self.info.get("calibration")
+
+    def nprobe_for(self, direction: str) -> int | None:
+        """The cells a search in ``direction`` probes by default: the calibrated number, else
+        the config's (``None`` for indexes without cells)."""
+        if faiss_ivf(self.index) is None:
+            return None
+        calibrated = (self.calibration or {}).get(direction)
+        return calibrated["nprobe"] if calibrated else self.config.nprobe
+
+    def rerank_for(self, direction: str) -> int:
+        """The re-scoring factor of a search in ``direction``: calibrated, else the config's."""
+        calibrated = (self.calibration or {}).get(direction)
+        return calibrated.get("rerank", self.config.rerank) if calibrated else self.config.rerank
 
     # ---- search -----------------------------------------------------------------------------
 
@@ -230,33 +331,29 @@ class InfluenceIndex:
         self,
         query: FeatureStore,
         k: int = 10,
-        directions: tuple[str, ...] = ("helpful", "harmful"),
+        directions: tuple[str, ...] = DIRECTIONS,
         nprobe: int | None = None,
         rerank: int | None = None,
     ) -> TopScores:
         """Each query's ``k`` most helpful and/or most harmful training examples. Candidates
-        come from the index; with ``rerank > 0`` (default from the config) ``rerank × k`` of
-        them are re-scored exactly, so the scores returned are exact."""
+        come from the index, in each direction's calibrated number of cells unless ``nprobe``
+        is given; with ``rerank > 0`` (default from the config) ``rerank × k`` of them are
+        re-scored exactly, so the scores returned are exact. The metadata say whether the
+        result is approximate and what recall the build measured at these settings."""
         estimator, train = self.estimator, _fitted(self.estimator)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InputError(f"k must be a positive int, got {k!r}")
-        unknown = set(directions) - {"helpful", "harmful"}
+        unknown = set(directions) - set(DIRECTIONS)
         if unknown or not directions:
             raise InputError(f"directions must be 'helpful' and/or 'harmful', got {directions}")
         estimator.check_query(query)
         estimator.check_weights(query)
         k = min(k, train.n_examples)
-        rerank = self.config.rerank if rerank is None else rerank
-        fetch = min(train.n_examples, k * max(rerank, 1))
-        ivf = faiss_ivf(self.index)
-        if ivf is not None:
-            ivf.nprobe = nprobe or self.config.nprobe
-        if hasattr(self.index, "hnsw"):  # the graph search must hold at least the candidates
-            self.index.hnsw.efSearch = max(fetch, 64)
+        probes = {d: nprobe or self.nprobe_for(d) for d in directions}
+        reranks = {d: self.rerank_for(d) if rerank is None else rerank for d in directions}
+        fetch = min(train.n_examples, k * max(*reranks.values(), 1))
         checkpoints = self.info["checkpoints"]
-        info = self.info
-        augment = _Augmentation(info["dim"], info["width"], info["radius"], info["lifted"])
-        scales = estimator.train_scales() if rerank else None
+        scales = estimator.train_scales() if any(reranks.values()) else None
         # queries per step: the re-scored candidates' float64 vectors stay within ~32 MiB
         step = max(
             1, min(estimator.rows_per_block(self.info["dim"]), 2**22 // (fetch * self.info["dim"]))
@@ -266,17 +363,11 @@ class InfluenceIndex:
             rows = np.arange(start, min(start + step, query.n_examples))
             vectors = estimator.query_vectors([query.rows(c, rows) for c in checkpoints])
             for direction in directions:
-                signed = vectors if direction == "helpful" else -vectors
-                found, candidates = self._candidates(augment.query(signed), fetch, k, ivf)
-                if rerank:
-                    found, candidates = self._rescore(signed, candidates, k, scales)
-                else:
-                    found = augment.inner_products(signed, found)[:, :k]
-                    candidates = candidates[:, :k]
-                sign = 1.0 if direction == "helpful" else -1.0
+                values, candidates = self._search_vectors(
+                    vectors, direction, k, probes[direction], reranks[direction], scales
+                )
                 arrays.setdefault(direction, []).append(candidates.astype(np.int64))
-                values = (sign * found).astype(np.float32)
-                arrays.setdefault(f"{direction}_values", []).append(values)
+                arrays.setdefault(f"{direction}_values", []).append(values.astype(np.float32))
         result = {name: np.concatenate(parts) for name, parts in arrays.items()}
         if (result[directions[0]] < 0).any():
             raise InputError(
@@ -286,12 +377,58 @@ class InfluenceIndex:
         metadata = {
             **estimator.describe(),
             "index": self.info["factory"],
-            "nprobe": None if ivf is None else ivf.nprobe,
-            "rerank": rerank,
+            "nprobe": probes,
+            "rerank": reranks,
+            "approximate": self.config.kind != "flat",
+            "expected_recall": self.expected_recall(probes, reranks),
             "train_store": self.info["train_store"],
             "query_store": os.path.abspath(query.root),
         }
         return TopScores(list(query.ids), list(train.ids), estimator.name, result, metadata)
+
+    def expected_recall(
+        self, probes: dict[str, int | None], reranks: dict[str, int]
+    ) -> dict[str, float] | None:
+        """Per direction, the recall@k the build measured at ``probes[direction]`` cells and
+        ``reranks[direction]`` (1.0 for the exact ``flat`` index; ``None`` where nothing was
+        measured at that setting)."""
+        if self.config.kind == "flat":
+            return dict.fromkeys(probes, 1.0)
+        calibration = self.calibration or {}
+        measured = {
+            d: calibration[d]["curve"].get(f"{p}/{reranks[d]}")
+            for d, p in probes.items()
+            if d in calibration
+        }
+        return {d: r for d, r in measured.items() if r is not None} or None
+
+    def _search_vectors(
+        self,
+        vectors: np.ndarray,
+        direction: str,
+        k: int,
+        nprobe: int | None,
+        rerank: int,
+        scales: list[np.ndarray | None] | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, training rows)`` ``[m, k]`` of query ``vectors`` in ``direction``, best
+        first: largest scores (helpful) or smallest (harmful)."""
+        n, info = self.info["n"], self.info
+        fetch = min(n, k * max(rerank, 1))
+        ivf = faiss_ivf(self.index)
+        if ivf is not None:
+            ivf.nprobe = nprobe or self.config.nprobe
+        if hasattr(self.index, "hnsw"):  # the graph search must hold at least the candidates
+            self.index.hnsw.efSearch = max(fetch, 64)
+        augment = _Augmentation(info["dim"], info["width"], info["radius"], info["lifted"])
+        signed = vectors if direction == "helpful" else -vectors
+        found, candidates = self._candidates(augment.query(signed), fetch, k, ivf)
+        if rerank:
+            found, candidates = self._rescore(signed, candidates, k, scales)
+        else:
+            found = augment.inner_products(signed, found)[:, :k]
+            candidates = candidates[:, :k]
+        return (found if direction == "helpful" else -found), candidates
 
     def _candidates(
         self, queries: np.ndarray, fetch: int, k: int, ivf: Any
@@ -376,6 +513,13 @@ class InfluenceIndex:
             raise InputError(f"{directory / INDEX_FILE}: not a FAISS index ({err})") from None
         if index.ntotal != meta["n"] or index.d != meta["width"]:
             raise InputError(f"{directory / INDEX_FILE} does not match {META_FILE}")
+        # shards of this training store checked at build time and unchanged since: not re-hashed
+        own = {
+            str(train.shard_path(c, start))
+            for c in meta["checkpoints"]
+            for start, _ in train.shard_ranges()
+        }
+        trust_checked({p: s for p, s in meta.get("checked_shards", {}).items() if p in own})
         config = IndexConfig(**meta["config"])
         info = {k: v for k, v in meta.items() if k not in ("format", "config")}
         return cls(index, estimator, config, info)
@@ -431,5 +575,10 @@ def recall_at_k(approximate: TopScores, exact: TopScores, direction: str = "help
     found, truth = approximate.arrays[direction], exact.arrays[direction]
     if found.shape != truth.shape or approximate.query_ids != exact.query_ids:
         raise InputError(f"top-k shapes differ: {found.shape} vs {truth.shape}")
+    return _recall(found, truth)
+
+
+def _recall(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean share of each row of ``truth`` found in the same row of ``found``."""
     hits = [len(np.intersect1d(a, b)) for a, b in zip(found, truth)]
     return float(np.mean(hits) / truth.shape[1])

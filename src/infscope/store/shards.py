@@ -38,6 +38,33 @@ def _file_state(path: Path) -> tuple[int, int, int]:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
+def checked_states(paths: Sequence[Path]) -> dict[str, list[int]]:
+    """``(inode, size, mtime)`` of each of ``paths`` that this process found intact and that is
+    unchanged since: a record another process can trust (:func:`trust_checked`)."""
+    states = {}
+    for path in map(str, paths):
+        state = _VERIFIED.get(path)
+        if state is not None and _file_state(Path(path)) == state:
+            states[path] = list(state)
+    return states
+
+
+def trust_checked(states: dict[str, Sequence[int]]) -> int:
+    """Take the shards of a :func:`checked_states` record as checked in this process — those
+    whose file is unchanged (same inode, size and mtime) — so that reading a few rows does not
+    re-hash whole shards; a changed file is checked again when read. Returns how many."""
+    trusted = 0
+    for path, recorded in states.items():
+        try:
+            state = _file_state(Path(path))
+        except OSError:
+            continue
+        if list(state) == [int(v) for v in recorded]:
+            _VERIFIED[path] = state
+            trusted += 1
+    return trusted
+
+
 def bad_rows(arr: np.ndarray) -> np.ndarray:
     """Positions (in ``arr``) of rows holding a NaN or inf, in order."""
     return np.flatnonzero(~np.isfinite(arr).all(axis=1))
