@@ -5,6 +5,13 @@ Every strategy is a :class:`Selector` reading a :class:`Pool` and returning a :c
 ``datasets.Dataset``.
 """
 
+from infscope.selection.alignment import (
+    NoiseEstimate,
+    TargetAligned,
+    estimate_noise,
+    pool_alignment,
+    target_alignment,
+)
 from infscope.selection.annotation import IDEAL, KMeansCentres, VoteK
 from infscope.selection.balance import SKEW_MARGIN, LabelBalance, LabelSkew, label_skew
 from infscope.selection.bandit import ClusterBandit, cluster_features
@@ -63,7 +70,12 @@ __all__ = [
     "RatioCurve",
     "SetBSRDemonstrations",
     "SimilarDemonstrations",
+    "TargetAligned",
     "TargetSimilarity",
+    "NoiseEstimate",
+    "estimate_noise",
+    "pool_alignment",
+    "target_alignment",
     "TokenQuery",
     "VoteK",
     "build_selector",

@@ -212,8 +212,10 @@ class Selection:
     def summary(self, pool: Pool, margin: float = SKEW_MARGIN) -> str:
         """A short text summary: budget, method facts, per-tag counts and shares before and
         after, the majority-label share of the picks against the pool's (see
-        :func:`~infscope.selection.balance.label_skew`) and a warning line when the selection is
-        more skewed than the pool by over ``margin``."""
+        :func:`~infscope.selection.balance.label_skew`), a warning line when the selection is
+        more skewed than the pool by over ``margin``, and — when the pool has an influence matrix
+        and target features — the estimated label noise of the picks against the pool's
+        (:func:`~infscope.selection.alignment.estimate_noise`)."""
         lines = [
             f"{self.method}: selected {len(self)} of {len(pool)} ({len(self) / len(pool):.1%})"
         ]
@@ -235,6 +237,11 @@ class Selection:
             warning = skew.warning(margin)
             if warning:
                 lines.append(f"  warning: {warning}")
+        from infscope.selection.alignment import estimate_noise  # imports this module
+
+        noise = estimate_noise(pool, self.indices)
+        if noise is not None:
+            lines.append(f"  {noise.text()}")
         return "\n".join(lines)
 
     def plot(self, pool: Pool, tag: str, path: str | Path) -> Path:

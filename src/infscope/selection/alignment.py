@@ -1,0 +1,166 @@
+"""Influence on a noisy pool: does a candidate's *label* pull the model toward its targets or away?
+
+An embedding says which candidates resemble the targets; it cannot say whether a candidate's
+label agrees with them. A gradient can: a mislabelled row's training gradient points against the
+gradients of the correctly labelled targets it resembles, so its influence on them is negative.
+
+* :func:`target_alignment` — each candidate's mean influence (``pool.influence``, infscope's sign:
+  positive helps) on the ``neighbours`` targets nearest to it in ``pool.features``: its pull on
+  the part of the target it would serve, not on unrelated targets where it says nothing.
+* :class:`TargetAligned` (``aligned-match``) — reject the candidates whose alignment is below
+  ``threshold`` (0: they pull against their targets), then select from the rest with a label-blind
+  selector (:class:`~infscope.selection.ClusterMatch` by default: coverage of the target).
+* :func:`estimate_noise` — the share of a selection that pulls against its targets, next to the
+  pool's share: the estimated label noise in what was picked (read by ``Selection.summary`` and
+  :func:`~infscope.selection.diagnose`). On a clean pool the share is not zero — some correctly
+  labelled rows disagree with the nearest targets — so read it against the pool's share and
+  against a clean reference where one exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from infscope.errors import InputError
+from infscope.selection.base import Pool, Selection, Selector
+from infscope.selection.similarity import ClusterMatch, _unit
+
+_BLOCK = 4096  # candidates per block of the candidate x target similarity
+
+
+def target_alignment(
+    influence: np.ndarray,
+    features: np.ndarray,
+    target_features: np.ndarray,
+    neighbours: int = 10,
+) -> np.ndarray:
+    """``[n]``: each candidate's mean influence over its ``neighbours`` nearest targets (cosine
+    of ``features`` ``[n, d]`` to ``target_features`` ``[m, d]``); ``influence`` is ``[m, n]``.
+    ``neighbours`` above ``m`` means every target."""
+    influence = np.asarray(influence, dtype=np.float64)
+    m, n = influence.shape
+    if neighbours < 1:
+        raise InputError(f"neighbours must be at least 1, got {neighbours}")
+    if len(target_features) != m or len(features) != n:
+        raise InputError(
+            f"influence is {m} x {n} but there are {len(target_features)} target and "
+            f"{len(features)} candidate feature rows"
+        )
+    k = min(int(neighbours), m)
+    cand, targ = _unit(np.asarray(features, float)), _unit(np.asarray(target_features, float))
+    out = np.empty(n)
+    for first in range(0, n, _BLOCK):
+        rows = np.arange(first, min(first + _BLOCK, n))
+        sim = cand[rows] @ targ.T  # [b, m]
+        near = np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < m else None
+        block = influence[:, rows].T  # [b, m]
+        out[rows] = (
+            block.mean(axis=1) if near is None else np.take_along_axis(block, near, 1).mean(1)
+        )
+    return out
+
+
+def pool_alignment(pool: Pool, neighbours: int = 10) -> np.ndarray | None:
+    """:func:`target_alignment` of a pool's candidates, or None when the pool lacks the
+    influence matrix, the features or the target features, or when the influence's query rows
+    are not the target feature rows (then no query has a place in the feature space)."""
+    if pool.influence is None or pool.features is None or pool.target_features is None:
+        return None
+    if len(pool.target_features) != pool.influence.shape[0]:
+        return None
+    return target_alignment(pool.influence, pool.features, pool.target_features, neighbours)
+
+
+@dataclass(frozen=True)
+class NoiseEstimate:
+    """The share of the picks and of the pool whose label pulls against their nearest targets
+    (negative :func:`target_alignment`)."""
+
+    selected: float
+    pool: float
+    neighbours: int
+
+    def text(self) -> str:
+        return (
+            f"estimated label noise (rows pulling against their {self.neighbours} nearest "
+            f"targets): selected {self.selected:.1%}, pool {self.pool:.1%}"
+        )
+
+
+def estimate_noise(pool: Pool, indices: np.ndarray, neighbours: int = 10) -> NoiseEstimate | None:
+    """The :class:`NoiseEstimate` of the picks ``indices``; None when the pool cannot say (no
+    influence matrix, features or target features) or nothing was picked."""
+    alignment = pool_alignment(pool, neighbours)
+    if alignment is None or len(indices) == 0:
+        return None
+    against = alignment < 0
+    return NoiseEstimate(
+        float(against[np.asarray(indices)].mean()), float(against.mean()), neighbours
+    )
+
+
+class TargetAligned(Selector):
+    """Reject the candidates that pull against the targets, then select label-blind.
+
+    A candidate is eligible when its :func:`target_alignment` (mean influence on its
+    ``neighbours`` nearest targets in ``pool.features``; the influence's query rows must be the
+    target feature rows) is at least ``threshold``; ``within``
+    (default :class:`ClusterMatch` with ``n_clusters``, seeded like this selector) selects the
+    budget from the eligible ones. When fewer than the budget are eligible, all are taken and the
+    best-aligned rejected ones fill the rest. ``info`` holds the number rejected and the share of
+    the budget that had to come from them.
+    """
+
+    name = "aligned-match"
+    requires = ("influence", "features", "target_features")
+
+    def __init__(
+        self,
+        neighbours: int = 10,
+        threshold: float = 0.0,
+        n_clusters: int = 20,
+        within: Selector | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(seed)
+        if neighbours < 1:
+            raise InputError(f"neighbours must be at least 1, got {neighbours}")
+        if within is not None and not isinstance(within, Selector):
+            raise InputError(f"within must be a Selector, got {type(within).__name__}")
+        self.neighbours = int(neighbours)
+        self.threshold = float(threshold)
+        self.within = within or ClusterMatch(n_clusters=n_clusters, seed=seed)
+
+    def _select(self, pool: Pool, k: int, rng: np.random.Generator) -> Selection:
+        alignment = pool_alignment(pool, self.neighbours)
+        if alignment is None:
+            raise InputError(
+                f"{self.name} needs the target features of the influence's queries: "
+                f"{pool.influence.shape[0]} queries but {len(pool.target_features)} target "
+                "feature rows"
+            )
+        eligible = np.flatnonzero(alignment >= self.threshold)
+        if len(eligible) <= k:
+            rejected = np.setdiff1d(np.arange(len(pool)), eligible)
+            fill = rejected[np.lexsort((rng.permutation(len(rejected)), -alignment[rejected]))]
+            picks = np.concatenate([eligible, fill[: k - len(eligible)]])
+            reasons = [f"target alignment {alignment[i]:.3g}" for i in picks]
+        else:
+            inner = self.within.select(pool.subset(eligible), k)
+            picks = eligible[inner.indices]
+            reasons = [
+                f"{reason}; target alignment {alignment[i]:.3g}"
+                for i, reason in zip(picks, inner.reasons or [])
+            ]
+        n_rejected = len(pool) - len(eligible)
+        return self._selection(
+            pool,
+            picks,
+            reasons,
+            within=self.within.name,
+            rejected=n_rejected,
+            rejected_share=n_rejected / len(pool),
+            budget_from_rejected=max(0, k - len(eligible)) / k,
+        )
