@@ -63,7 +63,14 @@ METHODS = (
     "tarot",
     "aligned-match",
 )
-CLEAN_METHODS = ("random", "similarity", "cluster-match", "aligned-match")
+CLEAN_METHODS = (
+    "random",
+    "similarity",
+    "similarity+audit",
+    "cluster-match",
+    "cluster-match+audit",
+    "aligned-match",
+)
 # the targets' levels first, the clean check next; what a time limit cuts comes last
 CONDITIONS = (
     "uniform:0.2",
