@@ -103,6 +103,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     add("--duplicates", type=float, default=0.05, help="near-duplicate rows, share of the pool")
     add("--smoke", action="store_true", help="a tiny run that checks the script end to end")
+    add(
+        "--detection-only",
+        action="store_true",
+        help="only add the noise-detection figures to finished conditions (no selection runs)",
+    )
     add("--out", type=Path, help="results directory [bench/results/selection_noisy]")
     add("--markdown", type=Path, help="write the results section here")
     add_setup_arguments(parser)
@@ -198,9 +203,11 @@ def noisy_labels(setup: Setup, condition: str, emb: np.ndarray) -> np.ndarray:
     return labels
 
 
-def run_audit(setup: Setup, labels: np.ndarray, emb: np.ndarray) -> tuple[np.ndarray, float]:
-    """The audit's flags on the noisy pool (K-fold probe + neighbour votes on the embeddings)
-    and its seconds."""
+def run_audit(
+    setup: Setup, labels: np.ndarray, emb: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The audit's flags and suspicion on the noisy pool (K-fold probe + neighbour votes on the
+    embeddings) and its seconds."""
     import warnings
 
     from infscope.audit import AuditConfig, audit, probe_fit_predict
@@ -220,7 +227,40 @@ def run_audit(setup: Setup, labels: np.ndarray, emb: np.ndarray) -> tuple[np.nda
             texts=[r["text"] for r in setup.pool],
             config=AuditConfig(seed=0),
         )
-    return np.asarray(result.flagged), time.perf_counter() - t0
+    return np.asarray(result.flagged), result.suspicion, time.perf_counter() - t0
+
+
+def detection(
+    setup: Setup, feats: Features, wrong: np.ndarray, suspicion: np.ndarray
+) -> dict[str, Any]:
+    """How well each signal ranks the wrong labels first (AUROC): negative target alignment at
+    several neighbourhood sizes, and the audit's suspicion; per task, next to the warm-up
+    model's accuracy on it (the gradients know a label is wrong only where the model is right)."""
+    from sklearn.metrics import roc_auc_score
+
+    from infscope.selection import target_alignment
+
+    if wrong.all() or not wrong.any():
+        return {}
+    m = len(setup.targets)
+    align = {
+        k: target_alignment(feats.influence, feats.embeddings, feats.target_embeddings, k)
+        for k in (1, 10, 64, m)
+    }
+    auc = lambda score, rows=slice(None): float(roc_auc_score(wrong[rows], score[rows]))  # noqa: E731
+    per_task = {}
+    for task, rows in per_task_rows(setup.pool_task.tolist()).items():
+        if wrong[rows].any() and not wrong[rows].all():
+            per_task[task] = {
+                "warmup_accuracy": feats.warmup["per_task"][task],
+                "alignment": auc(-align[10], rows),
+                "audit": auc(suspicion, rows),
+            }
+    return {
+        "alignment": {str(k): auc(-a) for k, a in align.items()},
+        "audit": auc(suspicion),
+        "per_task": per_task,
+    }
 
 
 def build_pool(setup: Setup, feats: Features, labels: np.ndarray, space: str) -> Any:
@@ -262,7 +302,7 @@ def run_condition(
     wrong = labels != setup.global_labels(setup.pool)
     setup.set_pool_labels(labels)
     feats = setup.features()
-    flagged, audit_seconds = run_audit(setup, labels, emb)
+    flagged, suspicion, audit_seconds = run_audit(setup, labels, emb)
     pools = {
         space: build_pool(setup, feats, labels, space) for space in ("embeddings", "gradients")
     }
@@ -289,6 +329,7 @@ def run_condition(
             "precision": float(wrong[against].mean()) if against.any() else None,
             "recall": float(against[wrong].mean()) if wrong.any() else None,
         },
+        "detection": detection(setup, feats, wrong, suspicion),
         "features_seconds": sum(feats.seconds.values()) - feats.seconds.get("embeddings", 0.0),
         "warmup_rows": feats.warmup["n_train"],
         "warmup_epochs": feats.warmup["epochs"],
@@ -325,7 +366,20 @@ def run_condition(
     return record
 
 
+def detect_only(setup: Setup, condition: str, emb: np.ndarray) -> dict[str, Any]:
+    """:func:`detection` of a finished condition (its warm-up and features are cached)."""
+    labels = noisy_labels(setup, condition, emb)
+    wrong = labels != setup.global_labels(setup.pool)
+    setup.set_pool_labels(labels)
+    feats = setup.features()
+    _, suspicion, _ = run_audit(setup, labels, emb)
+    setup.set_pool_labels(setup.global_labels(setup.pool))
+    return detection(setup, feats, wrong, suspicion)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from infscope.io import write_atomic
+
     args = parse_args(argv)
     setup = Setup(args, args.out, extend_pool=near_duplicates(args.duplicates))
     emb = setup._embeddings("pool")
@@ -335,10 +389,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if path.exists() and not args.smoke:
         results = json.loads(path.read_text())
     for condition in args.conditions:
+        if args.detection_only:
+            if condition in results and "detection" not in results[condition]:
+                results[condition]["detection"] = detect_only(setup, condition, emb)
+                text = json.dumps(results, indent=1)
+                write_atomic(path, lambda h, t=text: h.write(t.encode()))
+            continue
         if condition not in results:
             results[condition] = run_condition(args, setup, condition, emb)
-            from infscope.io import write_atomic
-
             text = json.dumps(results, indent=1)
             write_atomic(path, lambda h, t=text: h.write(t.encode()))
         log(f"{condition} done ({time.perf_counter() - started:.0f}s, {setup.trained} runs)")
@@ -388,7 +446,59 @@ def report(args: argparse.Namespace, setup: Setup, results: dict[str, Any]) -> s
             "Mean task accuracy (%), mean ± std over seeds:\n\n" + markdown_table(header, rows)
         )
         parts.append(paired(args, record, setup.tasks))
+    parts.append(detection_report(results))
     return "\n\n".join(parts)
+
+
+def detection_report(results: dict[str, Any]) -> str:
+    """AUROC of each noise signal per condition, per task next to the warm-up's accuracy, and
+    how the estimated noise of the picks tracks the true share across methods."""
+    found = {c: r["detection"] for c, r in results.items() if r.get("detection")}
+    if not found:
+        return ""
+    sizes = list(next(iter(found.values()))["alignment"])
+    rows = [
+        [c, *[f"{d['alignment'][k]:.3f}" for k in sizes], f"{d['audit']:.3f}"]
+        for c, d in found.items()
+    ]
+    header = ["condition", *[f"alignment, {k} nearest targets" for k in sizes], "audit"]
+    text = "Noise detection, AUROC of ranking the wrong labels first:\n\n" + markdown_table(
+        header, rows
+    )
+    tasks = sorted({t for d in found.values() for t in d["per_task"]})
+    rows = []
+    for c, d in found.items():
+        cell = lambda t, key, d=d: (  # noqa: E731
+            f"{d['per_task'][t][key]:.2f}" if t in d["per_task"] else "–"
+        )
+        rows.append([c, "warm-up accuracy", *[cell(t, "warmup_accuracy") for t in tasks]])
+        rows.append(["", "alignment AUROC", *[cell(t, "alignment") for t in tasks]])
+        rows.append(["", "audit AUROC", *[cell(t, "audit") for t in tasks]])
+    text += "\n\nPer task (alignment over the 10 nearest targets):\n\n" + markdown_table(
+        ["condition", "", *tasks], rows
+    )
+    lines = []
+    for c, r in results.items():
+        pairs = [
+            (
+                np.mean([x["estimated_noise"] for x in runs]),
+                np.mean([x["wrong_in_picks"] for x in runs]),
+            )
+            for key, runs in r["cells"].items()
+            if not key.startswith("aligned-match")  # its picks are non-negative by construction
+        ]
+        est, true = np.array(pairs).T
+        if true.std() > 0 and est.std() > 0:
+            lines.append(
+                f"- {c}: Pearson r {np.corrcoef(est, true)[0, 1]:.2f} over {len(pairs)} "
+                f"selections; estimated {100 * est.min():.0f}–{100 * est.max():.0f}%, true "
+                f"{100 * true.min():.0f}–{100 * true.max():.0f}%"
+            )
+    return text + (
+        "\n\nEstimated noise of the picks (share pulling against their targets) against the "
+        "true share of wrong labels, across the selections of each condition:\n\n"
+        + "\n".join(lines)
+    )
 
 
 def paired(args: argparse.Namespace, record: dict[str, Any], tasks: list[str]) -> str:
