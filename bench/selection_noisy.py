@@ -83,6 +83,18 @@ CONDITIONS = (
 )
 INFLUENCE_AWARE = ("less", "tarot", "aligned-match")
 TWINS = {"aligned-match": "cluster-match", "less": "similarity"}
+# the paired differences reported: the audited label-blind selector against the baselines, the
+# influence-aware ones against their label-blind twins and against the audited selector
+COMPARISONS = (
+    ("cluster-match+audit", "similarity"),
+    ("cluster-match+audit", "similarity+audit"),
+    ("cluster-match+audit", "cluster-match"),
+    ("aligned-match", "similarity"),
+    ("aligned-match", "cluster-match"),
+    ("aligned-match", "cluster-match+audit"),
+    ("tarot", "cluster-match+audit"),
+    ("less", "similarity"),
+)
 NOISE_SEED = 0
 
 
@@ -512,14 +524,7 @@ def paired(args: argparse.Namespace, record: dict[str, Any], tasks: list[str]) -
             runs = cells.get(f"{method} @ {budget:g}")
             return None if runs is None else np.array([r["mean_task_accuracy"] for r in runs])
 
-        for method, base in (
-            ("aligned-match", "similarity"),
-            ("aligned-match", "similarity+audit"),
-            ("aligned-match", "cluster-match"),
-            ("aligned-match", "cluster-match+audit"),
-            ("less", "similarity"),
-            ("cluster-match+audit", "similarity"),
-        ):
+        for method, base in COMPARISONS:
             x, y = acc(method), acc(base)
             if x is not None and y is not None:
                 lines.append(f"- @ {budget:.0%}: {method} − {base}: {mean_std(x - y)} points")

@@ -12,9 +12,12 @@ gradients of the correctly labelled targets it resembles, so its influence on th
   selector (:class:`~infscope.selection.ClusterMatch` by default: coverage of the target).
 * :func:`estimate_noise` — the share of a selection that pulls against its targets, next to the
   pool's share: the estimated label noise in what was picked (read by ``Selection.summary`` and
-  :func:`~infscope.selection.diagnose`). On a clean pool the share is not zero — some correctly
-  labelled rows disagree with the nearest targets — so read it against the pool's share and
-  against a clean reference where one exists.
+  :func:`~infscope.selection.diagnose`). It is only as good as the warm-up model whose gradients
+  it reads: on a clean pool the share is not zero — correctly labelled rows that the model gets
+  wrong, or whose nearest targets carry another label, pull against them too — so read it
+  against the pool's share and against a clean reference where one exists. (With a warm-up model
+  at 40–50% accuracy on the multi-task benchmark it barely separates noisy from clean pools; see
+  the selection benchmarks.)
 """
 
 from __future__ import annotations
@@ -84,8 +87,9 @@ class NoiseEstimate:
 
     def text(self) -> str:
         return (
-            f"estimated label noise (rows pulling against their {self.neighbours} nearest "
-            f"targets): selected {self.selected:.1%}, pool {self.pool:.1%}"
+            f"estimated label noise: {self.selected:.1%} of the picks pull against their "
+            f"{self.neighbours} nearest targets (pool {self.pool:.1%}; read against a clean "
+            "reference: a weak warm-up model puts clean rows there too)"
         )
 
 
