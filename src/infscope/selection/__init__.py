@@ -5,13 +5,7 @@ Every strategy is a :class:`Selector` reading a :class:`Pool` and returning a :c
 ``datasets.Dataset``.
 """
 
-from infscope.selection.alignment import (
-    NoiseEstimate,
-    TargetAligned,
-    estimate_noise,
-    pool_alignment,
-    target_alignment,
-)
+from infscope.selection.alignment import TargetAligned, estimate_noise, pool_alignment
 from infscope.selection.annotation import IDEAL, KMeansCentres, VoteK
 from infscope.selection.balance import SKEW_MARGIN, LabelBalance, LabelSkew, label_skew
 from infscope.selection.bandit import ClusterBandit, cluster_features
@@ -30,6 +24,7 @@ from infscope.selection.demonstrations import (
 )
 from infscope.selection.diagnostics import SelectionReport, diagnose
 from infscope.selection.dsir import DSIR, dsir_log_weights, hashed_ngram_counts
+from infscope.selection.label_noise import NoiseEstimate, noise_in_picks, target_alignment
 from infscope.selection.learned import (
     FitSummary,
     InfluencePredictor,
@@ -74,6 +69,7 @@ __all__ = [
     "TargetSimilarity",
     "NoiseEstimate",
     "estimate_noise",
+    "noise_in_picks",
     "pool_alignment",
     "target_alignment",
     "TokenQuery",

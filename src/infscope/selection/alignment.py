@@ -4,65 +4,31 @@ An embedding says which candidates resemble the targets; it cannot say whether a
 label agrees with them. A gradient can: a mislabelled row's training gradient points against the
 gradients of the correctly labelled targets it resembles, so its influence on them is negative.
 
-* :func:`target_alignment` — each candidate's mean influence (``pool.influence``, infscope's sign:
-  positive helps) on the ``neighbours`` targets nearest to it in ``pool.features``: its pull on
-  the part of the target it would serve, not on unrelated targets where it says nothing.
+* :func:`pool_alignment` — each candidate's mean influence (``pool.influence``, infscope's sign:
+  positive helps) on the ``neighbours`` targets nearest to it in ``pool.features``
+  (:func:`~infscope.selection.label_noise.target_alignment`): its pull on the part of the target
+  it would serve, not on unrelated targets where it says nothing.
 * :class:`TargetAligned` (``aligned-match``) — reject the candidates whose alignment is below
   ``threshold`` (0: they pull against their targets), then select from the rest with a label-blind
   selector (:class:`~infscope.selection.ClusterMatch` by default: coverage of the target).
 * :func:`estimate_noise` — the share of a selection that pulls against its targets, next to the
-  pool's share: the estimated label noise in what was picked (read by ``Selection.summary`` and
-  :func:`~infscope.selection.diagnose`). It is only as good as the warm-up model whose gradients
-  it reads: on a clean pool the share is not zero — correctly labelled rows that the model gets
-  wrong, or whose nearest targets carry another label, pull against them too — so read it
-  against the pool's share and against a clean reference where one exists. (With a warm-up model
-  at 40–50% accuracy on the multi-task benchmark it barely separates noisy from clean pools; see
-  the selection benchmarks.)
+  pool's share: the estimated label noise in what was picked (``Selection.summary`` and
+  :func:`~infscope.selection.diagnose` report it). It is only as good as the warm-up model whose
+  gradients it reads: on a clean pool the share is not zero — correctly labelled rows that the
+  model gets wrong, or whose nearest targets carry another label, pull against them too — so
+  read it against the pool's share and against a clean reference where one exists. (With a
+  warm-up model at 36–51% accuracy on the multi-task benchmark it barely separates noisy from
+  clean pools; see the selection benchmarks.)
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
 from infscope.errors import InputError
 from infscope.selection.base import Pool, Selection, Selector
-from infscope.selection.similarity import ClusterMatch, _unit
-
-_BLOCK = 4096  # candidates per block of the candidate x target similarity
-
-
-def target_alignment(
-    influence: np.ndarray,
-    features: np.ndarray,
-    target_features: np.ndarray,
-    neighbours: int = 10,
-) -> np.ndarray:
-    """``[n]``: each candidate's mean influence over its ``neighbours`` nearest targets (cosine
-    of ``features`` ``[n, d]`` to ``target_features`` ``[m, d]``); ``influence`` is ``[m, n]``.
-    ``neighbours`` above ``m`` means every target."""
-    influence = np.asarray(influence, dtype=np.float64)
-    m, n = influence.shape
-    if neighbours < 1:
-        raise InputError(f"neighbours must be at least 1, got {neighbours}")
-    if len(target_features) != m or len(features) != n:
-        raise InputError(
-            f"influence is {m} x {n} but there are {len(target_features)} target and "
-            f"{len(features)} candidate feature rows"
-        )
-    k = min(int(neighbours), m)
-    cand, targ = _unit(np.asarray(features, float)), _unit(np.asarray(target_features, float))
-    out = np.empty(n)
-    for first in range(0, n, _BLOCK):
-        rows = np.arange(first, min(first + _BLOCK, n))
-        sim = cand[rows] @ targ.T  # [b, m]
-        near = np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < m else None
-        block = influence[:, rows].T  # [b, m]
-        out[rows] = (
-            block.mean(axis=1) if near is None else np.take_along_axis(block, near, 1).mean(1)
-        )
-    return out
+from infscope.selection.label_noise import NoiseEstimate, noise_in_picks, target_alignment
+from infscope.selection.similarity import ClusterMatch
 
 
 def pool_alignment(pool: Pool, neighbours: int = 10) -> np.ndarray | None:
@@ -76,33 +42,11 @@ def pool_alignment(pool: Pool, neighbours: int = 10) -> np.ndarray | None:
     return target_alignment(pool.influence, pool.features, pool.target_features, neighbours)
 
 
-@dataclass(frozen=True)
-class NoiseEstimate:
-    """The share of the picks and of the pool whose label pulls against their nearest targets
-    (negative :func:`target_alignment`)."""
-
-    selected: float
-    pool: float
-    neighbours: int
-
-    def text(self) -> str:
-        return (
-            f"estimated label noise: {self.selected:.1%} of the picks pull against their "
-            f"{self.neighbours} nearest targets (pool {self.pool:.1%}; read against a clean "
-            "reference: a weak warm-up model puts clean rows there too)"
-        )
-
-
 def estimate_noise(pool: Pool, indices: np.ndarray, neighbours: int = 10) -> NoiseEstimate | None:
-    """The :class:`NoiseEstimate` of the picks ``indices``; None when the pool cannot say (no
-    influence matrix, features or target features) or nothing was picked."""
-    alignment = pool_alignment(pool, neighbours)
-    if alignment is None or len(indices) == 0:
-        return None
-    against = alignment < 0
-    return NoiseEstimate(
-        float(against[np.asarray(indices)].mean()), float(against.mean()), neighbours
-    )
+    """The :class:`~infscope.selection.label_noise.NoiseEstimate` of the picks ``indices`` of
+    ``pool`` (:func:`~infscope.selection.label_noise.noise_in_picks` of its influence, features
+    and target features)."""
+    return noise_in_picks(pool.influence, pool.features, pool.target_features, indices, neighbours)
 
 
 class TargetAligned(Selector):

@@ -25,6 +25,7 @@ from infscope.errors import InfscopeWarning, InputError
 from infscope.io import write_atomic
 from infscope.plotting import saved_figure
 from infscope.selection.balance import SKEW_MARGIN, label_skew
+from infscope.selection.label_noise import noise_in_picks
 
 FORMAT = "infscope.selection"
 #: prefix of the columns a selection adds to the records it writes (never the data's own)
@@ -215,7 +216,7 @@ class Selection:
         :func:`~infscope.selection.balance.label_skew`), a warning line when the selection is
         more skewed than the pool by over ``margin``, and — when the pool has an influence matrix
         and target features — the estimated label noise of the picks against the pool's
-        (:func:`~infscope.selection.alignment.estimate_noise`)."""
+        (:func:`~infscope.selection.label_noise.noise_in_picks`)."""
         lines = [
             f"{self.method}: selected {len(self)} of {len(pool)} ({len(self) / len(pool):.1%})"
         ]
@@ -237,9 +238,7 @@ class Selection:
             warning = skew.warning(margin)
             if warning:
                 lines.append(f"  warning: {warning}")
-        from infscope.selection.alignment import estimate_noise  # imports this module
-
-        noise = estimate_noise(pool, self.indices)
+        noise = noise_in_picks(pool.influence, pool.features, pool.target_features, self.indices)
         if noise is not None:
             lines.append(f"  {noise.text()}")
         return "\n".join(lines)

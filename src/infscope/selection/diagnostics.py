@@ -15,7 +15,7 @@
   repeats), against a random subset of the same size;
 * **label noise**: with an influence matrix and target features, the share of picks whose label
   pulls against their nearest targets, against the pool's
-  (:func:`~infscope.selection.alignment.estimate_noise`).
+  (:func:`~infscope.selection.label_noise.noise_in_picks`).
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ import numpy as np
 
 from infscope.errors import InputError
 from infscope.plotting import saved_figure
-from infscope.selection.alignment import NoiseEstimate, estimate_noise
 from infscope.selection.balance import LabelSkew, label_skew
 from infscope.selection.bandit import cluster_features
 from infscope.selection.base import Pool, Selection
+from infscope.selection.label_noise import NoiseEstimate, noise_in_picks
 
 
 @dataclass(frozen=True)
@@ -327,6 +327,6 @@ def diagnose(
         score_summary,
         coverage,
         duplicates,
-        estimate_noise(pool, selection.indices),
+        noise_in_picks(pool.influence, pool.features, pool.target_features, selection.indices),
         values,
     )
