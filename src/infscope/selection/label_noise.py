@@ -34,7 +34,10 @@ def target_alignment(
             f"{len(features)} candidate feature rows"
         )
     k = min(int(neighbours), m)
-    cand, targ = _unit(np.asarray(features, float)), _unit(np.asarray(target_features, float))
+    cand, targ = (
+        unit_rows(np.asarray(features, float)),
+        unit_rows(np.asarray(target_features, float)),
+    )
     out = np.empty(n)
     for first in range(0, n, _BLOCK):
         rows = np.arange(first, min(first + _BLOCK, n))
@@ -47,7 +50,8 @@ def target_alignment(
     return out
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Each row scaled to unit length (zero rows stay zero)."""
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.where(norms > 0, norms, 1.0)
 
