@@ -8,8 +8,8 @@ gives the pool labels:
 * ``clean`` — every label true, each near-duplicate with its source's label;
 * ``uniform:R`` / ``confusable:R`` — a share R of the original rows flipped within their task
   (:func:`infscope.evaluation.noise.flip_labels`), and every near-duplicate given a label that
-  conflicts with its source's true label (:func:`infscope.evaluation.noise.conflicting_duplicates`), drawn
-  by the same noise model.
+  conflicts with its source's true label
+  (:func:`infscope.evaluation.noise.conflicting_duplicates`), drawn by the same noise model.
 
 The targets (``--targets-per-task`` held-out rows of every task) and the test set stay clean; every
 method selects toward all eight tasks' targets at once, and the eight per-task test accuracies of
