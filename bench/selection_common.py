@@ -31,7 +31,7 @@ import platform
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,7 +136,13 @@ class Features:
 class Setup:
     """Data, cached states, the trainer and cached training runs (see the module docstring)."""
 
-    def __init__(self, args: argparse.Namespace, out: Path) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        out: Path,
+        extend_pool: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
+    ) -> None:
+        """``extend_pool`` (optional) returns rows to append to the pool (e.g. near-duplicates)."""
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         import torch
 
@@ -180,6 +186,8 @@ class Setup:
         elif args.test_size:
             test = [test[i] for i in np.sort(rng.choice(len(test), args.test_size, replace=False))]
         self.pool = [train[i] for i in rest]
+        if extend_pool is not None:
+            self.pool += extend_pool(self.pool)
         self.targets = [train[i] for i in target_rows]
         self.test = test
         log(
@@ -240,6 +248,18 @@ class Setup:
         self.runs_dir = RESULTS / "selection_runs"
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.trained = 0  # runs trained (not read from the cache) by this process
+
+    def set_pool_labels(self, labels: np.ndarray) -> None:
+        """Train on (and extract gradients with) ``labels`` for the pool from now on, e.g. noisy
+        ones; runs, the warm-up model and its features are cached under the labels' digest."""
+        labels = np.asarray(labels, dtype=np.int64)
+        if labels.shape != (len(self.pool),):
+            raise ValueError(f"{labels.shape} labels for a pool of {len(self.pool)}")
+        self.labels["pool"] = labels
+        clean = np.array_equal(labels, self.global_labels(self.pool))
+        self.train_key.pop("labels", None)
+        if not clean:
+            self.train_key["labels"] = digest(labels.tolist())
 
     def global_labels(self, records: Sequence[dict[str, Any]]) -> np.ndarray:
         return np.array([self.offsets[r["task"]] + int(r["label"]) for r in records])

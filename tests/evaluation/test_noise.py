@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from infscope.errors import InputError
-from infscope.evaluation.noise import flip_labels
+from infscope.evaluation.noise import conflicting_duplicates, flip_labels
 
 
 def _blobs(n_per_class: int, classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -84,3 +84,19 @@ def test_bad_input_is_one_clear_error(kwargs, message):
         flip_labels(
             arguments.pop("labels"), arguments.pop("rate"), arguments.pop("seed"), **arguments
         )
+
+
+@pytest.mark.parametrize("noise", ["uniform", "confusable"])
+def test_conflicting_duplicates_repeat_rows_with_another_label(noise):
+    features, labels = _blobs(40, 3)
+    sources, conflicting = conflicting_duplicates(labels, 0.25, 5, noise=noise, features=features)
+    assert len(sources) == 30 and len(set(sources.tolist())) == 30
+    assert (np.diff(sources) > 0).all()
+    assert (conflicting != labels[sources]).all()
+    assert conflicting.min() >= 0 and conflicting.max() < 3
+    # the same draw as the flips: same rows, same new labels
+    noisy, flipped = flip_labels(labels, 0.25, 5, noise=noise, features=features)
+    np.testing.assert_array_equal(sources, np.flatnonzero(flipped))
+    np.testing.assert_array_equal(conflicting, noisy[flipped])
+    with pytest.raises(InputError, match="flip rate"):
+        conflicting_duplicates(labels, -0.1, 0)

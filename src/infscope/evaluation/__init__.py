@@ -17,7 +17,7 @@ from infscope.evaluation.lds import (
 )
 from infscope.evaluation.loo import LOOResult, leave_one_out, loo_correlation
 from infscope.evaluation.mislabel import MislabelReport, mislabel_detection, mislabel_flags
-from infscope.evaluation.noise import NOISE_MODELS, flip_labels
+from infscope.evaluation.noise import NOISE_MODELS, conflicting_duplicates, flip_labels
 from infscope.evaluation.retraining import (
     RetrainingOutcomes,
     RetrainingRunner,
@@ -37,6 +37,7 @@ __all__ = [
     "RetrainingOutcomes",
     "RetrainingRunner",
     "TrainFn",
+    "conflicting_duplicates",
     "current_rss_mb",
     "flip_labels",
     "lds_ground_truth",

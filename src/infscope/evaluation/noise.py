@@ -9,6 +9,10 @@ everywhere. The rows to flip are drawn uniformly without replacement; the new la
 * ``confusable`` — the other class whose centroid (mean of the clean-labelled ``features``) is
   nearest to the row's features: the mistake an annotator is most likely to make. With two
   classes both models flip to the only other class (they differ only in the seeded draw).
+
+:func:`conflicting_duplicates` draws the other kind of noise merged pools carry: rows repeated
+(by a second source or annotator) with a different label. It says which rows to repeat and with
+which conflicting labels; the caller makes the (near-)duplicate copies.
 """
 
 from __future__ import annotations
@@ -85,3 +89,23 @@ def _nearest_other_class(
     if rows.size and np.isinf(distance.min(1)).any():
         raise InputError("confusable noise needs at least two classes present in the labels")
     return distance.argmin(1)
+
+
+def conflicting_duplicates(
+    labels: np.ndarray,
+    rate: float,
+    seed: int | np.random.Generator,
+    *,
+    noise: NoiseModel = "uniform",
+    n_classes: int | None = None,
+    features: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(sources, conflicting labels)``: ``round(rate * n)`` distinct rows (ascending) to
+    repeat, each with a label other than its own drawn exactly as :func:`flip_labels` draws a
+    flip (same arguments, same seed, same rows). Appending the copies with those labels gives a
+    pool in which each source and its copy disagree."""
+    noisy, chosen = flip_labels(
+        labels, rate, seed, noise=noise, n_classes=n_classes, features=features
+    )
+    sources = np.flatnonzero(chosen)
+    return sources, noisy[sources]

@@ -5,6 +5,7 @@ Every strategy is a :class:`Selector` reading a :class:`Pool` and returning a :c
 ``datasets.Dataset``.
 """
 
+from infscope.selection.alignment import TargetAligned, estimate_noise, pool_alignment
 from infscope.selection.annotation import IDEAL, KMeansCentres, VoteK
 from infscope.selection.balance import SKEW_MARGIN, LabelBalance, LabelSkew, label_skew
 from infscope.selection.bandit import ClusterBandit, cluster_features
@@ -23,6 +24,7 @@ from infscope.selection.demonstrations import (
 )
 from infscope.selection.diagnostics import SelectionReport, diagnose
 from infscope.selection.dsir import DSIR, dsir_log_weights, hashed_ngram_counts
+from infscope.selection.label_noise import NoiseEstimate, noise_in_picks, target_alignment
 from infscope.selection.learned import (
     FitSummary,
     InfluencePredictor,
@@ -63,7 +65,13 @@ __all__ = [
     "RatioCurve",
     "SetBSRDemonstrations",
     "SimilarDemonstrations",
+    "TargetAligned",
     "TargetSimilarity",
+    "NoiseEstimate",
+    "estimate_noise",
+    "noise_in_picks",
+    "pool_alignment",
+    "target_alignment",
     "TokenQuery",
     "VoteK",
     "build_selector",

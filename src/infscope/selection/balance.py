@@ -32,6 +32,7 @@ class Pool(Protocol):
 
     def tag(self, name: str) -> np.ndarray: ...
 
+
 #: the warning threshold: mean majority-label share of the selection above the pool's by this much
 SKEW_MARGIN = 0.15
 #: groups with fewer picks than this are left out of :func:`label_skew` (their shares are noise)

@@ -25,6 +25,7 @@ from infscope.errors import InfscopeWarning, InputError
 from infscope.io import write_atomic
 from infscope.plotting import saved_figure
 from infscope.selection.balance import SKEW_MARGIN, label_skew
+from infscope.selection.label_noise import noise_in_picks
 
 FORMAT = "infscope.selection"
 #: prefix of the columns a selection adds to the records it writes (never the data's own)
@@ -212,8 +213,10 @@ class Selection:
     def summary(self, pool: Pool, margin: float = SKEW_MARGIN) -> str:
         """A short text summary: budget, method facts, per-tag counts and shares before and
         after, the majority-label share of the picks against the pool's (see
-        :func:`~infscope.selection.balance.label_skew`) and a warning line when the selection is
-        more skewed than the pool by over ``margin``."""
+        :func:`~infscope.selection.balance.label_skew`), a warning line when the selection is
+        more skewed than the pool by over ``margin``, and — when the pool has an influence matrix
+        and target features — the estimated label noise of the picks against the pool's
+        (:func:`~infscope.selection.label_noise.noise_in_picks`)."""
         lines = [
             f"{self.method}: selected {len(self)} of {len(pool)} ({len(self) / len(pool):.1%})"
         ]
@@ -235,6 +238,9 @@ class Selection:
             warning = skew.warning(margin)
             if warning:
                 lines.append(f"  warning: {warning}")
+        noise = noise_in_picks(pool.influence, pool.features, pool.target_features, self.indices)
+        if noise is not None:
+            lines.append(f"  {noise.text()}")
         return "\n".join(lines)
 
     def plot(self, pool: Pool, tag: str, path: str | Path) -> Path:

@@ -12,7 +12,10 @@
   hits in expectation, and the share of the pool that lives in hit clusters;
 * **near-duplicates**: the share of picks whose nearest other pick has cosine similarity at least
   ``duplicate_threshold`` (and, with texts, the share of picks whose normalised text another pick
-  repeats), against a random subset of the same size.
+  repeats), against a random subset of the same size;
+* **label noise**: with an influence matrix and target features, the share of picks whose label
+  pulls against their nearest targets, against the pool's
+  (:func:`~infscope.selection.label_noise.noise_in_picks`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from infscope.plotting import saved_figure
 from infscope.selection.balance import LabelSkew, label_skew
 from infscope.selection.bandit import cluster_features
 from infscope.selection.base import Pool, Selection
+from infscope.selection.label_noise import NoiseEstimate, noise_in_picks
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,7 @@ class SelectionReport:
     scores: ScoreSummary | None
     coverage: Coverage | None
     duplicates: Duplicates | None
+    noise: NoiseEstimate | None = None
     _values: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def text(self, max_values: int = 12) -> str:
@@ -127,6 +132,8 @@ class SelectionReport:
             if d.text_selected is not None:
                 line += f"; repeated texts {d.text_selected:.1%} (random {d.text_random:.1%})"
             lines.append(line)
+        if self.noise is not None:
+            lines.append(f"  {self.noise.text()}")
         return "\n".join(lines)
 
     def plot(self, path: str | Path) -> Path:
@@ -320,5 +327,6 @@ def diagnose(
         score_summary,
         coverage,
         duplicates,
+        noise_in_picks(pool.influence, pool.features, pool.target_features, selection.indices),
         values,
     )

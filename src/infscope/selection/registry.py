@@ -8,6 +8,7 @@ from functools import partial
 from typing import Any
 
 from infscope.errors import InputError
+from infscope.selection.alignment import TargetAligned
 from infscope.selection.annotation import IDEAL, KMeansCentres, VoteK
 from infscope.selection.bandit import ClusterBandit
 from infscope.selection.base import Selector
@@ -31,13 +32,14 @@ SELECTORS: dict[str, Callable[..., Selector]] = {
     "dsir": DSIR,
     "similarity": TargetSimilarity,
     "cluster-match": ClusterMatch,
+    "aligned-match": TargetAligned,
     "vote-k": VoteK,
     "ideal": IDEAL,
     "kmeans-centres": KMeansCentres,
 }
 
 # options that take Python callables: not settable from text
-_CALLABLES = {"score_fn", "confidence"}
+_CALLABLES = {"score_fn", "confidence", "within"}
 # options of several types, checked by the selector itself (balance: true, false or a tolerance)
 _SELF_CHECKED = {"balance"}
 

@@ -21,11 +21,7 @@ from infscope.selection.balance import BalanceArg, balance_option
 from infscope.selection.bandit import cluster_features
 from infscope.selection.base import Pool, Selection, Selector
 from infscope.selection.basic import _ranked, ranked_selection
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1.0)
+from infscope.selection.label_noise import unit_rows as _unit
 
 
 def target_similarity(
