@@ -291,7 +291,7 @@ def build_pool(setup: Setup, feats: Features, labels: np.ndarray, space: str) ->
 
 def select(method: str, pools: dict[str, Any], flagged: np.ndarray, budget: float, seed: int):
     """Indices of ``method``'s picks (budget = share of the whole pool)."""
-    from infscope.selection import build_selector
+    from infscope.selection import build_selector, select_excluding
 
     name, _, audited = method.partition("+")
     space = "gradients" if name == "tarot" else "embeddings"
@@ -301,8 +301,8 @@ def select(method: str, pools: dict[str, Any], flagged: np.ndarray, budget: floa
     k = int(round(budget * len(pool)))
     if not audited:
         return selector.select(pool, k).indices
-    keep = np.flatnonzero(~flagged)
-    return keep[selector.select(pool.subset(keep), k).indices]
+    excluded = [pool.ids[i] for i in np.flatnonzero(flagged)]
+    return select_excluding(selector, pool, k, excluded).indices
 
 
 def run_condition(

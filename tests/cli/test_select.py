@@ -161,3 +161,39 @@ def test_select_writes_the_diagnostics_report(runner, inputs):
     assert "coverage:" in text and "near-duplicates" in text and "score (10%, 50%" in text
     assert (out / "report.png").stat().st_size > 10_000
     assert "share 50.0% -> " in (out / "summary.txt").read_text()
+
+
+def test_exclude_leaves_out_an_audits_flagged_rows_or_an_ids_file(runner, inputs, tmp_path):
+    from infscope.audit.result import AuditResult
+
+    best = [f"c{i}" for i in range(50, 60)]  # the ten best self-influence scores
+    (tmp_path / "drop.txt").write_text("\n".join(best) + "\n")
+    common = ["--method", "top-k", "--scores", inputs / "self", "--data", inputs / "data.jsonl"]
+    result = run(runner, *common, "--budget", "5", "--exclude", tmp_path / "drop.txt",
+                 "--out", tmp_path / "by_ids")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    picked = Selection.load(tmp_path / "by_ids").ids
+    assert len(picked) == 5 and not set(picked) & set(best)
+
+    # an audit of the same rows, saved as `infscope audit` saves it: its flagged rows are left out
+    from infscope.audit import AuditConfig, audit, probe_fit_predict
+    from infscope.audit.probe import ProbeConfig
+
+    rng = np.random.default_rng(1)
+    ids = [f"c{i}" for i in range(60)]
+    labels = np.repeat([0, 1], 30)
+    labels[[50, 55]] = 1 - labels[[50, 55]]  # two flipped among the best-scored rows
+    features = (np.repeat([[0.0], [4.0]], 30, axis=0) + rng.normal(size=(60, 4))).astype("float32")
+    config = ProbeConfig(hidden=8, epochs=8, lr=1e-2)
+    fit_predict = probe_fit_predict(features, labels, 2, ids, config)
+    audit(labels, ids=ids, fit_predict=fit_predict, config=AuditConfig(folds=3)).save(
+        tmp_path / "audit"
+    )
+    flagged = set(AuditResult.load(tmp_path / "audit").flagged_ids())
+    assert {"c50", "c55"} <= flagged
+    result = run(runner, *common, "--budget", "5", "--exclude", tmp_path / "audit",
+                 "--out", tmp_path / "by_audit")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    picked = Selection.load(tmp_path / "by_audit").ids
+    assert len(picked) == 5 and not set(picked) & flagged
+    assert f"left out {len(flagged)} rows" in result.output

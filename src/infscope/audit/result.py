@@ -83,6 +83,11 @@ class AuditResult:
         """Positions from most to least suspicious (ties keep the input order)."""
         return np.argsort(-self.suspicion, kind="stable")
 
+    def flagged_ids(self) -> list[str]:
+        """The ids of the flagged examples, in data order (e.g. to leave out of a selection:
+        ``infscope select --exclude AUDIT_DIR``)."""
+        return [self.ids[i] for i in np.flatnonzero(self.flagged)]
+
     def label_name(self, label: int) -> str:
         if self.class_names is not None and 0 <= label < len(self.class_names):
             return self.class_names[label]

@@ -112,6 +112,14 @@ def select(
         ),
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed: the same inputs and seed, the same subset.")] = 0,
+    exclude: Annotated[
+        Path | None,
+        typer.Option(
+            help="Leave rows out before selecting: an `infscope audit` output directory (its "
+            "flagged rows: the recommended first step on a noisy pool) or an ids file. The "
+            "budget stays a share of the whole pool."
+        ),
+    ] = None,
 ) -> None:
     """Select a training subset: top-k, bottom-k, random, stratified, balanced, softmax, less,
     bids, cluster-bandit, tarot, dsir, vote-k, ideal.
@@ -129,15 +137,19 @@ def select(
           --budget 0.3 --out runs/subset
     """
     from infscope.io import check_writable, write_atomic
-    from infscope.selection import build_selector, diagnose
-    from infscope.selection.io import load_pool
+    from infscope.selection import build_selector, diagnose, select_excluding
+    from infscope.selection.io import excluded_ids, load_pool
     from infscope.terminal import printable
 
     check_writable(out, directory=True)
     pool, records = load_pool(pool_files.files(stratify_by))
     selector = build_selector(method, seed, stratify_by, balanced_strata, **_options(option))
     progress(f"selecting {budget} of {len(pool.ids):,} candidates by {method}")
-    selection = selector.select(pool, _budget(budget))
+    if exclude is None:
+        selection = selector.select(pool, _budget(budget))
+    else:
+        selection = select_excluding(selector, pool, _budget(budget), excluded_ids(exclude))
+        progress(f"left out {selection.info['excluded']:,} rows listed in {exclude}")
     selection.save(out)
     selection.write_jsonl(out / "subset.jsonl", records)
     summary = selection.summary(pool)

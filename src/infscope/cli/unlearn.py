@@ -17,33 +17,6 @@ WEIGHTS_NAME = "model.safetensors"
 SUMMARY_NAME = "unlearn.json"
 
 
-def read_ids(path: Path) -> list[str]:
-    """Forget ids from ``.json`` (a list), ``.jsonl``/``.csv``/``.parquet`` (records with ``id``)
-    or any other file (one id per line, blank lines skipped)."""
-    import json
-
-    from infscope.data import ExampleSet
-    from infscope.errors import InputError
-
-    if not path.is_file():
-        raise InputError(f"no such forget-ids file: {path}")
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".csv", ".parquet"):
-        return list(ExampleSet.from_file(path).ids)
-    text = path.read_text(encoding="utf-8")
-    if suffix == ".json":
-        try:
-            values = json.loads(text)
-        except ValueError as err:
-            raise InputError(f"{path} is not valid JSON ({err})") from None
-        if not isinstance(values, list) or not all(
-            isinstance(v, (str, int)) and not isinstance(v, bool) for v in values
-        ):
-            raise InputError(f"{path} must hold a JSON list of ids (strings or integers)")
-        return [str(v) for v in values]
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
 @dataclass(frozen=True)
 class UnlearnOptions:
     """How the forget set is removed: the method and its settings."""
@@ -149,7 +122,7 @@ def unlearn(
     import hashlib
     import time
 
-    from infscope.data import ExampleSet
+    from infscope.data import ExampleSet, read_ids
     from infscope.errors import InputError
     from infscope.io import check_writable, write_json
     from infscope.unlearning import forget_split, mean_losses
@@ -161,7 +134,7 @@ def unlearn(
     newton, sgd = run.configs()
     check_writable(out, directory=True)
     examples = ExampleSet.from_file(data)
-    ids = read_ids(forget)
+    ids = read_ids(forget, "forget-ids")
     split = forget_split(examples, ids)
     network, task = model.load()
     if weights is not None:

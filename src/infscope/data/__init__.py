@@ -1,5 +1,6 @@
 """Data: examples with stable ids."""
 
 from infscope.data.examples import ExampleSet, positions
+from infscope.data.ids import read_ids
 
-__all__ = ["ExampleSet", "positions"]
+__all__ = ["ExampleSet", "positions", "read_ids"]

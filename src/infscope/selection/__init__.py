@@ -24,6 +24,7 @@ from infscope.selection.demonstrations import (
 )
 from infscope.selection.diagnostics import SelectionReport, diagnose
 from infscope.selection.dsir import DSIR, dsir_log_weights, hashed_ngram_counts
+from infscope.selection.excluding import select_excluding
 from infscope.selection.label_noise import NoiseEstimate, noise_in_picks, target_alignment
 from infscope.selection.learned import (
     FitSummary,
@@ -71,6 +72,7 @@ __all__ = [
     "estimate_noise",
     "noise_in_picks",
     "pool_alignment",
+    "select_excluding",
     "target_alignment",
     "TokenQuery",
     "VoteK",

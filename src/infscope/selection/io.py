@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from infscope.attribution.scores import SelfInfluence, load_scores
-from infscope.data import ExampleSet, positions
+from infscope.data import ExampleSet, positions, read_ids
 from infscope.errors import InputError
 from infscope.selection.base import Pool
 
@@ -110,3 +110,14 @@ def load_pool(files: PoolFiles) -> tuple[Pool, list[dict[str, Any]] | None]:
             )
         parts["target_texts"] = [str(r[files.text_field]) for r in target.examples]
     return Pool(ids=ids, **parts), records
+
+
+def excluded_ids(path: str | Path) -> list[str]:
+    """The ids to leave out of a pool: the flagged examples of an ``infscope audit`` output
+    directory, or an ids file (:func:`infscope.data.read_ids`)."""
+    path = Path(path)
+    if path.is_dir():
+        from infscope.audit.result import AuditResult
+
+        return AuditResult.load(path).flagged_ids()
+    return read_ids(path, "--exclude ids")
