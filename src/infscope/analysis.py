@@ -49,7 +49,8 @@ class Analysis:
         projection: a :class:`~infscope.gradients.ProjectionConfig`, or its kind
             (``"kronecker"``, ``"eigen"``, ``"sjlt"``, ``"gaussian"``, ``"rademacher"``,
             ``"identity"``) with ``dim`` and ``seed``.
-        dim: feature budget (``None``: the eigen projection keeps its bases whole).
+        dim: feature budget (``None``: the eigen projection keeps its bases whole;
+            ``"auto"``: it chooses the budget from each basis's spectrum).
         modules: which layers are tracked (default: every trainable Linear/Conv1D/Conv2d).
         device: where the model runs (moved there).
         bases: the eigen projection's basis — a :class:`~infscope.curvature.KroneckerBasis`,
@@ -62,7 +63,7 @@ class Analysis:
         task: Task,
         *,
         projection: str | ProjectionConfig = "kronecker",
-        dim: int | None = 4096,
+        dim: int | str | None = 4096,
         seed: int = 0,
         modules: ModuleSelection | None = None,
         device: str | None = None,

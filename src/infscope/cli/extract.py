@@ -29,11 +29,13 @@ class ProjectionOptions:
         ),
     ] = "kronecker"
     dim: Annotated[
-        int,
+        str,
         typer.Option(
-            min=0, help="Feature dimension k (ignored by identity; eigen: 0 = full rank)."
+            metavar="K|auto",
+            help="Feature dimension k (ignored by identity). eigen: 0 = full rank, 'auto' = "
+            "chosen from the basis's spectrum (recorded in the store).",
         ),
-    ] = 4096
+    ] = "4096"
     seed: Annotated[int, typer.Option(help="Projection seed.")] = 0
     basis: Annotated[
         list[Path] | None,
@@ -148,7 +150,7 @@ def features(
     if weights is not None:
         load_weights(network, weights)
     kind = "eigen" if basis_only else projection.projection
-    dim = (projection.dim or None) if kind == "eigen" else projection.dim
+    dim = _dim(projection.dim, kind)
     analysis = Analysis(
         network, task, projection=kind, dim=dim, seed=projection.seed,
         modules=modules.selection(), device=device,
@@ -168,6 +170,21 @@ def features(
             console.print(f"{escape(str(projection.basis[0]))} exists: kept, not refitted")
         return
     _extract(ctx, analysis, examples, out, run, projection.projection)
+
+
+def _dim(text: str, kind: str) -> int | str | None:
+    """``--dim`` as the projection takes it: an int, ``"auto"`` (eigen), ``None`` (eigen, 0)."""
+    if text == "auto":
+        if kind != "eigen":
+            raise InputError("--dim auto applies to --projection eigen only")
+        return "auto"
+    try:
+        dim = int(text)
+    except ValueError:
+        raise InputError(f"--dim takes a whole number or 'auto', got {text!r}") from None
+    if dim < 0:
+        raise InputError(f"--dim must be at least 0, got {dim}")
+    return (dim or None) if kind == "eigen" else dim
 
 
 def _check_outputs(out: Path | None, basis: list[Path] | None, factors: Path | None) -> None:

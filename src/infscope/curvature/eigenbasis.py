@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -172,21 +173,33 @@ class KroneckerBasis:
         an added row or column captures per added feature, ``trace_m × F_S(r_out) × F_A(r_in)``."""
         return _allocate(self, budget)
 
-    def truncate(self, budget: int | None) -> KroneckerBasis:
+    def truncate(self, budget: int | str | None) -> KroneckerBasis:
         """The basis cut to at most ``budget`` features (:meth:`allocate`); ``None`` or a budget
-        at or above :attr:`feature_dim` keeps everything."""
+        at or above :attr:`feature_dim` keeps everything; ``"auto"`` chooses the budget from the
+        spectrum (:func:`~infscope.curvature.budget.choose_budget`) and records the choice —
+        the kept share of the effective dimension, the damping it was judged at — in
+        ``settings["budget"]``."""
+        if budget == "auto":
+            from infscope.curvature.budget import choose_budget
+
+            choice = choose_budget(self)
+            return self.truncate_to(choice.ranks, choice.dim, {"budget": choice.to_dict()})
         if budget is None or budget >= self.feature_dim:
             return self
         return self.truncate_to(self.allocate(budget), budget)
 
     def truncate_to(
-        self, ranks: list[tuple[int, int]], budget: int | None = None
+        self,
+        ranks: list[tuple[int, int]],
+        budget: int | None = None,
+        notes: dict[str, Any] | None = None,
     ) -> KroneckerBasis:
-        """The basis cut to given ``(r_out, r_in)`` per module."""
-        if ranks == [(m.out_rank, m.in_rank) for m in self.modules]:
+        """The basis cut to given ``(r_out, r_in)`` per module (``notes`` added to its
+        settings)."""
+        if ranks == [(m.out_rank, m.in_rank) for m in self.modules] and not notes:
             return self
         modules = [m.truncated(*r) for m, r in zip(self.modules, ranks)]
-        settings = {**self.settings, "truncated_to": budget}
+        settings = {**self.settings, "truncated_to": budget, **(notes or {})}
         return KroneckerBasis(modules, self.fisher, self.fingerprints, self.n_examples, settings)
 
     # ---- persistence -----------------------------------------------------------------------
@@ -310,12 +323,21 @@ def as_bases(basis: Any) -> list[KroneckerBasis]:
     )
 
 
-def _allocate(basis: KroneckerBasis, budget: int) -> list[tuple[int, int]]:
+def _allocate(
+    basis: KroneckerBasis,
+    budget: int,
+    mass: Callable[[int, int, int], float] | None = None,
+    enough: float | None = None,
+) -> list[tuple[int, int]]:
     """``(r_out, r_in)`` per module for at most ``budget`` features: whole blocks for
-    non-Kronecker modules, then greedy growth of the Kronecker blocks by the curvature mass an
-    added row or column captures per added feature, ``trace_m × F_S(r_out) × F_A(r_in)``."""
+    non-Kronecker modules, then greedy growth of the Kronecker blocks by what an added row or
+    column adds per added feature — ``mass(module, r_out, r_in)``, by default the curvature mass
+    ``trace_m × F_S(r_out) × F_A(r_in)`` — stopping early once the kept mass of the Kronecker
+    modules reaches ``enough``."""
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-        raise InputError(f"the eigen projection's dim must be a positive int, got {budget!r}")
+        raise InputError(
+            f"the eigen projection's dim must be a positive int or 'auto', got {budget!r}"
+        )
     modules = basis.modules
     limits = [(m.out_rank, m.in_rank) for m in modules]
     ranks = [limits[i] if not m.kronecker else (1, 1) for i, m in enumerate(modules)]
@@ -326,9 +348,11 @@ def _allocate(basis: KroneckerBasis, budget: int) -> list[tuple[int, int]]:
             f"per Kronecker module, all of each LayerNorm-like module); raise dim"
         )
 
-    def mass(index: int, r_out: int, r_in: int) -> float:
+    def curvature_mass(index: int, r_out: int, r_in: int) -> float:
         module = modules[index]
         return module.trace * module.captured("out", r_out) * module.captured("in", r_in)
+
+    mass = mass or curvature_mass
 
     def push(index: int) -> None:
         r_out, r_in = ranks[index]
@@ -342,15 +366,19 @@ def _allocate(basis: KroneckerBasis, budget: int) -> list[tuple[int, int]]:
 
     versions = [0] * len(modules)
     heap: list[tuple[float, int, int, str, int]] = []
+    kept = 0.0
     for index, module in enumerate(modules):
         if module.kronecker:
+            kept += mass(index, 1, 1)
             push(index)
-    while heap:
+    while heap and (enough is None or kept < enough):
         _, index, version, side, cost = heapq.heappop(heap)
         if version != versions[index] or used + cost > budget:
             continue
         r_out, r_in = ranks[index]
+        before = mass(index, r_out, r_in)
         ranks[index] = (r_out + 1, r_in) if side == "out" else (r_out, r_in + 1)
+        kept += mass(index, *ranks[index]) - before
         used += cost
         versions[index] += 1
         push(index)

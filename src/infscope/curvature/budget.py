@@ -1,0 +1,127 @@
+"""The eigen projection's feature budget chosen from the fitted spectrum (``dim="auto"``).
+
+A :class:`~infscope.curvature.eigenbasis.KroneckerBasis` knows each module's K-FAC spectrum in
+its full space: ``μ_ij = trace_m × (s_i / tr S) × (a_j / tr A)`` over the eigenvalues it holds,
+and, where a side was sketched, the unresolved rest of that side's trace spread evenly over its
+remaining directions. :func:`choose_budget` takes the damping the spectrum rule
+(:func:`~infscope.curvature.spectrum.spectrum_damping`) gives that full spectrum — each module
+damped relative to its mean eigenvalue, as EK-FAC damps it — and keeps the rows and columns of
+each module that add the most effective dimension ``Σ μ/(μ + λ)`` per feature, until the kept
+directions hold :data:`~infscope.curvature.spectrum.BUDGET_SHARE` of the whole space's. A
+direction far below the damping adds ``μ/λ`` and is cut; a model whose curvature is spread over
+many directions (a pre-trained model fine-tuned briefly) gets a large budget, a peaked one (a
+model trained from scratch) a small one.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from infscope.curvature.spectrum import (
+    BUDGET_SHARE,
+    DAMPING_SHARE,
+    LOW_KEPT_SHARE,
+    SpectrumBlock,
+    spectrum_damping,
+)
+
+if TYPE_CHECKING:
+    from infscope.curvature.eigenbasis import KroneckerBasis, ModuleBasis
+
+__all__ = ["BudgetChoice", "choose_budget", "full_spectrum"]
+
+
+@dataclass(frozen=True)
+class BudgetChoice:
+    """The chosen ranks, their feature count, the share of the effective dimension they keep
+    and the relative damping it was measured at."""
+
+    ranks: list[tuple[int, int]]
+    dim: int
+    kept_share: float
+    damping: float
+    share: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": "effective dimension",
+            "dim": self.dim,
+            "kept_share": self.kept_share,
+            "target_share": self.share,
+            "relative_damping": self.damping,
+            "low": self.kept_share < LOW_KEPT_SHARE,
+        }
+
+
+def _side(values: np.ndarray, total: float, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A factor side's eigenvalue fractions (with multiplicities): the kept ones, then the rest
+    of the trace spread evenly over the directions not held."""
+    share = values / total if total > 0 else np.zeros_like(values)
+    rest, missing = max(1.0 - float(share.sum()), 0.0), size - len(values)
+    if missing > 0 and rest > 0:
+        return np.append(share, rest / missing), np.append(np.ones(len(values)), missing)
+    return share, np.ones(len(values))
+
+
+def full_spectrum(module: ModuleBasis, n_examples: int) -> SpectrumBlock:
+    """The module's K-FAC spectrum in its full space, damped relative to its mean eigenvalue
+    (a module without Kronecker structure: its trace over ``min(n, dim)`` directions)."""
+    size = module.rows * module.cols
+    if not module.kronecker:
+        count = min(n_examples, size)
+        value = module.trace / count
+        return SpectrumBlock(np.array([value]), value, np.array([count]))
+    s, s_count = _side(module.s_values, module.s_total, module.rows)
+    a, a_count = _side(module.a_values, module.a_total, module.cols)
+    values = module.trace * np.outer(s, a)
+    return SpectrumBlock(values, module.trace / size, np.outer(s_count, a_count))
+
+
+def choose_budget(
+    basis: KroneckerBasis, share: float = BUDGET_SHARE, damping_share: float = DAMPING_SHARE
+) -> BudgetChoice:
+    """The smallest greedy layout keeping ``share`` of the full space's effective dimension at
+    the spectrum rule's damping (module docstring); warns when even the whole basis keeps less
+    than :data:`~infscope.curvature.spectrum.LOW_KEPT_SHARE` (a sketched side too narrow)."""
+    from infscope.curvature.eigenbasis import _allocate
+
+    blocks = [full_spectrum(m, basis.n_examples) for m in basis.modules]
+    relative = spectrum_damping(blocks, basis.n_examples, damping_share).relative
+    total = sum(b.effective_dimension(relative * b.unit) for b in blocks)
+    fixed = sum(
+        b.effective_dimension(relative * b.unit)
+        for b, m in zip(blocks, basis.modules)
+        if not m.kronecker
+    )
+    tables = {}  # per Kronecker module: cumulative effective dimension of its leading grid
+    for index, (block, module) in enumerate(zip(blocks, basis.modules)):
+        if module.kronecker:
+            s, _ = _side(module.s_values, module.s_total, module.out_rank)
+            a, _ = _side(module.a_values, module.a_total, module.in_rank)
+            held = np.clip(module.trace * np.outer(s, a), 0.0, None)
+            damping = relative * block.unit
+            weights = held / (held + damping) if damping > 0 else (held > 0).astype(float)
+            table = np.zeros((weights.shape[0] + 1, weights.shape[1] + 1))
+            table[1:, 1:] = weights.cumsum(0).cumsum(1)
+            tables[index] = table
+    ranks = _allocate(
+        basis,
+        basis.feature_dim,
+        mass=lambda index, r_out, r_in: float(tables[index][r_out, r_in]),
+        enough=share * total - fixed,
+    )
+    kept = fixed + sum(float(tables[i][ranks[i]]) for i in tables)
+    kept_share = kept / total if total > 0 else 1.0
+    if kept_share < LOW_KEPT_SHARE:
+        warnings.warn(
+            f"the eigen projection keeps {kept_share:.0%} of the curvature's effective dimension "
+            f"even at full rank (target {share:.0%}): a sketched factor side holds too few "
+            f"eigenvectors; fit the basis with a larger sketch_rank or max_exact_dim",
+            stacklevel=3,
+        )
+    dim = sum(r_out * r_in for r_out, r_in in ranks)
+    return BudgetChoice(ranks, dim, kept_share, relative, share)
