@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from infscope.attribution.base import CheckpointChoice, CheckpointSum
-from infscope.curvature.spectrum import SpectrumBlock, spectrum_damping
+from infscope.curvature import spectrum
+from infscope.curvature.spectrum import SpectrumBlock
 from infscope.errors import InputError
 
 DAMPING_MODES = ("relative", "absolute")
@@ -85,7 +86,9 @@ class DampedEstimator(CheckpointSum):
         if self.auto_damping:
             spectra = self._spectra()
             blocks = [block for spectrum in spectra for block in spectrum]
-            choice = spectrum_damping(blocks, train.n_examples * len(spectra))
+            choice = spectrum.spectrum_damping(
+                blocks, train.n_examples * len(spectra), spectrum.DAMPING_SHARE
+            )
             self.damping = choice.relative
             self.notes["damping_rule"] = choice.to_dict()
         self._apply_damping()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -15,6 +15,20 @@ from infscope.cli.inputs import ModelOptions, ModuleOptions
 from infscope.cli.options import option_groups
 from infscope.cli.output import console
 from infscope.errors import InputError
+
+
+def parse_dim(value: Any) -> int | str:
+    """``--dim``: a whole number ≥ 0, or ``auto``."""
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)):
+        number = value
+    else:
+        try:
+            number = int(str(value))
+        except ValueError:
+            raise typer.BadParameter(f"{value!r} is neither a whole number nor 'auto'") from None
+    if number != "auto" and number < 0:
+        raise typer.BadParameter(f"{number} is below 0")
+    return number
 
 
 @dataclass(frozen=True)
@@ -31,11 +45,12 @@ class ProjectionOptions:
     dim: Annotated[
         str,
         typer.Option(
+            parser=parse_dim,
             metavar="K|auto",
             help="Feature dimension k (ignored by identity). eigen: 0 = full rank, 'auto' = "
             "chosen from the basis's spectrum (recorded in the store).",
         ),
-    ] = "4096"
+    ] = 4096
     seed: Annotated[int, typer.Option(help="Projection seed.")] = 0
     basis: Annotated[
         list[Path] | None,
@@ -172,18 +187,12 @@ def features(
     _extract(ctx, analysis, examples, out, run, projection.projection)
 
 
-def _dim(text: str, kind: str) -> int | str | None:
+def _dim(dim: int | str, kind: str) -> int | str | None:
     """``--dim`` as the projection takes it: an int, ``"auto"`` (eigen), ``None`` (eigen, 0)."""
-    if text == "auto":
+    if dim == "auto":
         if kind != "eigen":
             raise InputError("--dim auto applies to --projection eigen only")
         return "auto"
-    try:
-        dim = int(text)
-    except ValueError:
-        raise InputError(f"--dim takes a whole number or 'auto', got {text!r}") from None
-    if dim < 0:
-        raise InputError(f"--dim must be at least 0, got {dim}")
     return (dim or None) if kind == "eigen" else dim
 
 

@@ -21,13 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from infscope.curvature.spectrum import (
-    BUDGET_SHARE,
-    DAMPING_SHARE,
-    LOW_KEPT_SHARE,
-    SpectrumBlock,
-    spectrum_damping,
-)
+from infscope.curvature.spectrum import LOW_KEPT_SHARE, SpectrumBlock, spectrum_damping
 
 if TYPE_CHECKING:
     from infscope.curvature.eigenbasis import KroneckerBasis, ModuleBasis
@@ -82,12 +76,17 @@ def full_spectrum(module: ModuleBasis, n_examples: int) -> SpectrumBlock:
 
 
 def choose_budget(
-    basis: KroneckerBasis, share: float = BUDGET_SHARE, damping_share: float = DAMPING_SHARE
+    basis: KroneckerBasis, share: float | None = None, damping_share: float | None = None
 ) -> BudgetChoice:
-    """The smallest greedy layout keeping ``share`` of the full space's effective dimension at
-    the spectrum rule's damping (module docstring); warns when even the whole basis keeps less
-    than :data:`~infscope.curvature.spectrum.LOW_KEPT_SHARE` (a sketched side too narrow)."""
+    """The smallest greedy layout keeping ``share`` (default
+    :data:`~infscope.curvature.spectrum.BUDGET_SHARE`) of the full space's effective dimension
+    at the spectrum rule's damping (module docstring); warns when the layout keeps less than
+    :data:`~infscope.curvature.spectrum.LOW_KEPT_SHARE` (a sketched side too narrow)."""
+    from infscope.curvature import spectrum
     from infscope.curvature.eigenbasis import _allocate
+
+    share = spectrum.BUDGET_SHARE if share is None else share
+    damping_share = spectrum.DAMPING_SHARE if damping_share is None else damping_share
 
     blocks = [full_spectrum(m, basis.n_examples) for m in basis.modules]
     relative = spectrum_damping(blocks, basis.n_examples, damping_share).relative
