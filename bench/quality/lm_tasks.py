@@ -80,7 +80,7 @@ def lm_agnews(data_root: Path) -> BenchTask:
     return _causal_lm_task("lm-agnews", description, splits_rows, tokenizer, make_model, 8, 3e-3)
 
 
-def _pretrain(model: nn.Module, tokenizer, corpus: list[str], path: Path, epochs: int = 2):
+def _pretrain(model: nn.Module, tokenizer, corpus: list[str], path: Path, epochs: int):
     """Next-token pre-training on ``corpus`` (AdamW 3e-3, batch 64, seed 0), cached at ``path``."""
     from safetensors.torch import load_file, save_file
 
@@ -124,9 +124,9 @@ def lm_lora_trec(data_root: Path, cache_dir: Path) -> BenchTask:
     corpus += [r["text"] for r in _read_jsonl(data_root / "sms_spam" / "train.jsonl")]
     tokenizer = CompactTokenizer(_minilm_tokenizer(), corpus + _texts(splits_rows))
     config = _gpt2_config(tokenizer, width=64, layers=2, heads=4)
-    path = cache_dir / f"pretrained-lora-trec-{tokenizer.vocab_size}-{len(corpus)}.safetensors"
+    path = cache_dir / f"pretrained-lora-trec-{tokenizer.vocab_size}-{len(corpus)}-1.safetensors"
     torch.manual_seed(0)
-    pretrained = _pretrain(_conv1d_to_linear(GPT2LMHeadModel(config)), tokenizer, corpus, path)
+    pretrained = _pretrain(_conv1d_to_linear(GPT2LMHeadModel(config)), tokenizer, corpus, path, 1)
     lora = LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn", "c_proj", "c_fc"])
 
     def make_model(seed: int) -> nn.Module:
@@ -138,7 +138,7 @@ def lm_lora_trec(data_root: Path, cache_dir: Path) -> BenchTask:
     description = (
         f'TREC questions → their coarse type ("<question> type:" → e.g. " location", TREC '
         f"test for queries); GPT-2 (n_layer=2 n_embd=64 n_head=4) over "
-        f"{tokenizer.vocab_size - 1} MiniLM WordPiece tokens, pre-trained 2 epochs on "
+        f"{tokenizer.vocab_size - 1} MiniLM WordPiece tokens, pre-trained 1 epoch on "
         f"{len(corpus)} TREC/SMS texts (cached), fine-tuned with LoRA r=8 α=16 on c_attn, "
         f"c_proj, c_fc (peft; only the adapters train)"
     )
