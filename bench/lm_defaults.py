@@ -53,8 +53,8 @@ OUT = aq.RESULTS.parent / "lm_defaults"
 SWEEP_DIMS = (4096, 16384, 65536)
 SWEEP_DAMPINGS = tuple(float(f"{10.0 ** (k / 2):.3g}") for k in range(-8, 3))
 #: candidate rule shares scored on the dev tasks (the library's defaults were chosen from them)
-DEV_BUDGET_SHARES = (0.8, 0.95)
-DEV_DAMPING_SHARES = (0.125, 0.5)
+DEV_BUDGET_SHARES = (0.9, 0.98)
+DEV_DAMPING_SHARES = (0.3, 0.7)
 
 
 def build_task(name: str):
@@ -199,10 +199,10 @@ def _lds_at(estimator: EKFAC, query: FeatureStore, damping: float, outcomes) -> 
 
 
 def _shares(estimator: EKFAC) -> dict[str, float]:
-    """The damping rule's share ``d(λ) / min(n, D)`` at each swept relative damping: which share
-    the sweep's best damping corresponds to."""
+    """The damping rule's share ``d(λ) / D`` at each swept relative damping: which share the
+    sweep's best damping corresponds to."""
     blocks = [block for spectrum in estimator._spectra() for block in spectrum]
-    scale = min(estimator.n_train, sum(b.directions for b in blocks))
+    scale = sum(b.directions for b in blocks)
     return {str(d): effective_dimension(blocks, d) / scale for d in SWEEP_DAMPINGS}
 
 

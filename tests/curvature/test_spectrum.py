@@ -11,35 +11,52 @@ import pytest
 
 from infscope.curvature.budget import choose_budget
 from infscope.curvature.eigenbasis import KroneckerBasis, ModuleBasis
-from infscope.curvature.spectrum import SpectrumBlock, effective_dimension, spectrum_damping
+from infscope.curvature.spectrum import (
+    DAMPING_SHARE,
+    SpectrumBlock,
+    effective_dimension,
+    spectrum_damping,
+)
 from infscope.errors import InputError
 
 
 @pytest.mark.parametrize("share", [0.1, 0.25, 0.5, 0.9])
 def test_flat_spectrum_damping_has_its_closed_form(share):
-    # n equal eigenvalues u: d(λ) = n u / (u + λ) = share n  ⇔  λ = u (1 − share) / share
+    # D equal eigenvalues u: d(λ) = D u / (u + λ) = share D  ⇔  λ = u (1 − share) / share
     u, n = 3.0, 40
-    choice = spectrum_damping([SpectrumBlock(np.full(n, u), unit=u)], n, share)
+    choice = spectrum_damping([SpectrumBlock(np.full(n, u), unit=u)], share)
     assert choice.relative == pytest.approx((1 - share) / share, rel=1e-3)
     assert choice.effective_dimension == pytest.approx(share * n, rel=1e-3)
+    # the default share puts λ at the midpoint: relative damping 1 on a flat spectrum
+    assert spectrum_damping([SpectrumBlock(np.full(n, u), u)], DAMPING_SHARE).relative == (
+        pytest.approx(1.0, rel=1e-3)
+    )
+
+
+def test_two_level_spectrum_puts_the_damping_between_the_levels():
+    # 10 directions of 1 and 10 of 10⁻⁶: half resolved ⇔ λ far below 1, far above 10⁻⁶
+    values = np.array([1.0] * 10 + [1e-6] * 10)
+    choice = spectrum_damping([SpectrumBlock(values, 1.0)], 0.5)
+    assert 1e-5 < choice.relative < 1e-1
 
 
 def test_target_is_capped_by_the_examples_and_counts_equal_repeats():
     # 1000 directions but 50 examples: the rule aims at share × 50
     values = np.geomspace(1.0, 1e-6, 10)
     counts = np.full(10, 100)
-    compact = spectrum_damping([SpectrumBlock(values, 1.0, counts)], 50, 0.5)
-    expanded = spectrum_damping([SpectrumBlock(np.repeat(values, 100), 1.0)], 50, 0.5)
+    compact = spectrum_damping([SpectrumBlock(values, 1.0, counts)], 0.5, 50)
+    expanded = spectrum_damping([SpectrumBlock(np.repeat(values, 100), 1.0)], 0.5, 50)
     assert compact.target == 25 and compact.directions == 1000
     assert compact.relative == pytest.approx(expanded.relative, rel=1e-6)
+    assert spectrum_damping([SpectrumBlock(values, 1.0, counts)], 0.5).target == 500
 
 
 def test_steeper_spectrum_gets_less_damping_and_units_scale_per_block():
-    flat = spectrum_damping([SpectrumBlock(np.ones(100), 1.0)], 100)
-    steep = spectrum_damping([SpectrumBlock(np.geomspace(1.0, 1e-8, 100), 1.0)], 100)
+    flat = spectrum_damping([SpectrumBlock(np.ones(100), 1.0)], 0.5)
+    steep = spectrum_damping([SpectrumBlock(np.geomspace(1.0, 1e-8, 100), 1.0)], 0.5)
     assert steep.relative < flat.relative / 10
     # the same spectrum scaled by c with its unit scaled by c gets the same relative damping
-    scaled = spectrum_damping([SpectrumBlock(7.0 * np.geomspace(1.0, 1e-8, 100), 7.0)], 100)
+    scaled = spectrum_damping([SpectrumBlock(7.0 * np.geomspace(1.0, 1e-8, 100), 7.0)], 0.5)
     assert scaled.relative == pytest.approx(steep.relative, rel=1e-3)
     blocks = [SpectrumBlock(np.ones(10), 1.0), SpectrumBlock(np.ones(10) * 5, 5.0)]
     assert effective_dimension(blocks, 1.0) == pytest.approx(10.0)
@@ -47,11 +64,11 @@ def test_steeper_spectrum_gets_less_damping_and_units_scale_per_block():
 
 def test_spectrum_damping_refuses_bad_spectra():
     with pytest.raises(InputError, match="no positive eigenvalue"):
-        spectrum_damping([SpectrumBlock(np.zeros(5), 1.0)], 5)
+        spectrum_damping([SpectrumBlock(np.zeros(5), 1.0)], 0.5)
     with pytest.raises(InputError, match="NaN"):
-        spectrum_damping([SpectrumBlock(np.array([1.0, np.nan]), 1.0)], 5)
+        spectrum_damping([SpectrumBlock(np.array([1.0, np.nan]), 1.0)], 0.5)
     with pytest.raises(InputError, match="share"):
-        spectrum_damping([SpectrumBlock(np.ones(5), 1.0)], 5, share=1.0)
+        spectrum_damping([SpectrumBlock(np.ones(5), 1.0)], 1.0)
 
 
 def _module(name, s_values, a_values, rows=None, s_total=None, trace=1.0):

@@ -8,7 +8,7 @@ layer with ``n = 1000``. ``"absolute"`` uses ``damping`` as ``λ`` itself.
 
 ``damping="auto"`` reads the relative damping off the fitted curvature's spectrum
 (:func:`~infscope.curvature.spectrum.spectrum_damping`: the ``λ`` at which the damped curvature
-resolves a fixed share of the directions ``n`` examples can determine). Every estimator exposes
+resolves half of its directions, the spectrum's midpoint). Every estimator exposes
 its spectrum after the fit (:meth:`DampedEstimator._spectra`), so the rule costs at most one
 extra fit; the choice is recorded as ``describe()["damping_rule"]``.
 
@@ -86,9 +86,7 @@ class DampedEstimator(CheckpointSum):
         if self.auto_damping:
             spectra = self._spectra()
             blocks = [block for spectrum in spectra for block in spectrum]
-            choice = spectrum.spectrum_damping(
-                blocks, train.n_examples * len(spectra), spectrum.DAMPING_SHARE
-            )
+            choice = spectrum.spectrum_damping(blocks, spectrum.DAMPING_SHARE)
             self.damping = choice.relative
             self.notes["damping_rule"] = choice.to_dict()
         self._apply_damping()

@@ -3,9 +3,10 @@
 A :class:`~infscope.curvature.eigenbasis.KroneckerBasis` knows each module's K-FAC spectrum in
 its full space: ``μ_ij = trace_m × (s_i / tr S) × (a_j / tr A)`` over the eigenvalues it holds,
 and, where a side was sketched, the unresolved rest of that side's trace spread evenly over its
-remaining directions. :func:`choose_budget` takes the damping the spectrum rule
-(:func:`~infscope.curvature.spectrum.spectrum_damping`) gives that full spectrum — each module
-damped relative to its mean eigenvalue, as EK-FAC damps it — and keeps the rows and columns of
+remaining directions. :func:`choose_budget` takes the damping at which that full spectrum
+resolves :data:`~infscope.curvature.spectrum.BUDGET_DAMPING_SHARE` of the ``n`` directions the
+training examples determine (:func:`~infscope.curvature.spectrum.spectrum_damping`; each module
+damped relative to its mean eigenvalue, as EK-FAC damps it) and keeps the rows and columns of
 each module that add the most effective dimension ``Σ μ/(μ + λ)`` per feature, until the kept
 directions hold :data:`~infscope.curvature.spectrum.BUDGET_SHARE` of the whole space's. A
 direction far below the damping adds ``μ/λ`` and is cut; a model whose curvature is spread over
@@ -86,10 +87,10 @@ def choose_budget(
     from infscope.curvature.eigenbasis import _allocate
 
     share = spectrum.BUDGET_SHARE if share is None else share
-    damping_share = spectrum.DAMPING_SHARE if damping_share is None else damping_share
+    damping_share = spectrum.BUDGET_DAMPING_SHARE if damping_share is None else damping_share
 
     blocks = [full_spectrum(m, basis.n_examples) for m in basis.modules]
-    relative = spectrum_damping(blocks, basis.n_examples, damping_share).relative
+    relative = spectrum_damping(blocks, damping_share, basis.n_examples).relative
     total = sum(b.effective_dimension(relative * b.unit) for b in blocks)
     fixed = sum(
         b.effective_dimension(relative * b.unit)

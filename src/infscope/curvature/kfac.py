@@ -477,7 +477,6 @@ class KFACFactors:
 
     # ---- persistence -----------------------------------------------------------------------
 
-
     # ---- persistence -----------------------------------------------------------------------
 
     def metadata(self) -> dict[str, Any]:
@@ -558,4 +557,3 @@ def _require_training_store(store: FeatureStore, checkpoint: str) -> None:
 
 def _ids_digest(ids: list[str]) -> str:
     return hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16]
-

@@ -6,23 +6,23 @@ it counts ``μ_i / λ``. It is the expected self-influence of a training gradien
 ``E[gᵀ (F + λI)⁻¹ g] = tr(F (F + λI)⁻¹)`` for the (empirical) Fisher ``F = E[g gᵀ]``, so it
 measures how many directions an influence score actually resolves.
 
-* **Damping** (:func:`spectrum_damping`): ``n`` training examples determine at most ``n``
-  directions of the curvature; the rest of a K-FAC/EK-FAC spectrum (``rows × cols`` values per
-  layer) or of a Fisher's tail is extrapolated or noise, and an inverse that trusts it ranks by
-  noise (too little damping), while an inverse that trusts nothing is a gradient dot product (too
-  much). The rule picks the ``λ`` at which the preconditioner resolves a fixed share
-  :data:`DAMPING_SHARE` of what the data can determine: ``d(λ) = share × min(n, D)`` (``D`` the
-  directions with a positive eigenvalue). The share was chosen on the dev tasks of
-  ``bench/lm_defaults.py``; it is a property of the spectrum's shape, not of its scale, so the
-  answer moves with the data: a flat spectrum of ``n`` equal eigenvalues ``u`` gets ``λ = u (1 −
-  share) / share``, a steeply decaying one a much smaller ``λ``. It needs the eigenvalues only,
-  which every estimator has after its fit (or from one Krylov run), so it costs at most one
-  extra fit.
-* **Budget** (:func:`choose_budget`): a Kronecker eigenbasis keeps the rows and columns that add
-  the most effective dimension per feature until the kept directions hold a share
-  :data:`BUDGET_SHARE` of the full space's effective dimension at the rule's damping — the
-  directions whose eigenvalue is negligible against ``λ`` add little and are cut, however many
-  there are. The kept share is reported, and a low one warned about.
+* **Damping** (:func:`spectrum_damping` with :data:`DAMPING_SHARE`): the ``λ`` at which the
+  damped curvature resolves half of its directions, ``d(λ) = ½ D`` (``D`` the directions with a
+  positive eigenvalue): the spectrum's own midpoint. A flat spectrum of equal eigenvalues ``u``
+  gets ``λ = u`` (relative damping 1 in the mean-eigenvalue unit, the Fisher estimators' old
+  default); a decaying one — an EK-FAC spectrum, whose mean is set by a few large eigenvalues —
+  gets a much smaller ``λ``, so the directions that carry the fine structure are not flattened.
+  On the dev tasks the LDS of EK-FAC is flat for ``λ`` below the midpoint and falls above it,
+  where a constant relative damping lands on either side depending on how steep the spectrum is.
+  It needs the eigenvalues only, which every estimator has after its fit (or from one Krylov
+  run), so it costs at most one extra fit.
+* **Budget** (:func:`~infscope.curvature.budget.choose_budget`): ``n`` training examples
+  determine at most ``n`` directions; at the damping where the full space's K-FAC spectrum
+  resolves :data:`BUDGET_DAMPING_SHARE` ``× n`` of them, the eigen projection keeps the rows and
+  columns that add the most effective dimension per feature until the kept directions hold
+  :data:`BUDGET_SHARE` of the whole space's — the directions whose eigenvalue is negligible
+  against that damping add little and are cut, however many there are. The kept share is
+  reported, and a low one warned about.
 """
 
 from __future__ import annotations
@@ -35,14 +35,17 @@ import numpy as np
 
 from infscope.errors import InputError
 
-#: share of ``min(n, D)`` the damped curvature resolves, ``d(λ) = share × min(n, D)``
-DAMPING_SHARE = 0.25
+#: share of its positive-eigenvalue directions the damped curvature resolves, ``d(λ) = share D``
+DAMPING_SHARE = 0.5
+#: the budget is judged at the damping where the full space resolves this share of ``min(n, D)``
+BUDGET_DAMPING_SHARE = 0.25
 #: share of the full space's effective dimension the chosen projection budget keeps
-BUDGET_SHARE = 0.9
+BUDGET_SHARE = 0.95
 #: below this kept share, a warning says the budget discards curvature that matters
 LOW_KEPT_SHARE = 0.8
 
 __all__ = [
+    "BUDGET_DAMPING_SHARE",
     "BUDGET_SHARE",
     "DAMPING_SHARE",
     "LOW_KEPT_SHARE",
@@ -87,10 +90,10 @@ class DampingChoice:
     target: float  # the effective dimension aimed at
     effective_dimension: float  # reached at ``relative``
     directions: float  # positive-eigenvalue directions
-    n_examples: int
+    n_examples: int | None  # the cap on the target, when given
     share: float
 
-    def to_dict(self) -> dict[str, float | int | str]:
+    def to_dict(self) -> dict[str, float | int | str | None]:
         return {
             "rule": "spectrum",
             "relative": self.relative,
@@ -108,13 +111,14 @@ def effective_dimension(blocks: Sequence[SpectrumBlock], relative: float) -> flo
 
 
 def spectrum_damping(
-    blocks: Sequence[SpectrumBlock], n_examples: int, share: float = DAMPING_SHARE
+    blocks: Sequence[SpectrumBlock], share: float, n_examples: int | None = None
 ) -> DampingChoice:
-    """The relative damping at which ``blocks`` resolve ``share × min(n_examples, D)`` directions
-    (see the module docstring); bisection on a log scale to 1e-4 relative accuracy."""
+    """The relative damping at which ``blocks`` resolve ``share × D`` of their ``D``
+    positive-eigenvalue directions, or ``share × min(n_examples, D)`` when ``n_examples`` is
+    given (see the module docstring); bisection on a log scale to 1e-4 relative accuracy."""
     if not 0 < share < 1:
         raise InputError(f"the damping share must lie in (0, 1), got {share}")
-    if n_examples < 1:
+    if n_examples is not None and n_examples < 1:
         raise InputError(f"the damping rule needs a positive number of examples, got {n_examples}")
     blocks = [b for b in blocks if b.unit > 0 and math.isfinite(b.unit)]
     for block in blocks:
@@ -126,7 +130,7 @@ def spectrum_damping(
             "the curvature has no positive eigenvalue (all gradients vanish): the damping "
             "cannot be read off its spectrum; pass a number"
         )
-    target = share * min(float(n_examples), directions)
+    target = share * (directions if n_examples is None else min(float(n_examples), directions))
     low, high = math.log(1e-12), math.log(1e12)
     while high - low > 1e-4:
         middle = (low + high) / 2
@@ -136,4 +140,4 @@ def spectrum_damping(
             high = middle
     relative = math.exp((low + high) / 2)
     reached = effective_dimension(blocks, relative)
-    return DampingChoice(relative, target, reached, directions, int(n_examples), share)
+    return DampingChoice(relative, target, reached, directions, n_examples, share)
