@@ -16,18 +16,19 @@ model trained from scratch) a small one.
 
 from __future__ import annotations
 
+import heapq
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+import infscope.curvature.spectrum as spectrum
 from infscope.curvature.spectrum import LOW_KEPT_SHARE, SpectrumBlock, spectrum_damping
+from infscope.errors import InputError
 
-if TYPE_CHECKING:
-    from infscope.curvature.eigenbasis import KroneckerBasis, ModuleBasis
-
-__all__ = ["BudgetChoice", "choose_budget", "full_spectrum"]
+__all__ = ["BudgetChoice", "allocate_ranks", "choose_budget", "full_spectrum"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def _side(values: np.ndarray, total: float, size: int) -> tuple[np.ndarray, np.n
     return share, np.ones(len(values))
 
 
-def full_spectrum(module: ModuleBasis, n_examples: int) -> SpectrumBlock:
+def full_spectrum(module: Any, n_examples: int) -> SpectrumBlock:
     """The module's K-FAC spectrum in its full space, damped relative to its mean eigenvalue
     (a module without Kronecker structure: its trace over ``min(n, dim)`` directions)."""
     size = module.rows * module.cols
@@ -77,15 +78,12 @@ def full_spectrum(module: ModuleBasis, n_examples: int) -> SpectrumBlock:
 
 
 def choose_budget(
-    basis: KroneckerBasis, share: float | None = None, damping_share: float | None = None
+    basis: Any, share: float | None = None, damping_share: float | None = None
 ) -> BudgetChoice:
     """The smallest greedy layout keeping ``share`` (default
     :data:`~infscope.curvature.spectrum.BUDGET_SHARE`) of the full space's effective dimension
     at the spectrum rule's damping (module docstring); warns when the layout keeps less than
     :data:`~infscope.curvature.spectrum.LOW_KEPT_SHARE` (a sketched side too narrow)."""
-    from infscope.curvature import spectrum
-    from infscope.curvature.eigenbasis import _allocate
-
     share = spectrum.BUDGET_SHARE if share is None else share
     damping_share = spectrum.BUDGET_DAMPING_SHARE if damping_share is None else damping_share
 
@@ -108,7 +106,7 @@ def choose_budget(
             table = np.zeros((weights.shape[0] + 1, weights.shape[1] + 1))
             table[1:, 1:] = weights.cumsum(0).cumsum(1)
             tables[index] = table
-    ranks = _allocate(
+    ranks = allocate_ranks(
         basis,
         basis.feature_dim,
         mass=lambda index, r_out, r_in: float(tables[index][r_out, r_in]),
@@ -125,3 +123,65 @@ def choose_budget(
         )
     dim = sum(r_out * r_in for r_out, r_in in ranks)
     return BudgetChoice(ranks, dim, kept_share, relative, share)
+
+
+def allocate_ranks(
+    basis: Any,
+    budget: int,
+    mass: Callable[[int, int, int], float] | None = None,
+    enough: float | None = None,
+) -> list[tuple[int, int]]:
+    """``(r_out, r_in)`` per module for at most ``budget`` features: whole blocks for
+    non-Kronecker modules, then greedy growth of the Kronecker blocks by what an added row or
+    column adds per added feature — ``mass(module, r_out, r_in)``, by default the curvature mass
+    ``trace_m × F_S(r_out) × F_A(r_in)`` — stopping early once the kept mass of the Kronecker
+    modules reaches ``enough``."""
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise InputError(
+            f"the eigen projection's dim must be a positive int or 'auto', got {budget!r}"
+        )
+    modules = basis.modules
+    limits = [(m.out_rank, m.in_rank) for m in modules]
+    ranks = [limits[i] if not m.kronecker else (1, 1) for i, m in enumerate(modules)]
+    used = sum(r[0] * r[1] for r in ranks)
+    if used > budget:
+        raise InputError(
+            f"dim {budget} is below the {used} features the modules need at the least (one "
+            f"per Kronecker module, all of each LayerNorm-like module); raise dim"
+        )
+
+    def curvature_mass(index: int, r_out: int, r_in: int) -> float:
+        module = modules[index]
+        return module.trace * module.captured("out", r_out) * module.captured("in", r_in)
+
+    mass = mass or curvature_mass
+
+    def push(index: int) -> None:
+        r_out, r_in = ranks[index]
+        here = mass(index, r_out, r_in)
+        if r_out < limits[index][0]:
+            gain = mass(index, r_out + 1, r_in) - here
+            heapq.heappush(heap, (-gain / r_in, index, versions[index], "out", r_in))
+        if r_in < limits[index][1]:
+            gain = mass(index, r_out, r_in + 1) - here
+            heapq.heappush(heap, (-gain / r_out, index, versions[index], "in", r_out))
+
+    versions = [0] * len(modules)
+    heap: list[tuple[float, int, int, str, int]] = []
+    kept = 0.0
+    for index, module in enumerate(modules):
+        if module.kronecker:
+            kept += mass(index, 1, 1)
+            push(index)
+    while heap and (enough is None or kept < enough):
+        _, index, version, side, cost = heapq.heappop(heap)
+        if version != versions[index] or used + cost > budget:
+            continue
+        r_out, r_in = ranks[index]
+        before = mass(index, r_out, r_in)
+        ranks[index] = (r_out + 1, r_in) if side == "out" else (r_out, r_in + 1)
+        kept += mass(index, *ranks[index]) - before
+        used += cost
+        versions[index] += 1
+        push(index)
+    return ranks

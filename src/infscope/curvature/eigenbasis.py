@@ -33,15 +33,14 @@ no pickle), project with ``ProjectionConfig(kind="eigen", basis=...)``.
 from __future__ import annotations
 
 import hashlib
-import heapq
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from infscope.curvature.budget import allocate_ranks, choose_budget
 from infscope.errors import InputError
 from infscope.gradients.basis import check_bases
 from infscope.gradients.modules import TrackedModule
@@ -171,7 +170,7 @@ class KroneckerBasis:
         """``(r_out, r_in)`` per module for at most ``budget`` features: whole blocks for
         non-Kronecker modules, then greedy growth of the Kronecker blocks by the curvature mass
         an added row or column captures per added feature, ``trace_m × F_S(r_out) × F_A(r_in)``."""
-        return _allocate(self, budget)
+        return allocate_ranks(self, budget)
 
     def truncate(self, budget: int | str | None) -> KroneckerBasis:
         """The basis cut to at most ``budget`` features (:meth:`allocate`); ``None`` or a budget
@@ -180,8 +179,6 @@ class KroneckerBasis:
         the kept share of the effective dimension, the damping it was judged at — in
         ``settings["budget"]``."""
         if budget == "auto":
-            from infscope.curvature.budget import choose_budget
-
             choice = choose_budget(self)
             return self.truncate_to(choice.ranks, choice.dim, {"budget": choice.to_dict()})
         if budget is None or budget >= self.feature_dim:
@@ -321,65 +318,3 @@ def as_bases(basis: Any) -> list[KroneckerBasis]:
     return check_bases(
         [b if isinstance(b, KroneckerBasis) or b is None else KroneckerBasis.load(b) for b in given]
     )
-
-
-def _allocate(
-    basis: KroneckerBasis,
-    budget: int,
-    mass: Callable[[int, int, int], float] | None = None,
-    enough: float | None = None,
-) -> list[tuple[int, int]]:
-    """``(r_out, r_in)`` per module for at most ``budget`` features: whole blocks for
-    non-Kronecker modules, then greedy growth of the Kronecker blocks by what an added row or
-    column adds per added feature — ``mass(module, r_out, r_in)``, by default the curvature mass
-    ``trace_m × F_S(r_out) × F_A(r_in)`` — stopping early once the kept mass of the Kronecker
-    modules reaches ``enough``."""
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-        raise InputError(
-            f"the eigen projection's dim must be a positive int or 'auto', got {budget!r}"
-        )
-    modules = basis.modules
-    limits = [(m.out_rank, m.in_rank) for m in modules]
-    ranks = [limits[i] if not m.kronecker else (1, 1) for i, m in enumerate(modules)]
-    used = sum(r[0] * r[1] for r in ranks)
-    if used > budget:
-        raise InputError(
-            f"dim {budget} is below the {used} features the modules need at the least (one "
-            f"per Kronecker module, all of each LayerNorm-like module); raise dim"
-        )
-
-    def curvature_mass(index: int, r_out: int, r_in: int) -> float:
-        module = modules[index]
-        return module.trace * module.captured("out", r_out) * module.captured("in", r_in)
-
-    mass = mass or curvature_mass
-
-    def push(index: int) -> None:
-        r_out, r_in = ranks[index]
-        here = mass(index, r_out, r_in)
-        if r_out < limits[index][0]:
-            gain = mass(index, r_out + 1, r_in) - here
-            heapq.heappush(heap, (-gain / r_in, index, versions[index], "out", r_in))
-        if r_in < limits[index][1]:
-            gain = mass(index, r_out, r_in + 1) - here
-            heapq.heappush(heap, (-gain / r_out, index, versions[index], "in", r_out))
-
-    versions = [0] * len(modules)
-    heap: list[tuple[float, int, int, str, int]] = []
-    kept = 0.0
-    for index, module in enumerate(modules):
-        if module.kronecker:
-            kept += mass(index, 1, 1)
-            push(index)
-    while heap and (enough is None or kept < enough):
-        _, index, version, side, cost = heapq.heappop(heap)
-        if version != versions[index] or used + cost > budget:
-            continue
-        r_out, r_in = ranks[index]
-        before = mass(index, r_out, r_in)
-        ranks[index] = (r_out + 1, r_in) if side == "out" else (r_out, r_in + 1)
-        kept += mass(index, *ranks[index]) - before
-        used += cost
-        versions[index] += 1
-        push(index)
-    return ranks
