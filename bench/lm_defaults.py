@@ -300,9 +300,49 @@ def dev_rule_choices(recipe: Recipe, outcomes) -> dict:
     return choices
 
 
+def _target(rows: list[dict]) -> dict:
+    """The default recipe (final model) against the targets: kronfluence's better row + 0.02,
+    ≤ 1.5× its seconds and peak MB, within 0.02 of the sweep's best."""
+    by = {r["method"]: r for r in rows}
+    default = by["default: eigen auto, damping auto"]
+    kron = max((r for r in rows if r["method"].startswith("kronfluence")), key=lambda r: r["lds"])
+    sweep = max((r for r in rows if r["method"].startswith("sweep")), key=lambda r: r["lds"])
+    return {
+        "default": default,
+        "kronfluence": kron,
+        "sweep": sweep,
+        "lds_met": default["lds"] >= kron["lds"] + 0.02,
+        "time_met": default["seconds"] <= 1.5 * kron["seconds"],
+        "memory_met": default["peak_mb"] <= 1.5 * kron["peak_mb"],
+        "sweep_met": default["lds"] >= sweep["lds"] - 0.02,
+    }
+
+
+def table(reports: list[dict]) -> str:
+    """One markdown row per task: the default recipe against kronfluence and the sweep."""
+    lines = [
+        "| split | task | default LDS (k, λ rel) | kronfluence better row | sweep best | "
+        "LDS ≥ kf + 0.02 | time ≤ 1.5× | memory ≤ 1.5× | within 0.02 of sweep |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    mark = {True: "met", False: "**missed**"}
+    for report in reports:
+        t = _target(report["rows"])
+        d, k, s = t["default"], t["kronfluence"], t["sweep"]
+        lines.append(
+            f"| {report['split']} | {report['task']} | {d['lds']:.3f} (k = {d['k']:,}, "
+            f"λ = {d['damping']:.3g}; {d['seconds']:.0f} s, {d['peak_mb']:.0f} MB) | "
+            f"{k['method'].split()[1]} {k['lds']:.3f} ({k['seconds']:.0f} s, {k['peak_mb']:.0f} MB) "
+            f"| {s['lds']:.3f} ({s['method'].removeprefix('sweep ')}) | {mark[t['lds_met']]} | "
+            f"{mark[t['time_met']]} ({d['seconds'] / k['seconds']:.2f}×) | "
+            f"{mark[t['memory_met']]} ({d['peak_mb'] / k['peak_mb']:.2f}×) | {mark[t['sweep_met']]} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stage", choices=("truth", "eval"), default="eval")
+    parser.add_argument("--stage", choices=("truth", "eval", "table"), default="eval")
     parser.add_argument("--tasks", default=",".join(DEV + TEST))
     parser.add_argument(
         "--no-trajectory", action="store_true", help="only the final-model default recipe"
@@ -313,6 +353,9 @@ def main() -> None:
     if args.stage == "truth":
         for name in names:
             truth(name)
+        return
+    if args.stage == "table":
+        print(table([json.loads((OUT / f"{n}.json").read_text()) for n in names]))
         return
     OUT.mkdir(parents=True, exist_ok=True)
     for name in names:
