@@ -251,11 +251,15 @@ def evaluate(name: str, dev_choices: bool, with_trajectory: bool = True) -> dict
             }
         )
         for strategy in ("ekfac", "kfac"):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                result = anchors.kronfluence_ekfac(
-                    ws, {"clean": trained}, work, True, False, strategy=strategy
-                )
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    result = anchors.kronfluence_ekfac(
+                        ws, {"clean": trained}, work, True, False, strategy=strategy
+                    )
+            except Exception as err:  # an anchor failing must not lose the task's other rows
+                print(f"  kronfluence {strategy} FAILED: {type(err).__name__}: {err}", flush=True)
+                continue
             rows.append(
                 {
                     "method": f"kronfluence {strategy}",
