@@ -131,16 +131,21 @@ def _kronfluence_task(task: BenchTask):
 
 
 def kronfluence_ekfac(
-    ws: Workspace, trained: dict[str, Trained], workdir: Path, empirical: bool, mislabel: bool
+    ws: Workspace,
+    trained: dict[str, Trained],
+    workdir: Path,
+    empirical: bool,
+    mislabel: bool,
+    strategy: str = "ekfac",
 ) -> Result:
     from kronfluence.analyzer import Analyzer, prepare_model
     from kronfluence.arguments import FactorArguments, ScoreArguments
 
     task = ws.task
     fisher = "empirical Fisher" if empirical else "true Fisher (sampled labels)"
-    name = f"kronfluence ekfac ({fisher}, λ=0.1×mean eig)"
+    name = f"kronfluence {strategy} ({fisher}, λ=0.1×mean eig)"
     batch = task.anchor_batch
-    factor_args = FactorArguments(strategy="ekfac", use_empirical_fisher=empirical)
+    factor_args = FactorArguments(strategy=strategy, use_empirical_fisher=empirical)
     score_args = ScoreArguments(
         damping_factor=None
     )  # kronfluence's 0.1 × mean-eigenvalue heuristic
@@ -157,12 +162,12 @@ def kronfluence_ekfac(
             disable_tqdm=True,
         )
 
-    tag = "emp" if empirical else "true"
+    tag = f"{strategy}-{'emp' if empirical else 'true'}"
     train = _dataset(task.train)
     with _PeakRSS(ws.meter, name) as meter:
         run = analyzer("clean", tag)
         run.fit_all_factors(
-            "ekfac",
+            strategy,
             train,
             per_device_batch_size=batch,
             factor_args=factor_args,
@@ -170,7 +175,7 @@ def kronfluence_ekfac(
         )
         run.compute_pairwise_scores(
             "pairwise",
-            "ekfac",
+            strategy,
             _dataset(task.queries),
             train,
             per_device_query_batch_size=len(task.queries),
@@ -186,7 +191,7 @@ def kronfluence_ekfac(
         noisy = _dataset(task.noisy_train)
         run = analyzer("noisy", tag)
         run.fit_all_factors(
-            "ekfac",
+            strategy,
             noisy,
             per_device_batch_size=batch,
             factor_args=factor_args,
@@ -194,7 +199,7 @@ def kronfluence_ekfac(
         )
         run.compute_self_scores(
             "self",
-            "ekfac",
+            strategy,
             noisy,
             per_device_train_batch_size=batch,
             score_args=score_args,

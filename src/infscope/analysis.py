@@ -49,7 +49,9 @@ class Analysis:
         projection: a :class:`~infscope.gradients.ProjectionConfig`, or its kind
             (``"kronecker"``, ``"eigen"``, ``"sjlt"``, ``"gaussian"``, ``"rademacher"``,
             ``"identity"``) with ``dim`` and ``seed``.
-        dim: feature budget (``None``: the eigen projection keeps its bases whole).
+        dim: feature budget; by default 4096 for a random projection and ``"auto"`` for the
+            eigen projection (chosen from each basis's spectrum, recorded in the store);
+            ``None``: the eigen projection keeps its bases whole.
         modules: which layers are tracked (default: every trainable Linear/Conv1D/Conv2d).
         device: where the model runs (moved there).
         bases: the eigen projection's basis — a :class:`~infscope.curvature.KroneckerBasis`,
@@ -62,7 +64,7 @@ class Analysis:
         task: Task,
         *,
         projection: str | ProjectionConfig = "kronecker",
-        dim: int | None = 4096,
+        dim: int | str | None = "default",
         seed: int = 0,
         modules: ModuleSelection | None = None,
         device: str | None = None,
@@ -78,6 +80,8 @@ class Analysis:
             bases = projection.basis if bases is None else bases
             self._config = None if projection.kind == "eigen" else projection
         else:
+            if dim == "default":  # the eigen budget comes from the spectrum, a random one is 4096
+                dim = "auto" if projection == "eigen" else 4096
             self.kind, self.dim, self.seed = projection, dim, seed
             self._config = None
             if projection != "eigen":

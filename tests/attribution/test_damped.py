@@ -13,6 +13,7 @@ from infscope.attribution.kfac import EKFAC
 from infscope.curvature.hessian import ModelHessian
 from infscope.curvature.kfac import KFACFactors
 from infscope.curvature.solvers import LissaSolver
+from infscope.curvature.spectrum import DAMPING_SHARE
 from infscope.errors import InputError, StoreCorruptError
 from infscope.gradients import GradientExtractor, ProjectionConfig
 from infscope.gradients.featurize import featurize
@@ -170,3 +171,37 @@ def test_non_finite_features_are_an_error_not_a_nan_score(tmp_path):
     for estimator in (InfluenceFunction(), InfluenceFunction(solver="cg"), DataInf()):
         with pytest.raises(StoreCorruptError, match=f"non-finite.*{store.ids[3]!r}"):
             estimator.fit(FeatureStore.open(store.root)).score(store)
+
+
+AUTO_CASES = {
+    **CASES,
+    "influence-cg": lambda f: InfluenceFunction(solver="cg"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(AUTO_CASES))
+def test_auto_damping_reads_the_fitted_spectrum(mlp, case):
+    """``damping="auto"``: every estimator hands its eigenvalues to the spectrum rule, which
+    reaches its target effective dimension; the chosen damping is recorded and scores like a
+    fresh fit at that number."""
+    make = AUTO_CASES[case]
+    train, query = mlp["margin"] if case == "trak" else mlp["stores"]
+    estimator = make(mlp["factors"])
+    estimator.damping, estimator.auto_damping = 1.0, True
+    fitted = estimator.fit(train)
+    rule = fitted.describe()["damping_rule"]
+    assert rule["effective_dimension"] == pytest.approx(rule["target_effective_dimension"], 1e-3)
+    assert rule["target_effective_dimension"] == pytest.approx(DAMPING_SHARE * rule["directions"])
+    assert fitted.damping == rule["relative"] != 1.0
+    fresh = make(mlp["factors"])
+    fresh.damping = fitted.damping
+    np.testing.assert_allclose(
+        fitted.score(query).values, fresh.fit(train).score(query).values, rtol=1e-6, atol=1e-9
+    )
+    assert "damping_rule" not in fitted.with_damping(0.5).describe()
+
+
+def test_auto_damping_is_relative_only():
+    with pytest.raises(InputError, match="relative"):
+        InfluenceFunction(damping="auto", damping_mode="absolute")
+    assert InfluenceFunction(damping="auto").auto_damping

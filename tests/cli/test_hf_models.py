@@ -126,6 +126,8 @@ def test_causal_lm_directory(tmp_path, tokenizer):
             "hf-causal-lm",
             "--out",
             str(tmp_path / "s"),
+            "--projection",
+            "kronecker",
             "--dim",
             "64",
             "--gradient",
@@ -136,6 +138,18 @@ def test_causal_lm_directory(tmp_path, tokenizer):
     )
     assert result.exit_code == 0, result.output
     assert FeatureStore.open(tmp_path / "s").spec.gradient == "measurement"
+    # by default a causal LM is projected on its eigenbasis, the budget chosen from the spectrum
+    common = ["features", str(data), "--model", str(path), "--task", "hf-causal-lm"]
+    refused = runner.invoke(app, [*common, "--out", str(tmp_path / "e")])
+    assert refused.exit_code == 2 and "--basis" in refused.output
+    basis = tmp_path / "basis.safetensors"
+    result = runner.invoke(app, [*common, "--out", str(tmp_path / "e"), "--basis", str(basis)])
+    assert result.exit_code == 0, result.output
+    projection = FeatureStore.open(tmp_path / "e").spec.projection
+    assert projection["kind"] == "eigen" and projection["dim"] == "auto"
+    assert projection["budget"]["dim"] == projection["feature_dim"]
+    info = runner.invoke(app, ["store", "info", str(tmp_path / "e")])
+    assert f"budget: k = {projection['feature_dim']:,} chosen from the spectrum" in info.output
 
 
 def test_missing_model_directory_is_a_clear_error(tmp_path):

@@ -242,7 +242,12 @@ class Estimator(ABC):
     def describe(self) -> dict:
         """Settings recorded with the scores."""
         device = "numpy" if self.device is None else str(self.device)
-        return {"method": self.name, "block_size": self.block_size, "device": device, **self.notes}
+        described = {"method": self.name, "block_size": self.block_size, "device": device}
+        train = getattr(self, "train", None)
+        budget = train.spec.projection.get("budget") if train is not None else None
+        if budget:  # the eigen projection's budget chosen from the spectrum (dim="auto")
+            described["projection_budget"] = budget
+        return {**described, **self.notes}
 
 
 #: which checkpoints an estimator scores: ``"last"``, ``"all"``, one checkpoint id, a sequence

@@ -6,6 +6,12 @@ mean non-zero eigenvalue of an ``n``-example Fisher, so ``damping = 1`` puts ``�
 the spectrum whether the features are a 650-dimensional logistic regression or a 10⁵-dimensional
 layer with ``n = 1000``. ``"absolute"`` uses ``damping`` as ``λ`` itself.
 
+``damping="auto"`` reads the relative damping off the fitted curvature's spectrum
+(:func:`~infscope.curvature.spectrum.spectrum_damping`: the ``λ`` at which the damped curvature
+resolves half of its directions, the spectrum's midpoint). Every estimator exposes
+its spectrum after the fit (:meth:`DampedEstimator._spectra`), so the rule costs at most one
+extra fit; the choice is recorded as ``describe()["damping_rule"]``.
+
 Fitting does all λ-independent work (eigendecompositions, Krylov spaces, factor statistics);
 :meth:`DampedEstimator.with_damping` returns a fitted copy at another damping that reuses it, which
 is how :func:`~infscope.evaluation.damping.select_damping` scans a grid with one fit (each grid
@@ -22,9 +28,13 @@ from typing import Any
 import numpy as np
 
 from infscope.attribution.base import CheckpointChoice, CheckpointSum
+from infscope.curvature import spectrum
+from infscope.curvature.spectrum import SpectrumBlock
 from infscope.errors import InputError
 
 DAMPING_MODES = ("relative", "absolute")
+#: ``damping=AUTO_DAMPING`` chooses the damping from the fitted spectrum
+AUTO_DAMPING = "auto"
 
 
 def check_damping(damping: Any, damping_mode: str) -> float:
@@ -60,7 +70,11 @@ class DampedEstimator(CheckpointSum):
         block_size: int = 4096,
     ) -> None:
         super().__init__(normalize=normalize, checkpoints=checkpoints, block_size=block_size)
-        if damping is None:
+        #: the damping is read off the fitted spectrum (``damping="auto"``)
+        self.auto_damping = damping == AUTO_DAMPING
+        if self.auto_damping and damping_mode != "relative":
+            raise InputError("damping='auto' chooses a relative damping: use damping_mode='relative'")
+        if damping is None or self.auto_damping:
             if damping_mode == "absolute":
                 raise InputError("damping_mode='absolute' needs an explicit damping value")
             damping = self.default_damping
@@ -69,8 +83,19 @@ class DampedEstimator(CheckpointSum):
 
     def fit(self, train):  # type: ignore[override]
         super().fit(train)
+        if self.auto_damping:
+            spectra = self._spectra()
+            blocks = [block for spectrum in spectra for block in spectrum]
+            choice = spectrum.spectrum_damping(blocks, spectrum.DAMPING_SHARE)
+            self.damping = choice.relative
+            self.notes["damping_rule"] = choice.to_dict()
         self._apply_damping()
         return self
+
+    def _spectra(self) -> list[list[SpectrumBlock]]:
+        """Per checkpoint, the fitted curvature's eigenvalues per damped block, each with the
+        unit its relative damping multiplies (what ``damping="auto"`` reads)."""
+        raise InputError(f"{type(self).__name__} has no spectrum to choose its damping from")
 
     @abstractmethod
     def _apply_damping(self) -> None:
@@ -88,7 +113,8 @@ class DampedEstimator(CheckpointSum):
         self._require_fit()
         other = copy.copy(self)
         other.damping = check_damping(damping, self.damping_mode)
-        other.notes = dict(self.notes)
+        other.auto_damping = False
+        other.notes = {k: v for k, v in self.notes.items() if k != "damping_rule"}
         other._apply_damping()
         return other
 

@@ -25,9 +25,13 @@ import numpy as np
 
 from infscope.attribution.base import CheckpointChoice
 from infscope.attribution.damped import DampedEstimator
+from infscope.curvature.spectrum import SpectrumBlock
 from infscope.deprecation import legacy_arguments
 from infscope.errors import InputError, NonFiniteError
 from infscope.store import FeatureStore
+
+#: training examples whose per-layer kernel gives ``damping="auto"`` its spectrum
+SPECTRUM_EXAMPLES = 2048
 
 
 class DataInf(DampedEstimator):
@@ -82,6 +86,21 @@ class DataInf(DampedEstimator):
             raise InputError(
                 f"layers {zero} have zero gradients everywhere: use damping_mode='absolute'"
             )
+
+    def _spectra(self) -> list[list[SpectrumBlock]]:
+        """Each layer's Fisher eigenvalues: of the kernel ``Φ_l Φ_lᵀ / m`` over at most
+        :data:`SPECTRUM_EXAMPLES` evenly spaced training examples (its non-zero eigenvalues are
+        the layer Fisher's; a subsample estimates the leading ones at ``O(m² d)``)."""
+        ((checkpoint, _),) = self.checkpoint_weights(self.train)
+        n = self.train.n_examples
+        picked = np.unique(np.linspace(0, n - 1, min(n, SPECTRUM_EXAMPLES)).astype(int))
+        rows = self.train.rows(checkpoint, picked).astype(np.float64)
+        blocks = []
+        for layer, (_, cols) in enumerate(self.layers):
+            kernel = rows[:, cols] @ rows[:, cols].T / len(picked)
+            values = np.linalg.eigvalsh((kernel + kernel.T) / 2)
+            blocks.append(SpectrumBlock(np.clip(values, 0.0, None), float(self.units[layer])))
+        return [blocks]
 
     def _apply_damping(self) -> None:
         if self.damping_mode == "relative":

@@ -26,19 +26,24 @@ import numpy as np
 from infscope.attribution.base import CheckpointChoice
 from infscope.attribution.damped import DampedEstimator
 from infscope.curvature.fisher import FeatureFisher
-from infscope.curvature.linalg import Curvature
+from infscope.curvature.linalg import Curvature, krylov_eigenpairs
 from infscope.curvature.solvers import (
     SOLVERS,
     InverseSolver,
+    KernelInverse,
     PreparedInverse,
     auto_solver,
     make_solver,
 )
+from infscope.curvature.spectrum import SpectrumBlock
 from infscope.deprecation import legacy_arguments
 from infscope.errors import InputError, StoreMismatchError
 from infscope.store import FeatureStore
 
 __all__ = ["TRAK", "InfluenceFunction"]
+
+#: eigenvalues a Krylov run resolves for ``damping="auto"`` when the solver holds none (CG, LiSSA)
+KRYLOV_SPECTRUM_RANK = 100
 
 
 class InfluenceFunction(DampedEstimator):
@@ -161,6 +166,15 @@ class InfluenceFunction(DampedEstimator):
         for checkpoint, damping in self.absolute_damping.items():
             self.inverses[checkpoint].check_damping(damping)
 
+    def _spectra(self) -> list[list[SpectrumBlock]]:
+        """The eigenvalues the solver holds (exact, kernel, Arnoldi with its residual), or for a
+        solver without them (CG, LiSSA) the top of a Krylov run as Arnoldi's; shifted like the
+        damping of an indefinite curvature."""
+        return [
+            [_solver_spectrum(inverse, self.shifts[c], self.damping_units[c])]
+            for c, inverse in self.inverses.items()
+        ]
+
     def _precondition(self, checkpoint: str, block: np.ndarray) -> np.ndarray:
         damping = self.absolute_damping[checkpoint]
         return self.inverses[checkpoint].solve(block.T, damping).T
@@ -260,3 +274,19 @@ class TRAK(InfluenceFunction):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "reweight": self.reweight}
+
+
+def _solver_spectrum(inverse: PreparedInverse, shift: float, unit: float) -> SpectrumBlock:
+    """A prepared inverse's eigenvalues (plus a flat tail holding the rest of the trace over the
+    ``min(n, dim)`` non-zero directions it does not resolve), shifted by ``shift``."""
+    curvature = inverse.curvature
+    values = getattr(inverse, "eigenvalues", None)
+    if values is None:
+        values = krylov_eigenpairs(curvature, 2 * KRYLOV_SPECTRUM_RANK)[0][:KRYLOV_SPECTRUM_RANK]
+    values = np.asarray(values, dtype=np.float64)
+    rest = min(curvature.n_examples, curvature.dim) - int((values > 0).sum())
+    mass = curvature.trace() - float(np.clip(values, 0.0, None).sum())
+    counts = np.ones(len(values))
+    if rest > 0 and mass > 0 and not isinstance(inverse, KernelInverse):
+        values, counts = np.append(values, mass / rest), np.append(counts, rest)
+    return SpectrumBlock(np.clip(values + shift, 0.0, None), unit, counts)

@@ -31,6 +31,7 @@ from infscope.attribution.low_rank import LowRankQueries
 from infscope.curvature.eigenbasis import KroneckerBasis, as_bases
 from infscope.curvature.kfac import KFACFactors
 from infscope.curvature.kfac_blocks import FactorBlock
+from infscope.curvature.spectrum import SpectrumBlock
 from infscope.deprecation import legacy_arguments
 from infscope.errors import InputError, StoreMismatchError
 from infscope.store import FeatureStore
@@ -211,6 +212,16 @@ class EKFAC(DampedEstimator):
                 # features are zero, so its preconditioned query block contributes nothing anyway
                 preconditioners.append(_Preconditioner(block, inverse, damping))
             self._preconditioners[checkpoint] = preconditioners
+
+    def _spectra(self) -> list[list[SpectrumBlock]]:
+        """Each module's (EK-)FAC eigenvalues in the store, damped relative to their mean."""
+        return [
+            [
+                SpectrumBlock(self._eigenvalues(block), block.damping_unit(self.n_train))
+                for block in factors.blocks
+            ]
+            for factors in self.factors_by_checkpoint.values()
+        ]
 
     def check_query(self, query: FeatureStore) -> None:
         super().check_query(query)

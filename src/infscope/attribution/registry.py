@@ -125,6 +125,16 @@ OPTIONS: dict[str, Option] = {}
 ESTIMATORS: dict[str, Method] = {}
 
 
+def _damping_value(value: Any) -> float | str:
+    """A damping as given: ``"auto"``, or a number (text from the command line or a config)."""
+    if value == "auto" or isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"option damping takes a number or 'auto', got {value!r}") from None
+
+
 def register_option(option: Option) -> Option:
     """Declare an option (its name must be new)."""
     if option.name in OPTIONS:
@@ -289,11 +299,13 @@ for _option in (
     ),
     Option(
         "damping",
-        float,
+        str,
         None,
         "Relative damping: λ = damping × trace(H)/min(n, dim) of the curvature block it damps "
-        "(default: the method's, 1 for influence/trak/datainf, 0.1 for ekfac/kfac); see "
-        "--damping-mode.",
+        "(default: the method's, 1 for influence/trak/datainf, 0.1 for ekfac/kfac), or 'auto': "
+        "read off the fitted curvature's spectrum; see --damping-mode.",
+        metavar="NUMBER|auto",
+        load=_damping_value,
     ),
     Option(
         "damping_mode",

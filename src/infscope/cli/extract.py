@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -17,23 +17,44 @@ from infscope.cli.output import console
 from infscope.errors import InputError
 
 
+def parse_dim(value: Any) -> int | str:
+    """``--dim``: a whole number ≥ 0, or ``auto``."""
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)):
+        number = value
+    else:
+        try:
+            number = int(str(value))
+        except ValueError:
+            raise typer.BadParameter(f"{value!r} is neither a whole number nor 'auto'") from None
+    if number != "auto" and number < 0:
+        raise typer.BadParameter(f"{number} is below 0")
+    return number
+
+
 @dataclass(frozen=True)
 class ProjectionOptions:
     """How gradients are projected; the eigen projection's basis and how it is fitted."""
 
     projection: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="kronecker | eigen (curvature-aware, for ekfac/kfac; needs --basis) | sjlt | "
-            "gaussian | rademacher | identity."
+            "gaussian | rademacher | identity. Default: eigen for --task hf-causal-lm, "
+            "else kronecker.",
+            show_default=False,
         ),
-    ] = "kronecker"
+    ] = None
     dim: Annotated[
-        int,
+        str | None,
         typer.Option(
-            min=0, help="Feature dimension k (ignored by identity; eigen: 0 = full rank)."
+            parser=parse_dim,
+            metavar="K|auto",
+            help="Feature dimension k (ignored by identity). eigen: 0 = full rank, 'auto' = "
+            "chosen from the basis's spectrum (recorded in the store). Default: auto for "
+            "eigen, 4096 otherwise.",
+            show_default=False,
         ),
-    ] = 4096
+    ] = None
     seed: Annotated[int, typer.Option(help="Projection seed.")] = 0
     basis: Annotated[
         list[Path] | None,
@@ -140,15 +161,12 @@ def features(
         distributed.init_from_environment()  # under torchrun: bases and stores over the ranks
     if out is None and not basis_only:
         raise InputError("give --out, the feature store directory")
-    if projection.basis and projection.projection != "eigen" and not basis_only:
-        raise InputError("--basis applies to --projection eigen only")
+    kind, dim = _projection(projection, model.task, basis_only)
     _check_outputs(out, projection.basis, run.fit_factors)
     examples = ExampleSet.from_file(data)
     network, task = model.load()
     if weights is not None:
         load_weights(network, weights)
-    kind = "eigen" if basis_only else projection.projection
-    dim = (projection.dim or None) if kind == "eigen" else projection.dim
     analysis = Analysis(
         network, task, projection=kind, dim=dim, seed=projection.seed,
         modules=modules.selection(), device=device,
@@ -167,7 +185,32 @@ def features(
         if not fitted:
             console.print(f"{escape(str(projection.basis[0]))} exists: kept, not refitted")
         return
-    _extract(ctx, analysis, examples, out, run, projection.projection)
+    _extract(ctx, analysis, examples, out, run, kind)
+
+
+def _projection(
+    options: ProjectionOptions, task: str, basis_only: bool
+) -> tuple[str, int | str | None]:
+    """The projection kind and ``dim`` the options ask for, with the defaults filled in: a
+    causal LM gets the eigen projection (it needs ``--basis``), whose budget is chosen from the
+    spectrum (``auto``); a random projection gets 4096 features; eigen ``0`` is full rank."""
+    kind = "eigen" if basis_only else options.projection
+    if kind is None:
+        kind = "eigen" if task == "hf-causal-lm" else "kronecker"
+        if kind == "eigen" and not options.basis:
+            raise InputError(
+                "a causal LM is projected on its K-FAC eigenbasis by default: give --basis FILE "
+                "(fitted on the training data and saved there the first time), or --projection "
+                "kronecker"
+            )
+    if options.basis and kind != "eigen":
+        raise InputError("--basis applies to --projection eigen only")
+    dim = options.dim
+    if dim is None:
+        return kind, "auto" if kind == "eigen" else 4096
+    if dim == "auto" and kind != "eigen":
+        raise InputError("--dim auto applies to --projection eigen only")
+    return kind, (dim or None) if kind == "eigen" else dim
 
 
 def _check_outputs(out: Path | None, basis: list[Path] | None, factors: Path | None) -> None:

@@ -207,9 +207,7 @@ def featurize_with_covariances(
     covariances.check_featurize(
         extractor, options.get("gradient", "loss"), num_workers or 1, grouped
     )
-    store = featurize(
-        extractor, data, root, checkpoint, observers=[covariances.observe], **options
-    )
+    store = featurize(extractor, data, root, checkpoint, observers=[covariances.observe], **options)
     if grouped:
         covariances.all_reduce()
     return store, covariances

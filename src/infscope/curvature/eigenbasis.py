@@ -33,7 +33,6 @@ no pickle), project with ``ProjectionConfig(kind="eigen", basis=...)``.
 from __future__ import annotations
 
 import hashlib
-import heapq
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -41,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from infscope.curvature.budget import allocate_ranks, choose_budget
 from infscope.errors import InputError
 from infscope.gradients.basis import check_bases
 from infscope.gradients.modules import TrackedModule
@@ -170,23 +170,33 @@ class KroneckerBasis:
         """``(r_out, r_in)`` per module for at most ``budget`` features: whole blocks for
         non-Kronecker modules, then greedy growth of the Kronecker blocks by the curvature mass
         an added row or column captures per added feature, ``trace_m × F_S(r_out) × F_A(r_in)``."""
-        return _allocate(self, budget)
+        return allocate_ranks(self, budget)
 
-    def truncate(self, budget: int | None) -> KroneckerBasis:
+    def truncate(self, budget: int | str | None) -> KroneckerBasis:
         """The basis cut to at most ``budget`` features (:meth:`allocate`); ``None`` or a budget
-        at or above :attr:`feature_dim` keeps everything."""
+        at or above :attr:`feature_dim` keeps everything; ``"auto"`` chooses the budget from the
+        spectrum (:func:`~infscope.curvature.budget.choose_budget`) and records the choice —
+        the kept share of the effective dimension, the damping it was judged at — in
+        ``settings["budget"]``."""
+        if budget == "auto":
+            choice = choose_budget(self)
+            return self.truncate_to(choice.ranks, choice.dim, {"budget": choice.to_dict()})
         if budget is None or budget >= self.feature_dim:
             return self
         return self.truncate_to(self.allocate(budget), budget)
 
     def truncate_to(
-        self, ranks: list[tuple[int, int]], budget: int | None = None
+        self,
+        ranks: list[tuple[int, int]],
+        budget: int | None = None,
+        notes: dict[str, Any] | None = None,
     ) -> KroneckerBasis:
-        """The basis cut to given ``(r_out, r_in)`` per module."""
-        if ranks == [(m.out_rank, m.in_rank) for m in self.modules]:
+        """The basis cut to given ``(r_out, r_in)`` per module (``notes`` added to its
+        settings)."""
+        if ranks == [(m.out_rank, m.in_rank) for m in self.modules] and not notes:
             return self
         modules = [m.truncated(*r) for m, r in zip(self.modules, ranks)]
-        settings = {**self.settings, "truncated_to": budget}
+        settings = {**self.settings, "truncated_to": budget, **(notes or {})}
         return KroneckerBasis(modules, self.fisher, self.fingerprints, self.n_examples, settings)
 
     # ---- persistence -----------------------------------------------------------------------
@@ -308,50 +318,3 @@ def as_bases(basis: Any) -> list[KroneckerBasis]:
     return check_bases(
         [b if isinstance(b, KroneckerBasis) or b is None else KroneckerBasis.load(b) for b in given]
     )
-
-
-def _allocate(basis: KroneckerBasis, budget: int) -> list[tuple[int, int]]:
-    """``(r_out, r_in)`` per module for at most ``budget`` features: whole blocks for
-    non-Kronecker modules, then greedy growth of the Kronecker blocks by the curvature mass an
-    added row or column captures per added feature, ``trace_m × F_S(r_out) × F_A(r_in)``."""
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-        raise InputError(f"the eigen projection's dim must be a positive int, got {budget!r}")
-    modules = basis.modules
-    limits = [(m.out_rank, m.in_rank) for m in modules]
-    ranks = [limits[i] if not m.kronecker else (1, 1) for i, m in enumerate(modules)]
-    used = sum(r[0] * r[1] for r in ranks)
-    if used > budget:
-        raise InputError(
-            f"dim {budget} is below the {used} features the modules need at the least (one "
-            f"per Kronecker module, all of each LayerNorm-like module); raise dim"
-        )
-
-    def mass(index: int, r_out: int, r_in: int) -> float:
-        module = modules[index]
-        return module.trace * module.captured("out", r_out) * module.captured("in", r_in)
-
-    def push(index: int) -> None:
-        r_out, r_in = ranks[index]
-        here = mass(index, r_out, r_in)
-        if r_out < limits[index][0]:
-            gain = mass(index, r_out + 1, r_in) - here
-            heapq.heappush(heap, (-gain / r_in, index, versions[index], "out", r_in))
-        if r_in < limits[index][1]:
-            gain = mass(index, r_out, r_in + 1) - here
-            heapq.heappush(heap, (-gain / r_out, index, versions[index], "in", r_out))
-
-    versions = [0] * len(modules)
-    heap: list[tuple[float, int, int, str, int]] = []
-    for index, module in enumerate(modules):
-        if module.kronecker:
-            push(index)
-    while heap:
-        _, index, version, side, cost = heapq.heappop(heap)
-        if version != versions[index] or used + cost > budget:
-            continue
-        r_out, r_in = ranks[index]
-        ranks[index] = (r_out + 1, r_in) if side == "out" else (r_out, r_in + 1)
-        used += cost
-        versions[index] += 1
-        push(index)
-    return ranks

@@ -282,17 +282,26 @@ class KFACFactors:
                 f"{projection.get('kind')!r}, basis {str(projection.get('basis'))[:12]}...); "
                 f"extract it with ProjectionConfig(kind='eigen', basis=...) of this basis"
             )
-        truncated = bases[0]
+        truncated, index = bases[0], 0
         if len(bases) > 1:  # the checkpoint's own basis
             info = store.checkpoint(checkpoint or store.checkpoints[-1].id)
-            matching = [b for b in bases if b.fingerprint == info.fingerprint]
+            matching = [i for i, b in enumerate(bases) if b.fingerprint == info.fingerprint]
             if not matching:
                 raise StoreMismatchError(
                     f"checkpoint {info.id!r} of {store.root} holds weights none of the eigenbases "
                     f"was fit at"
                 )
-            truncated, checkpoint = matching[0], info.id
-        truncated = truncated.truncate(projection.get("dim"))
+            index, checkpoint = matching[0], info.id
+            truncated = bases[index]
+        if projection.get("dim") == "auto":  # the layout the spectrum chose, as recorded
+            recorded = (
+                [(b.rows, b.cols) for b in require_layout(projection).blocks]
+                if len(bases) == 1
+                else [tuple(r) for r in projection["ranks"][index]]
+            )
+            truncated = truncated.truncate_to(recorded)
+        else:
+            truncated = truncated.truncate(projection.get("dim"))
         # the checkpoint's own layout (zero padding after it, with one basis per checkpoint)
         layout = BlockLayout.of(
             [(m.name, m.out_rank, m.in_rank, m.kronecker) for m in truncated.modules]
@@ -468,7 +477,6 @@ class KFACFactors:
 
     # ---- persistence -----------------------------------------------------------------------
 
-
     # ---- persistence -----------------------------------------------------------------------
 
     def metadata(self) -> dict[str, Any]:
@@ -549,4 +557,3 @@ def _require_training_store(store: FeatureStore, checkpoint: str) -> None:
 
 def _ids_digest(ids: list[str]) -> str:
     return hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16]
-

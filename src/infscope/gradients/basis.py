@@ -61,7 +61,7 @@ class Basis(Protocol):
     @property
     def digest(self) -> str: ...
 
-    def truncate(self, budget: int | None) -> Basis: ...
+    def truncate(self, budget: int | str | None) -> Basis: ...
 
     def check_modules(self, modules: list[Any]) -> None: ...
 
@@ -93,7 +93,7 @@ def check_bases(given: Any) -> list[Basis]:
     return bases
 
 
-def describe_bases(bases: Sequence[Basis], budget: int | None) -> dict[str, Any]:
+def describe_bases(bases: Sequence[Basis], budget: int | str | None) -> dict[str, Any]:
     """What a store records about the bases it was projected with (digests, not paths; with
     several, each checkpoint's own rank layout for ``budget``)."""
     if len(bases) == 1:

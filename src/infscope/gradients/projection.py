@@ -46,7 +46,9 @@ class ProjectionConfig:
             budget split evenly over modules, each block ``k_out x k_in`` as square as the module
             allows, so the resulting ``feature_dim`` can be a little below ``dim``. For ``eigen``
             it is split by curvature mass (:meth:`KroneckerBasis.allocate`); ``None`` keeps the
-            whole basis.
+            whole basis; ``"auto"`` chooses it from the basis's spectrum (the directions that
+            hold 90% of the curvature's effective dimension at the damping the spectrum
+            implies, :mod:`infscope.curvature.budget`), recorded as ``budget`` in the store.
         seed: random seed; with the module list it fixes every projection matrix.
         sjlt_nonzeros: nonzeros per gradient coordinate for ``sjlt`` (1 = CountSketch); must
             divide ``dim``.
@@ -62,7 +64,7 @@ class ProjectionConfig:
     """
 
     kind: str = "kronecker"
-    dim: int | None = 4096
+    dim: int | str | None = 4096
     seed: int = 0
     sjlt_nonzeros: int = 1
     factor_dims: tuple[int, int] | None = None
@@ -80,9 +82,11 @@ class ProjectionConfig:
         if self.kind == "eigen":
             if self.factor_dims is not None:
                 raise InputError("factor_dims applies to the kronecker projection only")
-            if self.dim is not None and (isinstance(self.dim, bool) or self.dim < 1):
+            if self.dim is not None and self.dim != "auto" and (
+                isinstance(self.dim, bool) or not isinstance(self.dim, int) or self.dim < 1
+            ):
                 raise InputError(
-                    f"the eigen projection needs a positive dim or None, got {self.dim}"
+                    f"the eigen projection needs a positive dim, 'auto' or None, got {self.dim!r}"
                 )
         elif PROJECTIONS[self.kind].dim == "none":
             if self.dim is not None:
@@ -459,7 +463,11 @@ class EigenProjector(KroneckerProjector):
         return torch.nn.functional.pad(out, (0, self.feature_dim - out.shape[1]))
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), **describe_bases(self.sources, self.config.dim)}
+        described = {**super().describe(), **describe_bases(self.sources, self.config.dim)}
+        chosen = [basis.settings.get("budget") for basis in self.bases]
+        if self.config.dim == "auto":  # what the spectrum chose, per basis
+            described["budget"] = chosen[0] if len(chosen) == 1 else chosen
+        return described
 
     def matrices(self, index: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """``(Q_A,rᵀ, Q_S,rᵀ)`` for module ``index``; for a whole block ``(I, [[1]])``."""

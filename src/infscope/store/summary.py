@@ -38,6 +38,8 @@ def projection_lines(projection: dict[str, Any]) -> list[str]:
         parts[0] += f" (factor dims {factors[0]} x {factors[1]})"
     elif isinstance(dim, int) and dim != width:
         parts[0] += f" (dim {dim:,} asked)"
+    elif dim == "auto":
+        parts[0] += " (dim chosen from the spectrum)"
     if kind == "identity":
         parts[0] += " (exact gradients)"
     else:
@@ -45,6 +47,7 @@ def projection_lines(projection: dict[str, Any]) -> list[str]:
     if kind == "sjlt":
         parts.append(f"{projection.get('sjlt_nonzeros', 1)} nonzero(s) per coordinate")
     lines = [f"projection: {kind}{_basis(projection)}, {', '.join(parts)}"]
+    lines += budget_lines(projection.get("budget"))
     blocks = projection.get("blocks")
     if blocks:
         try:
@@ -58,6 +61,29 @@ def projection_lines(projection: dict[str, Any]) -> list[str]:
         )
     elif projection.get("ranks"):
         lines.append("modules: each checkpoint has its own rank layout (one basis each)")
+    return lines
+
+
+def budget_lines(budget: Any) -> list[str]:
+    """What ``dim="auto"`` chose, per basis: the features kept and the share of the curvature's
+    effective dimension they hold, with a warning line when that share is low."""
+    if not budget:
+        return []
+    chosen = budget if isinstance(budget, list) else [budget]
+    if not all(isinstance(c, dict) for c in chosen):
+        return ["budget: unreadable"]
+    dims = ", ".join(f"{int(c.get('dim', 0)):,}" for c in chosen)
+    kept = [float(c.get("kept_share", 0.0)) for c in chosen]
+    shares = ", ".join(f"{k:.1%}" for k in kept)
+    lines = [
+        f"budget: k = {dims} chosen from the spectrum, keeping {shares} of the curvature's "
+        f"effective dimension (target {float(chosen[0].get('target_share', 0)):.0%})"
+    ]
+    if any(c.get("low") for c in chosen):
+        lines.append(
+            f"warning: the projection keeps only {min(kept):.0%} of the effective dimension; "
+            "refit the basis with a larger sketch_rank or max_exact_dim"
+        )
     return lines
 
 

@@ -1,0 +1,180 @@
+"""Held-out language-model tasks: *test* tasks of ``bench/lm_defaults.py``, never used to choose a
+default. Each differs from the dev tasks (``gpt2-trec``, ``lm-banking`` of :mod:`.tasks`) in
+corpus, training recipe or size:
+
+* ``lm-agnews`` — a GPT-2 trained from scratch on AG News sentences (news text, not questions);
+* ``lm-lora-trec`` — a GPT-2 pre-trained on TREC and SMS texts, fine-tuned with LoRA adapters
+  (peft) on TREC questions → their coarse type;
+* ``lm-snli-wide`` — a wider GPT-2 (d = 256) over a larger vocabulary, SNLI premise → hypothesis:
+  longer completions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from infscope.tasks import HFCausalLMTask
+
+from .common import BenchTask
+from .tasks import (
+    CompactTokenizer,
+    _causal_lm_task,
+    _conv1d_to_linear,
+    _gpt2_config,
+    _minilm_tokenizer,
+    _read_jsonl,
+)
+
+TRAIN, QUERY, HELDOUT = 500, 100, 50
+TREC_TYPES = ("abbreviation", "description", "entity", "person", "location", "number")
+
+
+def _splits(rows: list[dict], test: list[dict], pair) -> dict[str, list[dict]]:
+    rng = np.random.default_rng(0)
+    train = [rows[i] for i in rng.choice(len(rows), TRAIN, replace=False)]
+    picked = rng.choice(len(test), QUERY + HELDOUT, replace=False)
+    return {
+        "train": [pair(r) for r in train],
+        "query": [pair(test[i]) for i in picked[:QUERY]],
+        "heldout": [pair(test[i]) for i in picked[QUERY:]],
+    }
+
+
+def _texts(splits_rows: dict[str, list[dict]]) -> list[str]:
+    return [r["prompt"] + r["completion"] for rs in splits_rows.values() for r in rs]
+
+
+def lm_agnews(data_root: Path) -> BenchTask:
+    """AG News: the first 8 words of an article → its next ≤ 16 words; trained from scratch."""
+    from transformers import GPT2LMHeadModel
+
+    def pair(row):
+        words = row["text"].split()[:24]
+        return {
+            "id": row["id"],
+            "prompt": " ".join(words[:8]),
+            "completion": " " + " ".join(words[8:]),
+        }
+
+    splits_rows = _splits(
+        _read_jsonl(data_root / "ag_news" / "train.jsonl"),
+        _read_jsonl(data_root / "ag_news" / "test.jsonl"),
+        pair,
+    )
+    tokenizer = CompactTokenizer(_minilm_tokenizer(), _texts(splits_rows))
+    config = _gpt2_config(tokenizer, width=64, layers=2, heads=4)
+
+    def make_model(seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        return _conv1d_to_linear(GPT2LMHeadModel(config)).eval()
+
+    description = (
+        f"AG News articles (first 8 words → the next ≤ 16, AG News test for queries); GPT-2 "
+        f"(n_layer=2 n_embd=64 n_head=4, untied head, nn.Linear) over the "
+        f"{tokenizer.vocab_size - 1} MiniLM WordPiece tokens that occur; trained from scratch"
+    )
+    return _causal_lm_task("lm-agnews", description, splits_rows, tokenizer, make_model, 8, 3e-3)
+
+
+def _pretrain(model: nn.Module, tokenizer, corpus: list[str], path: Path, epochs: int):
+    """Next-token pre-training on ``corpus`` (AdamW 3e-3, batch 64, seed 0), cached at ``path``."""
+    from safetensors.torch import load_file, save_file
+
+    if not path.is_file():
+        torch.manual_seed(0)
+        lm = HFCausalLMTask(tokenizer, max_length=48)
+        records = [
+            {"prompt": "", "completion": t} for t in corpus if len(tokenizer(t)["input_ids"]) > 1
+        ]
+        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+        generator = torch.Generator().manual_seed(0)
+        model.train()
+        for _ in range(epochs):
+            for index in torch.randperm(len(records), generator=generator).split(64):
+                optimizer.zero_grad()
+                lm.train_loss(
+                    model, lm.collate([records[i] for i in index.tolist()])
+                ).mean().backward()
+                optimizer.step()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return load_file(str(path))
+
+
+def lm_lora_trec(data_root: Path, cache_dir: Path) -> BenchTask:
+    """TREC question → its coarse type's name, LoRA (r = 8 on every attention and MLP linear)
+    on a GPT-2 pre-trained on TREC and SMS texts."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import GPT2LMHeadModel
+
+    def pair(row):
+        return {
+            "id": row["id"],
+            "prompt": f"{row['text']} type:",
+            "completion": f" {TREC_TYPES[row['label']]}",
+        }
+
+    rows = _read_jsonl(data_root / "trec" / "train.jsonl")
+    splits_rows = _splits(rows, _read_jsonl(data_root / "trec" / "test.jsonl"), pair)
+    corpus = [r["text"] for r in rows]
+    corpus += [r["text"] for r in _read_jsonl(data_root / "sms_spam" / "train.jsonl")]
+    tokenizer = CompactTokenizer(_minilm_tokenizer(), corpus + _texts(splits_rows))
+    config = _gpt2_config(tokenizer, width=64, layers=2, heads=4)
+    path = cache_dir / f"pretrained-lora-trec-{tokenizer.vocab_size}-{len(corpus)}-1.safetensors"
+    torch.manual_seed(0)
+    pretrained = _pretrain(_conv1d_to_linear(GPT2LMHeadModel(config)), tokenizer, corpus, path, 1)
+    lora = LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn", "c_proj", "c_fc"])
+
+    def make_model(seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        model = _conv1d_to_linear(GPT2LMHeadModel(config))
+        model.load_state_dict(pretrained)
+        return get_peft_model(model, lora).eval()
+
+    description = (
+        f'TREC questions → their coarse type ("<question> type:" → e.g. " location", TREC '
+        f"test for queries); GPT-2 (n_layer=2 n_embd=64 n_head=4) over "
+        f"{tokenizer.vocab_size - 1} MiniLM WordPiece tokens, pre-trained 1 epoch on "
+        f"{len(corpus)} TREC/SMS texts (cached), fine-tuned with LoRA r=8 α=16 on c_attn, "
+        f"c_proj, c_fc (peft; only the adapters train)"
+    )
+    return _causal_lm_task(
+        "lm-lora-trec", description, splits_rows, tokenizer, make_model, 4, 3e-3, max_length=64
+    )
+
+
+def lm_snli_wide(data_root: Path) -> BenchTask:
+    """SNLI premise → hypothesis on a wider GPT-2 (d = 256) whose vocabulary covers every SNLI
+    training text, not only the task's: a larger head, longer completions."""
+    from transformers import GPT2LMHeadModel
+
+    def pair(row):
+        return {
+            "id": row["id"],
+            "prompt": f"{row['premise']} =>",
+            "completion": f" {row['hypothesis']}",
+        }
+
+    rows = _read_jsonl(data_root / "snli" / "train.jsonl")
+    splits_rows = _splits(rows, _read_jsonl(data_root / "snli" / "test.jsonl"), pair)
+    corpus = [r["premise"] + " " + r["hypothesis"] for r in rows[:4000]]
+    tokenizer = CompactTokenizer(_minilm_tokenizer(), corpus + _texts(splits_rows))
+    config = _gpt2_config(tokenizer, width=256, layers=2, heads=4)
+
+    def make_model(seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        return _conv1d_to_linear(GPT2LMHeadModel(config)).eval()
+
+    description = (
+        f'SNLI premise → hypothesis ("<premise> =>" → " <hypothesis>", SNLI test for '
+        f"queries); GPT-2 (n_layer=2 n_embd=256 n_head=4, untied head, nn.Linear) over the "
+        f"{tokenizer.vocab_size - 1} MiniLM WordPiece tokens of 4,000 SNLI pairs; trained from "
+        f"scratch"
+    )
+    return _causal_lm_task(
+        "lm-snli-wide", description, splits_rows, tokenizer, make_model, 5, 1e-3, max_length=64
+    )

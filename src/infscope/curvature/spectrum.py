@@ -1,0 +1,143 @@
+"""Damping and projection budget read off a curvature spectrum.
+
+Both rules count the **effective dimension** of a damped curvature, ``d(λ) = Σ_i μ_i / (μ_i +
+λ)`` over its eigenvalues ``μ_i``: a direction well above the damping counts one, one far below
+it counts ``μ_i / λ``. It is the expected self-influence of a training gradient,
+``E[gᵀ (F + λI)⁻¹ g] = tr(F (F + λI)⁻¹)`` for the (empirical) Fisher ``F = E[g gᵀ]``, so it
+measures how many directions an influence score actually resolves.
+
+* **Damping** (:func:`spectrum_damping` with :data:`DAMPING_SHARE`): the ``λ`` at which the
+  damped curvature resolves half of its directions, ``d(λ) = ½ D`` (``D`` the directions with a
+  positive eigenvalue): the spectrum's own midpoint. A flat spectrum of equal eigenvalues ``u``
+  gets ``λ = u`` (relative damping 1 in the mean-eigenvalue unit, the Fisher estimators' old
+  default); a decaying one — an EK-FAC spectrum, whose mean is set by a few large eigenvalues —
+  gets a much smaller ``λ``, so the directions that carry the fine structure are not flattened.
+  On the dev tasks the LDS of EK-FAC is flat for ``λ`` below the midpoint and falls above it,
+  where a constant relative damping lands on either side depending on how steep the spectrum is.
+  It needs the eigenvalues only, which every estimator has after its fit (or from one Krylov
+  run), so it costs at most one extra fit.
+* **Budget** (:func:`~infscope.curvature.budget.choose_budget`): ``n`` training examples
+  determine at most ``n`` directions; at the damping where the full space's K-FAC spectrum
+  resolves :data:`BUDGET_DAMPING_SHARE` ``× n`` of them, the eigen projection keeps the rows and
+  columns that add the most effective dimension per feature until the kept directions hold
+  :data:`BUDGET_SHARE` of the whole space's — the directions whose eigenvalue is negligible
+  against that damping add little and are cut, however many there are. The kept share is
+  reported, and a low one warned about.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from infscope.errors import InputError
+
+#: share of its positive-eigenvalue directions the damped curvature resolves, ``d(λ) = share D``
+DAMPING_SHARE = 0.5
+#: the budget is judged at the damping where the full space resolves this share of ``min(n, D)``
+BUDGET_DAMPING_SHARE = 0.25
+#: share of the full space's effective dimension the chosen projection budget keeps
+BUDGET_SHARE = 0.95
+#: below this kept share, a warning says the budget discards curvature that matters
+LOW_KEPT_SHARE = 0.8
+
+__all__ = [
+    "BUDGET_DAMPING_SHARE",
+    "BUDGET_SHARE",
+    "DAMPING_SHARE",
+    "LOW_KEPT_SHARE",
+    "DampingChoice",
+    "SpectrumBlock",
+    "effective_dimension",
+    "spectrum_damping",
+]
+
+
+@dataclass(frozen=True)
+class SpectrumBlock:
+    """Eigenvalues of one damped curvature block (``counts[i]`` directions of value
+    ``values[i]``; ``None``: one each) and the unit its relative damping multiplies: the block
+    is damped by ``relative × unit``."""
+
+    values: np.ndarray
+    unit: float
+    counts: np.ndarray | None = None
+
+    def effective_dimension(self, damping: float) -> float:
+        values = np.clip(np.asarray(self.values, dtype=np.float64).ravel(), 0.0, None)
+        weights = values / (values + damping) if damping > 0 else (values > 0).astype(float)
+        if self.counts is not None:
+            weights = weights * np.asarray(self.counts, dtype=np.float64).ravel()
+        return float(weights.sum())
+
+    @property
+    def directions(self) -> float:
+        """Directions with a positive eigenvalue."""
+        positive = np.asarray(self.values).ravel() > 0
+        if self.counts is None:
+            return float(positive.sum())
+        return float(np.asarray(self.counts, dtype=np.float64).ravel()[positive].sum())
+
+
+@dataclass(frozen=True)
+class DampingChoice:
+    """The relative damping the spectrum rule chose and what it was aiming at."""
+
+    relative: float
+    target: float  # the effective dimension aimed at
+    effective_dimension: float  # reached at ``relative``
+    directions: float  # positive-eigenvalue directions
+    n_examples: int | None  # the cap on the target, when given
+    share: float
+
+    def to_dict(self) -> dict[str, float | int | str | None]:
+        return {
+            "rule": "spectrum",
+            "relative": self.relative,
+            "share": self.share,
+            "target_effective_dimension": self.target,
+            "effective_dimension": self.effective_dimension,
+            "directions": self.directions,
+            "n_examples": self.n_examples,
+        }
+
+
+def effective_dimension(blocks: Sequence[SpectrumBlock], relative: float) -> float:
+    """``Σ_blocks Σ_i μ_i / (μ_i + relative × unit)``."""
+    return sum(block.effective_dimension(relative * block.unit) for block in blocks)
+
+
+def spectrum_damping(
+    blocks: Sequence[SpectrumBlock], share: float, n_examples: int | None = None
+) -> DampingChoice:
+    """The relative damping at which ``blocks`` resolve ``share × D`` of their ``D``
+    positive-eigenvalue directions, or ``share × min(n_examples, D)`` when ``n_examples`` is
+    given (see the module docstring); bisection on a log scale to 1e-4 relative accuracy."""
+    if not 0 < share < 1:
+        raise InputError(f"the damping share must lie in (0, 1), got {share}")
+    if n_examples is not None and n_examples < 1:
+        raise InputError(f"the damping rule needs a positive number of examples, got {n_examples}")
+    blocks = [b for b in blocks if b.unit > 0 and math.isfinite(b.unit)]
+    for block in blocks:
+        if not np.isfinite(np.asarray(block.values)).all():
+            raise InputError("the curvature spectrum holds NaN or inf: its inputs are not finite")
+    directions = sum(b.directions for b in blocks)
+    if directions == 0:
+        raise InputError(
+            "the curvature has no positive eigenvalue (all gradients vanish): the damping "
+            "cannot be read off its spectrum; pass a number"
+        )
+    target = share * (directions if n_examples is None else min(float(n_examples), directions))
+    low, high = math.log(1e-12), math.log(1e12)
+    while high - low > 1e-4:
+        middle = (low + high) / 2
+        if effective_dimension(blocks, math.exp(middle)) > target:
+            low = middle
+        else:
+            high = middle
+    relative = math.exp((low + high) / 2)
+    reached = effective_dimension(blocks, relative)
+    return DampingChoice(relative, target, reached, directions, n_examples, share)

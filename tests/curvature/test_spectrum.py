@@ -1,0 +1,176 @@
+"""The spectrum rules on synthetic spectra with a known answer: the damping at which the damped
+curvature resolves a share of ``min(n, D)`` directions, and the eigen budget that keeps a share
+of the effective dimension."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from infscope.curvature.budget import choose_budget
+from infscope.curvature.eigenbasis import KroneckerBasis, ModuleBasis
+from infscope.curvature.spectrum import (
+    DAMPING_SHARE,
+    SpectrumBlock,
+    effective_dimension,
+    spectrum_damping,
+)
+from infscope.errors import InputError
+
+
+@pytest.mark.parametrize("share", [0.1, 0.25, 0.5, 0.9])
+def test_flat_spectrum_damping_has_its_closed_form(share):
+    # D equal eigenvalues u: d(λ) = D u / (u + λ) = share D  ⇔  λ = u (1 − share) / share
+    u, n = 3.0, 40
+    choice = spectrum_damping([SpectrumBlock(np.full(n, u), unit=u)], share)
+    assert choice.relative == pytest.approx((1 - share) / share, rel=1e-3)
+    assert choice.effective_dimension == pytest.approx(share * n, rel=1e-3)
+    # the default share puts λ at the midpoint: relative damping 1 on a flat spectrum
+    assert spectrum_damping([SpectrumBlock(np.full(n, u), u)], DAMPING_SHARE).relative == (
+        pytest.approx(1.0, rel=1e-3)
+    )
+
+
+def test_two_level_spectrum_puts_the_damping_between_the_levels():
+    # 10 directions of 1 and 10 of 10⁻⁶: half resolved ⇔ λ far below 1, far above 10⁻⁶
+    values = np.array([1.0] * 10 + [1e-6] * 10)
+    choice = spectrum_damping([SpectrumBlock(values, 1.0)], 0.5)
+    assert 1e-5 < choice.relative < 1e-1
+
+
+def test_target_is_capped_by_the_examples_and_counts_equal_repeats():
+    # 1000 directions but 50 examples: the rule aims at share × 50
+    values = np.geomspace(1.0, 1e-6, 10)
+    counts = np.full(10, 100)
+    compact = spectrum_damping([SpectrumBlock(values, 1.0, counts)], 0.5, 50)
+    expanded = spectrum_damping([SpectrumBlock(np.repeat(values, 100), 1.0)], 0.5, 50)
+    assert compact.target == 25 and compact.directions == 1000
+    assert compact.relative == pytest.approx(expanded.relative, rel=1e-6)
+    assert spectrum_damping([SpectrumBlock(values, 1.0, counts)], 0.5).target == 500
+
+
+def test_steeper_spectrum_gets_less_damping_and_units_scale_per_block():
+    flat = spectrum_damping([SpectrumBlock(np.ones(100), 1.0)], 0.5)
+    steep = spectrum_damping([SpectrumBlock(np.geomspace(1.0, 1e-8, 100), 1.0)], 0.5)
+    assert steep.relative < flat.relative / 10
+    # the same spectrum scaled by c with its unit scaled by c gets the same relative damping
+    scaled = spectrum_damping([SpectrumBlock(7.0 * np.geomspace(1.0, 1e-8, 100), 7.0)], 0.5)
+    assert scaled.relative == pytest.approx(steep.relative, rel=1e-3)
+    blocks = [SpectrumBlock(np.ones(10), 1.0), SpectrumBlock(np.ones(10) * 5, 5.0)]
+    assert effective_dimension(blocks, 1.0) == pytest.approx(10.0)
+
+
+def test_spectrum_damping_refuses_bad_spectra():
+    with pytest.raises(InputError, match="no positive eigenvalue"):
+        spectrum_damping([SpectrumBlock(np.zeros(5), 1.0)], 0.5)
+    with pytest.raises(InputError, match="NaN"):
+        spectrum_damping([SpectrumBlock(np.array([1.0, np.nan]), 1.0)], 0.5)
+    with pytest.raises(InputError, match="share"):
+        spectrum_damping([SpectrumBlock(np.ones(5), 1.0)], 1.0)
+
+
+def _module(name, s_values, a_values, rows=None, s_total=None, trace=1.0):
+    rows = rows or len(s_values)
+    s_vectors = np.eye(rows)[:, : len(s_values)]
+    a_vectors = np.eye(len(a_values))
+    return ModuleBasis(
+        name,
+        rows,
+        len(a_values),
+        True,
+        trace,
+        s_values=np.asarray(s_values, float),
+        s_vectors=s_vectors,
+        s_total=float(s_total if s_total is not None else np.sum(s_values)),
+        a_values=np.asarray(a_values, float),
+        a_vectors=a_vectors,
+        a_total=float(np.sum(a_values)),
+    )
+
+
+def _basis(modules, n):
+    return KroneckerBasis(modules, "empirical", ("w",), n, {})
+
+
+def test_budget_keeps_exactly_the_directions_above_the_damping():
+    # two modules whose K-FAC spectrum holds 2×2 and 3×1 directions of equal size, the rest
+    # 10⁻⁹ of it: the rule keeps those 4 + 3 features, whatever the modules' sizes
+    tiny = [1e-9] * 8
+    first = _module("a", [1, 1] + tiny, [1, 1] + tiny)
+    second = _module("b", [1, 1, 1] + tiny, [1] + tiny)
+    choice = choose_budget(_basis([first, second], n=7))
+    assert choice.ranks == [(2, 2), (3, 1)]
+    assert choice.dim == 7 and choice.kept_share > 0.99
+    cut = _basis([first, second], n=7).truncate("auto")
+    assert cut.feature_dim == 7 and cut.settings["budget"]["dim"] == 7
+    assert cut.settings["truncated_to"] == 7
+
+
+def test_budget_grows_with_a_flatter_spectrum():
+    steep = _module("a", np.geomspace(1, 1e-6, 20), np.geomspace(1, 1e-6, 10))
+    flat = _module("a", np.geomspace(1, 1e-1, 20), np.geomspace(1, 1e-1, 10))
+    small = choose_budget(_basis([steep], n=100))
+    large = choose_budget(_basis([flat], n=100))
+    assert small.dim < large.dim <= 200
+    assert min(small.kept_share, large.kept_share) >= 0.9
+
+
+def test_explicit_budget_wins_and_a_sketched_side_warns():
+    module = _module("a", np.geomspace(1, 1e-1, 20), np.geomspace(1, 1e-1, 10))
+    assert _basis([module], n=100).truncate(12).feature_dim <= 12
+    # one eigenvector of a 200-row side whose trace is mostly unresolved
+    sketched = _module("a", [1.0], np.ones(10), rows=200, s_total=50.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        choice = choose_budget(_basis([sketched], n=1000))
+    assert choice.kept_share < 0.1
+    assert any("effective dimension" in str(w.message) for w in caught)
+
+
+def test_auto_budget_travels_with_the_store_and_the_scores(tmp_path):
+    """``ProjectionConfig("eigen", "auto")``: the store records the chosen k and kept share,
+    ``store info`` prints them, EK-FAC rebuilds the same layout and its scores carry both
+    choices; an explicit dim is what it says."""
+    from infscope.attribution.kfac import EKFAC
+    from infscope.curvature.basis_fit import fit_kronecker_basis
+    from infscope.gradients import ProjectionConfig
+    from infscope.store.summary import projection_lines
+    from infscope.tasks import ClassificationTask
+    from tests.attribution.conftest import IDENTITY, split_examples, stores, trained_mlp
+
+    model, x, y = trained_mlp(80, 10)
+    train, query = split_examples(x, y, 80)
+    identity = stores(tmp_path / "identity", model, ClassificationTask(), train, query, IDENTITY)
+    basis = fit_kronecker_basis(identity[0], train, progress=False)
+    auto = ProjectionConfig("eigen", "auto", basis=basis)
+    _, train_store, query_store = stores(
+        tmp_path / "auto", model, ClassificationTask(), train, query, auto
+    )
+    budget = train_store.spec.projection["budget"]
+    assert budget["dim"] == train_store.feature_dim < basis.feature_dim
+    assert budget["kept_share"] >= budget["target_share"]
+    assert any(
+        line.startswith(f"budget: k = {budget['dim']}")
+        for line in projection_lines(train_store.spec.projection)
+    )
+    estimator = EKFAC(basis, damping="auto").fit(train_store)
+    described = estimator.describe()
+    assert described["projection_budget"] == budget and "damping_rule" in described
+    assert np.isfinite(estimator.score(query_store).values).all()
+    fixed = ProjectionConfig("eigen", 20, basis=basis)
+    assert (
+        stores(tmp_path / "fixed", model, ClassificationTask(), train, query, fixed)[1].feature_dim
+        <= 20
+    )
+
+
+def test_budget_lines_warn_when_little_is_kept():
+    from infscope.store.summary import budget_lines
+
+    low = {"dim": 10, "kept_share": 0.4, "target_share": 0.9, "low": True}
+    lines = budget_lines([low, {**low, "kept_share": 0.95, "low": False}])
+    assert lines[0].startswith("budget: k = 10, 10") and "40.0%, 95.0%" in lines[0]
+    assert lines[1].startswith("warning:")
+    assert budget_lines(None) == []
