@@ -16,7 +16,8 @@ def _check(work, outputs):
     run = work / "runs" / "causal_lm"
     assert (run / "model" / "config.json").is_file()
     assert "helps" in outputs[3] and "type:" in outputs[3]
-    assert "most suspicious by tracin" in outputs[5]
+    assert "most suspicious by ekfac" in outputs[5]
+    assert (run / "basis.safetensors").is_file()  # fitted by the first features command
     assert "Attribution" in (run / "report.html").read_text()
 
 
