@@ -25,6 +25,7 @@ from .tasks import (
     _causal_lm_task,
     _conv1d_to_linear,
     _gpt2_config,
+    _gpt2_from_scratch,
     _minilm_tokenizer,
     _read_jsonl,
 )
@@ -50,7 +51,6 @@ def _texts(splits_rows: dict[str, list[dict]]) -> list[str]:
 
 def lm_agnews(data_root: Path) -> BenchTask:
     """AG News: the first 8 words of an article → its next ≤ 16 words; trained from scratch."""
-    from transformers import GPT2LMHeadModel
 
     def pair(row):
         words = row["text"].split()[:24]
@@ -68,9 +68,7 @@ def lm_agnews(data_root: Path) -> BenchTask:
     tokenizer = CompactTokenizer(_minilm_tokenizer(), _texts(splits_rows))
     config = _gpt2_config(tokenizer, width=64, layers=2, heads=4)
 
-    def make_model(seed: int) -> nn.Module:
-        torch.manual_seed(seed)
-        return _conv1d_to_linear(GPT2LMHeadModel(config)).eval()
+    make_model = _gpt2_from_scratch(config)
 
     description = (
         f"AG News articles (first 8 words → the next ≤ 16, AG News test for queries); GPT-2 "
@@ -150,7 +148,6 @@ def lm_lora_trec(data_root: Path, cache_dir: Path) -> BenchTask:
 def lm_snli_wide(data_root: Path) -> BenchTask:
     """SNLI premise → hypothesis on a wider GPT-2 (d = 256) whose vocabulary covers every SNLI
     training text, not only the task's: a larger head, longer completions."""
-    from transformers import GPT2LMHeadModel
 
     def pair(row):
         return {
@@ -165,9 +162,7 @@ def lm_snli_wide(data_root: Path) -> BenchTask:
     tokenizer = CompactTokenizer(_minilm_tokenizer(), corpus + _texts(splits_rows))
     config = _gpt2_config(tokenizer, width=256, layers=2, heads=4)
 
-    def make_model(seed: int) -> nn.Module:
-        torch.manual_seed(seed)
-        return _conv1d_to_linear(GPT2LMHeadModel(config)).eval()
+    make_model = _gpt2_from_scratch(config)
 
     description = (
         f'SNLI premise → hypothesis ("<premise> =>" → " <hypothesis>", SNLI test for '

@@ -449,6 +449,18 @@ def _conv1d_to_linear(model: nn.Module) -> nn.Module:
     return model
 
 
+def _gpt2_from_scratch(config):
+    """``make_model(seed)``: a freshly initialised GPT-2 of ``config`` (Conv1D as nn.Linear), in
+    eval mode, its initial weights set by ``seed``."""
+    from transformers import GPT2LMHeadModel
+
+    def make_model(seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        return _conv1d_to_linear(GPT2LMHeadModel(config)).eval()
+
+    return make_model
+
+
 def _gpt2_config(tokenizer, width: int, layers: int, heads: int):
     from transformers import GPT2Config
 
@@ -562,7 +574,6 @@ def _minilm_tokenizer():
 
 
 def tiny_gpt2(scale: float, data_root: Path) -> BenchTask:
-    from transformers import GPT2LMHeadModel
 
     n_train, n_query, n_heldout = int(800 * scale), int(100 * scale), int(50 * scale)
     rng = np.random.default_rng(0)
@@ -589,9 +600,7 @@ def tiny_gpt2(scale: float, data_root: Path) -> BenchTask:
     tokenizer = CompactTokenizer(_minilm_tokenizer(), texts)
     config = _gpt2_config(tokenizer, width=64, layers=2, heads=4)
 
-    def make_model(seed: int) -> nn.Module:
-        torch.manual_seed(seed)
-        return _conv1d_to_linear(GPT2LMHeadModel(config)).eval()
+    make_model = _gpt2_from_scratch(config)
 
     description = (
         f"TREC questions as prompt/completion pairs (first half of the words → the rest, TREC "
