@@ -6,12 +6,14 @@ and, where a side was sketched, the unresolved rest of that side's trace spread 
 remaining directions. :func:`choose_budget` takes the damping at which that full spectrum
 resolves :data:`~infscope.curvature.spectrum.BUDGET_DAMPING_SHARE` of the ``n`` directions the
 training examples determine (:func:`~infscope.curvature.spectrum.spectrum_damping`; each module
-damped relative to its mean eigenvalue, as EK-FAC damps it) and keeps the rows and columns of
-each module that add the most effective dimension ``Σ μ/(μ + λ)`` per feature, until the kept
-directions hold :data:`~infscope.curvature.spectrum.BUDGET_SHARE` of the whole space's. A
-direction far below the damping adds ``μ/λ`` and is cut; a model whose curvature is spread over
-many directions (a pre-trained model fine-tuned briefly) gets a large budget, a peaked one (a
-model trained from scratch) a small one.
+damped relative to its mean eigenvalue, as EK-FAC damps it) and sizes the budget ``k`` as the
+smallest greedy layout — rows and columns that add the most effective dimension ``Σ μ/(μ + λ)``
+per feature — whose directions hold :data:`~infscope.curvature.spectrum.BUDGET_SHARE` of the
+whole space's. A direction far below the damping adds ``μ/λ`` and is cut; a model whose
+curvature is spread over many directions (a pre-trained model fine-tuned briefly) gets a large
+budget, a peaked one (a model trained from scratch) a small one. The ``k`` features are then laid
+out by curvature mass (:func:`allocate_ranks`), as an explicit ``dim`` is: on the dev task that
+layout of the same ``k`` predicted retraining better (LDS 0.170 against 0.152).
 """
 
 from __future__ import annotations
@@ -106,12 +108,16 @@ def choose_budget(
             table = np.zeros((weights.shape[0] + 1, weights.shape[1] + 1))
             table[1:, 1:] = weights.cumsum(0).cumsum(1)
             tables[index] = table
-    ranks = allocate_ranks(
+    sized = allocate_ranks(
         basis,
         basis.feature_dim,
         mass=lambda index, r_out, r_in: float(tables[index][r_out, r_in]),
         enough=share * total - fixed,
     )
+    # the rule sizes k; the k features are laid out by curvature mass, as an explicit dim is
+    # (on the dev task the same k scored 0.170 LDS laid out by mass, 0.152 by the rule's own
+    # per-feature gain: the mass layout keeps the directions that carry the most curvature)
+    ranks = allocate_ranks(basis, max(1, sum(r_out * r_in for r_out, r_in in sized)))
     kept = fixed + sum(float(tables[i][ranks[i]]) for i in tables)
     kept_share = kept / total if total > 0 else 1.0
     if kept_share < LOW_KEPT_SHARE:
