@@ -380,6 +380,7 @@ class InfluenceIndex:
             "nprobe": probes,
             "rerank": reranks,
             "approximate": self.config.kind != "flat",
+            "training_examples": train.n_examples,
             "expected_recall": self.expected_recall(probes, reranks),
             "train_store": self.info["train_store"],
             "query_store": os.path.abspath(query.root),
