@@ -13,6 +13,7 @@ pytest.importorskip("faiss")
 from infscope.attribution import GradientSimilarity, InfluenceFunction, TracIn  # noqa: E402
 from infscope.errors import InputError, StoreMismatchError  # noqa: E402
 from infscope.index import IndexConfig, InfluenceIndex, recall_at_k  # noqa: E402
+from infscope.index.ann import MAX_NLIST  # noqa: E402
 from infscope.store import FeatureStore, StoreSpec  # noqa: E402
 
 
@@ -146,11 +147,13 @@ def test_config_validation():
         IndexConfig(metric="cosine")
     with pytest.raises(InputError, match="divide"):
         IndexConfig(pq_bytes=7).factory(1000, 32)
-    assert IndexConfig().factory(10_000, 1024) == "IVF256,PQ64x8"
-    # 4·√10⁶ = 4000 cells would leave 16 of the 65,536 sampled rows per cell: capped at 1680
-    assert IndexConfig().factory(1_000_000, 1024) == "IVF1680,PQ64x8"
-    # 2,700 rows cannot train 256 centroids per sub-quantiser (9,984 needed): 64 of them
-    assert IndexConfig().factory(2_700, 1024) == "IVF69,PQ64x6"
+    # 4-bit fast-scan codes, one per 4 dimensions; 4·√n cells, each with 39 sampled rows
+    assert IndexConfig().factory(10_000, 1024) == "IVF256,PQ256x4fs"
+    assert IndexConfig().factory(1_000_000, 256) == "IVF4000,PQ64x4fs"
+    assert IndexConfig(pq_bytes=16).factory(1_000_000, 256) == "IVF4000,PQ32x4fs"
+    # 4·√10⁷ = 12,649 cells would cost 3× more to add to: capped
+    assert IndexConfig().factory(10_000_000, 256) == f"IVF{MAX_NLIST},PQ64x4fs"
+    assert IndexConfig(train_size=65_536).factory(10_000_000, 256) == "IVF1680,PQ64x4fs"
 
 
 def test_a_query_whose_cells_hold_fewer_than_k_vectors_searches_more_cells(stores):
@@ -269,3 +272,24 @@ def test_when_every_cell_is_not_enough_calibration_rescores_more_candidates(stor
         assert measured["nprobe"] == 2 and measured["rerank"] > 1
         assert measured["recall"] > calibration[direction]["curve"]["2/1"]
         assert measured["recall"] >= 0.99 or measured["rerank"] == 8
+
+
+def test_calibration_grows_whichever_of_cells_and_candidates_finds_more(stores):
+    """Exact codes: more candidates from the same cells find nothing new, so only the cells
+    grow. Coarse codes: re-scoring more candidates finds neighbours before every cell is
+    probed (before, the candidates grew only once every cell was)."""
+    train, _ = stores
+    estimator = GradientSimilarity(checkpoints="a").fit(train)
+    exact_codes = IndexConfig(
+        "ivf-flat", nlist=40, nprobe=1, rerank=2, target_recall=0.99, calibration_k=20
+    )
+    calibration = InfluenceIndex.build(estimator, exact_codes).calibration
+    for direction in ("helpful", "harmful"):
+        assert calibration[direction]["rerank"] == 2 and calibration[direction]["nprobe"] > 1
+    coarse = IndexConfig(
+        "ivf-pq", nlist=16, pq_bytes=1, nprobe=1, rerank=1, target_recall=0.99, calibration_k=20
+    )
+    calibration = InfluenceIndex.build(estimator, coarse).calibration
+    tried = [tuple(map(int, key.split("/"))) for d in ("helpful", "harmful")
+             for key in calibration[d]["curve"]]  # fmt: skip
+    assert any(nprobe < 16 and rerank > 1 for nprobe, rerank in tried)
