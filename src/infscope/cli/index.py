@@ -30,7 +30,10 @@ def index(
     ] = None,
     nlist: Annotated[int | None, typer.Option(min=1, help="IVF cells (default 4·sqrt(n)).")] = None,
     pq_bytes: Annotated[
-        int | None, typer.Option(min=1, help="ivf-pq code bytes per vector, two 4-bit codes each (default dim/8).")
+        int | None,
+        typer.Option(
+            min=1, help="ivf-pq code bytes per vector, two 4-bit codes each (default dim/8)."
+        ),
     ] = None,
     metric: Annotated[
         str | None,
