@@ -484,9 +484,16 @@ class InfluenceIndex:
             [train.rows(c, unique) for c in checkpoints], unique, scales
         )
         position = np.searchsorted(unique, np.maximum(candidates, 0))
-        exact = np.einsum("qd,qcd->qc", queries, vectors[position])
+        queries = np.asarray(queries, np.float64)
+        if len(unique) <= 2 * candidates.shape[1]:  # few queries: score each unique row once
+            exact = np.take_along_axis(vectors @ queries.T, position.T, 0).T
+        else:  # one matrix-vector product per query over its own candidates
+            exact = np.stack([vectors[p] @ q for p, q in zip(position, queries)])
         exact[candidates < 0] = -np.inf
-        order = np.lexsort((candidates, -exact), axis=1)[:, :k]
+        order = np.empty((len(exact), k), dtype=np.int64)
+        for i, row in enumerate(exact):  # the k best (ties by the lower index) of a few kept
+            kept = np.flatnonzero(row >= np.partition(row, len(row) - k)[len(row) - k])
+            order[i] = kept[np.lexsort((candidates[i, kept], -row[kept]))[:k]]
         return np.take_along_axis(exact, order, 1), np.take_along_axis(candidates, order, 1)
 
     # ---- persistence ------------------------------------------------------------------------

@@ -450,11 +450,12 @@ class FeatureStore:
             raise InputError(f"row indices must lie in [0, {self.n_examples})")
         out = np.empty((len(indices), self.feature_dim), dtype=np.float32)
         size = self.spec.shard_size
-        shard_of = indices // size
-        for shard in np.unique(shard_of):
-            where = np.flatnonzero(shard_of == shard)
-            arr = self._load_shard(cid, int(shard) * size)
-            out[where] = arr[indices[where] - int(shard) * size]
+        order = np.argsort(indices, kind="stable")  # grouped by shard: one slice each
+        shard_of = indices[order] // size
+        starts = np.flatnonzero(np.diff(shard_of, prepend=-1))
+        for start, stop in zip(starts, [*starts[1:], len(order)]):
+            where, first = order[start:stop], int(shard_of[start]) * size
+            out[where] = self._load_shard(cid, first)[indices[where] - first]
         return out
 
     def _blocks(self, cid: str, block_size: int) -> Iterator[tuple[int, np.ndarray]]:
