@@ -28,7 +28,9 @@ def index(
             "hnsw (default: IndexConfig's, ivf-pq)."
         ),
     ] = None,
-    nlist: Annotated[int | None, typer.Option(min=1, help="IVF cells (default 4·sqrt(n)).")] = None,
+    nlist: Annotated[
+        int | None, typer.Option(min=1, help="IVF cells (default 4·sqrt(n), at most 4,096).")
+    ] = None,
     pq_bytes: Annotated[
         int | None,
         typer.Option(
