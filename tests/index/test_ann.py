@@ -313,3 +313,21 @@ def test_rescoring_one_query_or_many_keeps_the_exact_top_k_with_ties_by_the_lowe
         found, exact = index.search(query, 6, nprobe=4), estimator.score_top(query, 6)
         for direction in ("helpful", "harmful"):
             np.testing.assert_array_equal(found.arrays[direction], exact.arrays[direction])
+
+
+def test_calibration_and_search_in_small_steps_find_the_same(stores, monkeypatch):
+    """Re-scoring a few queries at a time (bounded memory: 32 probe queries × 32,000 candidates
+    at 10⁷ took 10.8 GB at once) measures the same recall and returns the same top-k."""
+    from infscope.index import ann
+
+    train, query = stores
+    estimator = GradientSimilarity(checkpoints="a").fit(train)
+    config = IndexConfig("ivf-flat", nlist=8, nprobe=1, rerank=2, calibration_k=10)
+    whole = InfluenceIndex.build(estimator, config)
+    monkeypatch.setattr(ann, "RESCORE_VALUES", 1)  # one query per step
+    stepped = InfluenceIndex.build(estimator, config)
+    assert stepped.calibration == whole.calibration
+    for direction in ("helpful", "harmful"):
+        np.testing.assert_array_equal(
+            stepped.search(query, 10).arrays[direction], whole.search(query, 10).arrays[direction]
+        )

@@ -86,6 +86,8 @@ MAX_RERANK_GROWTH = 32
 #: the default cell count's cap: adding ``n`` rows scores each against every centroid
 MAX_NLIST = 4096
 INDEX_FILE, META_FILE = "index.faiss", "index.json"
+#: re-scored candidate values per step of a search or calibration (float64: ~32 MiB)
+RESCORE_VALUES = 2**22
 #: rows per block when adding to or searching the index (float32 copies of ~32 MiB at 1024 dims)
 ADD_ROWS = 8192
 
@@ -310,8 +312,12 @@ class InfluenceIndex:
         config, curve = self.config, {}
 
         def recall_at(nprobe: int | None, rerank: int) -> float:
-            if f"{nprobe}/{rerank}" not in curve:
-                _, found = self._search_vectors(probe, direction, exact.k, nprobe, rerank, scales)
+            if f"{nprobe}/{rerank}" not in curve:  # a few queries at a time: ~32 MiB re-scored
+                step = max(1, RESCORE_VALUES // (exact.k * max(rerank, 1) * self.info["dim"]))
+                found = np.concatenate([
+                    self._search_vectors(part, direction, exact.k, nprobe, rerank, scales)[1]
+                    for part in np.array_split(probe, range(step, len(probe), step))
+                ])  # fmt: skip
                 curve[f"{nprobe}/{rerank}"] = _recall(found, exact.arrays[direction])
             return curve[f"{nprobe}/{rerank}"]
 
@@ -378,7 +384,11 @@ class InfluenceIndex:
         scales = estimator.train_scales() if any(reranks.values()) else None
         # queries per step: the re-scored candidates' float64 vectors stay within ~32 MiB
         step = max(
-            1, min(estimator.rows_per_block(self.info["dim"]), 2**22 // (fetch * self.info["dim"]))
+            1,
+            min(
+                estimator.rows_per_block(self.info["dim"]),
+                RESCORE_VALUES // (fetch * self.info["dim"]),
+            ),
         )
         arrays: dict[str, list[np.ndarray]] = {}
         for start in range(0, query.n_examples, step):
