@@ -54,6 +54,7 @@ from infscope.evaluation import ResourceMeter, current_rss_mb
 from infscope.gradients import GradientExtractor, ProjectionConfig
 from infscope.gradients.featurize import featurize
 from infscope.index import IndexConfig, InfluenceIndex, recall_at_k
+from infscope.index.client import index_digest, remove_service_record, write_service_record
 from infscope.index.service import make_server
 from infscope.store import FeatureStore, StoreSpec
 from infscope.tasks import ClassificationTask
@@ -218,25 +219,36 @@ def cli(*arguments: str) -> tuple[float, float]:
     return seconds, usage.ru_maxrss / 1024
 
 
-def service_ms(index: InfluenceIndex, single: Path, args) -> float:
+def service_timings(index: InfluenceIndex, folder: Path, single: Path, args, scratch: Path):
     """Median milliseconds of one query (top-k, both directions) sent over HTTP to the query
-    service (:func:`infscope.index.service.make_server`, the server of `infscope serve`)."""
-    server = make_server(index, port=0)
+    service (:func:`infscope.index.service.make_server`, the server of `infscope serve`), and
+    median seconds of one `infscope query` call that finds the service through the record it
+    leaves in the index directory (as `infscope serve` does) and asks it."""
+    identity = {"token": "scaling", "index_digest": index_digest(folder)}
+    server = make_server(index, port=0, identity=identity)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/query"
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    write_service_record(folder, url, identity["token"], identity["index_digest"])
     body = json.dumps({"query": str(single), "k": args.k}).encode()
     seconds = []
     try:
         for _ in range(args.repeats):
             t0 = time.perf_counter()
-            with urllib.request.urlopen(urllib.request.Request(url, body), timeout=600) as reply:
+            request = urllib.request.Request(f"{url}/query", body)
+            with urllib.request.urlopen(request, timeout=600) as reply:
                 reply.read()
             seconds.append(time.perf_counter() - t0)
+        calls = [
+            cli("query", folder, "--query", single, "--k", args.k, "--table", "none", "--out",
+                scratch / "cli-service")[0]
+            for _ in range(3)
+        ]  # fmt: skip
     finally:
+        remove_service_record(folder, identity["token"])
         server.shutdown()
         server.server_close()
-    return 1000 * float(np.median(seconds))
+    return 1000 * float(np.median(seconds)), float(np.median(calls))
 
 
 def measure(
@@ -297,10 +309,12 @@ def measure(
             if nprobe is None:
                 measured["cli_query_s"] = float(np.median([
                     cli("query", folder, "--query", roots["single"], "--k", args.k, "--table",
-                        "none", "--out", scratch / "cli-query")[0]
+                        "none", "--no-service", "--out", scratch / "cli-query")[0]
                     for _ in range(3)
                 ]))  # fmt: skip
-                measured["service_ms"] = service_ms(index, roots["single"], args)
+                measured["service_ms"], measured["cli_service_s"] = service_timings(
+                    index, folder, roots["single"], args, scratch
+                )
             rows.append(measured)
             shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in measured.items()}
             print("  " + json.dumps(shown), flush=True)
@@ -395,7 +409,9 @@ def growth(rows: list[dict]) -> str:
             ("store", "store_mb"), ("exact top-k", "exact_s"), ("build", "build_s"),
             ("query latency", "latency_ms"), ("index size", "index_mb"),
             ("`infscope query` call", "cli_query_s"), ("service query", "service_ms"),
+            ("`infscope query` call via the service", "cli_service_s"),
         )
+        if all(key in r for r in reference)  # rows measured before a column was added lack it
     )  # fmt: skip
 
 
@@ -403,7 +419,7 @@ def report(rows: list[dict], extract: list[dict], args, started: str) -> str:
     header = ["n", "features", "estimator", "store MB", "exact top-100 s", "index", "build s",
               "build peak MB", "index MB", "setting", "nprobe (rerank) helpful / harmful",
               "recall helpful", "recall harmful", "ms, 1 query", "ms / query, batch",
-              "`infscope query` s", "service ms"]  # fmt: skip
+              "`infscope query` s", "`infscope query` via service s", "service ms"]  # fmt: skip
     table = markdown_table(
         header,
         [
@@ -417,6 +433,7 @@ def report(rows: list[dict], extract: list[dict], args, started: str) -> str:
                 ), f"{r['recall_helpful']:.3f}",
                 f"{r['recall_harmful']:.3f}", f"{r['latency_ms']:.1f}", f"{r['batch_ms']:.1f}",
                 f"{r['cli_query_s']:.2f}" if "cli_query_s" in r else "",
+                f"{r['cli_service_s']:.2f}" if "cli_service_s" in r else "",
                 f"{r['service_ms']:.1f}" if "service_ms" in r else "",
             ]
             for r in rows

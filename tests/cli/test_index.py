@@ -63,8 +63,10 @@ def test_index_then_query_equals_exact_search(runner, stores, tmp_path):
     assert result.exit_code == 0, result.output
     assert "exact search" in result.output
     found = TopScores.load(tmp_path / "found")
+    assert len(found.train_ids) < len(exact.train_ids)  # only those returned
     for direction in ("helpful", "harmful"):
-        np.testing.assert_array_equal(found.arrays[direction], exact.arrays[direction])
+        ids = np.asarray(found.train_ids)[found.arrays[direction]]
+        np.testing.assert_array_equal(ids, np.asarray(exact.train_ids)[exact.arrays[direction]])
 
 
 def test_an_approximate_query_says_so_with_the_recall_measured_at_build(runner, stores, tmp_path):
@@ -116,7 +118,9 @@ def test_index_help_states_the_library_defaults(runner):
 
 
 def test_serve_starts_a_service_that_answers_health_and_queries(runner, stores, tmp_path):
-    """The documented start command, then its health check and one query over HTTP."""
+    """The documented start command, its health check and one query over HTTP; while it runs
+    `infscope query` asks it and writes what a one-shot query writes; stopped, it leaves no
+    record."""
     import json
     import re
     import subprocess
@@ -143,6 +147,16 @@ def test_serve_starts_a_service_that_answers_health_and_queries(runner, stores, 
         assert answer["note"].startswith("exact search")
         first = [e["train_id"] for e in answer["helpful"][0]]
         assert first == [exact.train_ids[i] for i in exact.arrays["helpful"][0]]
+        assert json.loads((tmp_path / "service.json").read_text())["url"] == url
+        common = ["query", tmp_path, "--query", query.root, "--k", 5, "--out"]
+        asked = invoke(runner, *common, tmp_path / "asked")
+        assert asked.exit_code == 0 and f"answered by the service at {url}" in asked.output
+        alone = invoke(runner, *common, tmp_path / "alone", "--no-service")
+        assert alone.exit_code == 0 and "answered by the service" not in alone.output
+        for name in ("top.csv", "top.json"):
+            asked_text, alone_text = ((tmp_path / d / name).read_text() for d in ("asked", "alone"))
+            assert asked_text == alone_text
     finally:
         server.terminate()
         server.wait(timeout=30)
+    assert not (tmp_path / "service.json").exists()  # removed when the service stops

@@ -13,6 +13,7 @@ pytest.importorskip("faiss")
 from infscope.attribution import GradientSimilarity, InfluenceFunction, TracIn  # noqa: E402
 from infscope.errors import InputError, StoreMismatchError  # noqa: E402
 from infscope.index import IndexConfig, InfluenceIndex, recall_at_k  # noqa: E402
+from infscope.index.ann import MAX_NLIST, MAX_RERANK_GROWTH  # noqa: E402
 from infscope.store import FeatureStore, StoreSpec  # noqa: E402
 
 
@@ -146,11 +147,13 @@ def test_config_validation():
         IndexConfig(metric="cosine")
     with pytest.raises(InputError, match="divide"):
         IndexConfig(pq_bytes=7).factory(1000, 32)
-    assert IndexConfig().factory(10_000, 1024) == "IVF256,PQ64x8"
-    # 4·√10⁶ = 4000 cells would leave 16 of the 65,536 sampled rows per cell: capped at 1680
-    assert IndexConfig().factory(1_000_000, 1024) == "IVF1680,PQ64x8"
-    # 2,700 rows cannot train 256 centroids per sub-quantiser (9,984 needed): 64 of them
-    assert IndexConfig().factory(2_700, 1024) == "IVF69,PQ64x6"
+    # 4-bit fast-scan codes, one per 4 dimensions; 4·√n cells, each with 39 sampled rows
+    assert IndexConfig().factory(10_000, 1024) == "IVF256,PQ256x4fs"
+    assert IndexConfig().factory(1_000_000, 256) == "IVF4000,PQ64x4fs"
+    assert IndexConfig(pq_bytes=16).factory(1_000_000, 256) == "IVF4000,PQ32x4fs"
+    # 4·√10⁷ = 12,649 cells would cost 3× more to add to: capped
+    assert IndexConfig().factory(10_000_000, 256) == f"IVF{MAX_NLIST},PQ64x4fs"
+    assert IndexConfig(train_size=65_536).factory(10_000_000, 256) == "IVF1680,PQ64x4fs"
 
 
 def test_a_query_whose_cells_hold_fewer_than_k_vectors_searches_more_cells(stores):
@@ -257,7 +260,7 @@ def test_shards_checked_at_build_are_not_hashed_again_at_load(stores, tmp_path, 
 
 def test_when_every_cell_is_not_enough_calibration_rescores_more_candidates(stores):
     """Coarse product-quantised codes miss exact neighbours even in every cell: the build
-    then doubles the re-scored candidates until the target (or 8× the config's)."""
+    then doubles the re-scored candidates until the target (or the cap on the config's)."""
     train, _ = stores
     estimator = GradientSimilarity(checkpoints="a").fit(train)
     config = IndexConfig(
@@ -268,4 +271,63 @@ def test_when_every_cell_is_not_enough_calibration_rescores_more_candidates(stor
         measured = calibration[direction]
         assert measured["nprobe"] == 2 and measured["rerank"] > 1
         assert measured["recall"] > calibration[direction]["curve"]["2/1"]
-        assert measured["recall"] >= 0.99 or measured["rerank"] == 8
+        assert measured["recall"] >= 0.99 or measured["rerank"] == MAX_RERANK_GROWTH
+
+
+def test_calibration_grows_whichever_of_cells_and_candidates_finds_more(stores):
+    """Exact codes: more candidates from the same cells find nothing new, so only the cells
+    grow. Coarse codes: re-scoring more candidates finds neighbours before every cell is
+    probed (before, the candidates grew only once every cell was)."""
+    train, _ = stores
+    estimator = GradientSimilarity(checkpoints="a").fit(train)
+    exact_codes = IndexConfig(
+        "ivf-flat", nlist=40, nprobe=1, rerank=2, target_recall=0.99, calibration_k=20
+    )
+    calibration = InfluenceIndex.build(estimator, exact_codes).calibration
+    for direction in ("helpful", "harmful"):
+        assert calibration[direction]["rerank"] == 2 and calibration[direction]["nprobe"] > 1
+    coarse = IndexConfig(
+        "ivf-pq", nlist=16, pq_bytes=1, nprobe=1, rerank=1, target_recall=0.99, calibration_k=20
+    )
+    calibration = InfluenceIndex.build(estimator, coarse).calibration
+    tried = [tuple(map(int, key.split("/"))) for d in ("helpful", "harmful")
+             for key in calibration[d]["curve"]]  # fmt: skip
+    assert any(nprobe < 16 and rerank > 1 for nprobe, rerank in tried)
+
+
+def test_rescoring_one_query_or_many_keeps_the_exact_top_k_with_ties_by_the_lower_index(
+    tmp_path,
+):
+    """Every training row twice (each score tied): searched in every cell and re-scored, one
+    query (each unique candidate scored once) and seven (scored per query) both return the
+    exact top-k, the lower index of a tie first."""
+    rows = clustered(150, 12, 5, 3)
+    train = write_store(tmp_path / "train", {"a": np.repeat(rows, 2, axis=0)}, "loss", "t")
+    queries = clustered(7, 12, 5, 4)
+    many = write_store(tmp_path / "many", {"a": queries}, "measurement", "q")
+    one = write_store(tmp_path / "one", {"a": queries[:1]}, "measurement", "q")
+    estimator = GradientSimilarity(checkpoints="a").fit(train)
+    config = IndexConfig("ivf-flat", nlist=4, rerank=3, calibration_queries=0)
+    index = InfluenceIndex.build(estimator, config)
+    for query in (one, many):
+        found, exact = index.search(query, 6, nprobe=4), estimator.score_top(query, 6)
+        for direction in ("helpful", "harmful"):
+            np.testing.assert_array_equal(found.arrays[direction], exact.arrays[direction])
+
+
+def test_calibration_and_search_in_small_steps_find_the_same(stores, monkeypatch):
+    """Re-scoring a few queries at a time (bounded memory: 32 probe queries × 32,000 candidates
+    at 10⁷ took 10.8 GB at once) measures the same recall and returns the same top-k."""
+    from infscope.index import ann
+
+    train, query = stores
+    estimator = GradientSimilarity(checkpoints="a").fit(train)
+    config = IndexConfig("ivf-flat", nlist=8, nprobe=1, rerank=2, calibration_k=10)
+    whole = InfluenceIndex.build(estimator, config)
+    monkeypatch.setattr(ann, "RESCORE_VALUES", 1)  # one query per step
+    stepped = InfluenceIndex.build(estimator, config)
+    assert stepped.calibration == whole.calibration
+    for direction in ("helpful", "harmful"):
+        np.testing.assert_array_equal(
+            stepped.search(query, 10).arrays[direction], whole.search(query, 10).arrays[direction]
+        )

@@ -541,3 +541,9 @@ def test_any_store_metadata_opens_or_fails_cleanly(tmp_path_factory, edits):
             store.features(checkpoint.id)
     except StoreError:
         return
+
+
+def test_random_access_returns_repeated_rows_in_the_order_asked(tmp_path):
+    store = write_full(tmp_path, make_features())
+    picks = np.array([19, 3, 3, 0, 12, 19, 7, 0])
+    np.testing.assert_allclose(store.rows("ckpt-1", picks), make_features()[picks], rtol=1e-6)

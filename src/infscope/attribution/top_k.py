@@ -205,6 +205,19 @@ class TopScores:
                     )
         return rows
 
+    def compact(self) -> TopScores:
+        """The same top-k with ``train_ids`` cut to the training examples it names (in their
+        original order, indices renumbered): what a top-k over a large training set saves
+        without writing every training id."""
+        if any(name.startswith("train_") for name in self.arrays):
+            raise InputError("per-training-example arrays need every training id")
+        named = np.unique(np.concatenate([self.arrays[d].ravel() for d in self.directions]))
+        arrays = dict(self.arrays)
+        for direction in self.directions:
+            arrays[direction] = np.searchsorted(named, self.arrays[direction]).astype(np.int64)
+        ids = [self.train_ids[i] for i in named]
+        return TopScores(list(self.query_ids), ids, self.method, arrays, dict(self.metadata))
+
     def save(self, directory: str | Path) -> Path:
         """``top.npz`` (plain arrays, no pickle) and ``top.json`` (ids and settings), each
         written atomically, the JSON last."""

@@ -28,9 +28,14 @@ def index(
             "hnsw (default: IndexConfig's, ivf-pq)."
         ),
     ] = None,
-    nlist: Annotated[int | None, typer.Option(min=1, help="IVF cells (default 4·sqrt(n)).")] = None,
+    nlist: Annotated[
+        int | None, typer.Option(min=1, help="IVF cells (default 4·sqrt(n), at most 4,096).")
+    ] = None,
     pq_bytes: Annotated[
-        int | None, typer.Option(min=1, help="ivf-pq code bytes per vector (default dim/16).")
+        int | None,
+        typer.Option(
+            min=1, help="ivf-pq code bytes per vector, two 4-bit codes each (default dim/8)."
+        ),
     ] = None,
     metric: Annotated[
         str | None,
@@ -108,23 +113,42 @@ def query(
         int | None, typer.Option(min=0, help="Exact re-scoring factor (default: the index's).")
     ] = None,
     table: Annotated[str, typer.Option(help="Also write OUT/top.csv | .parquet | none.")] = "csv",
+    service: Annotated[
+        bool,
+        typer.Option(
+            help="Ask the `infscope serve` running for this index, when there is one (else, or "
+            "with --no-service, load the index here)."
+        ),
+    ] = True,
 ) -> None:
     """Top-k most helpful and harmful training examples for each query, through an index.
+
+    When `infscope serve` runs for the index, the query is sent there (milliseconds); otherwise
+    the index is loaded and its estimator fitted in this process (seconds). OUT/top.json lists
+    the training ids returned, not every training id.
 
     \b
     Example:
       infscope query runs/index --query runs/test --k 10 --out runs/top
     """
-    from infscope.index.service import open_index, search_note
+    from infscope.index.client import find_service, search_note, search_service
     from infscope.io import check_writable, write_table
-    from infscope.store import FeatureStore
 
     check_writable(out, directory=True)
     if table not in ("csv", "parquet", "none"):
         raise InputError(f"--table must be csv, parquet or none, got {table!r}")
-    progress(f"loading the index {index_dir}")
-    loaded = open_index(index_dir)
-    found = loaded.search(FeatureStore.open(queries), k, nprobe=nprobe, rerank=rerank)
+    url = find_service(index_dir) if service else None
+    found = search_service(url, queries, k, nprobe, rerank) if url else None
+    if found is None:
+        from infscope.index.service import open_index
+        from infscope.store import FeatureStore
+
+        progress(f"loading the index {index_dir}")
+        loaded = open_index(index_dir)
+        found = loaded.search(FeatureStore.open(queries), k, nprobe=nprobe, rerank=rerank)
+        found = found.compact()
+    else:
+        progress(f"answered by the service at {url}")
     found.save(out)
     written = ["top.npz", "top.json"]
     if table != "none":
@@ -132,8 +156,8 @@ def query(
         write_table(out / f"top.{table}", {name: [r[name] for r in rows] for name in rows[0]})
         written.append(f"top.{table}")
     console.print(
-        f"[green]{escape(str(out))}[/]: top {found.k} of {loaded.info['n']:,} for "
-        f"{len(found.query_ids):,} queries ({', '.join(written)})"
+        f"[green]{escape(str(out))}[/]: top {found.k} of {found.metadata['training_examples']:,} "
+        f"for {len(found.query_ids):,} queries ({', '.join(written)})"
     )
     console.print(search_note(found.metadata))
 
@@ -150,7 +174,9 @@ def serve(
     Loads the index and fits its estimator once; then `GET /health` reports the index and the
     recall measured at build, and `POST /query` with `{"query": "<query store>", "k": 10}`
     returns each query's most helpful and harmful training examples as JSON — in milliseconds,
-    where a one-shot `infscope query` spends seconds starting up. Stop it with Ctrl-C.
+    where a one-shot `infscope query` spends seconds starting up. While it runs, `infscope
+    query` on this index asks it (it records its address in the index directory as
+    service.json, removed when it stops). Stop it with Ctrl-C.
 
     \b
     Example:
@@ -158,15 +184,11 @@ def serve(
       curl -s localhost:8765/health
       curl -s localhost:8765/query -d '{"query": "runs/test", "k": 10}'
     """
-    from infscope.index.service import make_server, open_index
+    from infscope.index.service import serve_index
 
     progress(f"loading the index {index_dir}")
-    server = make_server(open_index(index_dir), host, port)
-    address, bound = server.server_address[:2]
-    console.print(f"serving {escape(str(index_dir))} on http://{address}:{bound} (Ctrl-C stops)")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+
+    def ready(url: str) -> None:
+        console.print(f"serving {escape(str(index_dir))} on {url} (Ctrl-C stops)")
+
+    serve_index(index_dir, host, port, ready)

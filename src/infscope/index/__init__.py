@@ -1,15 +1,17 @@
 """Search over a feature store: approximate nearest-neighbour indexes (FAISS) and a lexical
-candidate prefilter, for top-k influence queries over large training sets."""
+candidate prefilter, for top-k influence queries over large training sets. Names are imported
+on first use (``infscope.index.client`` alone loads neither torch nor FAISS)."""
 
-from infscope.index.ann import INDEX_KINDS, IndexConfig, InfluenceIndex, recall_at_k
-from infscope.index.prefilter import LexicalPrefilter, candidate_recall, score_candidates
+from infscope.lazy import exports
 
-__all__ = [
-    "INDEX_KINDS",
-    "IndexConfig",
-    "InfluenceIndex",
-    "LexicalPrefilter",
-    "candidate_recall",
-    "recall_at_k",
-    "score_candidates",
-]
+_NAMES = {
+    "INDEX_KINDS": "infscope.index.ann",
+    "IndexConfig": "infscope.index.ann",
+    "InfluenceIndex": "infscope.index.ann",
+    "recall_at_k": "infscope.index.ann",
+    "LexicalPrefilter": "infscope.index.prefilter",
+    "candidate_recall": "infscope.index.prefilter",
+    "score_candidates": "infscope.index.prefilter",
+}
+__all__ = sorted(_NAMES)
+__getattr__, __dir__ = exports(__name__, _NAMES)

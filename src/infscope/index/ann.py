@@ -9,20 +9,24 @@ examples are a maximum-inner-product search; its most harmful, a search with the
 
 * ``flat`` — exact search (FAISS ``IndexFlatIP``): the reference, ``n × dim`` float32 in memory.
 * ``ivf-flat`` / ``ivf-sq8`` / ``ivf-pq`` — an inverted file of ``nlist`` k-means cells
-  (trained on a seeded sample), searched in the ``nprobe`` nearest cells, holding the vectors
-  whole (float32), as one byte per dimension (``sq8``, 4× smaller, near-exact distances) or as
-  product-quantised codes of ``pq_bytes`` per vector (``dim/16`` by default: 64 bytes at 1024
-  dims, 32× less than fp16, coarse distances).
+  (trained on a seeded sample; ``4·√n`` cells by default, at most 4,096), searched in the
+  ``nprobe`` cells of largest centroid score, holding the vectors whole (float32), as one byte
+  per dimension (``sq8``, 4× smaller, near-exact distances) or as product-quantised codes of
+  ``pq_bytes`` per vector: 4-bit codes of 4 dimensions each (``dim/8`` bytes by default: 32 at
+  256 dims, 128 at 1024), scanned with FAISS's fast-scan kernels (SIMD table look-ups), coarse
+  distances that the exact re-scoring corrects (10⁶ rows, 256 dims, 1 thread: a quarter of
+  4,000 cells scanned in 3 ms; 8-bit codes of 16 dims, the earlier default, are too coarse for
+  the harmful direction to reach 0.95 in every cell). The cells are capped since adding costs
+  ``n × nlist`` inner products; an HNSW graph over the centroids, searched by inner product,
+  misses the harmful direction's cells (SQ8, 1,024 of 4,000 cells: 0.65 against 0.73).
 * ``hnsw`` — a graph index (no training; slow to build at 10⁶).
 
 The approximate kinds search inner products directly (``metric="ip"``, the default) or L2
 neighbours of lifted vectors (``metric="l2"``: training rows ``[x, √(R² − ‖x‖²)]`` with ``R`` the
 largest training norm, queries ``[q, 0]``, whose L2 order is exactly the inner products' —
-Bachrach et al. 2014). Measured in ``bench/scaling.py``: the lift is slightly better when the
-norms are nearly equal (synthetic clusters: recall@100 0.96 vs 0.92 at 32 of 1,265 cells), much
-worse on real gradient features, whose norms are heavy-tailed (median 4.7, maximum 73 on a MiniLM
-store: 0.37 vs 0.81 at 16 of 69 cells), where the lift's last coordinate, near ``R`` for every
-short vector, outweighs their directions.
+Bachrach et al. 2014). The lift is slightly better for nearly equal norms (synthetic clusters:
+recall@100 0.96 vs 0.92), much worse for real gradient features' heavy-tailed norms (MiniLM
+store: 0.37 vs 0.81), where its last coordinate, near ``R`` for short vectors, dominates.
 
 **Both directions.** A query's most harmful training examples are those its most helpful are
 for the negated query — but an inverted file is much worse at finding them: the most negative
@@ -31,11 +35,14 @@ misses (synthetic clusters, 10⁶ rows: recall@100 0.42 at the 32 cells that fin
 helpful ones). Indexing ``{x} ∪ {−x}`` or a second index over ``−x`` is no way out: k-means on
 ``−x`` has the negated centroids, so either search is the negated-query search again. So each
 direction gets the number of cells it needs, *measured when the index is built*: the add pass
-also scores ``calibration_queries`` seeded training rows exactly against every row, and each
-direction's ``nprobe`` is doubled from ``nprobe`` until those queries find ``target_recall`` of
-their exact top-``calibration_k`` — and when every cell is not enough (product-quantised codes
-order the candidates too coarsely), its ``rerank`` is doubled, up to 8 times the config's. The measured recall is recorded
-in the index and reported with each search (:attr:`InfluenceIndex.calibration`).
+also scores ``calibration_queries`` seeded training rows exactly against every row, and from
+``(nprobe, rerank)`` each direction doubles whichever of the two finds more of those queries'
+exact top-``calibration_k`` (the cells while some are unprobed, the re-scored candidates up to
+32 times the config's: coarse codes can miss neighbours in every cell) until they find
+``target_recall`` of it. The measured recall is recorded in the index and reported with each
+search (:attr:`InfluenceIndex.calibration`). Ranking cells by their score spread along the
+query too (a Gaussian tail per cell) gains little: 10⁶ rows, 4,000 cells, 0.95 of the harmful
+top-100 in a median 304 cells against 382 (they lie in 48).
 
 Candidates are re-scored exactly from the store (``rerank × k`` of them, read from its memory-
 mapped shards), so the returned scores are exact and only the candidate set is approximate.
@@ -60,11 +67,12 @@ from tqdm.auto import tqdm
 from infscope.attribution.base import CheckpointSum
 from infscope.attribution.top_k import TopKAccumulator, TopScores
 from infscope.errors import InputError, StoreMismatchError
+from infscope.index.lift import Augmentation
 from infscope.io import write_atomic
 from infscope.store import FeatureStore
 from infscope.store.shards import checked_states, trust_checked
 
-__all__ = ["INDEX_KINDS", "IndexConfig", "InfluenceIndex", "recall_at_k"]
+__all__ = ["INDEX_KINDS", "MAX_NLIST", "IndexConfig", "InfluenceIndex", "recall_at_k"]
 
 INDEX_KINDS = ("flat", "ivf-flat", "ivf-sq8", "ivf-pq", "hnsw")
 INDEX_METRICS = ("ip", "l2")
@@ -72,10 +80,14 @@ INDEX_METRICS = ("ip", "l2")
 #: and recall, and the shards checked at build time
 FORMAT = "infscope.index/3"
 DIRECTIONS = ("helpful", "harmful")
-#: calibration raises ``rerank`` to at most this multiple of the config's (when every cell is
-#: probed and the codes still order the candidates too coarsely)
-MAX_RERANK_GROWTH = 8
+#: calibration raises ``rerank`` to at most this multiple of the config's (when the codes order
+#: the candidates too coarsely)
+MAX_RERANK_GROWTH = 32
+#: the default cell count's cap: adding ``n`` rows scores each against every centroid
+MAX_NLIST = 4096
 INDEX_FILE, META_FILE = "index.faiss", "index.json"
+#: re-scored candidate values per step of a search or calibration (float64: ~32 MiB)
+RESCORE_VALUES = 2**22
 #: rows per block when adding to or searching the index (float32 copies of ~32 MiB at 1024 dims)
 ADD_ROWS = 8192
 
@@ -96,9 +108,11 @@ class IndexConfig:
 
     Attributes:
         kind: one of :data:`INDEX_KINDS`.
-        nlist: IVF cells (default ``4·√n``, at least 1, at most a 39th of the training sample
-            — ``min(n, train_size)`` rows — so each cell gets FAISS's minimum of 39 points).
-        pq_bytes: ``ivf-pq`` code bytes per vector (default ``dim / 16``; must divide ``dim``).
+        nlist: IVF cells (default ``4·√n``, at least 1, at most :data:`MAX_NLIST` and a 39th
+            of the training sample — ``min(n, train_size)`` rows — so each cell gets FAISS's
+            minimum of 39 points).
+        pq_bytes: ``ivf-pq`` code bytes per vector, two 4-bit codes per byte (default
+            ``dim / 8``, one code per 4 dimensions; ``2 · pq_bytes`` must divide ``dim``).
         hnsw_m: ``hnsw`` graph degree.
         metric: ``ip`` (cells and graph on inner products) or ``l2`` (on lifted vectors); see
             the module docstring. The ``flat`` index is exact either way.
@@ -112,7 +126,8 @@ class IndexConfig:
         calibration_queries: seeded training rows searched at build time to calibrate and
             report each direction's recall (0: no calibration; ``nprobe`` for both).
         calibration_k: the ``k`` of that recall.
-        train_size: rows of the seeded sample the quantiser is trained on.
+        train_size: rows of the seeded sample the quantiser is trained on (the default holds
+            39 rows for each of :data:`MAX_NLIST` cells).
         seed: sampling and k-means seed.
     """
 
@@ -126,7 +141,7 @@ class IndexConfig:
     target_recall: float = 0.97
     calibration_queries: int = 32
     calibration_k: int = 100
-    train_size: int = 65_536
+    train_size: int = 159_744
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -157,18 +172,19 @@ class IndexConfig:
             return "Flat"
         if self.kind == "hnsw":
             return f"HNSW{self.hnsw_m},Flat"
-        nlist = self.nlist or max(1, min(round(4 * math.sqrt(n)), min(n, self.train_size) // 39))
+        cap = min(MAX_NLIST, min(n, self.train_size) // 39)
+        nlist = self.nlist or max(1, min(round(4 * math.sqrt(n)), cap))
         if self.kind == "ivf-flat":
             return f"IVF{nlist},Flat"
         if self.kind == "ivf-sq8":
             return f"IVF{nlist},SQ8"
-        pq = self.pq_bytes or max(1, dim // 16)
-        if dim % pq:
-            raise InputError(f"pq_bytes={pq} must divide the vector dimension {dim}")
-        # 2^bits centroids per sub-quantiser, each with FAISS's 39 sample points: 8 bits from
-        # 9,984 rows, fewer below (down to 4)
-        bits = max(4, min(8, int(math.log2(max(min(n, self.train_size) // 39, 1)))))
-        return f"IVF{nlist},PQ{pq}x{bits}"
+        codes = 2 * self.pq_bytes if self.pq_bytes else max(2, dim // 4)
+        if dim % codes:
+            raise InputError(
+                f"pq_bytes={codes // 2} holds {codes} 4-bit codes, which must divide the vector "
+                f"dimension {dim}"
+            )
+        return f"IVF{nlist},PQ{codes}x4fs"
 
 
 def _fitted(estimator: CheckpointSum) -> FeatureStore:
@@ -232,7 +248,7 @@ class InfluenceIndex:
         metric = faiss.METRIC_L2 if lifted else faiss.METRIC_INNER_PRODUCT
         description = config.factory(n, width)
         index = faiss.index_factory(width, description, metric)
-        augment = _Augmentation(dim, width, radius, lifted)
+        augment = Augmentation(dim, width, radius, lifted)
         if not index.is_trained:
             rng = np.random.default_rng(config.seed)
             sample = np.sort(rng.choice(n, size=min(n, config.train_size), replace=False))
@@ -275,10 +291,11 @@ class InfluenceIndex:
         return built
 
     def _calibrate(self, probe: np.ndarray, exact: TopScores) -> dict[str, Any]:
-        """Per direction, the fewest cells (``nprobe`` doubled, up to all) — then, if every
-        cell is not enough, the fewest re-scored candidates (``rerank`` doubled, up to
-        :data:`MAX_RERANK_GROWTH` times the config's) — with which the probe queries find
-        ``target_recall`` of their exact top-k, and the recall found there."""
+        """Per direction, the ``(nprobe, rerank)`` with which the probe queries find
+        ``target_recall`` of their exact top-k, and the recall found there: from the config's,
+        each step doubles the cells (up to all) or the re-scored candidates (up to
+        :data:`MAX_RERANK_GROWTH` times the config's), whichever finds more (the cells on a
+        tie: more candidates from the same cells find nothing new when the codes are exact)."""
         ivf, config = faiss_ivf(self.index), self.config
         scales = self.estimator.train_scales() if config.rerank else None
         result: dict[str, Any] = {
@@ -287,23 +304,34 @@ class InfluenceIndex:
             "target": config.target_recall,
         }
         for direction in DIRECTIONS:
-            nprobe = None if ivf is None else min(config.nprobe, ivf.nlist)
-            rerank, curve = config.rerank, {}
-            while True:
-                _, found = self._search_vectors(probe, direction, exact.k, nprobe, rerank, scales)
-                recall = curve[f"{nprobe}/{rerank}"] = _recall(found, exact.arrays[direction])
-                if ivf is None or recall >= config.target_recall:
-                    break
-                if nprobe < ivf.nlist:
-                    nprobe = min(2 * nprobe, ivf.nlist)
-                elif 0 < rerank < MAX_RERANK_GROWTH * config.rerank:
-                    rerank *= 2
-                else:
-                    break
-            result[direction] = {
-                "nprobe": nprobe, "rerank": rerank, "recall": recall, "curve": curve
-            }  # fmt: skip
+            result[direction] = self._calibrate_direction(probe, exact, direction, ivf, scales)
         return result
+
+    def _calibrate_direction(self, probe, exact: TopScores, direction: str, ivf, scales) -> dict:
+        """:meth:`_calibrate` for one direction."""
+        config, curve = self.config, {}
+
+        def recall_at(nprobe: int | None, rerank: int) -> float:
+            if f"{nprobe}/{rerank}" not in curve:  # a few queries at a time: ~32 MiB re-scored
+                step = max(1, RESCORE_VALUES // (exact.k * max(rerank, 1) * self.info["dim"]))
+                found = np.concatenate([
+                    self._search_vectors(part, direction, exact.k, nprobe, rerank, scales)[1]
+                    for part in np.array_split(probe, range(step, len(probe), step))
+                ])  # fmt: skip
+                curve[f"{nprobe}/{rerank}"] = _recall(found, exact.arrays[direction])
+            return curve[f"{nprobe}/{rerank}"]
+
+        nprobe = None if ivf is None else min(config.nprobe, ivf.nlist)
+        rerank = config.rerank
+        while ivf is not None and recall_at(nprobe, rerank) < config.target_recall:
+            steps = [(min(2 * nprobe, ivf.nlist), rerank)] if nprobe < ivf.nlist else []
+            if 0 < rerank < MAX_RERANK_GROWTH * config.rerank:
+                steps.append((nprobe, 2 * rerank))
+            if not steps:
+                break
+            nprobe, rerank = max(steps, key=lambda step: recall_at(*step))
+        recall = recall_at(nprobe, rerank)
+        return {"nprobe": nprobe, "rerank": rerank, "recall": recall, "curve": curve}
 
     @property
     def calibration(self) -> dict[str, Any] | None:
@@ -356,7 +384,11 @@ class InfluenceIndex:
         scales = estimator.train_scales() if any(reranks.values()) else None
         # queries per step: the re-scored candidates' float64 vectors stay within ~32 MiB
         step = max(
-            1, min(estimator.rows_per_block(self.info["dim"]), 2**22 // (fetch * self.info["dim"]))
+            1,
+            min(
+                estimator.rows_per_block(self.info["dim"]),
+                RESCORE_VALUES // (fetch * self.info["dim"]),
+            ),
         )
         arrays: dict[str, list[np.ndarray]] = {}
         for start in range(0, query.n_examples, step):
@@ -380,11 +412,13 @@ class InfluenceIndex:
             "nprobe": probes,
             "rerank": reranks,
             "approximate": self.config.kind != "flat",
+            "training_examples": train.n_examples,
             "expected_recall": self.expected_recall(probes, reranks),
             "train_store": self.info["train_store"],
             "query_store": os.path.abspath(query.root),
         }
-        return TopScores(list(query.ids), list(train.ids), estimator.name, result, metadata)
+        # the store's id list itself, not a copy: copying 10⁷ ids costs more than the search
+        return TopScores(list(query.ids), train.ids, estimator.name, result, metadata)
 
     def expected_recall(
         self, probes: dict[str, int | None], reranks: dict[str, int]
@@ -420,7 +454,7 @@ class InfluenceIndex:
             ivf.nprobe = nprobe or self.config.nprobe
         if hasattr(self.index, "hnsw"):  # the graph search must hold at least the candidates
             self.index.hnsw.efSearch = max(fetch, 64)
-        augment = _Augmentation(info["dim"], info["width"], info["radius"], info["lifted"])
+        augment = Augmentation(info["dim"], info["width"], info["radius"], info["lifted"])
         signed = vectors if direction == "helpful" else -vectors
         found, candidates = self._candidates(augment.query(signed), fetch, k, ivf)
         if rerank:
@@ -461,9 +495,16 @@ class InfluenceIndex:
             [train.rows(c, unique) for c in checkpoints], unique, scales
         )
         position = np.searchsorted(unique, np.maximum(candidates, 0))
-        exact = np.einsum("qd,qcd->qc", queries, vectors[position])
+        queries = np.asarray(queries, np.float64)
+        if len(unique) <= 2 * candidates.shape[1]:  # few queries: score each unique row once
+            exact = np.take_along_axis(vectors @ queries.T, position.T, 0).T
+        else:  # one matrix-vector product per query over its own candidates
+            exact = np.stack([vectors[p] @ q for p, q in zip(position, queries)])
         exact[candidates < 0] = -np.inf
-        order = np.lexsort((candidates, -exact), axis=1)[:, :k]
+        order = np.empty((len(exact), k), dtype=np.int64)
+        for i, row in enumerate(exact):  # the k best (ties by the lower index) of a few kept
+            kept = np.flatnonzero(row >= np.partition(row, len(row) - k)[len(row) - k])
+            order[i] = kept[np.lexsort((candidates[i, kept], -row[kept]))[:k]]
         return np.take_along_axis(exact, order, 1), np.take_along_axis(candidates, order, 1)
 
     # ---- persistence ------------------------------------------------------------------------
@@ -532,42 +573,6 @@ def faiss_ivf(index: Any) -> Any:
         return faiss.extract_index_ivf(index)
     except RuntimeError:  # flat and graph indexes have none
         return None
-
-
-@dataclass(frozen=True)
-class _Augmentation:
-    """Vectors as the index holds them: padded with zeros to ``width`` columns, and — when
-    ``lifted`` — training rows ``[x, √(R² − ‖x‖²), 0…]`` against queries ``[q, 0, 0…]``, so that
-    ``‖q̃ − x̃‖² = ‖q‖² + R² − 2 q·x`` (maximum inner product as L2 nearest neighbours)."""
-
-    dim: int
-    width: int
-    radius: float
-    lifted: bool
-
-    def train(self, x: np.ndarray) -> np.ndarray:
-        if self.width == self.dim:
-            return x
-        out = np.zeros((len(x), self.width), dtype=np.float32)
-        out[:, : self.dim] = x
-        if self.lifted:
-            squared = self.radius**2 - np.einsum("ij,ij->i", x, x, dtype=np.float64)
-            out[:, self.dim] = np.sqrt(np.maximum(squared, 0.0))
-        return out
-
-    def query(self, q: np.ndarray) -> np.ndarray:
-        if self.width == self.dim:
-            return np.ascontiguousarray(q, np.float32)
-        out = np.zeros((len(q), self.width), dtype=np.float32)
-        out[:, : self.dim] = q
-        return out
-
-    def inner_products(self, q: np.ndarray, found: np.ndarray) -> np.ndarray:
-        """The index's own scores as inner products (distances converted)."""
-        if not self.lifted:
-            return found
-        norms = np.einsum("ij,ij->i", q, q)[:, None]
-        return (norms + self.radius**2 - found) / 2
 
 
 def recall_at_k(approximate: TopScores, exact: TopScores, direction: str = "helpful") -> float:

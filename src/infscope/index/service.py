@@ -7,13 +7,19 @@ A one-shot `infscope query` call pays for starting Python and importing torch an
 10}`` (optional ``"directions"``, ``"nprobe"``, ``"rerank"``) — with the same rankings as
 :meth:`InfluenceIndex.search`. It is built on the standard library's ``http.server`` (no further
 dependency), listens on localhost by default, and answers one search at a time (FAISS's
-``nprobe`` belongs to the index).
+``nprobe`` belongs to the index). :func:`serve_index` runs it for an index directory and records
+there where it listens, so that `infscope query` asks it instead of starting up
+(:mod:`infscope.index.client`).
 """
 
 from __future__ import annotations
 
 import json
+import secrets
+import signal
+import sys
 import threading
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,10 +28,23 @@ from typing import Any
 from infscope.attribution.registry import EstimatorSpec
 from infscope.errors import InfscopeError, InputError
 from infscope.index.ann import InfluenceIndex
+from infscope.index.client import (
+    encode_top,
+    index_digest,
+    remove_service_record,
+    search_note,
+    write_service_record,
+)
 from infscope.io import write_atomic
 from infscope.store import FeatureStore
 
-__all__ = ["QueryService", "make_server", "open_index", "search_note", "write_estimator"]
+__all__ = [
+    "QueryService",
+    "make_server",
+    "open_index",
+    "serve_index",
+    "write_estimator",
+]
 
 ESTIMATOR_FILE = "estimator.json"
 #: request bodies above this are refused (a query names a store; it does not carry features)
@@ -50,26 +69,13 @@ def open_index(directory: str | Path) -> InfluenceIndex:
     return InfluenceIndex.load(directory, spec.build().fit(train))
 
 
-def search_note(metadata: dict[str, Any]) -> str:
-    """One line: exact, or approximate with the cells searched and the recall the index
-    measured at those settings when it was built (or that none was measured)."""
-    if not metadata["approximate"]:
-        return "exact search (flat index): every training example scored"
-    recall = metadata["expected_recall"] or {}
-    parts = []
-    for direction, nprobe in metadata["nprobe"].items():
-        measured = recall.get(direction)
-        expected = f"recall {measured:.3f} measured at build" if measured else "recall not measured"
-        rerank = metadata["rerank"][direction]
-        parts.append(f"{direction} nprobe {nprobe} rerank {rerank}, {expected}")
-    return f"approximate search ({metadata['index']}): " + "; ".join(parts)
-
-
 class QueryService:
-    """What the HTTP handler calls: health and one search per request, serialised."""
+    """What the HTTP handler calls: health and one search per request, serialised;
+    ``identity`` (the token and index digest of :func:`serve_index`) is part of the health."""
 
-    def __init__(self, index: InfluenceIndex) -> None:
+    def __init__(self, index: InfluenceIndex, identity: dict[str, str] | None = None) -> None:
         self.index = index
+        self.identity = dict(identity or {})
         self._lock = threading.Lock()
 
     def health(self) -> dict[str, Any]:
@@ -85,6 +91,7 @@ class QueryService:
                 for d in ("helpful", "harmful")
                 if d in calibration
             },
+            **self.identity,
         }
 
     def query(self, request: Any) -> dict[str, Any]:
@@ -113,13 +120,19 @@ class QueryService:
                 for r, v in zip(rows, scores)
             ]
         answer["expected_recall"] = found.metadata["expected_recall"]
+        answer["top"] = encode_top(found)
         return answer
 
 
-def make_server(index: InfluenceIndex, host: str = "127.0.0.1", port: int = 8765) -> Any:
+def make_server(
+    index: InfluenceIndex,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    identity: dict[str, str] | None = None,
+) -> Any:
     """An HTTP server (``serve_forever()`` to run it) answering ``GET /health`` and ``POST
     /query`` for ``index``; a bad request gets status 400 and ``{"error": "<one line>"}``."""
-    service = QueryService(index)
+    service = QueryService(index, identity)
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
@@ -151,3 +164,31 @@ def make_server(index: InfluenceIndex, host: str = "127.0.0.1", port: int = 8765
             pass  # one line per request on stderr is noise for a local service
 
     return ThreadingHTTPServer((host, port), Handler)
+
+
+def serve_index(
+    directory: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the index in ``directory`` until interrupted (Ctrl-C or SIGTERM): load it, listen,
+    record the URL in the directory (:func:`~infscope.index.client.write_service_record`) and
+    call ``ready(url)``; the record is removed on the way out."""
+    directory = Path(directory)
+    identity = {"token": secrets.token_hex(16), "index_digest": index_digest(directory)}
+    server = make_server(open_index(directory), host, port, identity)
+    address, bound = server.server_address[:2]
+    url = f"http://{address}:{bound}"
+    if threading.current_thread() is threading.main_thread():  # SIGTERM: clean up as Ctrl-C
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        write_service_record(directory, url, identity["token"], identity["index_digest"])
+        if ready is not None:
+            ready(url)
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        remove_service_record(directory, identity["token"])
+        server.server_close()

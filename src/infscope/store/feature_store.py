@@ -93,8 +93,18 @@ __all__ = ["CheckpointInfo", "FeatureStore", "StoreSpec"]
 IDS_FILE = "ids.json"
 CHECKPOINTS_DIR = "checkpoints"
 LOCK_FILE = ".store.lock"
-#: memory-mapped shards a store keeps open (each map holds a file descriptor)
-MAPPED_SHARDS = 256
+#: memory-mapped shards a store keeps open (each map holds a file descriptor): up to 4,096 (a
+#: 10⁷-row store in 8,192-row shards has 1,221, which re-scoring touches on every query), at
+#: most a quarter of this process's descriptor limit, at least 256
+def _mapped_shards() -> int:
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return 256
+    return max(256, min(4096, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4))
+
+
+MAPPED_SHARDS = _mapped_shards()
 
 
 # --------------------------------------------------------------------------------------------
@@ -450,11 +460,13 @@ class FeatureStore:
             raise InputError(f"row indices must lie in [0, {self.n_examples})")
         out = np.empty((len(indices), self.feature_dim), dtype=np.float32)
         size = self.spec.shard_size
-        shard_of = indices // size
-        for shard in np.unique(shard_of):
-            where = np.flatnonzero(shard_of == shard)
-            arr = self._load_shard(cid, int(shard) * size)
-            out[where] = arr[indices[where] - int(shard) * size]
+        order = np.argsort(indices, kind="stable")  # grouped by shard: one slice each
+        shard_of = indices[order] // size
+        starts = np.flatnonzero(np.diff(shard_of, prepend=-1))
+        for start, stop in zip(starts, [*starts[1:], len(order)]):
+            where, first = order[start:stop], int(shard_of[start]) * size
+            shard = np.asarray(self._load_shard(cid, first))  # a plain array: faster indexing
+            out[where] = shard[indices[where] - first]
         return out
 
     def _blocks(self, cid: str, block_size: int) -> Iterator[tuple[int, np.ndarray]]:
