@@ -544,13 +544,21 @@ def paired(args: argparse.Namespace, record: dict[str, Any], tasks: list[str]) -
         for method, twin in TWINS.items():
             mine, theirs = cells.get(f"{method} @ {budget:g}"), cells.get(f"{twin} @ {budget:g}")
             if mine and theirs:
-                wins = sum(
-                    np.mean([r["per_task"][t] for r in mine])
-                    > np.mean([r["per_task"][t] for r in theirs])
+                gaps = {
+                    t: 100
+                    * (
+                        np.mean([r["per_task"][t] for r in mine])
+                        - np.mean([r["per_task"][t] for r in theirs])
+                    )
                     for t in tasks
-                )
+                }
+                wins = sum(gap > 0 for gap in gaps.values())
+                ties = sum(gap == 0 for gap in gaps.values())
                 lines.append(
-                    f"- @ {budget:.0%}: {method} beats {twin} on {wins}/{len(tasks)} targets"
+                    f"- @ {budget:.0%}: {method} beats {twin} on {wins}/{len(tasks)} targets, "
+                    f"ties on {ties} ("
+                    + ", ".join(f"{t} {gap:+.1f}" for t, gap in gaps.items())
+                    + ")"
                 )
         select = {
             m: np.mean([r["select_seconds"] for r in cells[f"{m} @ {budget:g}"]])
