@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchutil import cpu_model, git_commit
+from benchutil import cpu_model, csv_list, git_commit
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT.parent / "shared" / "data" / "multitask_mix"
@@ -53,6 +53,11 @@ def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of :class:`Setup` (data, model, training, warm-up, features, machine)."""
     add = parser.add_argument
     add("--targets-per-task", type=int, default=64, help="held-out target rows per task [64]")
+    add(
+        "--tasks",
+        type=csv_list(str),
+        help="keep only these tasks of multitask_mix, e.g. a single-task pool [all]",
+    )
     add("--dev", action="store_true", help="evaluate on held-out training rows, not the test set")
     add("--dev-per-task", type=int, default=150, help="held-out dev rows per task with --dev")
     add("--pool-size", type=int, help="seeded subset of the pool [all]")
@@ -169,6 +174,14 @@ class Setup:
 
         train = read_jsonl(DATA_DIR / "train.jsonl")
         test = read_jsonl(DATA_DIR / "test.jsonl")
+        if args.tasks:
+            unknown = sorted(set(args.tasks) - {r["task"] for r in train})
+            if unknown:
+                raise SystemExit(
+                    f"unknown tasks {unknown} (multitask_mix has {label_space(train)[0]})"
+                )
+            train = [r for r in train if r["task"] in args.tasks]
+            test = [r for r in test if r["task"] in args.tasks]
         self.tasks, self.offsets, self.width = label_space(train + test)
         rng = np.random.default_rng(0)
         held: dict[str, np.ndarray] = {}
@@ -184,7 +197,8 @@ class Setup:
         if args.dev:
             test = [train[i] for i in np.sort(dev_rows)]
         elif args.test_size:
-            test = [test[i] for i in np.sort(rng.choice(len(test), args.test_size, replace=False))]
+            size = min(args.test_size, len(test))
+            test = [test[i] for i in np.sort(rng.choice(len(test), size, replace=False))]
         self.pool = [train[i] for i in rest]
         if extend_pool is not None:
             self.pool += extend_pool(self.pool)

@@ -13,20 +13,24 @@ gives the pool labels:
 
 The targets (``--targets-per-task`` held-out rows of every task) and the test set stay clean; every
 method selects toward all eight tasks' targets at once, and the eight per-task test accuracies of
-each run are the eight targets. The warm-up model and its gradient features are trained on the
+each run are the eight targets. ``--tasks ag_news`` makes a single-task pool (and targets and
+test set) of one task instead. The warm-up model and its gradient features are trained on the
 noisy pool (a practitioner has no clean copy), as is the audit. Methods:
 
-* ``random``, ``similarity`` (sentence embeddings), ``cluster-match`` (embeddings): label-blind;
+* ``random``, ``similarity`` (sentence embeddings), ``cluster-match`` (embeddings),
+  ``tarot@embeddings`` (TAROT on the embeddings): label-blind;
 * ``X+audit``: the same after removing the rows :func:`infscope.audit.audit` flags (K-fold MLP
   probe on the embeddings plus neighbour votes — what ``infscope audit`` runs on features);
-* ``less`` (cosine of warm-up gradients, LESS-style), ``tarot`` (gradient features):
-  influence-aware;
+* ``less`` (cosine of warm-up gradients, LESS-style; twin ``similarity``), ``tarot`` (gradient
+  features; twin ``tarot@embeddings``): influence-aware;
 * ``aligned-match``: :class:`infscope.selection.TargetAligned` — reject rows whose gradient pulls
   against their nearest targets, then ``cluster-match`` on the embeddings (its label-blind twin).
 
 Run (from the repository root)::
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/selection_noisy.py --markdown bench/results/noisy.md
+    OMP_NUM_THREADS=1 .venv/bin/python bench/selection_noisy.py --tasks ag_news \
+        --conditions clean,uniform:0.2,confusable:0.2,uniform:0.4
     .venv/bin/python bench/selection_noisy.py --smoke   # a minute: tiny pool, one seed
 """
 
@@ -55,16 +59,19 @@ from selection_common import (
 
 METHODS = (
     "random",
+    "random+audit",
     "similarity",
     "similarity+audit",
     "cluster-match",
     "cluster-match+audit",
     "less",
     "tarot",
+    "tarot@embeddings",
     "aligned-match",
 )
 CLEAN_METHODS = (
     "random",
+    "random+audit",
     "similarity",
     "similarity+audit",
     "cluster-match",
@@ -82,17 +89,20 @@ CONDITIONS = (
     "confusable:0.1",
 )
 INFLUENCE_AWARE = ("less", "tarot", "aligned-match")
-TWINS = {"aligned-match": "cluster-match", "less": "similarity"}
+TWINS = {"aligned-match": "cluster-match", "less": "similarity", "tarot": "tarot@embeddings"}
 # the paired differences reported: the audited label-blind selector against the baselines, the
 # influence-aware ones against their label-blind twins and against the audited selector
 COMPARISONS = (
     ("cluster-match+audit", "similarity"),
     ("cluster-match+audit", "similarity+audit"),
     ("cluster-match+audit", "cluster-match"),
+    ("cluster-match+audit", "random+audit"),
     ("aligned-match", "similarity"),
     ("aligned-match", "cluster-match"),
     ("aligned-match", "cluster-match+audit"),
     ("tarot", "cluster-match+audit"),
+    ("tarot@embeddings", "cluster-match+audit"),
+    ("tarot", "tarot@embeddings"),
     ("less", "similarity"),
 )
 NOISE_SEED = 0
@@ -133,7 +143,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     finish_setup_arguments(args)
     for condition in args.conditions:
         parse_condition(condition)
-    name = "selection_noisy" + ("_smoke" if args.smoke else "") + ("_dev" if args.dev else "")
+    name = "selection_noisy" + "".join(f"_{t}" for t in args.tasks or [])
+    name += ("_smoke" if args.smoke else "") + ("_dev" if args.dev else "")
     args.out = args.out or RESULTS / name
     return args
 
@@ -293,8 +304,9 @@ def select(method: str, pools: dict[str, Any], flagged: np.ndarray, budget: floa
     """Indices of ``method``'s picks (budget = share of the whole pool)."""
     from infscope.selection import build_selector, select_excluding
 
-    name, _, audited = method.partition("+")
-    space = "gradients" if name == "tarot" else "embeddings"
+    spec, _, audited = method.partition("+")
+    name, _, space = spec.partition("@")
+    space = space or ("gradients" if name == "tarot" else "embeddings")
     pool = pools[space]
     options = {"curve": False} if name == "tarot" else {}
     selector = build_selector(name, seed=seed, **options)
@@ -426,7 +438,8 @@ def report(args: argparse.Namespace, setup: Setup, results: dict[str, Any]) -> s
     parts = [
         f"Command: `{setup.command}`",
         "Machine: " + setup.machine_line(),
-        f"Pool: {len(setup.pool)} rows ({args.pool_size} of multitask_mix + "
+        f"Pool: {len(setup.pool)} rows ({args.pool_size} of multitask_mix"
+        f"{' (' + ', '.join(setup.tasks) + ' only)' if args.tasks else ''} + "
         f"{args.duplicates:.0%} near-duplicates); {len(setup.targets)} clean target rows; "
         f"{len(setup.test)} clean {'dev' if args.dev else 'test'} rows; seeds {args.seeds}; "
         f"noise seed {NOISE_SEED}; full data seeds {args.full_seeds}.",
@@ -531,13 +544,21 @@ def paired(args: argparse.Namespace, record: dict[str, Any], tasks: list[str]) -
         for method, twin in TWINS.items():
             mine, theirs = cells.get(f"{method} @ {budget:g}"), cells.get(f"{twin} @ {budget:g}")
             if mine and theirs:
-                wins = sum(
-                    np.mean([r["per_task"][t] for r in mine])
-                    > np.mean([r["per_task"][t] for r in theirs])
+                gaps = {
+                    t: 100
+                    * (
+                        np.mean([r["per_task"][t] for r in mine])
+                        - np.mean([r["per_task"][t] for r in theirs])
+                    )
                     for t in tasks
-                )
+                }
+                wins = sum(gap > 0 for gap in gaps.values())
+                ties = sum(gap == 0 for gap in gaps.values())
                 lines.append(
-                    f"- @ {budget:.0%}: {method} beats {twin} on {wins}/{len(tasks)} targets"
+                    f"- @ {budget:.0%}: {method} beats {twin} on {wins}/{len(tasks)} targets, "
+                    f"ties on {ties} ("
+                    + ", ".join(f"{t} {gap:+.1f}" for t, gap in gaps.items())
+                    + ")"
                 )
         select = {
             m: np.mean([r["select_seconds"] for r in cells[f"{m} @ {budget:g}"]])
