@@ -90,15 +90,18 @@ def index(
         f"[green]{escape(str(out))}[/]: {built.info['factory']} index of {store.n_examples:,} "
         f"training examples ({built.info['dim']:,} dims, {spec.method})"
     )
-    calibration = built.calibration
-    if calibration:
-        console.print(
-            f"measured recall@{calibration['k']} on {calibration['queries']} training rows: "
-            + ", ".join(
-                f"{d} {calibration[d]['recall']:.3f} at nprobe {calibration[d]['nprobe']}"
-                for d in ("helpful", "harmful")
-            )
+    if built.calibration:
+        console.print(_calibration_line(built.calibration))
+
+
+def _calibration_line(calibration: dict) -> str:
+    """The recall each direction measured at build, and at how many cells."""
+    return f"measured recall@{calibration['k']} on {calibration['queries']} training rows: " + (
+        ", ".join(
+            f"{d} {calibration[d]['recall']:.3f} at nprobe {calibration[d]['nprobe']}"
+            for d in ("helpful", "harmful")
         )
+    )
 
 
 def query(
