@@ -45,7 +45,7 @@ from infscope.gradients.featurize import featurize  # noqa: E402
 from infscope.store import FeatureStore  # noqa: E402
 
 DEV = ("gpt2-trec", "lm-banking")
-TEST = ("lm-agnews", "lm-lora-trec", "lm-snli-wide")
+TEST = ("lm-agnews", "lm-lora-trec", "lm-snli-wide", "lm-qnli-deep")
 #: retrained models per task (α = 0.5 subsets): dev tasks, test tasks (sized to a 2-core CPU)
 SUBSETS = {"dev": 32, "test": 16}
 OUT = aq.RESULTS.parent / "lm_defaults"
@@ -66,6 +66,8 @@ def build_task(name: str):
         return lm_tasks.lm_lora_trec(aq.DATA_ROOT, aq.RESULTS / "cache")
     if name == "lm-snli-wide":
         return lm_tasks.lm_snli_wide(aq.DATA_ROOT)
+    if name == "lm-qnli-deep":
+        return lm_tasks.lm_qnli_deep(aq.DATA_ROOT)
     raise SystemExit(f"unknown task {name!r}; choose from {DEV + TEST}")
 
 

@@ -14,6 +14,13 @@ curvature is spread over many directions (a pre-trained model fine-tuned briefly
 budget, a peaked one (a model trained from scratch) a small one. The ``k`` features are then laid
 out by curvature mass (:func:`allocate_ranks`), as an explicit ``dim`` is: on the dev task that
 layout of the same ``k`` predicted retraining better (LDS 0.170 against 0.152).
+
+A side too wide to decompose exactly is sketched, and a sketch that holds too little of it caps
+what any budget can keep. :func:`sketch_refit_ranks` reads the same spectrum after the fit: for a
+module whose held directions keep less than the budget's share of its full-space effective
+dimension, the rank each sketched side needs for that share — the unresolved rest of the side
+spread evenly, as :func:`full_spectrum` models it (exact for a flat tail, enough for a decaying
+one) — so the fit is repeated for those sides at that rank, exactly when it reaches half the side.
 """
 
 from __future__ import annotations
@@ -30,7 +37,13 @@ import infscope.curvature.spectrum as spectrum
 from infscope.curvature.spectrum import LOW_KEPT_SHARE, SpectrumBlock, spectrum_damping
 from infscope.errors import InputError
 
-__all__ = ["BudgetChoice", "allocate_ranks", "choose_budget", "full_spectrum"]
+__all__ = [
+    "BudgetChoice",
+    "allocate_ranks",
+    "choose_budget",
+    "full_spectrum",
+    "sketch_refit_ranks",
+]
 
 
 @dataclass(frozen=True)
@@ -77,6 +90,73 @@ def full_spectrum(module: Any, n_examples: int) -> SpectrumBlock:
     a, a_count = _side(module.a_values, module.a_total, module.cols)
     values = module.trace * np.outer(s, a)
     return SpectrumBlock(values, module.trace / size, np.outer(s_count, a_count))
+
+
+def _weights(values: np.ndarray, damping: float) -> np.ndarray:
+    """Each direction's effective dimension ``μ / (μ + λ)``."""
+    values = np.clip(values, 0.0, None)
+    return values / (values + damping) if damping > 0 else (values > 0).astype(float)
+
+
+def _needed_rank(module: Any, side: str, deficit: float, damping: float) -> int:
+    """Directions the sketched ``side`` must hold to add ``deficit`` effective dimension, its
+    unresolved rest spread evenly (every added direction adds the same; no more than its last
+    held eigenvalue each) and the other side whole (its rest spread evenly too)."""
+    rows, cols = module.rows, module.cols
+    mine, other = (
+        ((module.s_values, module.s_total, rows), (module.a_values, module.a_total, cols))
+        if side == "out"
+        else ((module.a_values, module.a_total, cols), (module.s_values, module.s_total, rows))
+    )
+    held, size = len(mine[0]), mine[2]
+    if held >= size or held == 0 or mine[1] <= 0:
+        return held
+    # the rest of the trace, at most ``missing × μ_r`` (the spectrum descends): a sketch whose
+    # last eigenvalue vanishes has found the side's range, whatever round-off leaves unresolved
+    rest = min(1.0 - float(mine[0].sum()) / mine[1], (size - held) * float(mine[0][-1]) / mine[1])
+    if rest <= 0:
+        return held
+    values, counts = _side(*other)
+    gain = float((_weights(module.trace * rest / (size - held) * values, damping) * counts).sum())
+    if gain <= 0:
+        return held
+    return int(min(size, held + np.ceil(deficit / gain)))
+
+
+def sketch_refit_ranks(basis: Any, share: float | None = None) -> dict[int, dict[str, int]]:
+    """Per Kronecker module whose held eigenvectors keep less than ``share`` (default
+    :data:`~infscope.curvature.spectrum.BUDGET_SHARE`) of its full-space effective dimension at
+    the budget's damping: the rank each of its sketched sides (``"out"`` / ``"in"``, holding
+    fewer eigenvectors than the side has directions) needs to reach it (module docstring).
+    Modules that keep enough, or have no sketched side, are left out."""
+    share = spectrum.BUDGET_SHARE if share is None else share
+    blocks = [full_spectrum(m, basis.n_examples) for m in basis.modules]
+    relative = spectrum_damping(blocks, spectrum.BUDGET_DAMPING_SHARE, basis.n_examples).relative
+    ranks: dict[int, dict[str, int]] = {}
+    for index, (block, module) in enumerate(zip(blocks, basis.modules)):
+        sketched = [
+            side
+            for side, held, size in (
+                ("out", module.out_rank, module.rows),
+                ("in", module.in_rank, module.cols),
+            )
+            if module.kronecker and held < size
+        ]
+        if not sketched:
+            continue
+        damping = relative * block.unit
+        s = module.s_values / module.s_total if module.s_total > 0 else module.s_values * 0
+        a = module.a_values / module.a_total if module.a_total > 0 else module.a_values * 0
+        held = float(_weights(module.trace * np.outer(s, a), damping).sum())
+        deficit = share * block.effective_dimension(damping) - held
+        if deficit <= 0:
+            continue
+        wanted = {side: _needed_rank(module, side, deficit, damping) for side in sketched}
+        current = {"out": module.out_rank, "in": module.in_rank}
+        wanted = {side: rank for side, rank in wanted.items() if rank > current[side]}
+        if wanted:
+            ranks[index] = wanted
+    return ranks
 
 
 def choose_budget(
