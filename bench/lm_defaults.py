@@ -90,8 +90,11 @@ class Recipe:
     """infscope's eigen EK-FAC on one task: bases fit once (final model and trajectory), stores
     per budget; every row's seconds and peak add up the bases and features it reads."""
 
-    def __init__(self, task, trained, root: Path, meter: ResourceMeter) -> None:
+    def __init__(
+        self, task, trained, root: Path, meter: ResourceMeter, basis_options: dict | None = None
+    ) -> None:
         self.task, self.trained, self.root, self.meter = task, trained, root, meter
+        self.basis_options = basis_options or {}  # fit_kronecker_basis's sketch settings
         self.model = task.make_model(0)
         self.cost: dict[str, tuple[float, float]] = {}
         self.bases: dict[str, list] = {}
@@ -121,7 +124,11 @@ class Recipe:
                     self.model.load_state_dict(checkpoint.state)
                     bases.append(
                         fit_kronecker_basis(
-                            extractor, self.task.train.examples, batch_size=64, progress=False
+                            extractor,
+                            self.task.train.examples,
+                            batch_size=64,
+                            progress=False,
+                            **self.basis_options,
                         )
                     )
                 return bases

@@ -1,7 +1,8 @@
 """Kronecker eigenbases: exact factors equal the covariances of the captured activations and
 output gradients, traces equal the mean squared per-example gradient norm, a sketched side
-recovers a low-rank factor, the budget goes where the curvature mass is, eigen features are the
-rotated gradient matrices, persistence is validated, and sampled labels are seeded."""
+recovers a low-rank factor (one that keeps too little is fit again), the budget goes where the
+curvature mass is, eigen features are the rotated gradient matrices, persistence is validated,
+and sampled labels are seeded."""
 
 from __future__ import annotations
 
