@@ -38,7 +38,7 @@ from quality.ours import Method, Workspace, _ekfac, run_method, train_all  # noq
 
 from infscope.attribution import EKFAC  # noqa: E402
 from infscope.curvature import fit_kronecker_basis  # noqa: E402
-from infscope.curvature.spectrum import effective_dimension  # noqa: E402
+from infscope.curvature.spectrum import effective_dimension, spectrum_damping  # noqa: E402
 from infscope.evaluation import ResourceMeter, current_rss_mb, linear_datamodeling_score  # noqa: E402
 from infscope.gradients import GradientExtractor, ProjectionConfig  # noqa: E402
 from infscope.gradients.featurize import featurize  # noqa: E402
@@ -55,6 +55,8 @@ SWEEP_DAMPINGS = tuple(float(f"{10.0 ** (k / 2):.3g}") for k in range(-8, 3))
 #: candidate rule shares scored on the dev tasks (the library's defaults were chosen from them)
 DEV_BUDGET_SHARES = (0.9, 0.98)
 DEV_DAMPING_SHARES = (0.3, 0.7)
+#: damping shares scored on the default recipe's own fit (cheap: one rescaling each)
+CANDIDATE_DAMPING_SHARES = (0.5, 0.7, 0.8, 0.9)
 
 
 def build_task(name: str):
@@ -215,6 +217,19 @@ def _shares(estimator: EKFAC) -> dict[str, float]:
     return {str(d): effective_dimension(blocks, d) / scale for d in SWEEP_DAMPINGS}
 
 
+def _damping_shares(estimator: EKFAC, recipe: Recipe, outcomes) -> dict[str, dict]:
+    """The default recipe's LDS if the damping rule's share were another candidate (same store and
+    fit, the damping the rule would pick at that share): how the share is chosen on dev tasks."""
+    blocks = [block for spectrum in estimator._spectra() for block in spectrum]
+    query = recipe.store("auto", False)[1]
+    out = {}
+    for share in CANDIDATE_DAMPING_SHARES:
+        damping = spectrum_damping(blocks, share).relative
+        out[str(share)] = {"damping": damping, "lds": _lds_at(estimator, query, damping, outcomes)}
+    print(f"  damping shares: {out}", flush=True)
+    return out
+
+
 def evaluate(name: str, dev_choices: bool, with_trajectory: bool = True) -> dict:
     """Every row of one task (module docstring)."""
     task = build_task(name)
@@ -229,7 +244,9 @@ def evaluate(name: str, dev_choices: bool, with_trajectory: bool = True) -> dict
         recipe = Recipe(task, trained, work, meter)
         for trajectory in (False, True) if with_trajectory else (False,):
             label = f"default: eigen auto, damping auto{', trajectory' if trajectory else ''}"
-            row, _ = recipe.row("auto", "auto", trajectory, outcomes, label)
+            row, fitted = recipe.row("auto", "auto", trajectory, outcomes, label)
+            if not trajectory:
+                row["damping_shares"] = _damping_shares(fitted, recipe, outcomes)
             rows.append(row)
             print(f"  {row}", flush=True)
         sweep = {}

@@ -1,0 +1,68 @@
+"""The sketch refit on the dev LM tasks, where the answer is known: each task's LM head is
+small enough to decompose exactly, so the same head is sketched on purpose (``max_exact_dim``
+below its width, ``sketch_rank`` a fifth of it) and the default recipe (EK-FAC, ``dim="auto"``,
+``damping="auto"``, final model) is scored on three bases — exact, sketched, and sketched with
+the refit (``fit_kronecker_basis``'s default). The refit should recover the exact basis's LDS and
+kept share. Over the cached ground truths of ``bench/lm_defaults.py --stage truth``; run from
+the repository root::
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/lm_sketch_refit.py gpt2-trec lm-banking
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import lm_defaults  # noqa: E402
+
+from infscope.evaluation import ResourceMeter  # noqa: E402
+
+
+def compare(name: str) -> dict:
+    """LDS, k, kept share, seconds and peak MB of the default recipe on the three bases."""
+    task = lm_defaults.build_task(name)
+    trained = lm_defaults.train_all(task, task.train, 1)
+    outcomes = lm_defaults.aq.ground_truth(task, lm_defaults.subsets(name))[0]
+    model = task.make_model(0)
+    head = model.get_output_embeddings().out_features
+    sketched = {"max_exact_dim": head - 1, "sketch_rank": head // 5}
+    variants = {
+        "exact": {},
+        f"sketched (rank {head // 5} of {head})": {**sketched, "refit_sketches": False},
+        "sketched, refit": sketched,
+    }
+    work = Path(tempfile.mkdtemp(prefix=f"refit-{name}-", dir=lm_defaults.OUT))
+    rows = {}
+    try:
+        for label, options in variants.items():
+            recipe = lm_defaults.Recipe(
+                task, trained, work / str(len(rows)), ResourceMeter(), options
+            )
+            row, _ = recipe.row("auto", "auto", False, outcomes, label)
+            row["refit"] = recipe.basis(False)[0].settings.get("refit")
+            rows[label] = row
+            print(f"  {name} {label}: {row}", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"task": name, "split": "dev" if name in lm_defaults.DEV else "test", "rows": rows}
+
+
+def main() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    lm_defaults.OUT.mkdir(parents=True, exist_ok=True)
+    for name in sys.argv[1:] or lm_defaults.DEV:
+        result = compare(name)
+        (lm_defaults.OUT / f"refit-{name}.json").write_text(
+            json.dumps(result, indent=1, default=float)
+        )
+
+
+if __name__ == "__main__":
+    main()
