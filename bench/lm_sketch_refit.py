@@ -3,7 +3,7 @@ small enough to decompose exactly, so the same head is sketched on purpose (``ma
 below its width, ``sketch_rank`` a fifth of it) and the default recipe (EK-FAC, ``dim="auto"``,
 ``damping="auto"``, final model) is scored on three bases — exact, sketched, and sketched with
 the refit (``fit_kronecker_basis``'s default). The refit should recover the exact basis's LDS and
-kept share. Over the cached ground truths of ``bench/lm_defaults.py --stage truth``; run from
+kept share. Each row also scores the candidate damping shares on its own fit. Over the cached ground truths of ``bench/lm_defaults.py --stage truth``; run from
 the repository root::
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/lm_sketch_refit.py gpt2-trec lm-banking
@@ -43,8 +43,9 @@ def compare(name: str) -> dict:
             recipe = lm_defaults.Recipe(
                 task, trained, work / str(len(rows)), ResourceMeter(), options
             )
-            row, _ = recipe.row("auto", "auto", False, outcomes, label)
+            row, fitted = recipe.row("auto", "auto", False, outcomes, label)
             row["refit"] = recipe.basis(False)[0].settings.get("refit")
+            row["damping_shares"] = lm_defaults._damping_shares(fitted, recipe, outcomes)
             rows[label] = row
             print(f"  {name} {label}: {row}", flush=True)
     finally:
