@@ -125,8 +125,9 @@ def test_explicit_budget_wins_and_a_sketched_side_warns():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         choice = choose_budget(_basis([sketched], n=1000))
-    assert choice.kept_share < 0.1
-    assert any("effective dimension" in str(w.message) for w in caught)
+    assert choice.kept_share < 0.1 and choice.full_rank_share < 0.1
+    assert any("even at full rank" in str(w.message) for w in caught)
+    assert choice.to_dict()["low_at_full_rank"]
 
 
 def _head(held, tail):
@@ -207,5 +208,8 @@ def test_budget_lines_warn_when_little_is_kept():
     low = {"dim": 10, "kept_share": 0.4, "target_share": 0.9, "low": True}
     lines = budget_lines([low, {**low, "kept_share": 0.95, "low": False}])
     assert lines[0].startswith("budget: k = 10, 10") and "40.0%, 95.0%" in lines[0]
-    assert lines[1].startswith("warning:")
+    assert lines[1].startswith("warning:") and "sketch_rank" in lines[1]
+    # the whole basis holds enough: the remedy is a larger dim, not a wider sketch
+    enough = {**low, "low_at_full_rank": False}
+    assert "larger dim" in budget_lines(enough)[1]
     assert budget_lines(None) == []

@@ -49,13 +49,14 @@ __all__ = [
 @dataclass(frozen=True)
 class BudgetChoice:
     """The chosen ranks, their feature count, the share of the effective dimension they keep
-    and the relative damping it was measured at."""
+    (and the whole basis keeps) and the relative damping it was measured at."""
 
     ranks: list[tuple[int, int]]
     dim: int
     kept_share: float
     damping: float
     share: float
+    full_rank_share: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,7 +65,9 @@ class BudgetChoice:
             "kept_share": self.kept_share,
             "target_share": self.share,
             "relative_damping": self.damping,
+            "full_rank_share": self.full_rank_share,
             "low": self.kept_share < LOW_KEPT_SHARE,
+            "low_at_full_rank": self.full_rank_share < LOW_KEPT_SHARE,
         }
 
 
@@ -164,8 +167,8 @@ def choose_budget(
 ) -> BudgetChoice:
     """The smallest greedy layout keeping ``share`` (default
     :data:`~infscope.curvature.spectrum.BUDGET_SHARE`) of the full space's effective dimension
-    at the spectrum rule's damping (module docstring); warns when the layout keeps less than
-    :data:`~infscope.curvature.spectrum.LOW_KEPT_SHARE` (a sketched side too narrow)."""
+    at the spectrum rule's damping (module docstring); warns when the whole basis keeps less
+    than :data:`~infscope.curvature.spectrum.LOW_KEPT_SHARE` (a sketched side too narrow)."""
     share = spectrum.BUDGET_SHARE if share is None else share
     damping_share = spectrum.BUDGET_DAMPING_SHARE if damping_share is None else damping_share
 
@@ -200,15 +203,17 @@ def choose_budget(
     ranks = allocate_ranks(basis, max(1, sum(r_out * r_in for r_out, r_in in sized)))
     kept = fixed + sum(float(tables[i][ranks[i]]) for i in tables)
     kept_share = kept / total if total > 0 else 1.0
-    if kept_share < LOW_KEPT_SHARE:
+    whole = fixed + sum(float(table[-1, -1]) for table in tables.values())
+    full_rank_share = whole / total if total > 0 else 1.0
+    if full_rank_share < LOW_KEPT_SHARE:
         warnings.warn(
-            f"the eigen projection keeps {kept_share:.0%} of the curvature's effective dimension "
-            f"even at full rank (target {share:.0%}): a sketched factor side holds too few "
-            f"eigenvectors; fit the basis with a larger sketch_rank or max_exact_dim",
+            f"the eigen projection keeps {full_rank_share:.0%} of the curvature's effective "
+            f"dimension even at full rank (target {share:.0%}): a sketched factor side holds "
+            f"too few eigenvectors; fit the basis with a larger sketch_rank or max_exact_dim",
             stacklevel=3,
         )
     dim = sum(r_out * r_in for r_out, r_in in ranks)
-    return BudgetChoice(ranks, dim, kept_share, relative, share)
+    return BudgetChoice(ranks, dim, kept_share, relative, share, full_rank_share)
 
 
 def allocate_ranks(
