@@ -230,7 +230,12 @@ def _damping_shares(estimator: EKFAC, recipe: Recipe, outcomes) -> dict[str, dic
     return out
 
 
-def evaluate(name: str, dev_choices: bool, with_trajectory: bool = True) -> dict:
+def evaluate(
+    name: str,
+    dev_choices: bool,
+    with_trajectory: bool = True,
+    kronfluence: tuple[str, ...] = ("ekfac", "kfac"),
+) -> dict:
     """Every row of one task (module docstring)."""
     task = build_task(name)
     trained = train_all(task, task.train, 1)
@@ -276,7 +281,7 @@ def evaluate(name: str, dev_choices: bool, with_trajectory: bool = True) -> dict
                 "peak_mb": result.peak_mb,
             }
         )
-        for strategy in ("ekfac", "kfac"):
+        for strategy in kronfluence:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -377,6 +382,9 @@ def main() -> None:
     parser.add_argument(
         "--no-trajectory", action="store_true", help="only the final-model default recipe"
     )
+    parser.add_argument(
+        "--kronfluence", default="ekfac,kfac", help="kronfluence strategies to run (comma list)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     names = args.tasks.split(",")
@@ -390,7 +398,9 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for name in names:
         print(f"=== {name}", flush=True)
-        report = evaluate(name, name in DEV, not args.no_trajectory)
+        report = evaluate(
+            name, name in DEV, not args.no_trajectory, tuple(args.kronfluence.split(","))
+        )
         (OUT / f"{name}.json").write_text(json.dumps(report, indent=1, default=float))
         for row in report["rows"]:
             print(
