@@ -201,6 +201,7 @@ class Recipe:
             if isinstance(budget, list)
             else (budget or {}).get("kept_share"),
             "effective_dimension": rule.get("effective_dimension"),
+            "refit": bases[0].settings.get("refit"),
         }, estimator
 
 
