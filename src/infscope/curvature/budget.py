@@ -185,9 +185,7 @@ def choose_budget(
         if module.kronecker:
             s, _ = _side(module.s_values, module.s_total, module.out_rank)
             a, _ = _side(module.a_values, module.a_total, module.in_rank)
-            held = np.clip(module.trace * np.outer(s, a), 0.0, None)
-            damping = relative * block.unit
-            weights = held / (held + damping) if damping > 0 else (held > 0).astype(float)
+            weights = _weights(module.trace * np.outer(s, a), relative * block.unit)
             table = np.zeros((weights.shape[0] + 1, weights.shape[1] + 1))
             table[1:, 1:] = weights.cumsum(0).cumsum(1)
             tables[index] = table
