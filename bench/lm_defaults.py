@@ -38,14 +38,14 @@ from quality.ours import Method, Workspace, _ekfac, run_method, train_all  # noq
 
 from infscope.attribution import EKFAC  # noqa: E402
 from infscope.curvature import fit_kronecker_basis  # noqa: E402
-from infscope.curvature.spectrum import effective_dimension  # noqa: E402
+from infscope.curvature.spectrum import effective_dimension, spectrum_damping  # noqa: E402
 from infscope.evaluation import ResourceMeter, current_rss_mb, linear_datamodeling_score  # noqa: E402
 from infscope.gradients import GradientExtractor, ProjectionConfig  # noqa: E402
 from infscope.gradients.featurize import featurize  # noqa: E402
 from infscope.store import FeatureStore  # noqa: E402
 
 DEV = ("gpt2-trec", "lm-banking")
-TEST = ("lm-agnews", "lm-lora-trec", "lm-snli-wide")
+TEST = ("lm-agnews", "lm-lora-trec", "lm-snli-wide", "lm-qnli-deep")
 #: retrained models per task (α = 0.5 subsets): dev tasks, test tasks (sized to a 2-core CPU)
 SUBSETS = {"dev": 32, "test": 16}
 OUT = aq.RESULTS.parent / "lm_defaults"
@@ -55,6 +55,8 @@ SWEEP_DAMPINGS = tuple(float(f"{10.0 ** (k / 2):.3g}") for k in range(-8, 3))
 #: candidate rule shares scored on the dev tasks (the library's defaults were chosen from them)
 DEV_BUDGET_SHARES = (0.9, 0.98)
 DEV_DAMPING_SHARES = (0.3, 0.7)
+#: damping shares scored on the default recipe's own fit (cheap: one rescaling each)
+CANDIDATE_DAMPING_SHARES = (0.5, 0.7, 0.8, 0.9)
 
 
 def build_task(name: str):
@@ -66,6 +68,8 @@ def build_task(name: str):
         return lm_tasks.lm_lora_trec(aq.DATA_ROOT, aq.RESULTS / "cache")
     if name == "lm-snli-wide":
         return lm_tasks.lm_snli_wide(aq.DATA_ROOT)
+    if name == "lm-qnli-deep":
+        return lm_tasks.lm_qnli_deep(aq.DATA_ROOT)
     raise SystemExit(f"unknown task {name!r}; choose from {DEV + TEST}")
 
 
@@ -88,8 +92,11 @@ class Recipe:
     """infscope's eigen EK-FAC on one task: bases fit once (final model and trajectory), stores
     per budget; every row's seconds and peak add up the bases and features it reads."""
 
-    def __init__(self, task, trained, root: Path, meter: ResourceMeter) -> None:
+    def __init__(
+        self, task, trained, root: Path, meter: ResourceMeter, basis_options: dict | None = None
+    ) -> None:
         self.task, self.trained, self.root, self.meter = task, trained, root, meter
+        self.basis_options = basis_options or {}  # fit_kronecker_basis's sketch settings
         self.model = task.make_model(0)
         self.cost: dict[str, tuple[float, float]] = {}
         self.bases: dict[str, list] = {}
@@ -119,7 +126,11 @@ class Recipe:
                     self.model.load_state_dict(checkpoint.state)
                     bases.append(
                         fit_kronecker_basis(
-                            extractor, self.task.train.examples, batch_size=64, progress=False
+                            extractor,
+                            self.task.train.examples,
+                            batch_size=64,
+                            progress=False,
+                            **self.basis_options,
                         )
                     )
                 return bases
@@ -190,6 +201,7 @@ class Recipe:
             if isinstance(budget, list)
             else (budget or {}).get("kept_share"),
             "effective_dimension": rule.get("effective_dimension"),
+            "refit": bases[0].settings.get("refit"),
         }, estimator
 
 
@@ -206,7 +218,25 @@ def _shares(estimator: EKFAC) -> dict[str, float]:
     return {str(d): effective_dimension(blocks, d) / scale for d in SWEEP_DAMPINGS}
 
 
-def evaluate(name: str, dev_choices: bool, with_trajectory: bool = True) -> dict:
+def _damping_shares(estimator: EKFAC, recipe: Recipe, outcomes) -> dict[str, dict]:
+    """The default recipe's LDS if the damping rule's share were another candidate (same store and
+    fit, the damping the rule would pick at that share): how the share is chosen on dev tasks."""
+    blocks = [block for spectrum in estimator._spectra() for block in spectrum]
+    query = recipe.store("auto", False)[1]
+    out = {}
+    for share in CANDIDATE_DAMPING_SHARES:
+        damping = spectrum_damping(blocks, share).relative
+        out[str(share)] = {"damping": damping, "lds": _lds_at(estimator, query, damping, outcomes)}
+    print(f"  damping shares: {out}", flush=True)
+    return out
+
+
+def evaluate(
+    name: str,
+    dev_choices: bool,
+    with_trajectory: bool = True,
+    kronfluence: tuple[str, ...] = ("ekfac", "kfac"),
+) -> dict:
     """Every row of one task (module docstring)."""
     task = build_task(name)
     trained = train_all(task, task.train, 1)
@@ -220,7 +250,9 @@ def evaluate(name: str, dev_choices: bool, with_trajectory: bool = True) -> dict
         recipe = Recipe(task, trained, work, meter)
         for trajectory in (False, True) if with_trajectory else (False,):
             label = f"default: eigen auto, damping auto{', trajectory' if trajectory else ''}"
-            row, _ = recipe.row("auto", "auto", trajectory, outcomes, label)
+            row, fitted = recipe.row("auto", "auto", trajectory, outcomes, label)
+            if not trajectory:
+                row["damping_shares"] = _damping_shares(fitted, recipe, outcomes)
             rows.append(row)
             print(f"  {row}", flush=True)
         sweep = {}
@@ -250,7 +282,7 @@ def evaluate(name: str, dev_choices: bool, with_trajectory: bool = True) -> dict
                 "peak_mb": result.peak_mb,
             }
         )
-        for strategy in ("ekfac", "kfac"):
+        for strategy in kronfluence:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -351,6 +383,9 @@ def main() -> None:
     parser.add_argument(
         "--no-trajectory", action="store_true", help="only the final-model default recipe"
     )
+    parser.add_argument(
+        "--kronfluence", default="ekfac,kfac", help="kronfluence strategies to run (comma list)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     names = args.tasks.split(",")
@@ -364,7 +399,9 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for name in names:
         print(f"=== {name}", flush=True)
-        report = evaluate(name, name in DEV, not args.no_trajectory)
+        report = evaluate(
+            name, name in DEV, not args.no_trajectory, tuple(args.kronfluence.split(","))
+        )
         (OUT / f"{name}.json").write_text(json.dumps(report, indent=1, default=float))
         for row in report["rows"]:
             print(

@@ -7,6 +7,8 @@ corpus, training recipe or size:
   (peft) on TREC questions → their coarse type;
 * ``lm-snli-wide`` — a wider GPT-2 (d = 256) over a larger vocabulary, SNLI premise → hypothesis:
   longer completions.
+* ``lm-qnli-deep`` — a deeper GPT-2 (4 layers) trained from scratch on Wikipedia text (QNLI
+  question → the sentence that may answer it): the longest completions (~30 tokens).
 """
 
 from __future__ import annotations
@@ -172,4 +174,36 @@ def lm_snli_wide(data_root: Path) -> BenchTask:
     )
     return _causal_lm_task(
         "lm-snli-wide", description, splits_rows, tokenizer, make_model, 5, 1e-3, max_length=64
+    )
+
+
+def lm_qnli_deep(data_root: Path) -> BenchTask:
+    """QNLI question → the Wikipedia sentence paired with it, on a 4-layer GPT-2 trained from
+    scratch: a deeper model and the longest completions of the suite."""
+
+    def pair(row):
+        return {
+            "id": row["id"],
+            "prompt": f"{row['question']} answer:",
+            "completion": f" {row['sentence']}",
+        }
+
+    splits_rows = _splits(
+        _read_jsonl(data_root / "qnli" / "train.jsonl"),
+        _read_jsonl(data_root / "qnli" / "test.jsonl"),
+        pair,
+    )
+    tokenizer = CompactTokenizer(_minilm_tokenizer(), _texts(splits_rows))
+    config = _gpt2_config(tokenizer, width=64, layers=4, heads=4)
+
+    make_model = _gpt2_from_scratch(config)
+
+    description = (
+        f'QNLI question → its paired Wikipedia sentence ("<question> answer:" → " <sentence>", '
+        f"QNLI test for queries); GPT-2 (n_layer=4 n_embd=64 n_head=4, untied head, nn.Linear) "
+        f"over the {tokenizer.vocab_size - 1} MiniLM WordPiece tokens that occur; trained from "
+        f"scratch"
+    )
+    return _causal_lm_task(
+        "lm-qnli-deep", description, splits_rows, tokenizer, make_model, 6, 3e-3, max_length=64
     )

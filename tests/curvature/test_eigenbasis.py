@@ -1,7 +1,8 @@
 """Kronecker eigenbases: exact factors equal the covariances of the captured activations and
 output gradients, traces equal the mean squared per-example gradient norm, a sketched side
-recovers a low-rank factor, the budget goes where the curvature mass is, eigen features are the
-rotated gradient matrices, persistence is validated, and sampled labels are seeded."""
+recovers a low-rank factor (one that keeps too little is fit again), the budget goes where the
+curvature mass is, eigen features are the rotated gradient matrices, persistence is validated,
+and sampled labels are seeded."""
 
 from __future__ import annotations
 
@@ -87,9 +88,10 @@ def test_sketched_side_recovers_a_low_rank_factor():
     data = ExampleSet([(x[i], y[i]) for i in range(n)], tuple(map(str, range(n))))
     extractor = GradientExtractor(model, ClassificationTask(), IDENTITY)
     exact = fit_kronecker_basis(extractor, data, progress=False).modules[0]
-    sketched = fit_kronecker_basis(
+    sketched_basis = fit_kronecker_basis(
         extractor, data, max_exact_dim=16, sketch_rank=8, progress=False
-    ).modules[0]
+    )
+    sketched = sketched_basis.modules[0]
     assert sketched.a_vectors.shape == (41, 8) and exact.a_vectors.shape == (41, 41)
     np.testing.assert_allclose(sketched.a_values[:5], exact.a_values[:5], rtol=1e-3)
     np.testing.assert_allclose(
@@ -99,6 +101,30 @@ def test_sketched_side_recovers_a_low_rank_factor():
     )
     assert sketched.a_total == pytest.approx(exact.a_total)
     np.testing.assert_allclose(sketched.s_values, exact.s_values)  # 3 outputs: exact both times
+    assert "refit" not in sketched_basis.settings  # the sketch holds the whole (rank-5) side
+
+
+def test_a_sketch_that_keeps_too_little_is_refit():
+    """Inputs spread over all 40 directions (a decaying spectrum): a 4-column sketch keeps too
+    little of the effective dimension, so the side is fit again — at a rank past half the side,
+    exactly — and equals the exact fit; without the refit it stays a 4-column sketch."""
+    torch.manual_seed(2)
+    n = 60
+    x = torch.randn(n, 40) * torch.logspace(0, -1, 40)
+    y = torch.randint(0, 3, (n,))
+    model = nn.Sequential(nn.Linear(40, 3)).eval()
+    data = ExampleSet([(x[i], y[i]) for i in range(n)], tuple(map(str, range(n))))
+    extractor = GradientExtractor(model, ClassificationTask(), IDENTITY)
+    exact = fit_kronecker_basis(extractor, data, progress=False).modules[0]
+    refit = fit_kronecker_basis(extractor, data, max_exact_dim=16, sketch_rank=4, progress=False)
+    assert refit.settings["refit"] == {"0": {"in": "exact"}}
+    np.testing.assert_allclose(refit.modules[0].a_values, exact.a_values, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(refit.modules[0].s_values, exact.s_values)
+    assert refit.modules[0].trace == pytest.approx(exact.trace)
+    kept = fit_kronecker_basis(
+        extractor, data, max_exact_dim=16, sketch_rank=4, progress=False, refit_sketches=False
+    )
+    assert kept.modules[0].a_vectors.shape == (41, 4) and "refit" not in kept.settings
 
 
 def test_budget_follows_curvature_mass():

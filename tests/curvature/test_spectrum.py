@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-from infscope.curvature.budget import choose_budget
+from infscope.curvature.budget import choose_budget, sketch_refit_ranks
 from infscope.curvature.eigenbasis import KroneckerBasis, ModuleBasis
 from infscope.curvature.spectrum import (
     DAMPING_SHARE,
@@ -125,8 +125,44 @@ def test_explicit_budget_wins_and_a_sketched_side_warns():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         choice = choose_budget(_basis([sketched], n=1000))
-    assert choice.kept_share < 0.1
-    assert any("effective dimension" in str(w.message) for w in caught)
+    assert choice.kept_share < 0.1 and choice.full_rank_share < 0.1
+    assert any("even at full rank" in str(w.message) for w in caught)
+    assert choice.to_dict()["low_at_full_rank"]
+
+
+def _head(held, tail):
+    """A 200-row output side (4 equal input directions) of which ``held`` eigenvalues are
+    resolved: 10 of 1, then the side's ``tail`` (190 values) in order."""
+    return _module(
+        "head",
+        np.append(np.ones(10), tail[: held - 10]),
+        np.ones(4),
+        rows=200,
+        s_total=10 + float(np.sum(tail)),
+    )
+
+
+def test_sketch_refit_rank_is_the_smallest_that_keeps_the_share_on_a_flat_tail():
+    # the rule spreads the unresolved rest evenly: on a flat tail that is the truth, so the rank
+    # it asks for is exactly the smallest whose held directions keep the budget's share
+    tail = np.full(190, 0.05)
+    rank = sketch_refit_ranks(_basis([_head(10, tail)], n=1000))[0]["out"]
+    assert 10 < rank < 200
+    assert sketch_refit_ranks(_basis([_head(rank, tail)], n=1000)) == {}
+    assert sketch_refit_ranks(_basis([_head(rank - 1, tail)], n=1000)) == {0: {"out": rank}}
+    # a lower share asks for fewer directions; a side held whole is never refit
+    assert sketch_refit_ranks(_basis([_head(10, tail)], n=1000), share=0.5)[0]["out"] < rank
+    assert sketch_refit_ranks(_basis([_head(200, tail)], n=1000)) == {}
+
+
+def test_sketch_refit_rank_is_enough_on_a_decaying_tail():
+    # the true tail decays, so its leading directions hold more than the even spread: the rank
+    # asked for keeps at least the share, and a sketch whose rest is negligible is left alone
+    tail = 0.2 * np.geomspace(1.0, 1e-3, 190)
+    rank = sketch_refit_ranks(_basis([_head(10, tail)], n=1000))[0]["out"]
+    assert sketch_refit_ranks(_basis([_head(rank, tail)], n=1000)) == {}
+    # 40 examples resolve at most 40 directions: a tail of 10⁻⁹ lies far below that damping
+    assert sketch_refit_ranks(_basis([_head(10, np.full(190, 1e-9))], n=40)) == {}
 
 
 def test_auto_budget_travels_with_the_store_and_the_scores(tmp_path):
@@ -172,5 +208,8 @@ def test_budget_lines_warn_when_little_is_kept():
     low = {"dim": 10, "kept_share": 0.4, "target_share": 0.9, "low": True}
     lines = budget_lines([low, {**low, "kept_share": 0.95, "low": False}])
     assert lines[0].startswith("budget: k = 10, 10") and "40.0%, 95.0%" in lines[0]
-    assert lines[1].startswith("warning:")
+    assert lines[1].startswith("warning:") and "sketch_rank" in lines[1]
+    # the whole basis holds enough: the remedy is a larger dim, not a wider sketch
+    enough = {**low, "low_at_full_rank": False}
+    assert "larger dim" in budget_lines(enough)[1]
     assert budget_lines(None) == []

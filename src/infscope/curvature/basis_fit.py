@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from infscope import distributed
+from infscope.curvature.budget import sketch_refit_ranks
 from infscope.curvature.eigenbasis import FISHER_KINDS, KroneckerBasis, ModuleBasis
 from infscope.data import ExampleSet
 from infscope.errors import InputError, NonFiniteError
@@ -143,6 +144,7 @@ def fit_kronecker_basis(
     seed: int = 0,
     progress: bool = True,
     weights: Sequence[dict[str, torch.Tensor]] | None = None,
+    refit_sketches: bool = True,
 ) -> KroneckerBasis:
     """Fit every tracked module's K-FAC eigenbasis in its full space, in one forward/backward pass
     over ``data`` at the extractor's current weights (its projection is not used) — or one pass
@@ -161,6 +163,11 @@ def fit_kronecker_basis(
         max_exact_dim: factor sides up to this size are summed and eigendecomposed exactly;
             wider ones are sketched with ``sketch_rank`` columns (Nyström).
         seed: seed of the sketches.
+        refit_sketches: where a sketched side leaves its module below the budget's share of
+            its effective dimension, fit that side again (one more pass) at the rank the
+            share needs (:func:`~infscope.curvature.budget.sketch_refit_ranks`), exactly when
+            the rank reaches half the side and its square fits :data:`REFIT_MEMORY_MB`; the
+            refit ranks are recorded in ``settings["refit"]``.
     """
     if fisher not in FISHER_KINDS:
         raise InputError(f"fisher must be one of {FISHER_KINDS}, got {fisher!r}")
@@ -181,39 +188,149 @@ def fit_kronecker_basis(
     tokens = [0] * len(modules)
     traces = np.zeros(len(modules))
     gradient = "fisher" if fisher == "true" else "loss"
-    n = len(data)
-    model = extractor.model
-    original = None if weights is None else {k: v.clone() for k, v in model.state_dict().items()}
-    fingerprints = []
-    try:
-        for state in weights if weights is not None else [None]:
-            if state is not None:
-                model.load_state_dict(state)
-            fingerprints.append(model_fingerprint(model))
-            _accumulate_factors(
-                extractor, data, sides, tokens, traces, gradient, sample_seed, batch_size, progress
-            )
-    finally:
-        if original is not None:
-            model.load_state_dict(original)
-    if distributed.world()[1] > 1:  # each rank saw its own batches: sum the statistics
-        for pair in sides:
-            for side in pair or ():
-                side.all_reduce()
-        counts = distributed.all_reduce_sum(torch.tensor(tokens, dtype=torch.float64))
-        tokens = [int(t) for t in counts]
-        traces = distributed.all_reduce_sum(torch.from_numpy(traces)).numpy()
-    n_passes = len(fingerprints)
+
+    def run(sides: list, tokens: list[int], traces: np.ndarray) -> tuple[list[str], list[int]]:
+        """One pass per set of weights into ``sides``; summed over ranks; the fingerprints."""
+        model = extractor.model
+        original = (
+            None if weights is None else {k: v.clone() for k, v in model.state_dict().items()}
+        )
+        fingerprints = []
+        try:
+            for state in weights if weights is not None else [None]:
+                if state is not None:
+                    model.load_state_dict(state)
+                fingerprints.append(model_fingerprint(model))
+                _accumulate_factors(
+                    extractor,
+                    data,
+                    sides,
+                    tokens,
+                    traces,
+                    gradient,
+                    sample_seed,
+                    batch_size,
+                    progress,
+                )
+        finally:
+            if original is not None:
+                model.load_state_dict(original)
+        if distributed.world()[1] > 1:  # each rank saw its own batches: sum the statistics
+            for pair in sides:
+                for side in pair or ():
+                    side.all_reduce()
+            counts = distributed.all_reduce_sum(torch.tensor(tokens, dtype=torch.float64))
+            tokens = [int(t) for t in counts]
+            traces[:] = distributed.all_reduce_sum(torch.from_numpy(traces)).numpy()
+        return fingerprints, tokens
+
+    fingerprints, tokens = run(sides, tokens, traces)
+    n, n_passes = len(data), len(fingerprints)
     if not np.isfinite(traces).all():
         raise NonFiniteError("non-finite gradients while fitting the eigenbasis")
+    traces = traces / (n * n_passes)
+    pairs = [
+        None if pair is None else (pair[0].eigenpairs(t), pair[1].eigenpairs(t))
+        for pair, t in zip(sides, tokens)
+    ]
+    settings = {
+        "max_exact_dim": max_exact_dim,
+        "sketch_rank": sketch_rank,
+        "seed": seed,
+        "sample_seed": sample_seed if fisher == "true" else None,
+        "sketched": [
+            m.name
+            for m, s in zip(modules, sides)
+            if s is not None and not (s[0].exact and s[1].exact)
+        ],
+    }
+    basis = _assemble(modules, traces, tokens, pairs, n_passes, fisher, fingerprints, n, settings)
+    refits = sketch_refit_ranks(basis) if refit_sketches else {}
+    if not refits:
+        return basis
+    settings["refit"] = _refit(modules, refits, pairs, tokens, seed, run)
+    return _assemble(modules, traces, tokens, pairs, n_passes, fisher, fingerprints, n, settings)
+
+
+#: a refit side is fitted exactly when its rank reaches half the side (a sketch that wide costs as
+#: much as the exact sum) and its ``side²`` float64 sum fits this many MB; else sketched at the
+#: rank, capped so that its ``side × rank`` sketch and test matrix fit the same memory
+REFIT_MEMORY_MB = 1024
+
+
+def _refit_size(size: int, rank: int) -> tuple[int, int]:
+    """``(max_exact_dim, sketch_rank)`` for refitting a side of ``size`` at ``rank``."""
+    limit = REFIT_MEMORY_MB * 2**20 // 8
+    if 2 * rank >= size and size * size <= limit:
+        return size, rank
+    return 0, max(1, min(rank, limit // (2 * size)))
+
+
+def _refit(
+    modules: list[TrackedModule],
+    refits: dict[int, dict[str, int]],
+    pairs: list,
+    tokens: list[int],
+    seed: int,
+    run,
+) -> dict[str, dict[str, int | str]]:
+    """Fit the sides in ``refits`` (module index → side → rank) again in one more ``run`` and
+    put their eigenpairs into ``pairs`` (in place); what each was refit as (a rank or
+    ``"exact"``)."""
+    again: list = [None] * len(modules)
+    record: dict[str, dict[str, int | str]] = {}
+    for index, wanted in refits.items():
+        module, sides = modules[index], []
+        for offset, (side, size) in enumerate((("out", module.n_rows), ("in", module.n_cols))):
+            if side not in wanted:
+                sides.append(_Skipped())
+                continue
+            exact_dim, rank = _refit_size(size, wanted[side])
+            sides.append(_FactorSide(size, exact_dim, rank, seed * 7919 + 2 * index + offset + 1))
+            record.setdefault(module.name, {})[side] = "exact" if sides[-1].exact else rank
+        again[index] = tuple(sides)
+    run(again, [0] * len(modules), np.zeros(len(modules)))
+    for index, refit_sides in enumerate(again):
+        if refit_sides is not None:
+            pairs[index] = tuple(
+                kept if isinstance(side, _Skipped) else side.eigenpairs(tokens[index])
+                for kept, side in zip(pairs[index], refit_sides)
+            )
+    return record
+
+
+class _Skipped:
+    """A factor side the refit pass leaves as it was (its updates are dropped)."""
+
+    def update(self, x: torch.Tensor) -> None:
+        pass
+
+    def update_counts(self, counts: torch.Tensor) -> None:
+        pass
+
+    def all_reduce(self) -> None:
+        pass
+
+
+def _assemble(
+    modules: list[TrackedModule],
+    traces: np.ndarray,
+    tokens: list[int],
+    pairs: list,
+    n_passes: int,
+    fisher: str,
+    fingerprints: list[str],
+    n: int,
+    settings: dict,
+) -> KroneckerBasis:
+    """The basis from each module's trace and side eigenpairs."""
     fitted = []
     for index, module in enumerate(modules):
-        trace = float(traces[index] / (n * n_passes))
-        if sides[index] is None:
+        trace = float(traces[index])
+        if pairs[index] is None:
             fitted.append(ModuleBasis(module.name, module.n_rows, module.n_cols, False, trace))
             continue
-        s_values, s_vectors, s_total = sides[index][0].eigenpairs(tokens[index])
-        a_values, a_vectors, a_total = sides[index][1].eigenpairs(tokens[index])
+        (s_values, s_vectors, s_total), (a_values, a_vectors, a_total) = pairs[index]
         fitted.append(
             ModuleBasis(
                 module.name,
@@ -230,17 +347,6 @@ def fit_kronecker_basis(
                 a_total,
             )
         )
-    settings = {
-        "max_exact_dim": max_exact_dim,
-        "sketch_rank": sketch_rank,
-        "seed": seed,
-        "sample_seed": sample_seed if fisher == "true" else None,
-        "sketched": [
-            m.name
-            for m, s in zip(modules, sides)
-            if s is not None and not (s[0].exact and s[1].exact)
-        ],
-    }
     return KroneckerBasis(fitted, fisher, tuple(fingerprints), n, settings)
 
 

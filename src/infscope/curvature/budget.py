@@ -14,6 +14,13 @@ curvature is spread over many directions (a pre-trained model fine-tuned briefly
 budget, a peaked one (a model trained from scratch) a small one. The ``k`` features are then laid
 out by curvature mass (:func:`allocate_ranks`), as an explicit ``dim`` is: on the dev task that
 layout of the same ``k`` predicted retraining better (LDS 0.170 against 0.152).
+
+A side too wide to decompose exactly is sketched, and a sketch that holds too little of it caps
+what any budget can keep. :func:`sketch_refit_ranks` reads the same spectrum after the fit: for a
+module whose held directions keep less than the budget's share of its full-space effective
+dimension, the rank each sketched side needs for that share — the unresolved rest of the side
+spread evenly, as :func:`full_spectrum` models it (exact for a flat tail, enough for a decaying
+one) — so the fit is repeated for those sides at that rank, exactly when it reaches half the side.
 """
 
 from __future__ import annotations
@@ -30,19 +37,26 @@ import infscope.curvature.spectrum as spectrum
 from infscope.curvature.spectrum import LOW_KEPT_SHARE, SpectrumBlock, spectrum_damping
 from infscope.errors import InputError
 
-__all__ = ["BudgetChoice", "allocate_ranks", "choose_budget", "full_spectrum"]
+__all__ = [
+    "BudgetChoice",
+    "allocate_ranks",
+    "choose_budget",
+    "full_spectrum",
+    "sketch_refit_ranks",
+]
 
 
 @dataclass(frozen=True)
 class BudgetChoice:
     """The chosen ranks, their feature count, the share of the effective dimension they keep
-    and the relative damping it was measured at."""
+    (and the whole basis keeps) and the relative damping it was measured at."""
 
     ranks: list[tuple[int, int]]
     dim: int
     kept_share: float
     damping: float
     share: float
+    full_rank_share: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -51,7 +65,9 @@ class BudgetChoice:
             "kept_share": self.kept_share,
             "target_share": self.share,
             "relative_damping": self.damping,
+            "full_rank_share": self.full_rank_share,
             "low": self.kept_share < LOW_KEPT_SHARE,
+            "low_at_full_rank": self.full_rank_share < LOW_KEPT_SHARE,
         }
 
 
@@ -79,13 +95,80 @@ def full_spectrum(module: Any, n_examples: int) -> SpectrumBlock:
     return SpectrumBlock(values, module.trace / size, np.outer(s_count, a_count))
 
 
+def _weights(values: np.ndarray, damping: float) -> np.ndarray:
+    """Each direction's effective dimension ``μ / (μ + λ)``."""
+    values = np.clip(values, 0.0, None)
+    return values / (values + damping) if damping > 0 else (values > 0).astype(float)
+
+
+def _needed_rank(module: Any, side: str, deficit: float, damping: float) -> int:
+    """Directions the sketched ``side`` must hold to add ``deficit`` effective dimension, its
+    unresolved rest spread evenly (every added direction adds the same; no more than its last
+    held eigenvalue each) and the other side whole (its rest spread evenly too)."""
+    rows, cols = module.rows, module.cols
+    mine, other = (
+        ((module.s_values, module.s_total, rows), (module.a_values, module.a_total, cols))
+        if side == "out"
+        else ((module.a_values, module.a_total, cols), (module.s_values, module.s_total, rows))
+    )
+    held, size = len(mine[0]), mine[2]
+    if held >= size or held == 0 or mine[1] <= 0:
+        return held
+    # the rest of the trace, at most ``missing × μ_r`` (the spectrum descends): a sketch whose
+    # last eigenvalue vanishes has found the side's range, whatever round-off leaves unresolved
+    rest = min(1.0 - float(mine[0].sum()) / mine[1], (size - held) * float(mine[0][-1]) / mine[1])
+    if rest <= 0:
+        return held
+    values, counts = _side(*other)
+    gain = float((_weights(module.trace * rest / (size - held) * values, damping) * counts).sum())
+    if gain <= 0:
+        return held
+    return int(min(size, held + np.ceil(deficit / gain)))
+
+
+def sketch_refit_ranks(basis: Any, share: float | None = None) -> dict[int, dict[str, int]]:
+    """Per Kronecker module whose held eigenvectors keep less than ``share`` (default
+    :data:`~infscope.curvature.spectrum.BUDGET_SHARE`) of its full-space effective dimension at
+    the budget's damping: the rank each of its sketched sides (``"out"`` / ``"in"``, holding
+    fewer eigenvectors than the side has directions) needs to reach it (module docstring).
+    Modules that keep enough, or have no sketched side, are left out."""
+    share = spectrum.BUDGET_SHARE if share is None else share
+    blocks = [full_spectrum(m, basis.n_examples) for m in basis.modules]
+    relative = spectrum_damping(blocks, spectrum.BUDGET_DAMPING_SHARE, basis.n_examples).relative
+    ranks: dict[int, dict[str, int]] = {}
+    for index, (block, module) in enumerate(zip(blocks, basis.modules)):
+        sketched = [
+            side
+            for side, held, size in (
+                ("out", module.out_rank, module.rows),
+                ("in", module.in_rank, module.cols),
+            )
+            if module.kronecker and held < size
+        ]
+        if not sketched:
+            continue
+        damping = relative * block.unit
+        s = module.s_values / module.s_total if module.s_total > 0 else module.s_values * 0
+        a = module.a_values / module.a_total if module.a_total > 0 else module.a_values * 0
+        held = float(_weights(module.trace * np.outer(s, a), damping).sum())
+        deficit = share * block.effective_dimension(damping) - held
+        if deficit <= 0:
+            continue
+        wanted = {side: _needed_rank(module, side, deficit, damping) for side in sketched}
+        current = {"out": module.out_rank, "in": module.in_rank}
+        wanted = {side: rank for side, rank in wanted.items() if rank > current[side]}
+        if wanted:
+            ranks[index] = wanted
+    return ranks
+
+
 def choose_budget(
     basis: Any, share: float | None = None, damping_share: float | None = None
 ) -> BudgetChoice:
     """The smallest greedy layout keeping ``share`` (default
     :data:`~infscope.curvature.spectrum.BUDGET_SHARE`) of the full space's effective dimension
-    at the spectrum rule's damping (module docstring); warns when the layout keeps less than
-    :data:`~infscope.curvature.spectrum.LOW_KEPT_SHARE` (a sketched side too narrow)."""
+    at the spectrum rule's damping (module docstring); warns when the whole basis keeps less
+    than :data:`~infscope.curvature.spectrum.LOW_KEPT_SHARE` (a sketched side too narrow)."""
     share = spectrum.BUDGET_SHARE if share is None else share
     damping_share = spectrum.BUDGET_DAMPING_SHARE if damping_share is None else damping_share
 
@@ -102,9 +185,7 @@ def choose_budget(
         if module.kronecker:
             s, _ = _side(module.s_values, module.s_total, module.out_rank)
             a, _ = _side(module.a_values, module.a_total, module.in_rank)
-            held = np.clip(module.trace * np.outer(s, a), 0.0, None)
-            damping = relative * block.unit
-            weights = held / (held + damping) if damping > 0 else (held > 0).astype(float)
+            weights = _weights(module.trace * np.outer(s, a), relative * block.unit)
             table = np.zeros((weights.shape[0] + 1, weights.shape[1] + 1))
             table[1:, 1:] = weights.cumsum(0).cumsum(1)
             tables[index] = table
@@ -120,15 +201,17 @@ def choose_budget(
     ranks = allocate_ranks(basis, max(1, sum(r_out * r_in for r_out, r_in in sized)))
     kept = fixed + sum(float(tables[i][ranks[i]]) for i in tables)
     kept_share = kept / total if total > 0 else 1.0
-    if kept_share < LOW_KEPT_SHARE:
+    whole = fixed + sum(float(table[-1, -1]) for table in tables.values())
+    full_rank_share = whole / total if total > 0 else 1.0
+    if full_rank_share < LOW_KEPT_SHARE:
         warnings.warn(
-            f"the eigen projection keeps {kept_share:.0%} of the curvature's effective dimension "
-            f"even at full rank (target {share:.0%}): a sketched factor side holds too few "
-            f"eigenvectors; fit the basis with a larger sketch_rank or max_exact_dim",
+            f"the eigen projection keeps {full_rank_share:.0%} of the curvature's effective "
+            f"dimension even at full rank (target {share:.0%}): a sketched factor side holds "
+            f"too few eigenvectors; fit the basis with a larger sketch_rank or max_exact_dim",
             stacklevel=3,
         )
     dim = sum(r_out * r_in for r_out, r_in in ranks)
-    return BudgetChoice(ranks, dim, kept_share, relative, share)
+    return BudgetChoice(ranks, dim, kept_share, relative, share, full_rank_share)
 
 
 def allocate_ranks(

@@ -80,9 +80,14 @@ def budget_lines(budget: Any) -> list[str]:
         f"effective dimension (target {float(chosen[0].get('target_share', 0)):.0%})"
     ]
     if any(c.get("low") for c in chosen):
+        remedy = (
+            "refit the basis with a larger sketch_rank or max_exact_dim"
+            if any(c.get("low_at_full_rank", True) for c in chosen)
+            else "a larger dim keeps more (the whole basis holds enough)"
+        )
         lines.append(
             f"warning: the projection keeps only {min(kept):.0%} of the effective dimension; "
-            "refit the basis with a larger sketch_rank or max_exact_dim"
+            + remedy
         )
     return lines
 
