@@ -13,6 +13,7 @@ corpus, training recipe or size:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,43 @@ def _texts(splits_rows: dict[str, list[dict]]) -> list[str]:
     return [r["prompt"] + r["completion"] for rs in splits_rows.values() for r in rs]
 
 
+def _read_splits(data_root: Path, dataset: str, pair) -> dict[str, list[dict]]:
+    """The task's seeded train / query / held-out pairs from ``dataset``'s train and test files."""
+    return _splits(
+        _read_jsonl(data_root / dataset / "train.jsonl"),
+        _read_jsonl(data_root / dataset / "test.jsonl"),
+        pair,
+    )
+
+
+def _from_scratch_task(
+    name: str,
+    splits_rows: dict[str, list[dict]],
+    describe,
+    width: int,
+    layers: int,
+    epochs: int,
+    lr: float,
+    corpus: Sequence[str] = (),
+    **options,
+) -> BenchTask:
+    """A GPT-2 (4 heads, untied ``nn.Linear`` head) trained from scratch on ``splits_rows``, over
+    the MiniLM WordPiece tokens that occur in ``corpus`` and the pairs; ``describe(vocabulary)``
+    gives its description from the number of tokens kept."""
+    tokenizer = CompactTokenizer(_minilm_tokenizer(), list(corpus) + _texts(splits_rows))
+    config = _gpt2_config(tokenizer, width=width, layers=layers, heads=4)
+    return _causal_lm_task(
+        name,
+        describe(tokenizer.vocab_size - 1),
+        splits_rows,
+        tokenizer,
+        _gpt2_from_scratch(config),
+        epochs,
+        lr,
+        **options,
+    )
+
+
 def lm_agnews(data_root: Path) -> BenchTask:
     """AG News: the first 8 words of an article → its next ≤ 16 words; trained from scratch."""
 
@@ -62,22 +100,19 @@ def lm_agnews(data_root: Path) -> BenchTask:
             "completion": " " + " ".join(words[8:]),
         }
 
-    splits_rows = _splits(
-        _read_jsonl(data_root / "ag_news" / "train.jsonl"),
-        _read_jsonl(data_root / "ag_news" / "test.jsonl"),
-        pair,
+    return _from_scratch_task(
+        "lm-agnews",
+        _read_splits(data_root, "ag_news", pair),
+        lambda vocabulary: (
+            f"AG News articles (first 8 words → the next ≤ 16, AG News test for queries); GPT-2 "
+            f"(n_layer=2 n_embd=64 n_head=4, untied head, nn.Linear) over the "
+            f"{vocabulary} MiniLM WordPiece tokens that occur; trained from scratch"
+        ),
+        width=64,
+        layers=2,
+        epochs=8,
+        lr=3e-3,
     )
-    tokenizer = CompactTokenizer(_minilm_tokenizer(), _texts(splits_rows))
-    config = _gpt2_config(tokenizer, width=64, layers=2, heads=4)
-
-    make_model = _gpt2_from_scratch(config)
-
-    description = (
-        f"AG News articles (first 8 words → the next ≤ 16, AG News test for queries); GPT-2 "
-        f"(n_layer=2 n_embd=64 n_head=4, untied head, nn.Linear) over the "
-        f"{tokenizer.vocab_size - 1} MiniLM WordPiece tokens that occur; trained from scratch"
-    )
-    return _causal_lm_task("lm-agnews", description, splits_rows, tokenizer, make_model, 8, 3e-3)
 
 
 def _pretrain(model: nn.Module, tokenizer, corpus: list[str], path: Path, epochs: int):
@@ -159,21 +194,21 @@ def lm_snli_wide(data_root: Path) -> BenchTask:
         }
 
     rows = _read_jsonl(data_root / "snli" / "train.jsonl")
-    splits_rows = _splits(rows, _read_jsonl(data_root / "snli" / "test.jsonl"), pair)
-    corpus = [r["premise"] + " " + r["hypothesis"] for r in rows[:4000]]
-    tokenizer = CompactTokenizer(_minilm_tokenizer(), corpus + _texts(splits_rows))
-    config = _gpt2_config(tokenizer, width=256, layers=2, heads=4)
-
-    make_model = _gpt2_from_scratch(config)
-
-    description = (
-        f'SNLI premise → hypothesis ("<premise> =>" → " <hypothesis>", SNLI test for '
-        f"queries); GPT-2 (n_layer=2 n_embd=256 n_head=4, untied head, nn.Linear) over the "
-        f"{tokenizer.vocab_size - 1} MiniLM WordPiece tokens of 4,000 SNLI pairs; trained from "
-        f"scratch"
-    )
-    return _causal_lm_task(
-        "lm-snli-wide", description, splits_rows, tokenizer, make_model, 5, 1e-3, max_length=64
+    return _from_scratch_task(
+        "lm-snli-wide",
+        _splits(rows, _read_jsonl(data_root / "snli" / "test.jsonl"), pair),
+        lambda vocabulary: (
+            f'SNLI premise → hypothesis ("<premise> =>" → " <hypothesis>", SNLI test for '
+            f"queries); GPT-2 (n_layer=2 n_embd=256 n_head=4, untied head, nn.Linear) over the "
+            f"{vocabulary} MiniLM WordPiece tokens of 4,000 SNLI pairs; trained from "
+            f"scratch"
+        ),
+        width=256,
+        layers=2,
+        epochs=5,
+        lr=1e-3,
+        corpus=[r["premise"] + " " + r["hypothesis"] for r in rows[:4000]],
+        max_length=64,
     )
 
 
@@ -188,22 +223,18 @@ def lm_qnli_deep(data_root: Path) -> BenchTask:
             "completion": f" {row['sentence']}",
         }
 
-    splits_rows = _splits(
-        _read_jsonl(data_root / "qnli" / "train.jsonl"),
-        _read_jsonl(data_root / "qnli" / "test.jsonl"),
-        pair,
-    )
-    tokenizer = CompactTokenizer(_minilm_tokenizer(), _texts(splits_rows))
-    config = _gpt2_config(tokenizer, width=64, layers=4, heads=4)
-
-    make_model = _gpt2_from_scratch(config)
-
-    description = (
-        f'QNLI question → its paired Wikipedia sentence ("<question> answer:" → " <sentence>", '
-        f"QNLI test for queries); GPT-2 (n_layer=4 n_embd=64 n_head=4, untied head, nn.Linear) "
-        f"over the {tokenizer.vocab_size - 1} MiniLM WordPiece tokens that occur; trained from "
-        f"scratch"
-    )
-    return _causal_lm_task(
-        "lm-qnli-deep", description, splits_rows, tokenizer, make_model, 6, 3e-3, max_length=64
+    return _from_scratch_task(
+        "lm-qnli-deep",
+        _read_splits(data_root, "qnli", pair),
+        lambda vocabulary: (
+            f'QNLI question → its paired Wikipedia sentence ("<question> answer:" → " <sentence>", '
+            f"QNLI test for queries); GPT-2 (n_layer=4 n_embd=64 n_head=4, untied head, nn.Linear) "
+            f"over the {vocabulary} MiniLM WordPiece tokens that occur; trained from "
+            f"scratch"
+        ),
+        width=64,
+        layers=4,
+        epochs=6,
+        lr=3e-3,
+        max_length=64,
     )
