@@ -8,17 +8,14 @@ import json
 import os
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pytest
 
 pytest.importorskip("faiss")
 
-from infscope.attribution.registry import EstimatorSpec  # noqa: E402
 from infscope.attribution.top_k import TopScores  # noqa: E402
 from infscope.errors import InputError  # noqa: E402
-from infscope.index import IndexConfig, InfluenceIndex  # noqa: E402
 from infscope.index.client import (  # noqa: E402
     SERVICE_FILE,
     decode_top,
@@ -29,29 +26,20 @@ from infscope.index.client import (  # noqa: E402
     search_service,
     write_service_record,
 )
-from infscope.index.service import make_server, open_index, write_estimator  # noqa: E402
-from tests.index.test_ann import clustered, write_store  # noqa: E402
+from tests.index.test_service import running_service  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     """An index directory with a service answering for it and the record that says so."""
     root = tmp_path_factory.mktemp("client")
-    train = write_store(root / "train", {"a": clustered(300, 16, 6, 0)}, "loss", "t")
-    query = write_store(root / "query", {"a": clustered(4, 16, 6, 1)}, "measurement", "q")
-    spec = EstimatorSpec("dot")
-    index = InfluenceIndex.build(spec.build().fit(train), IndexConfig("ivf-flat", nlist=6))
-    directory = root / "index"
-    index.save(directory)
-    write_estimator(directory, spec, train.root)
-    identity = {"token": "secret", "index_digest": index_digest(directory)}
-    server = make_server(open_index(directory), port=0, identity=identity)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    write_service_record(directory, url, identity["token"], identity["index_digest"])
-    yield directory, url, index, query
-    server.shutdown()
-    server.server_close()
+
+    def identity(directory):
+        return {"token": "secret", "index_digest": index_digest(directory)}
+
+    with running_service(root, 300, 4, 6, identity) as (directory, url, index, query):
+        write_service_record(directory, url, "secret", index_digest(directory))
+        yield directory, url, index, query
 
 
 def test_the_recorded_live_service_is_found(live):

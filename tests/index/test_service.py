@@ -7,6 +7,8 @@ import json
 import threading
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,21 +22,31 @@ from infscope.index.service import make_server, open_index, write_estimator  # n
 from tests.index.test_ann import clustered, write_store  # noqa: E402
 
 
+@contextmanager
+def running_service(root: Path, n_train: int, n_query: int, nlist: int, identity=None):
+    """A dot-product IVF index over clustered stores in ``root/index`` with a query service
+    answering for it on a free port: ``(directory, url, index, query store)``."""
+    train = write_store(root / "train", {"a": clustered(n_train, 16, 6, 0)}, "loss", "t")
+    query = write_store(root / "query", {"a": clustered(n_query, 16, 6, 1)}, "measurement", "q")
+    spec = EstimatorSpec("dot")
+    index = InfluenceIndex.build(spec.build().fit(train), IndexConfig("ivf-flat", nlist=nlist))
+    directory = root / "index"
+    index.save(directory)
+    write_estimator(directory, spec, train.root)
+    identity = identity(directory) if callable(identity) else identity
+    server = make_server(open_index(directory), port=0, identity=identity)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield directory, f"http://127.0.0.1:{server.server_address[1]}", index, query
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    root = tmp_path_factory.mktemp("service")
-    train = write_store(root / "train", {"a": clustered(400, 16, 6, 0)}, "loss", "t")
-    query = write_store(root / "query", {"a": clustered(5, 16, 6, 1)}, "measurement", "q")
-    spec = EstimatorSpec("dot")
-    index = InfluenceIndex.build(spec.build().fit(train), IndexConfig("ivf-flat", nlist=8))
-    index.save(root / "index")
-    write_estimator(root / "index", spec, train.root)
-    server = make_server(open_index(root / "index"), port=0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", index, query
-    server.shutdown()
-    server.server_close()
+    with running_service(tmp_path_factory.mktemp("service"), 400, 5, 8) as (_, url, index, query):
+        yield url, index, query
 
 
 def call(url: str, body: bytes | None = None) -> tuple[int, dict]:
