@@ -213,3 +213,27 @@ def test_budget_lines_warn_when_little_is_kept():
     enough = {**low, "low_at_full_rank": False}
     assert "larger dim" in budget_lines(enough)[1]
     assert budget_lines(None) == []
+
+
+def test_budget_rule_shares_are_arguments():
+    """``truncate("auto", share=..., damping_share=...)`` and ``ProjectionConfig``'s
+    ``budget_share`` / ``budget_damping_share`` reach the rule: less damping (a larger damping
+    share) resolves more directions and keeps more features, a larger kept share too."""
+    from infscope.gradients import ProjectionConfig
+
+    basis = _basis([_module("a", np.geomspace(1, 1e-4, 20), np.geomspace(1, 1e-4, 10))], n=100)
+    heavy = choose_budget(basis, damping_share=0.25)
+    light = choose_budget(basis, damping_share=0.9)
+    assert heavy.damping > light.damping and heavy.dim < light.dim
+    assert choose_budget(basis, share=0.99, damping_share=0.25).dim > heavy.dim
+    cut = basis.truncate("auto", share=0.95, damping_share=0.9)
+    assert cut.feature_dim == light.dim
+    assert cut.settings["budget"]["relative_damping"] == pytest.approx(light.damping)
+    config = ProjectionConfig("eigen", "auto", basis=basis, budget_damping_share=0.9)
+    assert config.budget_rule() == {"damping_share": 0.9}
+    assert config.to_json()["budget_damping_share"] == 0.9
+    assert "budget_share" not in ProjectionConfig("eigen", "auto", basis=basis).to_json()
+    with pytest.raises(InputError, match="dim='auto' only"):
+        ProjectionConfig("eigen", 20, basis=basis, budget_share=0.9)
+    with pytest.raises(InputError, match=r"\(0, 1\)"):
+        ProjectionConfig("eigen", "auto", basis=basis, budget_share=1.5)

@@ -69,6 +69,8 @@ class EKFAC(DampedEstimator):
             ``trace_m / dim_m`` (kronfluence's unit; default 0.1), and to ``trace_m / min(n,
             dim_m)`` of a dense block; or absolute (below).
         damping_mode: ``"relative"`` (per module) or ``"absolute"`` (one ``λ`` everywhere).
+        damping_share: with ``damping="auto"``, the share of its directions the damped
+            curvature resolves (default :data:`~infscope.curvature.spectrum.DAMPING_SHARE`).
         correct_eigenvalues: EK-FAC (``True``, name ``"ekfac"``) or K-FAC with trace-matched
             ``λ_S ⊗ λ_A`` (``False``, name ``"kfac"``).
         fisher: a store of the training examples' sampled-label gradients (``featurize(...,
@@ -103,6 +105,7 @@ class EKFAC(DampedEstimator):
         checkpoints: CheckpointChoice = None,
         damping: float | None = None,
         damping_mode: str = "relative",
+        damping_share: float | None = None,
         correct_eigenvalues: bool = True,
         fisher: FeatureStore | None = None,
         query_rank: int | None = None,
@@ -115,6 +118,7 @@ class EKFAC(DampedEstimator):
             checkpoints=checkpoints,
             damping=damping,
             damping_mode=damping_mode,
+            damping_share=damping_share,
             block_size=block_size,
         )
         if query_rank is not None and (
