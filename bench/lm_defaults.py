@@ -263,12 +263,12 @@ def evaluate(
     with_trajectory: bool = True,
     kronfluence: tuple[str, ...] = ("ekfac", "kfac"),
     rule: dict | None = None,
-    grid: bool = False,
+    grid: dict | None = None,
     baselines: bool = True,
 ) -> dict:
     """Every row of one task (module docstring). ``rule``: the default recipe's rule shares
     (``damping_share``, ``budget_share``, ``budget_damping_share``; absent: the library's);
-    ``grid``: the dev grid (:func:`dev_grid`); ``baselines=False``: the default recipe only
+    ``grid``: the dev grid's share lists (:func:`dev_grid`); ``baselines=False``: the default recipe only
     (no sweep, CLI default or kronfluence rows)."""
     rule = dict(rule or {})
     damping_share = rule.pop("damping_share", None)
@@ -296,7 +296,7 @@ def evaluate(
             print(f"  {row}", flush=True)
         if grid:
             recipe.forget("auto", False, tag)
-            report["grid"] = dev_grid(recipe, outcomes)
+            report["grid"] = dev_grid(recipe, outcomes, grid)
         if baselines:
             rows.extend(_baselines(recipe, report, outcomes, kronfluence, work))
     finally:
@@ -354,21 +354,22 @@ def _baselines(recipe: Recipe, report: dict, outcomes, kronfluence, work: Path) 
     return rows
 
 
-def dev_grid(recipe: Recipe, outcomes) -> list[dict]:
+def dev_grid(recipe: Recipe, outcomes, grid: dict) -> list[dict]:
     """On a dev task: the default recipe (final model) at every damping share × budget rule of
-    the grid, each through the library's public arguments (``EKFAC(damping_share=...)``,
+    ``grid`` (``damping``, ``budget``, ``judged``: the share lists, :data:`GRID_DAMPING_SHARES`
+    …), each through the library's public arguments (``EKFAC(damping_share=...)``,
     ``ProjectionConfig(budget_share=..., budget_damping_share=...)``); one store per budget
     rule, removed once scored."""
     rows = []
-    fixed = {float(b) for b in GRID_BUDGET_DAMPING_SHARES if b != "same"}
-    same = set(GRID_DAMPING_SHARES) if "same" in GRID_BUDGET_DAMPING_SHARES else set()
+    fixed = {float(b) for b in grid["judged"] if b != "same"}
+    same = set(grid["damping"]) if "same" in grid["judged"] else set()
     judged_at = sorted(fixed | same)
-    for budget_share in GRID_BUDGET_SHARES:
+    for budget_share in grid["budget"]:
         for judged in judged_at:
             budget = {"budget_share": budget_share, "budget_damping_share": judged}
             tag = f"-b{budget_share}-j{judged}"
-            for damping_share in GRID_DAMPING_SHARES:
-                rule = [b for b in GRID_BUDGET_DAMPING_SHARES if b != "same" and float(b) == judged]
+            for damping_share in grid["damping"]:
+                rule = [b for b in grid["judged"] if b != "same" and float(b) == judged]
                 if judged == damping_share:
                     rule.append("same")
                 if not rule:
@@ -454,6 +455,13 @@ def main() -> None:
         help="dim='auto' rule's damping share, or 'same': the --damping-share (or the library's)",
     )
     parser.add_argument("--grid", action="store_true", help="the dev grid of rule shares")
+    parser.add_argument("--grid-damping-shares", default=",".join(map(str, GRID_DAMPING_SHARES)))
+    parser.add_argument("--grid-budget-shares", default=",".join(map(str, GRID_BUDGET_SHARES)))
+    parser.add_argument(
+        "--grid-budget-damping-shares",
+        default=",".join(GRID_BUDGET_DAMPING_SHARES),
+        help="comma list of shares or 'same' (the damping share of the row)",
+    )
     parser.add_argument(
         "--default-only", action="store_true", help="no sweep, CLI default or kronfluence rows"
     )
@@ -477,6 +485,16 @@ def main() -> None:
         rule["budget_damping_share"] = rule.get("damping_share", DAMPING_SHARE)
     elif args.budget_damping_share is not None:
         rule["budget_damping_share"] = _share(args.budget_damping_share)
+    grid = None
+    if args.grid:
+        grid = {
+            "damping": [_share(v) for v in args.grid_damping_shares.split(",")],
+            "budget": [_share(v) for v in args.grid_budget_shares.split(",")],
+            "judged": [
+                v if v == "same" else str(_share(v))
+                for v in args.grid_budget_damping_shares.split(",")
+            ],
+        }
     OUT.mkdir(parents=True, exist_ok=True)
     for name in names:
         print(f"=== {name}", flush=True)
@@ -485,7 +503,7 @@ def main() -> None:
             not args.no_trajectory,
             tuple(args.kronfluence.split(",")),
             rule,
-            args.grid,
+            grid,
             not args.default_only,
         )
         (OUT / f"{name}{args.suffix}.json").write_text(json.dumps(report, indent=1, default=float))
