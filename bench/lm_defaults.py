@@ -39,7 +39,7 @@ from quality.ours import Method, Workspace, _ekfac, run_method, train_all  # noq
 from infscope.attribution import EKFAC  # noqa: E402
 from infscope.curvature import fit_kronecker_basis  # noqa: E402
 from infscope.curvature.spectrum import (  # noqa: E402
-    DAMPING_SHARE,
+    EIGEN_DAMPING_SHARE,
     effective_dimension,
     spectrum_damping,
 )
@@ -452,7 +452,7 @@ def main() -> None:
     parser.add_argument("--budget-share", type=_share, help="dim='auto' rule's kept share")
     parser.add_argument(
         "--budget-damping-share",
-        help="dim='auto' rule's damping share, or 'same': the --damping-share (or the library's)",
+        help="dim='auto' rule's damping share, or 'same': the --damping-share (or the library's eigen share)",
     )
     parser.add_argument("--grid", action="store_true", help="the dev grid of rule shares")
     parser.add_argument("--grid-damping-shares", default=",".join(map(str, GRID_DAMPING_SHARES)))
@@ -482,7 +482,7 @@ def main() -> None:
     if args.budget_share is not None:
         rule["budget_share"] = args.budget_share
     if args.budget_damping_share == "same":
-        rule["budget_damping_share"] = rule.get("damping_share", DAMPING_SHARE)
+        rule["budget_damping_share"] = rule.get("damping_share", EIGEN_DAMPING_SHARE)
     elif args.budget_damping_share is not None:
         rule["budget_damping_share"] = _share(args.budget_damping_share)
     grid = None
