@@ -452,7 +452,8 @@ def main() -> None:
     parser.add_argument("--budget-share", type=_share, help="dim='auto' rule's kept share")
     parser.add_argument(
         "--budget-damping-share",
-        help="dim='auto' rule's damping share, or 'same': the --damping-share (or the library's eigen share)",
+        help="dim='auto' rule's damping share, or 'same': the --damping-share (default: the "
+        "library's eigen share)",
     )
     parser.add_argument("--grid", action="store_true", help="the dev grid of rule shares")
     parser.add_argument("--grid-damping-shares", default=",".join(map(str, GRID_DAMPING_SHARES)))

@@ -115,8 +115,9 @@ class EKFAC(DampedEstimator):
     ) -> None:
         self.correct = bool(correct_eigenvalues)
         self.name = "ekfac" if self.correct else "kfac"
-        if damping == AUTO_DAMPING and damping_share is None and not isinstance(factors, KFACFactors):
-            damping_share = EIGEN_DAMPING_SHARE  # the eigen projection's own share
+        eigen = not isinstance(factors, KFACFactors)  # a basis: the eigen projection
+        if damping == AUTO_DAMPING and damping_share is None and eigen:
+            damping_share = EIGEN_DAMPING_SHARE
         super().__init__(
             normalize=normalize,
             checkpoints=checkpoints,

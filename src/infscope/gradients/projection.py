@@ -47,8 +47,9 @@ class ProjectionConfig:
             allows, so the resulting ``feature_dim`` can be a little below ``dim``. For ``eigen``
             it is split by curvature mass (:meth:`KroneckerBasis.allocate`); ``None`` keeps the
             whole basis; ``"auto"`` chooses it from the basis's spectrum (the directions that
-            hold 90% of the curvature's effective dimension at the damping the spectrum
-            implies, :mod:`infscope.curvature.budget`), recorded as ``budget`` in the store.
+            hold :data:`~infscope.curvature.spectrum.BUDGET_SHARE` of the curvature's effective
+            dimension at the damping the spectrum implies, :mod:`infscope.curvature.budget`),
+            recorded as ``budget`` in the store.
         seed: random seed; with the module list it fixes every projection matrix.
         sjlt_nonzeros: nonzeros per gradient coordinate for ``sjlt`` (1 = CountSketch); must
             divide ``dim``.
