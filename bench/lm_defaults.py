@@ -38,7 +38,11 @@ from quality.ours import Method, Workspace, _ekfac, run_method, train_all  # noq
 
 from infscope.attribution import EKFAC  # noqa: E402
 from infscope.curvature import fit_kronecker_basis  # noqa: E402
-from infscope.curvature.spectrum import effective_dimension, spectrum_damping  # noqa: E402
+from infscope.curvature.spectrum import (  # noqa: E402
+    EIGEN_DAMPING_SHARE,
+    effective_dimension,
+    spectrum_damping,
+)
 from infscope.evaluation import ResourceMeter, current_rss_mb, linear_datamodeling_score  # noqa: E402
 from infscope.gradients import GradientExtractor, ProjectionConfig  # noqa: E402
 from infscope.gradients.featurize import featurize  # noqa: E402
@@ -52,9 +56,11 @@ OUT = aq.RESULTS.parent / "lm_defaults"
 #: the sweep: fixed budgets (capped at the full basis) × relative dampings (one fit per budget)
 SWEEP_DIMS = (4096, 16384, 65536)
 SWEEP_DAMPINGS = tuple(float(f"{10.0 ** (k / 2):.3g}") for k in range(-8, 3))
-#: candidate rule shares scored on the dev tasks (the library's defaults were chosen from them)
-DEV_BUDGET_SHARES = (0.9, 0.98)
-DEV_DAMPING_SHARES = (0.3, 0.7)
+#: the dev grid (``--grid``): damping shares × budget rules (budget share, the share of
+#: ``min(n, D)`` the budget's damping resolves — ``"same"``: the damping share the scorer uses)
+GRID_DAMPING_SHARES = (0.5, 0.8, 0.9)
+GRID_BUDGET_SHARES = (0.95, 0.98)
+GRID_BUDGET_DAMPING_SHARES = ("0.25", "0.5", "same")
 #: damping shares scored on the default recipe's own fit (cheap: one rescaling each)
 CANDIDATE_DAMPING_SHARES = (0.5, 0.7, 0.8, 0.9)
 
@@ -138,11 +144,17 @@ class Recipe:
             self.bases[key] = self._measured(f"basis {key}", fit)
         return self.bases[key]
 
-    def store(self, dim, trajectory: bool, tag: str = "") -> tuple[FeatureStore, FeatureStore]:
+    def store(
+        self, dim, trajectory: bool, tag: str = "", budget: dict | None = None
+    ) -> tuple[FeatureStore, FeatureStore]:
+        """Train and query stores at ``dim`` (``budget``: ``ProjectionConfig``'s budget-rule
+        shares for ``dim="auto"``; ``tag`` names a store with non-default ones)."""
         key = f"{dim}{tag}-{'trajectory' if trajectory else 'final'}"
         if key not in self.stores:
             bases = self.basis(trajectory)
-            config = ProjectionConfig("eigen", dim, basis=bases if trajectory else bases[0])
+            config = ProjectionConfig(
+                "eigen", dim, basis=bases if trajectory else bases[0], **(budget or {})
+            )
 
             def extract():
                 train = GradientExtractor(self.model, self.task.infscope_task("loss"), config)
@@ -168,17 +180,32 @@ class Recipe:
             self.stores[key] = self._measured(f"features {key}", extract)
         return self.stores[key]
 
+    def forget(self, dim, trajectory: bool, tag: str = "") -> None:
+        """Remove a store once scored (the grid's stores would fill the disk)."""
+        key = f"{dim}{tag}-{'trajectory' if trajectory else 'final'}"
+        if self.stores.pop(key, None) is not None:
+            shutil.rmtree(self.root / key, ignore_errors=True)
+
     def row(
-        self, dim, damping, trajectory: bool, outcomes, label: str, tag: str = ""
+        self,
+        dim,
+        damping,
+        trajectory: bool,
+        outcomes,
+        label: str,
+        tag: str = "",
+        budget: dict | None = None,
+        damping_share: float | None = None,
     ) -> tuple[dict, EKFAC]:
-        """EK-FAC on the ``dim`` store at ``damping``: LDS, seconds and peak of everything it
-        read (basis, features, fit and score)."""
-        train, query = self.store(dim, trajectory, tag)
+        """EK-FAC on the ``dim`` store at ``damping`` (``damping_share``: the auto rule's
+        share): LDS, seconds and peak of everything it read (basis, features, fit and score)."""
+        train, query = self.store(dim, trajectory, tag, budget)
         bases = self.basis(trajectory)
         name = f"ekfac {label}"
+        share = {} if damping_share is None else {"damping_share": damping_share}
         estimator = self._measured(
             name,
-            lambda: EKFAC(bases if trajectory else bases[0], damping=damping).fit(train),
+            lambda: EKFAC(bases if trajectory else bases[0], damping=damping, **share).fit(train),
         )
         scores = self._measured(name + " score", lambda: estimator.score(query).values)
         parts = [
@@ -202,6 +229,7 @@ class Recipe:
             else (budget or {}).get("kept_share"),
             "effective_dimension": rule.get("effective_dimension"),
             "refit": bases[0].settings.get("refit"),
+            "budget": budget,
         }, estimator
 
 
@@ -218,11 +246,10 @@ def _shares(estimator: EKFAC) -> dict[str, float]:
     return {str(d): effective_dimension(blocks, d) / scale for d in SWEEP_DAMPINGS}
 
 
-def _damping_shares(estimator: EKFAC, recipe: Recipe, outcomes) -> dict[str, dict]:
+def _damping_shares(estimator: EKFAC, query: FeatureStore, outcomes) -> dict[str, dict]:
     """The default recipe's LDS if the damping rule's share were another candidate (same store and
     fit, the damping the rule would pick at that share): how the share is chosen on dev tasks."""
     blocks = [block for spectrum in estimator._spectra() for block in spectrum]
-    query = recipe.store("auto", False)[1]
     out = {}
     for share in CANDIDATE_DAMPING_SHARES:
         damping = spectrum_damping(blocks, share).relative
@@ -233,11 +260,19 @@ def _damping_shares(estimator: EKFAC, recipe: Recipe, outcomes) -> dict[str, dic
 
 def evaluate(
     name: str,
-    dev_choices: bool,
     with_trajectory: bool = True,
     kronfluence: tuple[str, ...] = ("ekfac", "kfac"),
+    rule: dict | None = None,
+    grid: dict | None = None,
+    baselines: bool = True,
 ) -> dict:
-    """Every row of one task (module docstring)."""
+    """Every row of one task (module docstring). ``rule``: the default recipe's rule shares
+    (``damping_share``, ``budget_share``, ``budget_damping_share``; absent: the library's);
+    ``grid``: the dev grid's share lists (:func:`dev_grid`); ``baselines=False``: the default recipe only
+    (no sweep, CLI default or kronfluence rows)."""
+    rule = dict(rule or {})
+    damping_share = rule.pop("damping_share", None)
+    tag = "".join(f"-{key}{value}" for key, value in sorted(rule.items()))
     task = build_task(name)
     trained = train_all(task, task.train, 1)
     outcomes = aq.ground_truth(task, subsets(name))[0]
@@ -246,94 +281,114 @@ def evaluate(
     rows: list[dict] = []
     report = {"task": name, "split": "dev" if name in DEV else "test", "subsets": subsets(name)}
     report["description"] = task.description
+    report["rule"] = {**rule, "damping_share": damping_share}
     try:
         recipe = Recipe(task, trained, work, meter)
         for trajectory in (False, True) if with_trajectory else (False,):
             label = f"default: eigen auto, damping auto{', trajectory' if trajectory else ''}"
-            row, fitted = recipe.row("auto", "auto", trajectory, outcomes, label)
+            row, fitted = recipe.row(
+                "auto", "auto", trajectory, outcomes, label, tag, rule, damping_share
+            )
             if not trajectory:
-                row["damping_shares"] = _damping_shares(fitted, recipe, outcomes)
+                query = recipe.store("auto", False, tag, rule)[1]
+                row["damping_shares"] = _damping_shares(fitted, query, outcomes)
             rows.append(row)
             print(f"  {row}", flush=True)
-        sweep = {}
-        full = recipe.basis(False)[0].feature_dim
-        dims = sorted({min(d, full) for d in SWEEP_DIMS})
-        for dim in dims:
-            row, fitted = recipe.row(dim, 0.1, False, outcomes, f"sweep k={dim}")
-            query = recipe.store(dim, False)[1]
-            sweep[dim] = {d: _lds_at(fitted, query, d, outcomes) for d in SWEEP_DAMPINGS}
-            report.setdefault("sweep_share", {})[str(dim)] = _shares(fitted)
-            best = max(sweep[dim], key=sweep[dim].get)
-            rows.append(
-                {**row, "method": f"sweep k={dim}, best λ={best:g}", "lds": sweep[dim][best]}
-            )
-            print(f"  k={dim}: {sweep[dim]}", flush=True)
-        report["sweep"] = {str(k): v for k, v in sweep.items()}
-        if dev_choices:
-            report["dev_choices"] = dev_rule_choices(recipe, outcomes)
-        ws = Workspace(task, work / "ws", meter, {"clean": trained})
-        cli = Method("cli default: kronecker k=4096, ekfac λ=0.1", "traj", _ekfac(True))
-        result = run_method(ws, cli, mislabel=False)
-        rows.append(
-            {
-                "method": cli.name,
-                "lds": linear_datamodeling_score(result.scores, outcomes).mean,
-                "seconds": result.seconds,
-                "peak_mb": result.peak_mb,
-            }
-        )
-        for strategy in kronfluence:
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    result = anchors.kronfluence_ekfac(
-                        ws, {"clean": trained}, work, True, False, strategy=strategy
-                    )
-            except Exception as err:  # an anchor failing must not lose the task's other rows
-                print(f"  kronfluence {strategy} FAILED: {type(err).__name__}: {err}", flush=True)
-                continue
-            rows.append(
-                {
-                    "method": f"kronfluence {strategy}",
-                    "lds": linear_datamodeling_score(result.scores, outcomes).mean,
-                    "seconds": result.seconds,
-                    "peak_mb": result.peak_mb,
-                }
-            )
-            print(f"  {rows[-1]}", flush=True)
+        if grid:
+            recipe.forget("auto", False, tag)
+            report["grid"] = dev_grid(recipe, outcomes, grid)
+        if baselines:
+            rows.extend(_baselines(recipe, report, outcomes, kronfluence, work))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report["rows"] = rows
     return report
 
 
-def dev_rule_choices(recipe: Recipe, outcomes) -> dict:
-    """On a dev task: the LDS of the final-model recipe at every candidate budget share × damping
-    share (how the library's shares were chosen); the library's constants are restored."""
-    from infscope.curvature import spectrum
-
-    choices = {}
-    defaults = spectrum.BUDGET_SHARE, spectrum.DAMPING_SHARE
-    try:
-        for share in DEV_BUDGET_SHARES:
-            spectrum.BUDGET_SHARE = share
-            lds = {}
-            for damping_share in DEV_DAMPING_SHARES:
-                spectrum.DAMPING_SHARE = damping_share
-                row, _ = recipe.row(
-                    "auto",
-                    "auto",
-                    False,
-                    outcomes,
-                    f"shares {share}/{damping_share}",
-                    f"{share}-{damping_share}",
+def _baselines(recipe: Recipe, report: dict, outcomes, kronfluence, work: Path) -> list[dict]:
+    """The sweep (fixed budgets × dampings), the former CLI default and kronfluence's rows."""
+    rows = []
+    task, trained = recipe.task, recipe.trained
+    sweep = {}
+    full = recipe.basis(False)[0].feature_dim
+    dims = sorted({min(d, full) for d in SWEEP_DIMS})
+    for dim in dims:
+        row, fitted = recipe.row(dim, 0.1, False, outcomes, f"sweep k={dim}")
+        query = recipe.store(dim, False)[1]
+        sweep[dim] = {d: _lds_at(fitted, query, d, outcomes) for d in SWEEP_DAMPINGS}
+        report.setdefault("sweep_share", {})[str(dim)] = _shares(fitted)
+        best = max(sweep[dim], key=sweep[dim].get)
+        rows.append({**row, "method": f"sweep k={dim}, best λ={best:g}", "lds": sweep[dim][best]})
+        print(f"  k={dim}: {sweep[dim]}", flush=True)
+    report["sweep"] = {str(k): v for k, v in sweep.items()}
+    ws = Workspace(task, work / "ws", recipe.meter, {"clean": trained})
+    cli = Method("cli default: kronecker k=4096, ekfac λ=0.1", "traj", _ekfac(True))
+    result = run_method(ws, cli, mislabel=False)
+    rows.append(
+        {
+            "method": cli.name,
+            "lds": linear_datamodeling_score(result.scores, outcomes).mean,
+            "seconds": result.seconds,
+            "peak_mb": result.peak_mb,
+        }
+    )
+    for strategy in kronfluence:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                result = anchors.kronfluence_ekfac(
+                    ws, {"clean": trained}, work, True, False, strategy=strategy
                 )
-                lds[str(damping_share)] = {"lds": row["lds"], "damping": row["damping"]}
-            choices[str(share)] = {"k": row["k"], "kept_share": row["kept_share"], "lds": lds}
-            print(f"  budget share {share}: {choices[str(share)]}", flush=True)
-    finally:
-        spectrum.BUDGET_SHARE, spectrum.DAMPING_SHARE = defaults
-    return choices
+        except Exception as err:  # an anchor failing must not lose the task's other rows
+            print(f"  kronfluence {strategy} FAILED: {type(err).__name__}: {err}", flush=True)
+            continue
+        rows.append(
+            {
+                "method": f"kronfluence {strategy}",
+                "lds": linear_datamodeling_score(result.scores, outcomes).mean,
+                "seconds": result.seconds,
+                "peak_mb": result.peak_mb,
+            }
+        )
+        print(f"  {rows[-1]}", flush=True)
+    return rows
+
+
+def dev_grid(recipe: Recipe, outcomes, grid: dict) -> list[dict]:
+    """On a dev task: the default recipe (final model) at every damping share × budget rule of
+    ``grid`` (``damping``, ``budget``, ``judged``: the share lists, :data:`GRID_DAMPING_SHARES`
+    …), each through the library's public arguments (``EKFAC(damping_share=...)``,
+    ``ProjectionConfig(budget_share=..., budget_damping_share=...)``); one store per budget
+    rule, removed once scored."""
+    rows = []
+    fixed = {float(b) for b in grid["judged"] if b != "same"}
+    same = set(grid["damping"]) if "same" in grid["judged"] else set()
+    judged_at = sorted(fixed | same)
+    for budget_share in grid["budget"]:
+        for judged in judged_at:
+            budget = {"budget_share": budget_share, "budget_damping_share": judged}
+            tag = f"-b{budget_share}-j{judged}"
+            for damping_share in grid["damping"]:
+                rule = [b for b in grid["judged"] if b != "same" and float(b) == judged]
+                if judged == damping_share:
+                    rule.append("same")
+                if not rule:
+                    continue
+                label = f"grid b={budget_share} j={judged} d={damping_share}"
+                row, _ = recipe.row(
+                    "auto", "auto", False, outcomes, label, tag, budget, damping_share
+                )
+                row.update(
+                    budget_share=budget_share,
+                    budget_damping_share=judged,
+                    damping_share=damping_share,
+                    rules=rule,
+                    budget_damping=row["budget"]["relative_damping"],
+                )
+                rows.append(row)
+                print(f"  {row}", flush=True)
+            recipe.forget("auto", False, tag)
+    return rows
 
 
 def _target(rows: list[dict]) -> dict:
@@ -376,6 +431,13 @@ def table(reports: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"a share must lie in (0, 1), got {text}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stage", choices=("truth", "eval", "table"), default="eval")
@@ -386,6 +448,25 @@ def main() -> None:
     parser.add_argument(
         "--kronfluence", default="ekfac,kfac", help="kronfluence strategies to run (comma list)"
     )
+    parser.add_argument("--damping-share", type=_share, help="damping='auto' rule's share")
+    parser.add_argument("--budget-share", type=_share, help="dim='auto' rule's kept share")
+    parser.add_argument(
+        "--budget-damping-share",
+        help="dim='auto' rule's damping share, or 'same': the --damping-share (default: the "
+        "library's eigen share)",
+    )
+    parser.add_argument("--grid", action="store_true", help="the dev grid of rule shares")
+    parser.add_argument("--grid-damping-shares", default=",".join(map(str, GRID_DAMPING_SHARES)))
+    parser.add_argument("--grid-budget-shares", default=",".join(map(str, GRID_BUDGET_SHARES)))
+    parser.add_argument(
+        "--grid-budget-damping-shares",
+        default=",".join(GRID_BUDGET_DAMPING_SHARES),
+        help="comma list of shares or 'same' (the damping share of the row)",
+    )
+    parser.add_argument(
+        "--default-only", action="store_true", help="no sweep, CLI default or kronfluence rows"
+    )
+    parser.add_argument("--suffix", default="", help="appended to the JSON's name")
     args = parser.parse_args()
     torch.set_num_threads(1)
     names = args.tasks.split(",")
@@ -394,15 +475,39 @@ def main() -> None:
             truth(name)
         return
     if args.stage == "table":
-        print(table([json.loads((OUT / f"{n}.json").read_text()) for n in names]))
+        print(table([json.loads((OUT / f"{n}{args.suffix}.json").read_text()) for n in names]))
         return
+    rule = {}
+    if args.damping_share is not None:
+        rule["damping_share"] = args.damping_share
+    if args.budget_share is not None:
+        rule["budget_share"] = args.budget_share
+    if args.budget_damping_share == "same":
+        rule["budget_damping_share"] = rule.get("damping_share", EIGEN_DAMPING_SHARE)
+    elif args.budget_damping_share is not None:
+        rule["budget_damping_share"] = _share(args.budget_damping_share)
+    grid = None
+    if args.grid:
+        grid = {
+            "damping": [_share(v) for v in args.grid_damping_shares.split(",")],
+            "budget": [_share(v) for v in args.grid_budget_shares.split(",")],
+            "judged": [
+                v if v == "same" else str(_share(v))
+                for v in args.grid_budget_damping_shares.split(",")
+            ],
+        }
     OUT.mkdir(parents=True, exist_ok=True)
     for name in names:
         print(f"=== {name}", flush=True)
         report = evaluate(
-            name, name in DEV, not args.no_trajectory, tuple(args.kronfluence.split(","))
+            name,
+            not args.no_trajectory,
+            tuple(args.kronfluence.split(",")),
+            rule,
+            grid,
+            not args.default_only,
         )
-        (OUT / f"{name}.json").write_text(json.dumps(report, indent=1, default=float))
+        (OUT / f"{name}{args.suffix}.json").write_text(json.dumps(report, indent=1, default=float))
         for row in report["rows"]:
             print(
                 f"  {row['method']:55s} LDS {row['lds']:.3f}  {row['seconds']:7.1f} s  "

@@ -48,7 +48,9 @@ def compare(name: str) -> dict:
             )
             row, fitted = recipe.row("auto", "auto", False, outcomes, label)
             row["refit"] = recipe.basis(False)[0].settings.get("refit")
-            row["damping_shares"] = lm_defaults._damping_shares(fitted, recipe, outcomes)
+            row["damping_shares"] = lm_defaults._damping_shares(
+                fitted, recipe.store("auto", False)[1], outcomes
+            )
             rows[label] = row
             print(f"  {name} {label}: {row}", flush=True)
     finally:

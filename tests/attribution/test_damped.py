@@ -205,3 +205,20 @@ def test_auto_damping_is_relative_only():
     with pytest.raises(InputError, match="relative"):
         InfluenceFunction(damping="auto", damping_mode="absolute")
     assert InfluenceFunction(damping="auto").auto_damping
+
+
+def test_auto_damping_share_is_an_argument(mlp):
+    """``damping_share`` moves the rule's target to that share of the directions; it needs
+    ``damping="auto"`` and a share in (0, 1)."""
+    train, _ = mlp["stores"]
+    half = InfluenceFunction(damping="auto").fit(train).describe()["damping_rule"]
+    most = InfluenceFunction(damping="auto", damping_share=0.9).fit(train)
+    rule = most.describe()["damping_rule"]
+    assert rule["share"] == 0.9 and half["share"] == DAMPING_SHARE
+    assert rule["target_effective_dimension"] == pytest.approx(0.9 * rule["directions"])
+    assert rule["effective_dimension"] == pytest.approx(rule["target_effective_dimension"], 1e-3)
+    assert most.damping < half["relative"]  # resolving more directions takes less damping
+    with pytest.raises(InputError, match="damping='auto' only"):
+        InfluenceFunction(damping=0.1, damping_share=0.9)
+    with pytest.raises(InputError, match=r"\(0, 1\)"):
+        InfluenceFunction(damping="auto", damping_share=1.0)

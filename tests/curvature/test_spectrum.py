@@ -9,10 +9,13 @@ import warnings
 import numpy as np
 import pytest
 
-from infscope.curvature.budget import choose_budget, sketch_refit_ranks
+from infscope.curvature.budget import choose_budget, full_spectrum, sketch_refit_ranks
 from infscope.curvature.eigenbasis import KroneckerBasis, ModuleBasis
 from infscope.curvature.spectrum import (
+    BUDGET_DAMPING_SHARE,
+    BUDGET_SHARE,
     DAMPING_SHARE,
+    EIGEN_DAMPING_SHARE,
     SpectrumBlock,
     effective_dimension,
     spectrum_damping,
@@ -194,6 +197,16 @@ def test_auto_budget_travels_with_the_store_and_the_scores(tmp_path):
     estimator = EKFAC(basis, damping="auto").fit(train_store)
     described = estimator.describe()
     assert described["projection_budget"] == budget and "damping_rule" in described
+    # on the eigen projection the scorer resolves EIGEN_DAMPING_SHARE of its directions, and
+    # the budget was judged at the damping where the full space resolves that share of min(n, D)
+    rule = described["damping_rule"]
+    assert rule["share"] == EIGEN_DAMPING_SHARE
+    assert rule["target_effective_dimension"] == pytest.approx(
+        EIGEN_DAMPING_SHARE * rule["directions"]
+    )
+    full = [full_spectrum(m, basis.n_examples) for m in basis.modules]
+    judged = spectrum_damping(full, EIGEN_DAMPING_SHARE, basis.n_examples).relative
+    assert budget["relative_damping"] == pytest.approx(judged)
     assert np.isfinite(estimator.score(query_store).values).all()
     fixed = ProjectionConfig("eigen", 20, basis=basis)
     assert (
@@ -213,3 +226,28 @@ def test_budget_lines_warn_when_little_is_kept():
     enough = {**low, "low_at_full_rank": False}
     assert "larger dim" in budget_lines(enough)[1]
     assert budget_lines(None) == []
+
+
+def test_budget_rule_shares_are_arguments():
+    """``truncate("auto", share=..., damping_share=...)`` and ``ProjectionConfig``'s
+    ``budget_share`` / ``budget_damping_share`` reach the rule: less damping (a larger damping
+    share) resolves more directions and keeps more features, a larger kept share too."""
+    from infscope.gradients import ProjectionConfig
+
+    basis = _basis([_module("a", np.geomspace(1, 1e-4, 20), np.geomspace(1, 1e-4, 10))], n=100)
+    heavy = choose_budget(basis, share=0.95, damping_share=0.25)
+    light = choose_budget(basis, share=0.95, damping_share=0.9)
+    assert heavy.damping > light.damping and heavy.dim < light.dim
+    assert choose_budget(basis, share=0.99, damping_share=0.25).dim > heavy.dim
+    assert choose_budget(basis).dim == choose_budget(basis, BUDGET_SHARE, BUDGET_DAMPING_SHARE).dim
+    cut = basis.truncate("auto", share=0.95, damping_share=0.9)
+    assert cut.feature_dim == light.dim
+    assert cut.settings["budget"]["relative_damping"] == pytest.approx(light.damping)
+    config = ProjectionConfig("eigen", "auto", basis=basis, budget_damping_share=0.9)
+    assert config.budget_rule() == {"damping_share": 0.9}
+    assert config.to_json()["budget_damping_share"] == 0.9
+    assert "budget_share" not in ProjectionConfig("eigen", "auto", basis=basis).to_json()
+    with pytest.raises(InputError, match="dim='auto' only"):
+        ProjectionConfig("eigen", 20, basis=basis, budget_share=0.9)
+    with pytest.raises(InputError, match=r"\(0, 1\)"):
+        ProjectionConfig("eigen", "auto", basis=basis, budget_share=1.5)

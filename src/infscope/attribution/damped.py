@@ -8,7 +8,8 @@ layer with ``n = 1000``. ``"absolute"`` uses ``damping`` as ``λ`` itself.
 
 ``damping="auto"`` reads the relative damping off the fitted curvature's spectrum
 (:func:`~infscope.curvature.spectrum.spectrum_damping`: the ``λ`` at which the damped curvature
-resolves half of its directions, the spectrum's midpoint). Every estimator exposes
+resolves a share of its directions, ``damping_share``, by default
+:data:`~infscope.curvature.spectrum.DAMPING_SHARE`). Every estimator exposes
 its spectrum after the fit (:meth:`DampedEstimator._spectra`), so the rule costs at most one
 extra fit; the choice is recorded as ``describe()["damping_rule"]``.
 
@@ -67,6 +68,7 @@ class DampedEstimator(CheckpointSum):
         checkpoints: CheckpointChoice = None,
         damping: float | None = None,
         damping_mode: str = "relative",
+        damping_share: float | None = None,
         block_size: int = 4096,
     ) -> None:
         super().__init__(normalize=normalize, checkpoints=checkpoints, block_size=block_size)
@@ -74,6 +76,12 @@ class DampedEstimator(CheckpointSum):
         self.auto_damping = damping == AUTO_DAMPING
         if self.auto_damping and damping_mode != "relative":
             raise InputError("damping='auto' chooses a relative damping: use damping_mode='relative'")
+        if damping_share is not None and not self.auto_damping:
+            raise InputError("damping_share applies to damping='auto' only")
+        if damping_share is not None and not 0 < damping_share < 1:
+            raise InputError(f"damping_share must lie in (0, 1), got {damping_share}")
+        #: ``damping="auto"``: the share of its directions the damped curvature resolves
+        self.damping_share = spectrum.DAMPING_SHARE if damping_share is None else damping_share
         if damping is None or self.auto_damping:
             if damping_mode == "absolute":
                 raise InputError("damping_mode='absolute' needs an explicit damping value")
@@ -86,7 +94,7 @@ class DampedEstimator(CheckpointSum):
         if self.auto_damping:
             spectra = self._spectra()
             blocks = [block for spectrum in spectra for block in spectrum]
-            choice = spectrum.spectrum_damping(blocks, spectrum.DAMPING_SHARE)
+            choice = spectrum.spectrum_damping(blocks, self.damping_share)
             self.damping = choice.relative
             self.notes["damping_rule"] = choice.to_dict()
         self._apply_damping()

@@ -50,12 +50,14 @@ class DataInf(DampedEstimator):
         checkpoints: CheckpointChoice = None,
         damping: float | None = None,
         damping_mode: str = "relative",
+        damping_share: float | None = None,
         block_size: int = 4096,
     ) -> None:
         super().__init__(
             checkpoints=checkpoints,
             damping=damping,
             damping_mode=damping_mode,
+            damping_share=damping_share,
             block_size=block_size,
         )
         self.layers: list[tuple[str, slice]] = []

@@ -58,6 +58,8 @@ class InfluenceFunction(DampedEstimator):
         damping: ``λ`` relative to ``trace(H) / min(n, dim)`` (default: the curvature's
             ``default_damping``, 1 for the Fisher, 0.3 for the model Hessian), or absolute.
         damping_mode: ``"relative"`` or ``"absolute"``.
+        damping_share: with ``damping="auto"``, the share of its directions the damped
+            curvature resolves (default :data:`~infscope.curvature.spectrum.DAMPING_SHARE`).
         solver: ``"auto"`` (exact up to 8192 dimensions to decompose — of ``H``, or of the
             ``n x n`` kernel when ``n < dim`` — else CG), ``"exact"``, ``"cg"``, ``"lissa"``,
             ``"arnoldi"`` or an :class:`~infscope.curvature.solvers.InverseSolver`.
@@ -92,6 +94,7 @@ class InfluenceFunction(DampedEstimator):
         checkpoints: CheckpointChoice = None,
         damping: float | None = None,
         damping_mode: str = "relative",
+        damping_share: float | None = None,
         solver: str | InverseSolver = "auto",
         solver_options: dict[str, Any] | None = None,
         curvature: Curvature | None = None,
@@ -105,6 +108,7 @@ class InfluenceFunction(DampedEstimator):
             checkpoints=checkpoints,
             damping=damping,
             damping_mode=damping_mode,
+            damping_share=damping_share,
             block_size=block_size,
         )
         if isinstance(solver, str):
@@ -226,6 +230,7 @@ class TRAK(InfluenceFunction):
         checkpoints: CheckpointChoice = None,
         damping: float | None = None,
         damping_mode: str = "relative",
+        damping_share: float | None = None,
         solver: str | InverseSolver = "auto",
         solver_options: dict[str, Any] | None = None,
         reweight: bool = True,
@@ -235,6 +240,7 @@ class TRAK(InfluenceFunction):
             checkpoints=checkpoints,
             damping=damping,
             damping_mode=damping_mode,
+            damping_share=damping_share,
             solver=solver,
             solver_options=solver_options,
             block_size=block_size,

@@ -26,12 +26,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from infscope.attribution.base import NORMALIZATIONS, CheckpointChoice
-from infscope.attribution.damped import DampedEstimator
+from infscope.attribution.damped import AUTO_DAMPING, DampedEstimator
 from infscope.attribution.low_rank import LowRankQueries
 from infscope.curvature.eigenbasis import KroneckerBasis, as_bases
 from infscope.curvature.kfac import KFACFactors
 from infscope.curvature.kfac_blocks import FactorBlock
-from infscope.curvature.spectrum import SpectrumBlock
+from infscope.curvature.spectrum import EIGEN_DAMPING_SHARE, SpectrumBlock
 from infscope.deprecation import legacy_arguments
 from infscope.errors import InputError, StoreMismatchError
 from infscope.store import FeatureStore
@@ -69,6 +69,10 @@ class EKFAC(DampedEstimator):
             ``trace_m / dim_m`` (kronfluence's unit; default 0.1), and to ``trace_m / min(n,
             dim_m)`` of a dense block; or absolute (below).
         damping_mode: ``"relative"`` (per module) or ``"absolute"`` (one ``λ`` everywhere).
+        damping_share: with ``damping="auto"``, the share of its directions the damped
+            curvature resolves (default: :data:`~infscope.curvature.spectrum.EIGEN_DAMPING_SHARE`
+            with a basis — the eigen projection —, else
+            :data:`~infscope.curvature.spectrum.DAMPING_SHARE`).
         correct_eigenvalues: EK-FAC (``True``, name ``"ekfac"``) or K-FAC with trace-matched
             ``λ_S ⊗ λ_A`` (``False``, name ``"kfac"``).
         fisher: a store of the training examples' sampled-label gradients (``featurize(...,
@@ -103,6 +107,7 @@ class EKFAC(DampedEstimator):
         checkpoints: CheckpointChoice = None,
         damping: float | None = None,
         damping_mode: str = "relative",
+        damping_share: float | None = None,
         correct_eigenvalues: bool = True,
         fisher: FeatureStore | None = None,
         query_rank: int | None = None,
@@ -110,11 +115,15 @@ class EKFAC(DampedEstimator):
     ) -> None:
         self.correct = bool(correct_eigenvalues)
         self.name = "ekfac" if self.correct else "kfac"
+        eigen = not isinstance(factors, KFACFactors)  # a basis: the eigen projection
+        if damping == AUTO_DAMPING and damping_share is None and eigen:
+            damping_share = EIGEN_DAMPING_SHARE
         super().__init__(
             normalize=normalize,
             checkpoints=checkpoints,
             damping=damping,
             damping_mode=damping_mode,
+            damping_share=damping_share,
             block_size=block_size,
         )
         if query_rank is not None and (

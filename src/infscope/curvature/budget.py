@@ -126,15 +126,20 @@ def _needed_rank(module: Any, side: str, deficit: float, damping: float) -> int:
     return int(min(size, held + np.ceil(deficit / gain)))
 
 
-def sketch_refit_ranks(basis: Any, share: float | None = None) -> dict[int, dict[str, int]]:
+def sketch_refit_ranks(
+    basis: Any, share: float | None = None, damping_share: float | None = None
+) -> dict[int, dict[str, int]]:
     """Per Kronecker module whose held eigenvectors keep less than ``share`` (default
     :data:`~infscope.curvature.spectrum.BUDGET_SHARE`) of its full-space effective dimension at
-    the budget's damping: the rank each of its sketched sides (``"out"`` / ``"in"``, holding
-    fewer eigenvectors than the side has directions) needs to reach it (module docstring).
-    Modules that keep enough, or have no sketched side, are left out."""
+    the budget's damping (``damping_share``, default
+    :data:`~infscope.curvature.spectrum.BUDGET_DAMPING_SHARE`): the rank each of its sketched
+    sides (``"out"`` / ``"in"``, holding fewer eigenvectors than the side has directions) needs
+    to reach it (module docstring). Modules that keep enough, or have no sketched side, are
+    left out."""
     share = spectrum.BUDGET_SHARE if share is None else share
+    damping_share = spectrum.BUDGET_DAMPING_SHARE if damping_share is None else damping_share
     blocks = [full_spectrum(m, basis.n_examples) for m in basis.modules]
-    relative = spectrum_damping(blocks, spectrum.BUDGET_DAMPING_SHARE, basis.n_examples).relative
+    relative = spectrum_damping(blocks, damping_share, basis.n_examples).relative
     ranks: dict[int, dict[str, int]] = {}
     for index, (block, module) in enumerate(zip(blocks, basis.modules)):
         sketched = [

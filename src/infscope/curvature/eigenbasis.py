@@ -172,14 +172,20 @@ class KroneckerBasis:
         an added row or column captures per added feature, ``trace_m × F_S(r_out) × F_A(r_in)``."""
         return allocate_ranks(self, budget)
 
-    def truncate(self, budget: int | str | None) -> KroneckerBasis:
+    def truncate(
+        self,
+        budget: int | str | None,
+        *,
+        share: float | None = None,
+        damping_share: float | None = None,
+    ) -> KroneckerBasis:
         """The basis cut to at most ``budget`` features (:meth:`allocate`); ``None`` or a budget
         at or above :attr:`feature_dim` keeps everything; ``"auto"`` chooses the budget from the
         spectrum (:func:`~infscope.curvature.budget.choose_budget`) and records the choice —
         the kept share of the effective dimension, the damping it was judged at — in
-        ``settings["budget"]``."""
+        ``settings["budget"]``; ``share`` / ``damping_share`` override its rule's shares."""
         if budget == "auto":
-            choice = choose_budget(self)
+            choice = choose_budget(self, share, damping_share)
             return self.truncate_to(choice.ranks, choice.dim, {"budget": choice.to_dict()})
         if budget is None or budget >= self.feature_dim:
             return self

@@ -61,7 +61,7 @@ class Basis(Protocol):
     @property
     def digest(self) -> str: ...
 
-    def truncate(self, budget: int | str | None) -> Basis: ...
+    def truncate(self, budget: int | str | None, **rule: float) -> Basis: ...
 
     def check_modules(self, modules: list[Any]) -> None: ...
 
@@ -93,9 +93,12 @@ def check_bases(given: Any) -> list[Basis]:
     return bases
 
 
-def describe_bases(bases: Sequence[Basis], budget: int | str | None) -> dict[str, Any]:
+def describe_bases(
+    bases: Sequence[Basis], budget: int | str | None, **rule: float
+) -> dict[str, Any]:
     """What a store records about the bases it was projected with (digests, not paths; with
-    several, each checkpoint's own rank layout for ``budget``)."""
+    several, each checkpoint's own rank layout for ``budget``, ``rule`` the auto budget's
+    shares)."""
     if len(bases) == 1:
         return {
             "basis": bases[0].digest,
@@ -106,5 +109,5 @@ def describe_bases(bases: Sequence[Basis], budget: int | str | None) -> dict[str
         "basis": [b.digest for b in bases],
         "fisher": bases[0].fisher,
         "basis_fingerprint": [b.fingerprint for b in bases],
-        "ranks": [[[m.out_rank, m.in_rank] for m in b.truncate(budget).modules] for b in bases],
+        "ranks": [[[m.out_rank, m.in_rank] for m in b.truncate(budget, **rule).modules] for b in bases],
     }

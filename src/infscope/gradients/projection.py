@@ -47,8 +47,9 @@ class ProjectionConfig:
             allows, so the resulting ``feature_dim`` can be a little below ``dim``. For ``eigen``
             it is split by curvature mass (:meth:`KroneckerBasis.allocate`); ``None`` keeps the
             whole basis; ``"auto"`` chooses it from the basis's spectrum (the directions that
-            hold 90% of the curvature's effective dimension at the damping the spectrum
-            implies, :mod:`infscope.curvature.budget`), recorded as ``budget`` in the store.
+            hold :data:`~infscope.curvature.spectrum.BUDGET_SHARE` of the curvature's effective
+            dimension at the damping the spectrum implies, :mod:`infscope.curvature.budget`),
+            recorded as ``budget`` in the store.
         seed: random seed; with the module list it fixes every projection matrix.
         sjlt_nonzeros: nonzeros per gradient coordinate for ``sjlt`` (1 = CountSketch); must
             divide ``dim``.
@@ -61,6 +62,12 @@ class ProjectionConfig:
             :class:`~infscope.gradients.basis.Basis`; load a saved one with
             ``KroneckerBasis.load``) — or a sequence of them, one per checkpoint of the store
             (each checkpoint projected on its own); stores record their digests.
+        budget_share, budget_damping_share: ``eigen`` with ``dim="auto"`` only: the share of
+            the full space's effective dimension the chosen budget keeps, and the share of
+            ``min(n, D)`` directions whose damping it is judged at
+            (:func:`~infscope.curvature.budget.choose_budget`; ``None``: the library's
+            :data:`~infscope.curvature.spectrum.BUDGET_SHARE` and
+            :data:`~infscope.curvature.spectrum.BUDGET_DAMPING_SHARE`).
     """
 
     kind: str = "kronecker"
@@ -71,8 +78,18 @@ class ProjectionConfig:
     chunk_elements: int = 2**24
     cache_bytes: int = 2**29
     basis: Any = None
+    budget_share: float | None = None
+    budget_damping_share: float | None = None
 
     def __post_init__(self) -> None:
+        for name in ("budget_share", "budget_damping_share"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if self.kind != "eigen" or self.dim != "auto":
+                raise InputError(f"{name} applies to the eigen projection with dim='auto' only")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+                raise InputError(f"{name} must lie in (0, 1), got {value!r}")
         if self.kind not in PROJECTIONS:
             raise InputError(
                 f"unknown projection kind {self.kind!r}; choose from {tuple(PROJECTIONS)}"
@@ -107,9 +124,18 @@ class ProjectionConfig:
                 f"sjlt_nonzeros={self.sjlt_nonzeros} must be positive and divide dim={self.dim}"
             )
 
+    def budget_rule(self) -> dict[str, float]:
+        """The ``dim="auto"`` budget rule's shares this config overrides, as ``truncate``
+        keywords."""
+        given = {"share": self.budget_share, "damping_share": self.budget_damping_share}
+        return {name: value for name, value in given.items() if value is not None}
+
     def to_json(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["factor_dims"] = list(self.factor_dims) if self.factor_dims else None
+        for name in ("budget_share", "budget_damping_share"):  # recorded only when given
+            if data[name] is None:
+                del data[name]
         if self.basis is not None:
             given = self.basis if isinstance(self.basis, (list, tuple)) else [self.basis]
             digests = [getattr(b, "digest", None) or str(b) for b in given]
@@ -417,7 +443,7 @@ class EigenProjector(KroneckerProjector):
         self.sources = check_bases(config.basis)
         for basis in self.sources:
             basis.check_modules(list(modules))
-        self.bases = [basis.truncate(config.dim) for basis in self.sources]
+        self.bases = [basis.truncate(config.dim, **config.budget_rule()) for basis in self.sources]
         self.needs_weights = len(self.bases) > 1
         self._active: int | None = None if self.needs_weights else 0
         super().__init__(config, modules)
@@ -463,7 +489,10 @@ class EigenProjector(KroneckerProjector):
         return torch.nn.functional.pad(out, (0, self.feature_dim - out.shape[1]))
 
     def describe(self) -> dict[str, Any]:
-        described = {**super().describe(), **describe_bases(self.sources, self.config.dim)}
+        described = {
+            **super().describe(),
+            **describe_bases(self.sources, self.config.dim, **self.config.budget_rule()),
+        }
         chosen = [basis.settings.get("budget") for basis in self.bases]
         if self.config.dim == "auto":  # what the spectrum chose, per basis
             described["budget"] = chosen[0] if len(chosen) == 1 else chosen
