@@ -8,8 +8,9 @@ layer with ``n = 1000``. ``"absolute"`` uses ``damping`` as ``λ`` itself.
 
 ``damping="auto"`` reads the relative damping off the fitted curvature's spectrum
 (:func:`~infscope.curvature.spectrum.spectrum_damping`: the ``λ`` at which the damped curvature
-resolves a share of its directions, ``damping_share``, by default
-:data:`~infscope.curvature.spectrum.DAMPING_SHARE`). Every estimator exposes
+resolves a share of its directions, ``damping_share``, by default the estimator's
+:attr:`DampedEstimator.default_damping_share`, chosen per estimator on dev tasks: see
+:mod:`infscope.curvature.spectrum`). Every estimator exposes
 its spectrum after the fit (:meth:`DampedEstimator._spectra`), so the rule costs at most one
 extra fit; the choice is recorded as ``describe()["damping_rule"]``.
 
@@ -60,6 +61,8 @@ class DampedEstimator(CheckpointSum):
 
     #: ``damping`` used when none is given (relative mode)
     default_damping: float = 1.0
+    #: ``damping="auto"``: share of its directions the damped curvature resolves, when none is given
+    default_damping_share: float = spectrum.DAMPING_SHARE
 
     def __init__(
         self,
@@ -81,7 +84,7 @@ class DampedEstimator(CheckpointSum):
         if damping_share is not None and not 0 < damping_share < 1:
             raise InputError(f"damping_share must lie in (0, 1), got {damping_share}")
         #: ``damping="auto"``: the share of its directions the damped curvature resolves
-        self.damping_share = spectrum.DAMPING_SHARE if damping_share is None else damping_share
+        self.damping_share = self.default_damping_share if damping_share is None else damping_share
         if damping is None or self.auto_damping:
             if damping_mode == "absolute":
                 raise InputError("damping_mode='absolute' needs an explicit damping value")
@@ -94,11 +97,19 @@ class DampedEstimator(CheckpointSum):
         if self.auto_damping:
             spectra = self._spectra()
             blocks = [block for spectrum in spectra for block in spectrum]
-            choice = spectrum.spectrum_damping(blocks, self.damping_share)
+            choice = spectrum.spectrum_damping(
+                blocks, self.damping_share, self._resolvable_directions(train)
+            )
             self.damping = choice.relative
             self.notes["damping_rule"] = choice.to_dict()
         self._apply_damping()
         return self
+
+    def _resolvable_directions(self, train) -> int | None:
+        """A cap on the directions ``damping="auto"`` counts (``None``: every positive one):
+        an estimator whose spectrum has more directions than its training examples determine
+        says so."""
+        return None
 
     def _spectra(self) -> list[list[SpectrumBlock]]:
         """Per checkpoint, the fitted curvature's eigenvalues per damped block, each with the
