@@ -248,3 +248,27 @@ def test_auto_damping_share_is_declared_per_estimator(mlp):
     assert on_hessian.damping_share == HESSIAN_DAMPING_SHARE
     given = InfluenceFunction(damping="auto", damping_share=0.3, curvature=hessian)
     assert given.damping_share == 0.3
+
+
+@pytest.mark.parametrize("case", ["influence-exact", "ekfac"])
+def test_with_damping_auto_equals_an_auto_fit(mlp, case):
+    """``with_damping("auto", damping_share=s)`` on a fit at a fixed damping scores like a fresh
+    fit with ``damping="auto", damping_share=s``: one fit serves every share."""
+    train, query = mlp["stores"]
+    fitted = CASES[case](mlp["factors"]).fit(train)
+    for share in (None, 0.3, 0.9):
+        moved = fitted.with_damping("auto", damping_share=share)
+        make = InfluenceFunction if case == "influence-exact" else EKFAC
+        args = () if case == "influence-exact" else (mlp["factors"],)
+        options = {} if share is None else {"damping_share": share}
+        fresh = make(*args, damping="auto", **options).fit(train)
+        assert moved.damping == pytest.approx(fresh.damping, rel=1e-9)
+        assert moved.describe()["damping_rule"] == fresh.describe()["damping_rule"]
+        np.testing.assert_allclose(
+            moved.score(query).values, fresh.score(query).values, rtol=1e-6, atol=1e-9
+        )
+    assert "damping_rule" not in fitted.describe()  # the original is intact
+    with pytest.raises(InputError, match="damping='auto' only"):
+        fitted.with_damping(0.1, damping_share=0.5)
+    with pytest.raises(InputError, match=r"\(0, 1\)"):
+        fitted.with_damping("auto", damping_share=0.0)

@@ -81,10 +81,10 @@ class DampedEstimator(CheckpointSum):
             raise InputError("damping='auto' chooses a relative damping: use damping_mode='relative'")
         if damping_share is not None and not self.auto_damping:
             raise InputError("damping_share applies to damping='auto' only")
-        if damping_share is not None and not 0 < damping_share < 1:
-            raise InputError(f"damping_share must lie in (0, 1), got {damping_share}")
         #: ``damping="auto"``: the share of its directions the damped curvature resolves
-        self.damping_share = self.default_damping_share if damping_share is None else damping_share
+        self.damping_share = (
+            self.default_damping_share if damping_share is None else _check_share(damping_share)
+        )
         if damping is None or self.auto_damping:
             if damping_mode == "absolute":
                 raise InputError("damping_mode='absolute' needs an explicit damping value")
@@ -95,15 +95,19 @@ class DampedEstimator(CheckpointSum):
     def fit(self, train):  # type: ignore[override]
         super().fit(train)
         if self.auto_damping:
-            spectra = self._spectra()
-            blocks = [block for spectrum in spectra for block in spectrum]
-            choice = spectrum.spectrum_damping(
-                blocks, self.damping_share, self._resolvable_directions(train)
-            )
-            self.damping = choice.relative
-            self.notes["damping_rule"] = choice.to_dict()
+            self._read_damping_off_the_spectrum()
         self._apply_damping()
         return self
+
+    def _read_damping_off_the_spectrum(self) -> None:
+        """``damping="auto"``: the relative damping at which the fitted curvature resolves
+        ``damping_share`` of its (resolvable) directions, recorded in the notes."""
+        blocks = [block for blocks in self._spectra() for block in blocks]
+        choice = spectrum.spectrum_damping(
+            blocks, self.damping_share, self._resolvable_directions(self.train)
+        )
+        self.damping = choice.relative
+        self.notes["damping_rule"] = choice.to_dict()
 
     def _resolvable_directions(self, train) -> int | None:
         """A cap on the directions ``damping="auto"`` counts (``None``: every positive one):
@@ -127,15 +131,34 @@ class DampedEstimator(CheckpointSum):
         own = self._self_products(checkpoint)
         return 1.0 / np.sqrt(np.maximum(own, np.finfo(np.float64).tiny))
 
-    def with_damping(self, damping: float) -> DampedEstimator:
-        """A fitted copy at another (same-mode) damping, sharing this one's λ-independent work."""
+    def with_damping(
+        self, damping: float | str, damping_share: float | None = None
+    ) -> DampedEstimator:
+        """A fitted copy at another (same-mode) damping, sharing this one's λ-independent work;
+        ``"auto"`` reads it off the fitted spectrum at ``damping_share`` (default: this one's),
+        as a fit with ``damping="auto"`` would."""
         self._require_fit()
+        if damping_share is not None and damping != AUTO_DAMPING:
+            raise InputError("damping_share applies to damping='auto' only")
         other = copy.copy(self)
-        other.damping = check_damping(damping, self.damping_mode)
-        other.auto_damping = False
         other.notes = {k: v for k, v in self.notes.items() if k != "damping_rule"}
+        other.auto_damping = damping == AUTO_DAMPING
+        if other.auto_damping:
+            if self.damping_mode != "relative":
+                raise InputError("damping='auto' chooses a relative damping: this one is absolute")
+            if damping_share is not None:
+                other.damping_share = _check_share(damping_share)
+            other._read_damping_off_the_spectrum()
+        else:
+            other.damping = check_damping(damping, self.damping_mode)
         other._apply_damping()
         return other
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "damping": self.damping, "damping_mode": self.damping_mode}
+
+
+def _check_share(share: float) -> float:
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share < 1:
+        raise InputError(f"damping_share must lie in (0, 1), got {share!r}")
+    return float(share)
