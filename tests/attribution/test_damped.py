@@ -246,6 +246,8 @@ def test_auto_damping_share_is_declared_per_estimator(mlp):
     hessian = ModelHessian.from_extractor(mlp["extractor"], mlp["train"])
     on_hessian = InfluenceFunction(damping="auto", curvature=hessian)
     assert on_hessian.damping_share == HESSIAN_DAMPING_SHARE
+    fixed = InfluenceFunction(curvature=hessian).fit(mlp["stores"][0])
+    assert fixed.with_damping("auto").damping_share == HESSIAN_DAMPING_SHARE
     given = InfluenceFunction(damping="auto", damping_share=0.3, curvature=hessian)
     assert given.damping_share == 0.3
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from infscope.attribution.base import CheckpointChoice
-from infscope.attribution.damped import AUTO_DAMPING, DampedEstimator
+from infscope.attribution.damped import DampedEstimator
 from infscope.curvature.fisher import FeatureFisher
 from infscope.curvature.linalg import Curvature, krylov_eigenpairs
 from infscope.curvature.solvers import (
@@ -106,8 +106,6 @@ class InfluenceFunction(DampedEstimator):
     ) -> None:
         if damping is None and curvature is not None and damping_mode == "relative":
             damping = curvature.default_damping
-        if damping == AUTO_DAMPING and damping_share is None and curvature is not None:
-            damping_share = curvature.default_damping_share
         super().__init__(
             normalize=normalize,
             checkpoints=checkpoints,
@@ -127,6 +125,8 @@ class InfluenceFunction(DampedEstimator):
             raise InputError(f"solver must be a name or an InverseSolver, got {solver!r}")
         if fisher is not None and (curvature is not None or not isinstance(fisher, FeatureStore)):
             raise InputError("fisher must be a FeatureStore, and is not given with a curvature")
+        if damping_share is None and curvature is not None:  # the curvature's own share
+            self.damping_share = curvature.default_damping_share
         self.solver = solver
         self.curvature = curvature
         self.fisher = fisher
