@@ -13,7 +13,11 @@ from infscope.attribution.kfac import EKFAC
 from infscope.curvature.hessian import ModelHessian
 from infscope.curvature.kfac import KFACFactors
 from infscope.curvature.solvers import LissaSolver
-from infscope.curvature.spectrum import DAMPING_SHARE
+from infscope.curvature.spectrum import (
+    DAMPING_SHARE,
+    FISHER_DAMPING_SHARE,
+    HESSIAN_DAMPING_SHARE,
+)
 from infscope.errors import InputError, StoreCorruptError
 from infscope.gradients import GradientExtractor, ProjectionConfig
 from infscope.gradients.featurize import featurize
@@ -191,7 +195,14 @@ def test_auto_damping_reads_the_fitted_spectrum(mlp, case):
     fitted = estimator.fit(train)
     rule = fitted.describe()["damping_rule"]
     assert rule["effective_dimension"] == pytest.approx(rule["target_effective_dimension"], 1e-3)
-    assert rule["target_effective_dimension"] == pytest.approx(DAMPING_SHARE * rule["directions"])
+    resolvable = rule["directions"]
+    if case in ("ekfac", "kfac"):  # full-space factors: 75 Kronecker directions, 50 examples
+        assert rule["n_examples"] == train.n_examples < rule["directions"]
+        resolvable = train.n_examples
+    else:
+        assert rule["n_examples"] is None
+    assert rule["share"] == fitted.damping_share == type(fitted).default_damping_share
+    assert rule["target_effective_dimension"] == pytest.approx(fitted.damping_share * resolvable)
     assert fitted.damping == rule["relative"] != 1.0
     fresh = make(mlp["factors"])
     fresh.damping = fitted.damping
@@ -214,7 +225,7 @@ def test_auto_damping_share_is_an_argument(mlp):
     half = InfluenceFunction(damping="auto").fit(train).describe()["damping_rule"]
     most = InfluenceFunction(damping="auto", damping_share=0.9).fit(train)
     rule = most.describe()["damping_rule"]
-    assert rule["share"] == 0.9 and half["share"] == DAMPING_SHARE
+    assert rule["share"] == 0.9 and half["share"] == FISHER_DAMPING_SHARE
     assert rule["target_effective_dimension"] == pytest.approx(0.9 * rule["directions"])
     assert rule["effective_dimension"] == pytest.approx(rule["target_effective_dimension"], 1e-3)
     assert most.damping < half["relative"]  # resolving more directions takes less damping
@@ -222,3 +233,44 @@ def test_auto_damping_share_is_an_argument(mlp):
         InfluenceFunction(damping=0.1, damping_share=0.9)
     with pytest.raises(InputError, match=r"\(0, 1\)"):
         InfluenceFunction(damping="auto", damping_share=1.0)
+
+
+def test_auto_damping_share_is_declared_per_estimator(mlp):
+    """Each estimator (or the curvature it inverts) declares the share ``damping="auto"``
+    resolves: the Fisher family a small one (steep spectra), the model Hessian its own, EK-FAC
+    and K-FAC on full-space factors half of at most ``n`` directions."""
+    assert InfluenceFunction(damping="auto").damping_share == FISHER_DAMPING_SHARE
+    assert TRAK(damping="auto").damping_share == FISHER_DAMPING_SHARE
+    assert DataInf(damping="auto").damping_share == FISHER_DAMPING_SHARE
+    assert EKFAC(mlp["factors"], damping="auto").damping_share == DAMPING_SHARE
+    hessian = ModelHessian.from_extractor(mlp["extractor"], mlp["train"])
+    on_hessian = InfluenceFunction(damping="auto", curvature=hessian)
+    assert on_hessian.damping_share == HESSIAN_DAMPING_SHARE
+    fixed = InfluenceFunction(curvature=hessian).fit(mlp["stores"][0])
+    assert fixed.with_damping("auto").damping_share == HESSIAN_DAMPING_SHARE
+    given = InfluenceFunction(damping="auto", damping_share=0.3, curvature=hessian)
+    assert given.damping_share == 0.3
+
+
+@pytest.mark.parametrize("case", ["influence-exact", "ekfac"])
+def test_with_damping_auto_equals_an_auto_fit(mlp, case):
+    """``with_damping("auto", damping_share=s)`` on a fit at a fixed damping scores like a fresh
+    fit with ``damping="auto", damping_share=s``: one fit serves every share."""
+    train, query = mlp["stores"]
+    fitted = CASES[case](mlp["factors"]).fit(train)
+    for share in (None, 0.3, 0.9):
+        moved = fitted.with_damping("auto", damping_share=share)
+        make = InfluenceFunction if case == "influence-exact" else EKFAC
+        args = () if case == "influence-exact" else (mlp["factors"],)
+        options = {} if share is None else {"damping_share": share}
+        fresh = make(*args, damping="auto", **options).fit(train)
+        assert moved.damping == pytest.approx(fresh.damping, rel=1e-9)
+        assert moved.describe()["damping_rule"] == fresh.describe()["damping_rule"]
+        np.testing.assert_allclose(
+            moved.score(query).values, fresh.score(query).values, rtol=1e-6, atol=1e-9
+        )
+    assert "damping_rule" not in fitted.describe()  # the original is intact
+    with pytest.raises(InputError, match="damping='auto' only"):
+        fitted.with_damping(0.1, damping_share=0.5)
+    with pytest.raises(InputError, match=r"\(0, 1\)"):
+        fitted.with_damping("auto", damping_share=0.0)

@@ -8,8 +8,9 @@ layer with ``n = 1000``. ``"absolute"`` uses ``damping`` as ``λ`` itself.
 
 ``damping="auto"`` reads the relative damping off the fitted curvature's spectrum
 (:func:`~infscope.curvature.spectrum.spectrum_damping`: the ``λ`` at which the damped curvature
-resolves a share of its directions, ``damping_share``, by default
-:data:`~infscope.curvature.spectrum.DAMPING_SHARE`). Every estimator exposes
+resolves a share of its directions, ``damping_share``, by default the estimator's
+:attr:`DampedEstimator.default_damping_share`, chosen per estimator on dev tasks: see
+:mod:`infscope.curvature.spectrum`). Every estimator exposes
 its spectrum after the fit (:meth:`DampedEstimator._spectra`), so the rule costs at most one
 extra fit; the choice is recorded as ``describe()["damping_rule"]``.
 
@@ -60,6 +61,8 @@ class DampedEstimator(CheckpointSum):
 
     #: ``damping`` used when none is given (relative mode)
     default_damping: float = 1.0
+    #: ``damping="auto"``: share of its directions the damped curvature resolves, when none is given
+    default_damping_share: float = spectrum.DAMPING_SHARE
 
     def __init__(
         self,
@@ -78,10 +81,10 @@ class DampedEstimator(CheckpointSum):
             raise InputError("damping='auto' chooses a relative damping: use damping_mode='relative'")
         if damping_share is not None and not self.auto_damping:
             raise InputError("damping_share applies to damping='auto' only")
-        if damping_share is not None and not 0 < damping_share < 1:
-            raise InputError(f"damping_share must lie in (0, 1), got {damping_share}")
         #: ``damping="auto"``: the share of its directions the damped curvature resolves
-        self.damping_share = spectrum.DAMPING_SHARE if damping_share is None else damping_share
+        self.damping_share = (
+            self.default_damping_share if damping_share is None else _check_share(damping_share)
+        )
         if damping is None or self.auto_damping:
             if damping_mode == "absolute":
                 raise InputError("damping_mode='absolute' needs an explicit damping value")
@@ -92,13 +95,25 @@ class DampedEstimator(CheckpointSum):
     def fit(self, train):  # type: ignore[override]
         super().fit(train)
         if self.auto_damping:
-            spectra = self._spectra()
-            blocks = [block for spectrum in spectra for block in spectrum]
-            choice = spectrum.spectrum_damping(blocks, self.damping_share)
-            self.damping = choice.relative
-            self.notes["damping_rule"] = choice.to_dict()
+            self._read_damping_off_the_spectrum()
         self._apply_damping()
         return self
+
+    def _read_damping_off_the_spectrum(self) -> None:
+        """``damping="auto"``: the relative damping at which the fitted curvature resolves
+        ``damping_share`` of its (resolvable) directions, recorded in the notes."""
+        blocks = [block for blocks in self._spectra() for block in blocks]
+        choice = spectrum.spectrum_damping(
+            blocks, self.damping_share, self._resolvable_directions(self.train)
+        )
+        self.damping = choice.relative
+        self.notes["damping_rule"] = choice.to_dict()
+
+    def _resolvable_directions(self, train) -> int | None:
+        """A cap on the directions ``damping="auto"`` counts (``None``: every positive one):
+        an estimator whose spectrum has more directions than its training examples determine
+        says so."""
+        return None
 
     def _spectra(self) -> list[list[SpectrumBlock]]:
         """Per checkpoint, the fitted curvature's eigenvalues per damped block, each with the
@@ -116,15 +131,34 @@ class DampedEstimator(CheckpointSum):
         own = self._self_products(checkpoint)
         return 1.0 / np.sqrt(np.maximum(own, np.finfo(np.float64).tiny))
 
-    def with_damping(self, damping: float) -> DampedEstimator:
-        """A fitted copy at another (same-mode) damping, sharing this one's λ-independent work."""
+    def with_damping(
+        self, damping: float | str, damping_share: float | None = None
+    ) -> DampedEstimator:
+        """A fitted copy at another (same-mode) damping, sharing this one's λ-independent work;
+        ``"auto"`` reads it off the fitted spectrum at ``damping_share`` (default: this one's),
+        as a fit with ``damping="auto"`` would."""
         self._require_fit()
+        if damping_share is not None and damping != AUTO_DAMPING:
+            raise InputError("damping_share applies to damping='auto' only")
         other = copy.copy(self)
-        other.damping = check_damping(damping, self.damping_mode)
-        other.auto_damping = False
         other.notes = {k: v for k, v in self.notes.items() if k != "damping_rule"}
+        other.auto_damping = damping == AUTO_DAMPING
+        if other.auto_damping:
+            if self.damping_mode != "relative":
+                raise InputError("damping='auto' chooses a relative damping: this one is absolute")
+            if damping_share is not None:
+                other.damping_share = _check_share(damping_share)
+            other._read_damping_off_the_spectrum()
+        else:
+            other.damping = check_damping(damping, self.damping_mode)
         other._apply_damping()
         return other
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "damping": self.damping, "damping_mode": self.damping_mode}
+
+
+def _check_share(share: float) -> float:
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share < 1:
+        raise InputError(f"damping_share must lie in (0, 1), got {share!r}")
+    return float(share)

@@ -25,7 +25,7 @@ import numpy as np
 
 from infscope.attribution.base import CheckpointChoice
 from infscope.attribution.damped import DampedEstimator
-from infscope.curvature.spectrum import SpectrumBlock
+from infscope.curvature.spectrum import FISHER_DAMPING_SHARE, SpectrumBlock
 from infscope.deprecation import legacy_arguments
 from infscope.errors import InputError, NonFiniteError
 from infscope.store import FeatureStore
@@ -39,6 +39,7 @@ class DataInf(DampedEstimator):
 
     name = "datainf"
     default_damping = 1.0
+    default_damping_share = FISHER_DAMPING_SHARE
     one_checkpoint = True
 
     @legacy_arguments(

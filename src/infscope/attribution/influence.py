@@ -35,7 +35,7 @@ from infscope.curvature.solvers import (
     auto_solver,
     make_solver,
 )
-from infscope.curvature.spectrum import SpectrumBlock
+from infscope.curvature.spectrum import FISHER_DAMPING_SHARE, SpectrumBlock
 from infscope.deprecation import legacy_arguments
 from infscope.errors import InputError, StoreMismatchError
 from infscope.store import FeatureStore
@@ -59,7 +59,9 @@ class InfluenceFunction(DampedEstimator):
             ``default_damping``, 1 for the Fisher, 0.3 for the model Hessian), or absolute.
         damping_mode: ``"relative"`` or ``"absolute"``.
         damping_share: with ``damping="auto"``, the share of its directions the damped
-            curvature resolves (default :data:`~infscope.curvature.spectrum.DAMPING_SHARE`).
+            curvature resolves (default: the curvature's ``default_damping_share``,
+            :data:`~infscope.curvature.spectrum.FISHER_DAMPING_SHARE` for the Fisher,
+            :data:`~infscope.curvature.spectrum.HESSIAN_DAMPING_SHARE` for the model Hessian).
         solver: ``"auto"`` (exact up to 8192 dimensions to decompose — of ``H``, or of the
             ``n x n`` kernel when ``n < dim`` — else CG), ``"exact"``, ``"cg"``, ``"lissa"``,
             ``"arnoldi"`` or an :class:`~infscope.curvature.solvers.InverseSolver`.
@@ -76,6 +78,7 @@ class InfluenceFunction(DampedEstimator):
     name = "influence"
     normalizations = ("none", "unit", "relatif")
     default_damping = 1.0
+    default_damping_share = FISHER_DAMPING_SHARE
 
     @legacy_arguments(
         "solver",
@@ -122,6 +125,8 @@ class InfluenceFunction(DampedEstimator):
             raise InputError(f"solver must be a name or an InverseSolver, got {solver!r}")
         if fisher is not None and (curvature is not None or not isinstance(fisher, FeatureStore)):
             raise InputError("fisher must be a FeatureStore, and is not given with a curvature")
+        if damping_share is None and curvature is not None:  # the curvature's own share
+            self.damping_share = curvature.default_damping_share
         self.solver = solver
         self.curvature = curvature
         self.fisher = fisher

@@ -72,7 +72,7 @@ class EKFAC(DampedEstimator):
         damping_share: with ``damping="auto"``, the share of its directions the damped
             curvature resolves (default: :data:`~infscope.curvature.spectrum.EIGEN_DAMPING_SHARE`
             with a basis — the eigen projection —, else
-            :data:`~infscope.curvature.spectrum.DAMPING_SHARE`).
+            :data:`~infscope.curvature.spectrum.DAMPING_SHARE` of at most ``n`` directions).
         correct_eigenvalues: EK-FAC (``True``, name ``"ekfac"``) or K-FAC with trace-matched
             ``λ_S ⊗ λ_A`` (``False``, name ``"kfac"``).
         fisher: a store of the training examples' sampled-label gradients (``featurize(...,
@@ -221,6 +221,11 @@ class EKFAC(DampedEstimator):
                 # features are zero, so its preconditioned query block contributes nothing anyway
                 preconditioners.append(_Preconditioner(block, inverse, damping))
             self._preconditioners[checkpoint] = preconditioners
+
+    def _resolvable_directions(self, train: FeatureStore) -> int | None:
+        """Full-space factors (no basis) hold more Kronecker directions than ``n`` examples
+        determine (2,378 against 1,000 on the digits MLP): ``damping="auto"`` counts ``n``."""
+        return train.n_examples if isinstance(self.factors, KFACFactors) else None
 
     def _spectra(self) -> list[list[SpectrumBlock]]:
         """Each module's (EK-)FAC eigenvalues in the store, damped relative to their mean."""

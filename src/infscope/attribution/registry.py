@@ -308,6 +308,15 @@ for _option in (
         load=_damping_value,
     ),
     Option(
+        "damping_share",
+        float,
+        None,
+        "With --damping auto: the share of its directions the damped curvature resolves "
+        "(default: the method's, 0.08 for influence/trak/datainf on the Fisher, 0.4 on the model "
+        "Hessian, 0.5 of at most n for ekfac/kfac on K-FAC factors, 0.9 on an eigen basis).",
+        metavar="SHARE",
+    ),
+    Option(
         "damping_mode",
         str,
         "relative",
@@ -379,7 +388,7 @@ def estimator_class(module: str, name: str) -> Callable[..., Estimator]:
 
 
 _COMMON = ("checkpoints", "block_size")
-_DAMPED = ("damping", "damping_mode")
+_DAMPED = ("damping", "damping_share", "damping_mode")
 register_estimator(
     "dot",
     estimator_class("gradient_similarity", "GradientSimilarity"),

@@ -18,6 +18,7 @@ from torch import nn
 from torch.func import functional_call, grad, grad_and_value, jvp, vmap
 
 from infscope.curvature.linalg import Curvature, krylov_eigenpairs
+from infscope.curvature.spectrum import HESSIAN_DAMPING_SHARE
 from infscope.data import ExampleSet
 from infscope.errors import InputError, StoreMismatchError
 from infscope.gradients.modules import TrackedModule
@@ -47,6 +48,7 @@ class ModelHessian(Curvature):
     """
 
     default_damping = 0.3
+    default_damping_share = HESSIAN_DAMPING_SHARE
 
     def __init__(
         self,

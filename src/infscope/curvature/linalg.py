@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from infscope.curvature.spectrum import FISHER_DAMPING_SHARE
 from infscope.errors import InputError, NonFiniteError, StoreMismatchError
 
 #: Feature columns per float32 product before the partial result is added in float64.
@@ -29,6 +30,8 @@ class Curvature(ABC):
     n_examples: int
     #: relative damping that predicted retraining best across the benchmark tasks
     default_damping: float = 1.0
+    #: ``damping="auto"``: share of its directions the damped curvature resolves
+    default_damping_share: float = FISHER_DAMPING_SHARE
 
     @abstractmethod
     def matvec(self, vectors: np.ndarray) -> np.ndarray:

@@ -6,19 +6,22 @@ it counts ``μ_i / λ``. It is the expected self-influence of a training gradien
 ``E[gᵀ (F + λI)⁻¹ g] = tr(F (F + λI)⁻¹)`` for the (empirical) Fisher ``F = E[g gᵀ]``, so it
 measures how many directions an influence score actually resolves.
 
-* **Damping** (:func:`spectrum_damping` with :data:`DAMPING_SHARE`): the ``λ`` at which the
-  damped curvature resolves half of its directions, ``d(λ) = ½ D`` (``D`` the directions with a
-  positive eigenvalue): the spectrum's own midpoint. A flat spectrum of equal eigenvalues ``u``
-  gets ``λ = u`` (relative damping 1 in the mean-eigenvalue unit, the Fisher estimators' old
-  default); a decaying one — an EK-FAC spectrum, whose mean is set by a few large eigenvalues —
-  gets a much smaller ``λ``, so the directions that carry the fine structure are not flattened.
-  On the dev tasks the LDS of EK-FAC is flat for ``λ`` below the midpoint and falls above it,
-  where a constant relative damping lands on either side depending on how steep the spectrum is.
-  It needs the eigenvalues only, which every estimator has after its fit (or from one Krylov
-  run), so it costs at most one extra fit. EK-FAC on the eigen projection resolves
-  :data:`EIGEN_DAMPING_SHARE` (0.9) of its kept directions instead: the budget already dropped
-  the ones negligible against the damping, and on the dev language models the LDS rose from the
-  midpoint to 0.9 (lm-banking, +0.03) or stayed within 0.006 (gpt2-trec) at every budget rule.
+* **Damping** (:func:`spectrum_damping`): the ``λ`` at which the damped curvature resolves a
+  share of its directions, ``d(λ) = share × D`` (``D`` the directions with a positive
+  eigenvalue). At share ½, the spectrum's own midpoint, a flat spectrum of equal eigenvalues
+  ``u`` gets ``λ = u`` (relative damping 1 in the mean-eigenvalue unit); a decaying one gets a
+  much smaller ``λ``. How many directions an estimator should resolve depends on what its
+  spectrum holds, so each estimator declares its share (``default_damping_share``), chosen on
+  dev tasks and reported on held-out ones (``docs/benchmarks/accuracy.md``):
+  :data:`EIGEN_DAMPING_SHARE` (0.9) for EK-FAC on the eigen projection — the budget already
+  dropped the directions negligible against the damping, and on the dev language models the
+  LDS rose from the midpoint to 0.9 (lm-banking, +0.03) or stayed within 0.006 (gpt2-trec);
+  :data:`DAMPING_SHARE` (½) of ``min(n, D)`` for EK-FAC and K-FAC on full-space factors;
+  :data:`FISHER_DAMPING_SHARE` (0.08) for the Fisher influence, TRAK and DataInf, whose steep
+  spectra hold a few large directions and a long tail that a small damping would amplify;
+  :data:`HESSIAN_DAMPING_SHARE` (0.4) for the model Hessian. It needs the eigenvalues only,
+  which every estimator has after its fit (or from one Krylov run), so it costs at most one
+  extra fit.
 * **Budget** (:func:`~infscope.curvature.budget.choose_budget`): ``n`` training examples
   determine at most ``n`` directions; at the damping where the full space's K-FAC spectrum
   resolves :data:`BUDGET_DAMPING_SHARE` ``× n`` of them — the same share the eigen projection's
@@ -42,9 +45,24 @@ import numpy as np
 
 from infscope.errors import InputError
 
-#: share of its positive-eigenvalue directions the damped curvature resolves, ``d(λ) = share D``:
-#: ``damping="auto"`` of every damped estimator except EK-FAC on the eigen projection (below)
+#: share of its positive-eigenvalue directions the damped curvature resolves, ``d(λ) = share D``
+#: (``share × min(n, D)`` for K-FAC factors of the full space, which ``n`` examples determine at
+#: most ``n`` of): ``damping="auto"`` of EK-FAC and K-FAC on their own factors. Dev tasks
+#: digits-logreg, digits-mlp: LDS 0.843 / 0.590 against 0.842 / 0.591 tuned (without the ``n``
+#: cap 0.843 / 0.569: the MLP's 2,378 Kronecker directions outnumber its 1,000 examples)
 DAMPING_SHARE = 0.5
+#: ``damping="auto"`` of the influence function on the (empirical or true) Fisher of the
+#: features, of TRAK's kernel and of DataInf: their spectra decay steeply (participation ratio
+#: 9–16 of 500–1,000 directions on the digits tasks), and the LDS peaks where they resolve
+#: 6–13% of their directions. Dev tasks digits-logreg, digits-mlp: the Fisher 0.794 / 0.593
+#: against 0.799 / 0.604 tuned, TRAK 0.752 / 0.501 against 0.786 / 0.524 (at the midpoint, 0.5:
+#: the Fisher 0.325 / 0.167, TRAK 0.638 / 0.221)
+FISHER_DAMPING_SHARE = 0.08
+#: ``damping="auto"`` of the influence function on the model Hessian (its positive part). Dev
+#: tasks digits-logreg, digits-mlp: 0.908 / 0.577 against 0.960 / 0.625 tuned — the smallest
+#: worst-case loss of any share (logistic regression peaks at 0.2, the MLP is flat from 0.7 up);
+#: its constant default, 0.3 relative, is closer to the tuned value on both
+HESSIAN_DAMPING_SHARE = 0.4
 #: ``damping="auto"`` of EK-FAC on the eigen projection (a basis given as its factors): there
 #: the budget has already cut the directions negligible against the damping, so the scorer
 #: resolves nearly all it keeps. Dev tasks (gpt2-trec, lm-banking), every budget rule: 0.9 beat
@@ -68,6 +86,8 @@ __all__ = [
     "BUDGET_SHARE",
     "DAMPING_SHARE",
     "EIGEN_DAMPING_SHARE",
+    "FISHER_DAMPING_SHARE",
+    "HESSIAN_DAMPING_SHARE",
     "LOW_KEPT_SHARE",
     "DampingChoice",
     "SpectrumBlock",
