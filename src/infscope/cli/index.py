@@ -56,6 +56,14 @@ def index(
             "10); 0: off.",
         ),
     ] = None,
+    refine: Annotated[
+        str | None,
+        typer.Option(
+            help="ivf-pq: sq8 | fp16 keeps every training vector at 1 | 2 bytes per dim in the "
+            "index, to score the candidates in before the store is read (the best 2k) | none "
+            "(default: IndexConfig's, sq8)."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Sampling and k-means seed.")] = 0,
 ) -> None:
     """Index a training store for fast top-k influence queries (FAISS).
@@ -76,7 +84,13 @@ def index(
     check_writable(out, directory=True)
     spec = estimator
     given = dict(
-        kind=kind, nlist=nlist, pq_bytes=pq_bytes, metric=metric, nprobe=nprobe, rerank=rerank
+        kind=kind,
+        nlist=nlist,
+        pq_bytes=pq_bytes,
+        metric=metric,
+        nprobe=nprobe,
+        rerank=rerank,
+        refine=refine,
     )
     config = IndexConfig(seed=seed, **{k: v for k, v in given.items() if v is not None})
     store = FeatureStore.open(train)
