@@ -277,12 +277,14 @@ def measure(
 
     exact, row["exact_s"], row["exact_peak_mb"] = stage("exact", estimator.score_top, query, args.k)
     rows = []
-    for kind, metric in [(k, m) for k in args.kinds for m in metrics]:
-        folder = scratch / f"index-{label.replace(' ', '-')}-{kind}-{metric}"
-        built = dict(row, kind=kind, metric=metric)
+    variants = [(k, m, r) for k in args.kinds for m in metrics
+                for r in (args.refine if k == "ivf-pq" else ["none"])]  # fmt: skip
+    for kind, metric, refine in variants:
+        folder = scratch / f"index-{label.replace(' ', '-')}-{kind}-{metric}-{refine}"
+        built = dict(row, kind=kind, metric=metric, refine=refine)
         built["build_s"], built["build_rss_mb"] = cli(
             "index", "--train", roots["train"], "--method", row["estimator"], "--kind", kind,
-            "--metric", metric, "--out", folder,
+            "--metric", metric, "--refine", refine, "--out", folder,
         )  # fmt: skip
         index = InfluenceIndex.load(folder, estimator)
         calibration = index.calibration or {}
@@ -399,6 +401,7 @@ def growth(rows: list[dict]) -> str:
         r for r in rows
         if r["features"] == "synthetic" and r["kind"] == default.kind
         and r["setting"] == "default" and r["metric"] == default.metric
+        and r.get("refine", "none") == default.refine
     ]  # fmt: skip
     sizes = [r["n"] for r in reference]
     if len(set(sizes)) < 2:
@@ -452,7 +455,8 @@ def report(rows: list[dict], extract: list[dict], args, started: str) -> str:
         f"{started}, {git_commit()}, {cpu_model()}, {args.threads} thread(s); {args.queries} "
         f"queries, k = {args.k}, rerank {default.rerank} x k; 'default': each direction's nprobe "
         f"as calibrated at build (target recall {default.target_recall})\n\n{table}\n\n"
-        f"Growth in n ({default.kind}, {default.metric}, default settings): {growth(rows)}\n"
+        f"Growth in n ({default.kind}, {default.metric}, refine {default.refine}, default "
+        f"settings): {growth(rows)}\n"
     )
     if extract:
         text += (
@@ -473,6 +477,10 @@ def main() -> None:
         "--nprobe", type=csv_list(int), default=[], help="also these nprobe (both directions)"
     )
     parser.add_argument("--kinds", type=csv_list(str), default=["ivf-pq"])
+    parser.add_argument(
+        "--refine", type=csv_list(str), default=["sq8"],
+        help="ivf-pq refine copies to measure (sq8, fp16, none)",
+    )  # fmt: skip
     parser.add_argument("--metrics", type=csv_list(str), default=["ip"])
     parser.add_argument(
         "--isotropic", type=csv_list(int), default=[], help="sizes also run on isotropic noise"
