@@ -130,6 +130,8 @@ class FeatureStore:
         #: shard file -> (its state, the checked memory map): random access (:meth:`rows`)
         #: opens each shard once, not once per call; least recently used first
         self._mapped: OrderedDict[Path, tuple[tuple[int, int, int], np.ndarray]] = OrderedDict()
+        #: (checkpoint, shard start) -> shard file, built once (random reads touch hundreds)
+        self._paths: dict[tuple[str, int], Path] = {}
 
     def __repr__(self) -> str:
         cps = ", ".join(c.id for c in self._checkpoints)
@@ -552,8 +554,9 @@ class FeatureStore:
     def _load_shard(self, cid: str, start: int, recheck: bool = False) -> np.ndarray:
         """Memory-map one shard, checking its header's dtype and shape, and — the first time in
         this process, whenever the file changed, or with ``recheck`` — its checksum and values."""
-        path = self.shard_path(cid, start)
-        rows = self._shard_stop(start) - start
+        path = self._paths.get((cid, int(start)))
+        if path is None:
+            path = self._paths[cid, int(start)] = self.shard_path(cid, start)
         try:
             state = _file_state(path)
         except FileNotFoundError:
@@ -564,6 +567,7 @@ class FeatureStore:
         if mapped is not None and mapped[0] == state and not recheck:
             self._mapped.move_to_end(path)
             return mapped[1]
+        rows = self._shard_stop(start) - start
         arr = open_shard(path, (rows, self.feature_dim), self.spec.dtype)
         if recheck or _VERIFIED.get(str(path)) != state:
             check_shard(path, arr, self.ids[start : start + rows])
