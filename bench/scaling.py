@@ -55,6 +55,7 @@ from infscope.gradients import GradientExtractor, ProjectionConfig
 from infscope.gradients.featurize import featurize
 from infscope.index import IndexConfig, InfluenceIndex, recall_at_k
 from infscope.index.client import index_digest, remove_service_record, write_service_record
+from infscope.index.rescore import map_training_shards
 from infscope.index.service import make_server
 from infscope.store import FeatureStore, StoreSpec
 from infscope.tasks import ClassificationTask
@@ -287,13 +288,14 @@ def measure(
             "--metric", metric, "--refine", refine, "--out", folder,
         )  # fmt: skip
         index = InfluenceIndex.load(folder, estimator)
+        map_training_shards(index)  # as `infscope serve` does: searches then open no files
         calibration = index.calibration or {}
         built.update(index=index.info["factory"], index_mb=disk_mb(folder))
         for direction in ("helpful", "harmful"):
             built[f"calibrated_{direction}"] = calibration.get(direction, {}).get("recall")
         for nprobe in [None, *args.nprobe]:
             measured = dict(built, setting="default" if nprobe is None else f"nprobe {nprobe}")
-            index.search(one, args.k, nprobe=nprobe)  # warm: the first call maps the shards
+            index.search(one, args.k, nprobe=nprobe)  # warm
             latencies = []
             for _ in range(args.repeats):
                 t0 = time.perf_counter()

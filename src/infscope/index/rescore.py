@@ -27,6 +27,7 @@ __all__ = [
     "ask_refined",
     "check_refine",
     "exact_top_k",
+    "map_training_shards",
     "refine_factory",
     "refined_count",
 ]
@@ -93,3 +94,15 @@ def exact_top_k(
         kept = np.flatnonzero(row >= np.partition(row, len(row) - k)[len(row) - k])
         order[i] = kept[np.lexsort((candidates[i, kept], -row[kept]))[:k]]
     return np.take_along_axis(exact, order, 1), np.take_along_axis(candidates, order, 1)
+
+
+def map_training_shards(index: Any) -> None:
+    """Memory-map every shard of an :class:`~infscope.index.ann.InfluenceIndex`'s training
+    store now (one row of each), as a long-running service should: a search re-scores a few
+    hundred rows, opening a shard costs ~1 ms and a 10⁷-row store has 1,221 of them, so the
+    first queries of a cold process would mostly open files (10⁷ rows: 504 ms per query over
+    the first ten against 166 ms warm)."""
+    train = index.estimator.train
+    firsts = np.array([start for start, _ in train.shard_ranges()], dtype=np.int64)
+    for checkpoint in index.info["checkpoints"]:
+        train.rows(checkpoint, firsts)
