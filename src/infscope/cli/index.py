@@ -52,8 +52,8 @@ def index(
         int | None,
         typer.Option(
             min=0,
-            help="Candidates per result re-scored exactly (RERANK x k; default: IndexConfig's, "
-            "10); 0: off.",
+            help="Candidates per result re-scored (RERANK x k: in the refine copy, whose best "
+            "2k are re-scored exactly, else all exactly; default: IndexConfig's, 10); 0: off.",
         ),
     ] = None,
     refine: Annotated[
