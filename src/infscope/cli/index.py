@@ -58,11 +58,7 @@ def index(
     ] = None,
     refine: Annotated[
         str | None,
-        typer.Option(
-            help="ivf-pq: sq8 | fp16 keeps every training vector at 1 | 2 bytes per dim in the "
-            "index, to score the candidates in before the store is read (the best 2k) | none "
-            "(default: IndexConfig's, sq8)."
-        ),
+        typer.Option(help="ivf-pq copy scoring candidates: sq8 (default, 1 B/dim) | fp16 | none."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Sampling and k-means seed.")] = 0,
 ) -> None:
@@ -83,15 +79,8 @@ def index(
 
     check_writable(out, directory=True)
     spec = estimator
-    given = dict(
-        kind=kind,
-        nlist=nlist,
-        pq_bytes=pq_bytes,
-        metric=metric,
-        nprobe=nprobe,
-        rerank=rerank,
-        refine=refine,
-    )
+    given = dict(kind=kind, nlist=nlist, pq_bytes=pq_bytes, metric=metric, nprobe=nprobe)
+    given.update(rerank=rerank, refine=refine)
     config = IndexConfig(seed=seed, **{k: v for k, v in given.items() if v is not None})
     store = FeatureStore.open(train)
     progress(f"fitting {spec.method} on {store.n_examples:,} training examples")
