@@ -130,7 +130,7 @@ def test_mapping_the_training_shards_once_leaves_searches_no_files_to_open(
     stores, tmp_path, monkeypatch
 ):
     """A search re-scores a few hundred rows spread over many shards: a cold process opened
-    a new shard file for most of them (10⁷ rows: 504 ms per query against 166 ms warm). After
+    a new shard file for most of them (10⁷ rows: 504 ms per query against 60 ms warm). After
     :func:`map_training_shards` (which `infscope serve` calls at start) a search opens none."""
     from infscope.index.rescore import map_training_shards
     from infscope.store import FeatureStore, feature_store
