@@ -55,6 +55,7 @@ from infscope.gradients import GradientExtractor, ProjectionConfig
 from infscope.gradients.featurize import featurize
 from infscope.index import IndexConfig, InfluenceIndex, recall_at_k
 from infscope.index.client import index_digest, remove_service_record, write_service_record
+from infscope.index.rescore import map_training_shards
 from infscope.index.service import make_server
 from infscope.store import FeatureStore, StoreSpec
 from infscope.tasks import ClassificationTask
@@ -277,21 +278,24 @@ def measure(
 
     exact, row["exact_s"], row["exact_peak_mb"] = stage("exact", estimator.score_top, query, args.k)
     rows = []
-    for kind, metric in [(k, m) for k in args.kinds for m in metrics]:
-        folder = scratch / f"index-{label.replace(' ', '-')}-{kind}-{metric}"
-        built = dict(row, kind=kind, metric=metric)
+    variants = [(k, m, r) for k in args.kinds for m in metrics
+                for r in (args.refine if k == "ivf-pq" else ["none"])]  # fmt: skip
+    for kind, metric, refine in variants:
+        folder = scratch / f"index-{label.replace(' ', '-')}-{kind}-{metric}-{refine}"
+        built = dict(row, kind=kind, metric=metric, refine=refine)
         built["build_s"], built["build_rss_mb"] = cli(
             "index", "--train", roots["train"], "--method", row["estimator"], "--kind", kind,
-            "--metric", metric, "--out", folder,
+            "--metric", metric, "--refine", refine, "--out", folder,
         )  # fmt: skip
         index = InfluenceIndex.load(folder, estimator)
+        map_training_shards(index)  # as `infscope serve` does: searches then open no files
         calibration = index.calibration or {}
         built.update(index=index.info["factory"], index_mb=disk_mb(folder))
         for direction in ("helpful", "harmful"):
             built[f"calibrated_{direction}"] = calibration.get(direction, {}).get("recall")
         for nprobe in [None, *args.nprobe]:
             measured = dict(built, setting="default" if nprobe is None else f"nprobe {nprobe}")
-            index.search(one, args.k, nprobe=nprobe)  # warm: the first call maps the shards
+            index.search(one, args.k, nprobe=nprobe)  # warm
             latencies = []
             for _ in range(args.repeats):
                 t0 = time.perf_counter()
@@ -399,6 +403,7 @@ def growth(rows: list[dict]) -> str:
         r for r in rows
         if r["features"] == "synthetic" and r["kind"] == default.kind
         and r["setting"] == "default" and r["metric"] == default.metric
+        and r.get("refine", "none") == default.refine
     ]  # fmt: skip
     sizes = [r["n"] for r in reference]
     if len(set(sizes)) < 2:
@@ -452,7 +457,8 @@ def report(rows: list[dict], extract: list[dict], args, started: str) -> str:
         f"{started}, {git_commit()}, {cpu_model()}, {args.threads} thread(s); {args.queries} "
         f"queries, k = {args.k}, rerank {default.rerank} x k; 'default': each direction's nprobe "
         f"as calibrated at build (target recall {default.target_recall})\n\n{table}\n\n"
-        f"Growth in n ({default.kind}, {default.metric}, default settings): {growth(rows)}\n"
+        f"Growth in n ({default.kind}, {default.metric}, refine {default.refine}, default "
+        f"settings): {growth(rows)}\n"
     )
     if extract:
         text += (
@@ -473,6 +479,10 @@ def main() -> None:
         "--nprobe", type=csv_list(int), default=[], help="also these nprobe (both directions)"
     )
     parser.add_argument("--kinds", type=csv_list(str), default=["ivf-pq"])
+    parser.add_argument(
+        "--refine", type=csv_list(str), default=["sq8"],
+        help="ivf-pq refine copies to measure (sq8, fp16, none)",
+    )  # fmt: skip
     parser.add_argument("--metrics", type=csv_list(str), default=["ip"])
     parser.add_argument(
         "--isotropic", type=csv_list(int), default=[], help="sizes also run on isotropic noise"

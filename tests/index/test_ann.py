@@ -147,13 +147,19 @@ def test_config_validation():
         IndexConfig(metric="cosine")
     with pytest.raises(InputError, match="divide"):
         IndexConfig(pq_bytes=7).factory(1000, 32)
-    # 4-bit fast-scan codes, one per 4 dimensions; 4·√n cells, each with 39 sampled rows
-    assert IndexConfig().factory(10_000, 1024) == "IVF256,PQ256x4fs"
-    assert IndexConfig().factory(1_000_000, 256) == "IVF4000,PQ64x4fs"
-    assert IndexConfig(pq_bytes=16).factory(1_000_000, 256) == "IVF4000,PQ32x4fs"
+    with pytest.raises(InputError, match="unknown refine"):
+        IndexConfig(refine="sq4")
+    # 4-bit fast-scan codes, one per 4 dimensions; 4·√n cells, each with 39 sampled rows; a
+    # one-byte-per-dimension refine copy
+    assert IndexConfig().factory(10_000, 1024) == "IVF256,PQ256x4fs,Refine(SQ8)"
+    assert IndexConfig().factory(1_000_000, 256) == "IVF4000,PQ64x4fs,Refine(SQ8)"
+    assert IndexConfig(pq_bytes=16, refine="none").factory(1_000_000, 256) == "IVF4000,PQ32x4fs"
+    assert IndexConfig(refine="fp16").factory(1_000_000, 256) == "IVF4000,PQ64x4fs,Refine(SQfp16)"
     # 4·√10⁷ = 12,649 cells would cost 3× more to add to: capped
-    assert IndexConfig().factory(10_000_000, 256) == f"IVF{MAX_NLIST},PQ64x4fs"
-    assert IndexConfig(train_size=65_536).factory(10_000_000, 256) == "IVF1680,PQ64x4fs"
+    assert IndexConfig().factory(10_000_000, 256) == f"IVF{MAX_NLIST},PQ64x4fs,Refine(SQ8)"
+    assert IndexConfig(train_size=65_536).factory(10_000_000, 256).startswith("IVF1680,")
+    # the other kinds hold (nearly) exact vectors already
+    assert IndexConfig("ivf-sq8").factory(10_000, 32) == "IVF256,SQ8"
 
 
 def test_a_query_whose_cells_hold_fewer_than_k_vectors_searches_more_cells(stores):

@@ -52,9 +52,13 @@ def index(
         int | None,
         typer.Option(
             min=0,
-            help="Candidates per result re-scored exactly (RERANK x k; default: IndexConfig's, "
-            "10); 0: off.",
+            help="Candidates per result re-scored (RERANK x k: in the refine copy, whose best "
+            "2k are re-scored exactly, else all exactly; default: IndexConfig's, 10); 0: off.",
         ),
+    ] = None,
+    refine: Annotated[
+        str | None,
+        typer.Option(help="ivf-pq copy scoring candidates: sq8 (default, 1 B/dim) | fp16 | none."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Sampling and k-means seed.")] = 0,
 ) -> None:
@@ -75,9 +79,8 @@ def index(
 
     check_writable(out, directory=True)
     spec = estimator
-    given = dict(
-        kind=kind, nlist=nlist, pq_bytes=pq_bytes, metric=metric, nprobe=nprobe, rerank=rerank
-    )
+    given = dict(kind=kind, nlist=nlist, pq_bytes=pq_bytes, metric=metric, nprobe=nprobe)
+    given.update(rerank=rerank, refine=refine)
     config = IndexConfig(seed=seed, **{k: v for k, v in given.items() if v is not None})
     store = FeatureStore.open(train)
     progress(f"fitting {spec.method} on {store.n_examples:,} training examples")

@@ -35,6 +35,7 @@ from infscope.index.client import (
     search_note,
     write_service_record,
 )
+from infscope.index.rescore import map_training_shards
 from infscope.io import write_atomic
 from infscope.store import FeatureStore
 
@@ -177,7 +178,9 @@ def serve_index(
     call ``ready(url)``; the record is removed on the way out."""
     directory = Path(directory)
     identity = {"token": secrets.token_hex(16), "index_digest": index_digest(directory)}
-    server = make_server(open_index(directory), host, port, identity)
+    index = open_index(directory)
+    map_training_shards(index)  # searches then open no files
+    server = make_server(index, host, port, identity)
     address, bound = server.server_address[:2]
     url = f"http://{address}:{bound}"
     if threading.current_thread() is threading.main_thread():  # SIGTERM: clean up as Ctrl-C

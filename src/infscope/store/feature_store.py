@@ -93,9 +93,10 @@ __all__ = ["CheckpointInfo", "FeatureStore", "StoreSpec"]
 IDS_FILE = "ids.json"
 CHECKPOINTS_DIR = "checkpoints"
 LOCK_FILE = ".store.lock"
+
+
 #: memory-mapped shards a store keeps open (each map holds a file descriptor): up to 4,096 (a
-#: 10⁷-row store in 8,192-row shards has 1,221, which re-scoring touches on every query), at
-#: most a quarter of this process's descriptor limit, at least 256
+#: 10⁷-row store in 8,192-row shards has 1,221), at most a quarter of the limit, at least 256
 def _mapped_shards() -> int:
     try:
         import resource
@@ -130,6 +131,8 @@ class FeatureStore:
         #: shard file -> (its state, the checked memory map): random access (:meth:`rows`)
         #: opens each shard once, not once per call; least recently used first
         self._mapped: OrderedDict[Path, tuple[tuple[int, int, int], np.ndarray]] = OrderedDict()
+        self._paths: dict[tuple[str, int], Path] = {}  # (checkpoint, start) -> file, built once
+        self._complete: set[str] = set()  # checkpoints found complete: not listed again
 
     def __repr__(self) -> str:
         cps = ", ".join(c.id for c in self._checkpoints)
@@ -537,7 +540,7 @@ class FeatureStore:
         return self._checkpoints[0].id
 
     def _require_complete(self, cid: str) -> None:
-        missing = self.missing_shards(cid)
+        missing = [] if cid in self._complete else self.missing_shards(cid)
         if missing:
             total = len(self.shard_ranges())
             rows = sum(stop - start for start, stop in missing)
@@ -548,12 +551,13 @@ class FeatureStore:
                 "Resume by re-running extraction with the same store root and settings; "
                 "it writes only the missing shards."
             )
+        self._complete.add(cid)
 
     def _load_shard(self, cid: str, start: int, recheck: bool = False) -> np.ndarray:
         """Memory-map one shard, checking its header's dtype and shape, and — the first time in
         this process, whenever the file changed, or with ``recheck`` — its checksum and values."""
-        path = self.shard_path(cid, start)
-        rows = self._shard_stop(start) - start
+        key = (cid, int(start))  # a shard deleted since fails here: StoreIncompleteError
+        path = self._paths.get(key) or self._paths.setdefault(key, self.shard_path(cid, start))
         try:
             state = _file_state(path)
         except FileNotFoundError:
@@ -564,6 +568,7 @@ class FeatureStore:
         if mapped is not None and mapped[0] == state and not recheck:
             self._mapped.move_to_end(path)
             return mapped[1]
+        rows = self._shard_stop(start) - start
         arr = open_shard(path, (rows, self.feature_dim), self.spec.dtype)
         if recheck or _VERIFIED.get(str(path)) != state:
             check_shard(path, arr, self.ids[start : start + rows])
@@ -592,5 +597,3 @@ class FeatureStore:
         }
         write_atomic(self.root / META_FILE, _json_bytes(doc))
         self._checkpoints = list(checkpoints)
-
-
