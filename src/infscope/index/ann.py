@@ -72,6 +72,7 @@ from infscope.attribution.base import CheckpointSum
 from infscope.attribution.top_k import TopKAccumulator, TopScores
 from infscope.errors import InputError, StoreMismatchError
 from infscope.index.lift import Augmentation
+from infscope.index.parallel import split_search
 from infscope.index.rescore import (
     REFINE_KINDS,
     ask_refined,
@@ -496,7 +497,9 @@ class InfluenceIndex:
         """The index's ``fetch`` nearest for each query; a query whose probed cells hold fewer
         than ``k`` vectors (small or uneven cells) is searched again with twice the cells, up to
         all of them, so every query gets ``k`` results."""
-        found, candidates = self.index.search(queries, fetch)
+        found, candidates = split_search(self.index, ivf, queries, fetch) or self.index.search(
+            queries, fetch
+        )
         short = np.flatnonzero((candidates >= 0).sum(axis=1) < k)
         if ivf is None or not short.size:
             return found, candidates
