@@ -277,6 +277,7 @@ def measure(
         return value, time.perf_counter() - t0, meter.report()[key]["peak_mb"] - base
 
     exact, row["exact_s"], row["exact_peak_mb"] = stage("exact", estimator.score_top, query, args.k)
+    first = estimator.score_top(one, args.k)  # the single query's exact top-k
     rows = []
     variants = [(k, m, r) for k in args.kinds for m in metrics
                 for r in (args.refine if k == "ivf-pq" else ["none"])]  # fmt: skip
@@ -305,6 +306,9 @@ def measure(
                 "search", index.search, query, args.k, nprobe=nprobe
             )
             measured["latency_ms"] = 1000 * float(np.median(latencies))
+            alone = index.search(one, args.k, nprobe=nprobe)  # one query: split over threads
+            for direction in ("helpful", "harmful"):  # its recall, searched alone
+                measured[f"recall_alone_{direction}"] = recall_at_k(alone, first, direction)
             measured["batch_ms"] = 1000 * seconds / args.queries
             for direction in ("helpful", "harmful"):
                 measured[f"nprobe_{direction}"] = found.metadata["nprobe"][direction]
