@@ -36,9 +36,9 @@ def split_search(
     index: Any, ivf: Any, queries: np.ndarray, count: int, min_codes: int = SPLIT_MIN_CODES
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The ``count`` best of ``index`` (an inner-product IVF with an SQ8 refine copy) for one
-    query, its cells scanned on ``torch.get_num_threads()`` threads in parallel, its candidates scored in the copy
-    with torch; ``None`` where the plain search is the one to run (a batch, one thread, another
-    metric or copy, or fewer than ``min_codes`` codes probed)."""
+    query, its cells scanned on ``torch.get_num_threads()`` threads in parallel, its candidates
+    scored in the copy with torch; ``None`` where the plain search is the one to run (a batch,
+    one thread, another metric or copy, or fewer than ``min_codes`` codes probed)."""
     import faiss
     import torch
 
