@@ -13,7 +13,8 @@ pytest.importorskip("faiss")
 from infscope.attribution import GradientSimilarity, InfluenceFunction, TracIn  # noqa: E402
 from infscope.errors import InputError, StoreMismatchError  # noqa: E402
 from infscope.index import IndexConfig, InfluenceIndex, recall_at_k  # noqa: E402
-from infscope.index.ann import MAX_NLIST, MAX_RERANK_GROWTH  # noqa: E402
+from infscope.index.ann import MAX_NLIST  # noqa: E402
+from infscope.index.calibration import MAX_RERANK_GROWTH  # noqa: E402
 from infscope.store import FeatureStore, StoreSpec  # noqa: E402
 
 

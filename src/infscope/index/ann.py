@@ -39,7 +39,8 @@ also scores ``calibration_queries`` seeded training rows exactly against every r
 ``(nprobe, rerank)`` each direction doubles whichever of the two finds more of those queries'
 exact top-``calibration_k`` (the cells while some are unprobed, the re-scored candidates up to
 32 times the config's: coarse codes can miss neighbours in every cell) until they find
-``target_recall`` of it. The measured recall is recorded in the index and reported with each
+``target_recall`` of it, then bisects that last doubling (:mod:`infscope.index.calibration`).
+The measured recall is recorded in the index and reported with each
 search (:attr:`InfluenceIndex.calibration`). Ranking cells by their score spread along the
 query too (a Gaussian tail per cell) gains little: 10⁶ rows, 4,000 cells, 0.95 of the harmful
 top-100 in a median 304 cells against 382 (they lie in 48).
@@ -71,6 +72,7 @@ from tqdm.auto import tqdm
 from infscope.attribution.base import CheckpointSum
 from infscope.attribution.top_k import TopKAccumulator, TopScores
 from infscope.errors import InputError, StoreMismatchError
+from infscope.index.calibration import calibrated_setting
 from infscope.index.lift import Augmentation
 from infscope.index.parallel import split_search
 from infscope.index.rescore import (
@@ -93,9 +95,6 @@ INDEX_METRICS = ("ip", "l2")
 #: and recall, and the shards checked at build time; 4: the refine copy
 FORMAT = "infscope.index/4"
 DIRECTIONS = ("helpful", "harmful")
-#: calibration raises ``rerank`` to at most this multiple of the config's (when the codes order
-#: the candidates too coarsely)
-MAX_RERANK_GROWTH = 32
 #: the default cell count's cap: adding ``n`` rows scores each against every centroid
 MAX_NLIST = 4096
 INDEX_FILE, META_FILE = "index.faiss", "index.json"
@@ -313,10 +312,8 @@ class InfluenceIndex:
 
     def _calibrate(self, probe: np.ndarray, exact: TopScores) -> dict[str, Any]:
         """Per direction, the ``(nprobe, rerank)`` with which the probe queries find
-        ``target_recall`` of their exact top-k, and the recall found there: from the config's,
-        each step doubles the cells (up to all) or the re-scored candidates (up to
-        :data:`MAX_RERANK_GROWTH` times the config's), whichever finds more (the cells on a
-        tie: more candidates from the same cells find nothing new when the codes are exact)."""
+        ``target_recall`` of their exact top-k, and the recall found there (which settings
+        are tried: :func:`~infscope.index.calibration.calibrated_setting`)."""
         ivf, config = faiss_ivf(self.index), self.config
         scales = self.estimator.train_scales() if config.rerank else None
         result: dict[str, Any] = {
@@ -344,15 +341,11 @@ class InfluenceIndex:
                 curve[f"{nprobe}/{rerank}"] = _recall(found, exact.arrays[direction])
             return curve[f"{nprobe}/{rerank}"]
 
-        nprobe = None if ivf is None else min(config.nprobe, ivf.nlist)
-        rerank = config.rerank
-        while ivf is not None and recall_at(nprobe, rerank) < config.target_recall:
-            steps = [(min(2 * nprobe, ivf.nlist), rerank)] if nprobe < ivf.nlist else []
-            if 0 < rerank < MAX_RERANK_GROWTH * config.rerank:
-                steps.append((nprobe, 2 * rerank))
-            if not steps:
-                break
-            nprobe, rerank = max(steps, key=lambda step: recall_at(*step))
+        nprobe, rerank = None if ivf is None else min(config.nprobe, ivf.nlist), config.rerank
+        if ivf is not None:
+            nprobe, rerank = calibrated_setting(
+                recall_at, nprobe, rerank, ivf.nlist, config.target_recall
+            )
         recall = recall_at(nprobe, rerank)
         return {"nprobe": nprobe, "rerank": rerank, "recall": recall, "curve": curve}
 

@@ -109,6 +109,9 @@ def _refined(refine: Any, query: np.ndarray, rows: np.ndarray, count: int):
     codes = faiss.rev_swig_ptr(refine.codes.data(), refine.ntotal * refine.code_size)
     table = torch.from_numpy(codes.reshape(refine.ntotal, refine.code_size))
     scores = (table.index_select(0, torch.from_numpy(rows)).float() @ weights).numpy() + offset
+    if len(scores) > count:  # the best `count` and their ties; sorting all takes longer
+        kept = np.flatnonzero(scores >= np.partition(scores, len(scores) - count)[-count])
+        rows, scores = rows[kept], scores[kept]
     order = np.lexsort((rows, -scores))[:count]
     found = np.full((1, count), -np.inf, dtype=np.float32)
     labels = np.full((1, count), -1, dtype=np.int64)
