@@ -76,7 +76,7 @@ def test_an_approximate_query_says_so_with_the_recall_measured_at_build(runner, 
     args = ("--train", train.root, "--kind", "ivf-flat", "--nlist", 8, "--nprobe", 1)
     result = invoke(runner, "index", *args, "--out", tmp_path / "index")
     assert result.exit_code == 0, result.output
-    assert "measured recall@100 on 32 training rows: helpful" in result.output
+    assert "measured recall@100 on 128 training rows: helpful" in result.output
     result = invoke(
         runner, "query", tmp_path / "index", "--query", query.root, "--out", tmp_path / "found"
     )

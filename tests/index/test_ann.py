@@ -202,7 +202,7 @@ def test_each_direction_is_searched_in_the_cells_it_needs(tmp_path):
     )
     index = InfluenceIndex.build(estimator, config)
     calibration = index.calibration
-    assert calibration["queries"] == 32 and calibration["k"] == 20
+    assert calibration["queries"] == 128 and calibration["k"] == 20
     for direction in ("helpful", "harmful"):
         measured = calibration[direction]
         assert measured["recall"] >= 0.95 or measured["nprobe"] == 40
