@@ -1,4 +1,4 @@
-"""Which ``(nprobe, rerank)`` a direction searches with: the cheapest found to reach a recall.
+"""Which ``(nprobe, rerank)`` a direction searches with: near the smallest that reaches a recall.
 
 An index measures each direction's recall on seeded training rows at build time (see
 :mod:`infscope.index.ann`); this module decides which settings to measure. From the config's,
@@ -6,8 +6,8 @@ each step doubles the cells (up to all) or the candidates re-scored per result (
 :data:`MAX_RERANK_GROWTH` times the config's), whichever finds more, until the target is reached
 (the cells on a tie: more candidates from the same cells find nothing new when the codes are
 exact). Doubling overshoots: at 10⁷ rows the harmful direction found 0.9694 of its calibration
-top-100 in 1,024 cells and 0.9744 in 2,048, so a target of 0.97 cost twice the cells (one query
-28 → 56 ms) for 0.0006 of recall. So the last doubling is then bisected — geometrically,
+top-100 in 1,024 cells and 0.9744 in 2,048, so a target of 0.97 cost twice the cells (its search
+28 → 56 ms on 2 threads) for 0.0006 of recall. So the last doubling is then bisected — geometrically,
 :data:`BISECT_STEPS` times, to within ``2^(1/2^BISECT_STEPS)`` of the smallest count that reaches
 the target — each step one more measurement at fewer cells (or candidates) than the one already
 made.
