@@ -561,3 +561,25 @@ def test_a_shard_deleted_after_the_store_was_found_complete_still_fails_its_read
         store.rows("ckpt-1", [16])
     with pytest.raises(StoreIncompleteError, match="4 of 5 shards"):  # a fresh handle lists it
         FeatureStore.open(tmp_path).rows("ckpt-1", [3])
+
+
+def mapped_files(root: Path) -> set[str]:
+    """Files under ``root`` this process has memory-mapped now (Linux: /proc/self/maps)."""
+    lines = Path("/proc/self/maps").read_text().splitlines()
+    return {line.split()[-1] for line in lines if str(root.resolve()) in line}
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc/self/maps")
+def test_a_sequential_pass_leaves_no_shard_mapped_random_reads_keep_theirs(tmp_path):
+    """Before: every shard a pass read stayed mapped (up to 4,096), so a pass over a store held
+    all of it in the process's resident memory — 2.8 GB for a three-checkpoint EK-FAC fit whose
+    one checkpoint needs 0.95 GB. Random reads (index re-scoring) keep theirs for the next."""
+    root = tmp_path / "s"
+    feats = make_features()
+    write_full(root, feats)
+    store = FeatureStore.open(root)
+    blocks = [block for _, block in store.iter_blocks(block_size=4)]
+    np.testing.assert_allclose(np.concatenate(blocks), feats.astype(np.float32))
+    assert mapped_files(root) == set()
+    store.rows("ckpt-1", [0, 7, 8])
+    assert len(mapped_files(root)) == 2  # shards [0, 5) and [5, 10)

@@ -62,6 +62,7 @@ from infscope.io import (
 from infscope.store.shards import (
     _VERIFIED,
     LOSSES_SUFFIX,
+    MAPPED_SHARDS,
     PREDICTIONS_SUFFIX,
     _checked_sidecar,
     _file_state,
@@ -93,19 +94,6 @@ __all__ = ["CheckpointInfo", "FeatureStore", "StoreSpec"]
 IDS_FILE = "ids.json"
 CHECKPOINTS_DIR = "checkpoints"
 LOCK_FILE = ".store.lock"
-
-
-#: memory-mapped shards a store keeps open (each map holds a file descriptor): up to 4,096 (a
-#: 10⁷-row store in 8,192-row shards has 1,221), at most a quarter of the limit, at least 256
-def _mapped_shards() -> int:
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - not on POSIX
-        return 256
-    return max(256, min(4096, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4))
-
-
-MAPPED_SHARDS = _mapped_shards()
 
 
 # --------------------------------------------------------------------------------------------
@@ -481,8 +469,8 @@ class FeatureStore:
             block = np.empty((b1 - b0, self.feature_dim), dtype=np.float32)
             for i in range(b0 // size, (b1 - 1) // size + 1):
                 s0, s1 = ranges[i]
-                if cached is None or cached[0] != i:
-                    cached = (i, self._load_shard(cid, s0))
+                if cached is None or cached[0] != i:  # mapped once: not kept (see _load_shard)
+                    cached = (i, self._load_shard(cid, s0, keep=False))
                 lo, hi = max(b0, s0), min(b1, s1)
                 block[lo - b0 : hi - b0] = cached[1][lo - s0 : hi - s0]
             yield b0, block
@@ -553,9 +541,13 @@ class FeatureStore:
             )
         self._complete.add(cid)
 
-    def _load_shard(self, cid: str, start: int, recheck: bool = False) -> np.ndarray:
+    def _load_shard(
+        self, cid: str, start: int, recheck: bool = False, keep: bool = True
+    ) -> np.ndarray:
         """Memory-map one shard, checking its header's dtype and shape, and — the first time in
-        this process, whenever the file changed, or with ``recheck`` — its checksum and values."""
+        this process, whenever the file changed, or with ``recheck`` — its checksum and values.
+        Kept mapped for the next random read unless ``keep=False`` (a sequential pass: a kept
+        map holds every page read in the process's memory, the whole store after one pass)."""
         key = (cid, int(start))  # a shard deleted since fails here: StoreIncompleteError
         path = self._paths.get(key) or self._paths.setdefault(key, self.shard_path(cid, start))
         try:
@@ -573,7 +565,8 @@ class FeatureStore:
         if recheck or _VERIFIED.get(str(path)) != state:
             check_shard(path, arr, self.ids[start : start + rows])
             _VERIFIED[str(path)] = state
-        self._mapped[path] = (state, arr)
+        if keep:
+            self._mapped[path] = (state, arr)
         if len(self._mapped) > MAPPED_SHARDS:
             self._mapped.popitem(last=False)
         return arr
