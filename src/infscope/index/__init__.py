@@ -8,9 +8,9 @@ _NAMES = {
     "INDEX_KINDS": "infscope.index.ann",
     "IndexConfig": "infscope.index.ann",
     "InfluenceIndex": "infscope.index.ann",
-    "recall_at_k": "infscope.index.ann",
+    "recall_at_k": "infscope.index.recall",
     "LexicalPrefilter": "infscope.index.prefilter",
-    "candidate_recall": "infscope.index.prefilter",
+    "candidate_recall": "infscope.index.recall",
     "score_candidates": "infscope.index.prefilter",
 }
 __all__ = sorted(_NAMES)

@@ -62,6 +62,7 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,7 @@ from infscope.errors import InputError, StoreMismatchError
 from infscope.index.calibration import calibrated_setting
 from infscope.index.lift import Augmentation
 from infscope.index.parallel import split_search
+from infscope.index.recall import rows_recall
 from infscope.index.rescore import (
     REFINE_KINDS,
     ask_refined,
@@ -87,7 +89,7 @@ from infscope.io import write_atomic
 from infscope.store import FeatureStore
 from infscope.store.shards import checked_states, trust_checked
 
-__all__ = ["INDEX_KINDS", "MAX_NLIST", "IndexConfig", "InfluenceIndex", "recall_at_k"]
+__all__ = ["INDEX_KINDS", "MAX_NLIST", "IndexConfig", "InfluenceIndex"]
 
 INDEX_KINDS = ("flat", "ivf-flat", "ivf-sq8", "ivf-pq", "hnsw")
 INDEX_METRICS = ("ip", "l2")
@@ -252,11 +254,18 @@ class InfluenceIndex:
         checkpoints = [c for c, _ in estimator.checkpoint_weights(train)]
         scales = estimator.train_scales()
         dim = train.feature_dim * len(checkpoints)
-        blocks = [np.arange(s, min(s + ADD_ROWS, n)) for s in range(0, n, ADD_ROWS)]
+        steps = -(-n // ADD_ROWS)
 
-        def vectors(rows: np.ndarray) -> np.ndarray:
-            parts = [train.rows(c, rows) for c in checkpoints]
+        def vectors(rows: np.ndarray, parts: list[np.ndarray] | None = None) -> np.ndarray:
+            parts = parts or [train.rows(c, rows) for c in checkpoints]
             return np.ascontiguousarray(estimator.train_vectors(parts, rows, scales), np.float32)
+
+        def passed() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            """``(rows, vectors)`` blocks in one sequential pass (its shards are not kept mapped,
+            so the store does not stay in memory: 10⁷ × 256 fp16, 5 GB)."""
+            for parts in zip(*(train.iter_blocks(c, ADD_ROWS) for c in checkpoints)):
+                rows = np.arange(parts[0][0], parts[0][0] + len(parts[0][1]))
+                yield rows, vectors(rows, [block for _, block in parts])
 
         # metric "l2": L2 neighbours of [x, sqrt(R² − ‖x‖²)] are the largest inner products
         # with [q, 0] (Bachrach et al. 2014); approximate kinds pad to a multiple of 16 columns
@@ -264,8 +273,8 @@ class InfluenceIndex:
         lifted = config.kind != "flat" and config.metric == "l2"
         radius = 0.0
         if lifted:
-            for rows in tqdm(blocks, desc="index[norms]", disable=not progress):
-                radius = max(radius, float(np.linalg.norm(vectors(rows), axis=1).max()))
+            for _, block in tqdm(passed(), desc="index[norms]", total=steps, disable=not progress):
+                radius = max(radius, float(np.linalg.norm(block, axis=1).max()))
         width = dim if config.kind == "flat" else -(-(dim + lifted) // 16) * 16
         metric = faiss.METRIC_L2 if lifted else faiss.METRIC_INNER_PRODUCT
         description = config.factory(n, width)
@@ -285,8 +294,9 @@ class InfluenceIndex:
             chosen = np.sort(rng.choice(n, size=min(n, config.calibration_queries), replace=False))
             probe = estimator.query_vectors([train.rows(c, chosen) for c in checkpoints])
             exact = TopKAccumulator(len(chosen), n, min(config.calibration_k, n))
-        for rows in tqdm(blocks, desc=f"index[{config.kind}]", disable=not progress):
-            block = vectors(rows)
+        for rows, block in tqdm(
+            passed(), desc=f"index[{config.kind}]", total=steps, disable=not progress
+        ):
             index.add(augment.train(block))
             if exact is not None:  # the calibration queries' exact scores, from the same pass
                 exact.add(0, int(rows[0]), probe @ block.T)
@@ -340,7 +350,7 @@ class InfluenceIndex:
                     self._search_vectors(part, direction, exact.k, nprobe, rerank, scales)[1]
                     for part in np.array_split(probe, range(step, len(probe), step))
                 ])  # fmt: skip
-                curve[f"{nprobe}/{rerank}"] = _recall(found, exact.arrays[direction])
+                curve[f"{nprobe}/{rerank}"] = rows_recall(found, exact.arrays[direction])
             return curve[f"{nprobe}/{rerank}"]
 
         nprobe, rerank = None if ivf is None else min(config.nprobe, ivf.nlist), config.rerank
@@ -579,17 +589,3 @@ def faiss_ivf(index: Any) -> Any:
         return faiss.extract_index_ivf(index)
     except RuntimeError:  # flat and graph indexes have none
         return None
-
-
-def recall_at_k(approximate: TopScores, exact: TopScores, direction: str = "helpful") -> float:
-    """Mean share of each query's exact top-``k`` that the approximate top-``k`` finds."""
-    found, truth = approximate.arrays[direction], exact.arrays[direction]
-    if found.shape != truth.shape or approximate.query_ids != exact.query_ids:
-        raise InputError(f"top-k shapes differ: {found.shape} vs {truth.shape}")
-    return _recall(found, truth)
-
-
-def _recall(found: np.ndarray, truth: np.ndarray) -> float:
-    """Mean share of each row of ``truth`` found in the same row of ``found``."""
-    hits = [len(np.intersect1d(a, b)) for a, b in zip(found, truth)]
-    return float(np.mean(hits) / truth.shape[1])

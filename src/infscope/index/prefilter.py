@@ -6,8 +6,9 @@ examples share words with it. :class:`LexicalPrefilter` ranks the training texts
 cosine similarity to each query (scikit-learn's ``TfidfVectorizer``, sparse, word 1–2-grams,
 sublinear term frequency) and keeps ``m`` candidates; :func:`score_candidates` then scores only
 those exactly (reading their features from the store), so the cost per query is ``m`` products
-instead of ``n``. What this loses is measured, not assumed: :func:`candidate_recall` is the share
-of the exact top-``k`` that lies among the candidates.
+instead of ``n``. What this loses is measured, not assumed:
+:func:`~infscope.index.recall.candidate_recall` is the share of the exact top-``k`` that lies
+among the candidates.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from infscope.attribution.top_k import TopScores
 from infscope.errors import InputError
 from infscope.store import FeatureStore
 
-__all__ = ["LexicalPrefilter", "candidate_recall", "score_candidates"]
+__all__ = ["LexicalPrefilter", "score_candidates"]
 
 
 class LexicalPrefilter:
@@ -111,12 +112,3 @@ def score_candidates(
         "query_store": os.path.abspath(query.root),
     }
     return TopScores(list(query.ids), list(train.ids), estimator.name, result, metadata)
-
-
-def candidate_recall(candidates: np.ndarray, exact: TopScores, direction: str = "helpful") -> float:
-    """Mean share of each query's exact top-``k`` that lies among its candidates."""
-    truth = exact.arrays[direction]
-    if len(candidates) != len(truth):
-        raise InputError(f"{len(candidates)} candidate rows for {len(truth)} queries")
-    hits = [len(np.intersect1d(c, t)) for c, t in zip(candidates, truth)]
-    return float(np.mean(hits) / truth.shape[1])

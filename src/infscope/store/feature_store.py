@@ -547,7 +547,8 @@ class FeatureStore:
         """Memory-map one shard, checking its header's dtype and shape, and — the first time in
         this process, whenever the file changed, or with ``recheck`` — its checksum and values.
         Kept mapped for the next random read unless ``keep=False`` (a sequential pass: a kept
-        map holds every page read in the process's memory, the whole store after one pass)."""
+        map holds every page read in the process's memory, the whole store after one pass),
+        which also drops a map kept by earlier reads."""
         key = (cid, int(start))  # a shard deleted since fails here: StoreIncompleteError
         path = self._paths.get(key) or self._paths.setdefault(key, self.shard_path(cid, start))
         try:
@@ -556,9 +557,10 @@ class FeatureStore:
             raise StoreIncompleteError(
                 f"shard {path} is missing; resume extraction to write it"
             ) from None
-        mapped = self._mapped.get(path)
+        mapped = self._mapped.get(path) if keep else self._mapped.pop(path, None)
         if mapped is not None and mapped[0] == state and not recheck:
-            self._mapped.move_to_end(path)
+            if keep:
+                self._mapped.move_to_end(path)
             return mapped[1]
         rows = self._shard_stop(start) - start
         arr = open_shard(path, (rows, self.feature_dim), self.spec.dtype)
