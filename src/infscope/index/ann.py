@@ -145,7 +145,8 @@ class IndexConfig:
         calibration_queries: seeded training rows searched at build time to calibrate and
             report each direction's recall (0: no calibration; ``nprobe`` for both). 128, not
             32: with 32 the recall of new queries at the calibrated setting ranged 0.949–0.973
-            over four seeds (synthetic, 10⁴ rows, helpful, target 0.97), with 128 0.962–0.976.
+            over four seeds (synthetic, 10⁴ rows, helpful, target 0.97), with 128 0.962–0.976
+            (``bench/index_calibration.py``).
         calibration_k: the ``k`` of that recall.
         train_size: rows of the seeded sample the quantiser is trained on (the default holds
             39 rows for each of :data:`MAX_NLIST` cells).
