@@ -265,11 +265,13 @@ def evaluate(
     rule: dict | None = None,
     grid: dict | None = None,
     baselines: bool = True,
+    sweep_trajectory: bool = False,
 ) -> dict:
     """Every row of one task (module docstring). ``rule``: the default recipe's rule shares
     (``damping_share``, ``budget_share``, ``budget_damping_share``; absent: the library's);
     ``grid``: the dev grid's share lists (:func:`dev_grid`); ``baselines=False``: the default recipe only
-    (no sweep, CLI default or kronfluence rows)."""
+    (no sweep, CLI default or kronfluence rows); ``sweep_trajectory``: the sweep on the recipe
+    with checkpoints too (:func:`trajectory_sweep`)."""
     rule = dict(rule or {})
     damping_share = rule.pop("damping_share", None)
     tag = "".join(f"-{key}{value}" for key, value in sorted(rule.items()))
@@ -294,6 +296,9 @@ def evaluate(
                 row["damping_shares"] = _damping_shares(fitted, query, outcomes)
             rows.append(row)
             print(f"  {row}", flush=True)
+        if sweep_trajectory:
+            recipe.forget("auto", True, tag)
+            rows.extend(trajectory_sweep(recipe, report, outcomes))
         if grid:
             recipe.forget("auto", False, tag)
             report["grid"] = dev_grid(recipe, outcomes, grid)
@@ -351,6 +356,26 @@ def _baselines(recipe: Recipe, report: dict, outcomes, kronfluence, work: Path) 
             }
         )
         print(f"  {rows[-1]}", flush=True)
+    return rows
+
+
+def trajectory_sweep(recipe: Recipe, report: dict, outcomes) -> list[dict]:
+    """The sweep of :func:`_baselines` on the recipe with checkpoints: each fixed budget (every
+    checkpoint cut to it, the same bases) × the relative dampings; each budget's stores removed
+    once scored. What the trajectory default is compared to."""
+    rows, sweep = [], {}
+    full = min(basis.feature_dim for basis in recipe.basis(True))
+    for dim in sorted({min(d, full) for d in SWEEP_DIMS}):
+        row, fitted = recipe.row(dim, 0.1, True, outcomes, f"trajectory sweep k={dim}")
+        query = recipe.store(dim, True)[1]
+        sweep[dim] = {d: _lds_at(fitted, query, d, outcomes) for d in SWEEP_DAMPINGS}
+        recipe.forget(dim, True)
+        best = max(sweep[dim], key=sweep[dim].get)
+        rows.append(
+            {**row, "method": f"trajectory sweep k={dim}, best λ={best:g}", "lds": sweep[dim][best]}
+        )
+        print(f"  trajectory k={dim}: {sweep[dim]}", flush=True)
+    report["trajectory_sweep"] = {str(k): v for k, v in sweep.items()}
     return rows
 
 
@@ -466,6 +491,11 @@ def main() -> None:
     parser.add_argument(
         "--default-only", action="store_true", help="no sweep, CLI default or kronfluence rows"
     )
+    parser.add_argument(
+        "--trajectory-sweep",
+        action="store_true",
+        help="also sweep fixed budgets × dampings on the recipe with checkpoints",
+    )
     parser.add_argument("--suffix", default="", help="appended to the JSON's name")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -506,6 +536,7 @@ def main() -> None:
             rule,
             grid,
             not args.default_only,
+            args.trajectory_sweep,
         )
         (OUT / f"{name}{args.suffix}.json").write_text(json.dumps(report, indent=1, default=float))
         for row in report["rows"]:

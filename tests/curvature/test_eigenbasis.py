@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from infscope.curvature import basis_fit, eigenbasis
 from infscope.curvature.basis_fit import fit_kronecker_basis
 from infscope.curvature.covariance import accumulate
 from infscope.curvature.eigenbasis import KroneckerBasis
@@ -187,6 +188,69 @@ def test_save_load_digest_and_validation(tmp_path):
         ProjectionConfig(kind="kronecker", dim=8, basis=path)
     with pytest.raises(InputError, match="only it"):
         ProjectionConfig(kind="eigen")
+
+
+def test_wide_sides_are_eigendecomposed_in_float32(monkeypatch, tmp_path):
+    """Above ``FLOAT32_EIGH_DIM`` a side's eigenvectors are float32 (what the projection applies)
+    and still reproduce the covariance; the file keeps them float32 and the digest is unchanged."""
+    model, data = _mlp_data(width=12)
+    extractor = GradientExtractor(model, ClassificationTask(), IDENTITY)
+    reference = fit_kronecker_basis(extractor, data, progress=False)
+    monkeypatch.setattr(basis_fit, "FLOAT32_EIGH_DIM", 10)  # the 12-wide sides only
+    basis = fit_kronecker_basis(extractor, data, progress=False)
+    for fast, exact in zip(basis.modules, reference.modules):
+        for side, values, vectors, ref_values, ref_vectors in (
+            ("out", fast.s_values, fast.s_vectors, exact.s_values, exact.s_vectors),
+            ("in", fast.a_values, fast.a_vectors, exact.a_values, exact.a_vectors),
+        ):
+            wide = len(values) > 10
+            assert vectors.dtype == (np.float32 if wide else np.float64), (fast.name, side)
+            assert values.dtype == np.float64 and np.all(np.diff(values) <= 0)
+            expected = _matrix(ref_values, ref_vectors)
+            np.testing.assert_allclose(
+                _matrix(values, vectors.astype(np.float64)),
+                expected,
+                atol=1e-5 * np.abs(expected).max(),
+            )
+            gram = vectors.astype(np.float64).T @ vectors
+            np.testing.assert_allclose(gram, np.eye(len(values)), atol=1e-5)
+    assert any(m.s_vectors.dtype == np.float32 for m in basis.modules)
+    loaded = KroneckerBasis.load(basis.save(tmp_path / "basis.safetensors"))
+    assert loaded.digest == basis.digest
+    for a, b in zip(loaded.modules, basis.modules):
+        assert a.s_vectors.dtype == b.s_vectors.dtype
+        np.testing.assert_array_equal(a.s_vectors, b.s_vectors)
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    with safe_open(str(tmp_path / "basis.safetensors"), framework="numpy") as handle:
+        metadata = handle.metadata()
+    tensors = load_file(str(tmp_path / "basis.safetensors"))
+    tensors["0.s_vectors"] = tensors["0.s_vectors"].astype(np.float16)
+    save_file(tensors, str(tmp_path / "half.safetensors"), metadata=metadata)
+    with pytest.raises(InputError, match="float16, not float32/64"):
+        KroneckerBasis.load(tmp_path / "half.safetensors")
+
+
+def test_auto_budget_is_chosen_once_per_basis_and_rule(monkeypatch):
+    model, data = _mlp_data(width=16)
+    basis = fit_kronecker_basis(
+        GradientExtractor(model, ClassificationTask(), IDENTITY), data, progress=False
+    )
+    calls = []
+    chosen = eigenbasis.choose_budget
+    monkeypatch.setattr(
+        eigenbasis, "choose_budget", lambda *args: calls.append(args[1:]) or chosen(*args)
+    )
+    first, again = basis.truncate("auto"), basis.truncate("auto")
+    assert [m.dim for m in first.modules] == [m.dim for m in again.modules]
+    assert first.settings["budget"] == again.settings["budget"] and len(calls) == 1
+    basis.truncate("auto", share=0.5)
+    assert calls == [(None, None), (0.5, None)]
+    for module in basis.modules:  # the cumulative shares the greedy layout reads
+        for rank in range(module.out_rank + 1):
+            direct = module.s_values[:rank].sum() / module.s_total
+            assert module.captured("out", rank) == pytest.approx(direct, rel=1e-12, abs=1e-15)
 
 
 def test_true_fisher_is_seeded_and_differs_from_the_empirical_one():

@@ -12,7 +12,8 @@ that carry the curvature; EK-FAC in that basis is a diagonal rescaling, and at f
 unprojected EK-FAC (the eigenbases are orthogonal).
 
 * **Bounded memory.** A factor side up to ``max_exact_dim`` is summed exactly (float64) and
-  eigendecomposed with ``eigh``. A wider side (an LM head with 50k outputs) is sketched in the same
+  eigendecomposed with ``eigh`` (in float32 above 1,024, keeping float32 eigenvectors: the
+  precision the projection applies them at, at half the time and memory). A wider side (an LM head with 50k outputs) is sketched in the same
   pass — ``Y = S Ω`` with a seeded Gaussian ``Ω`` of ``sketch_rank`` columns — and its leading
   eigenpairs recovered by the single-pass Nyström method (Tropp, Yurtsever, Udell & Cevher 2017),
   so memory is ``side × sketch_rank`` instead of ``side²``. The exact trace is kept either way, so
@@ -35,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +93,20 @@ class ModuleBasis:
 
     def captured(self, side: str, rank: int) -> float:
         """Share of the factor's eigenvalue sum held by its ``rank`` leading eigenvalues."""
-        values, total = (
-            (self.s_values, self.s_total) if side == "out" else (self.a_values, self.a_total)
-        )
-        return float(values[:rank].sum() / total) if total > 0 else 0.0
+        return float(self._captured_shares[side][rank])
+
+    @cached_property
+    def _captured_shares(self) -> dict[str, np.ndarray]:
+        """Per side, the share held by the leading ``0 … rank`` eigenvalues (the budget's greedy
+        layout reads it once per added row or column)."""
+        shares = {}
+        for side, values, total in (
+            ("out", self.s_values, self.s_total),
+            ("in", self.a_values, self.a_total),
+        ):
+            cumulative = np.concatenate([[0.0], np.cumsum(values, dtype=np.float64)])
+            shares[side] = cumulative / total if total > 0 else np.zeros_like(cumulative)
+        return shares
 
     def truncated(self, out_rank: int, in_rank: int) -> ModuleBasis:
         if not self.kronecker:
@@ -128,6 +140,8 @@ class KroneckerBasis:
         self.n_examples = int(n_examples)
         self.settings = dict(settings)  # how it was fit (sketching, seed)
         self._digest: str | None = None
+        #: the auto budget's choice per rule shares (the basis does not change once built)
+        self._budgets: dict[tuple[float | None, float | None], Any] = {}
 
     @property
     def fingerprint(self) -> str | None:
@@ -185,7 +199,9 @@ class KroneckerBasis:
         the kept share of the effective dimension, the damping it was judged at — in
         ``settings["budget"]``; ``share`` / ``damping_share`` override its rule's shares."""
         if budget == "auto":
-            choice = choose_budget(self, share, damping_share)
+            if (share, damping_share) not in self._budgets:
+                self._budgets[share, damping_share] = choose_budget(self, share, damping_share)
+            choice = self._budgets[share, damping_share]
             return self.truncate_to(choice.ranks, choice.dim, {"budget": choice.to_dict()})
         if budget is None or budget >= self.feature_dim:
             return self
@@ -239,12 +255,16 @@ class KroneckerBasis:
         return arrays
 
     def save(self, path: str | Path) -> Path:
-        """One safetensors file (float64 arrays, JSON metadata), written atomically."""
+        """One safetensors file (the arrays as held: float32 eigenvectors of the sides fit in
+        float32, float64 otherwise; JSON metadata), written atomically."""
         from safetensors.numpy import save
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in self._arrays().items()}
+        tensors = {
+            k: np.ascontiguousarray(v, dtype=np.float32 if v.dtype == np.float32 else np.float64)
+            for k, v in self._arrays().items()
+        }
         write_atomic(path, save(tensors, metadata={"infscope": json.dumps(self._metadata())}))
         return path
 
@@ -288,6 +308,8 @@ class KroneckerBasis:
                         if array is None or array.shape != shape:
                             found = None if array is None else array.shape
                             raise InputError(f"array {key!r} has shape {found}, expected {shape}")
+                        if array.dtype not in (np.float32, np.float64):
+                            raise InputError(f"array {key!r} is {array.dtype}, not float32/64")
                         if not np.isfinite(array).all():
                             raise InputError(f"array {key!r} holds NaN or inf")
                         fields[name] = array
