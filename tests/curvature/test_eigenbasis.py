@@ -232,6 +232,29 @@ def test_wide_sides_are_eigendecomposed_in_float32(monkeypatch, tmp_path):
         KroneckerBasis.load(tmp_path / "half.safetensors")
 
 
+def test_a_float32_eigh_that_fails_to_converge_falls_back_to_float64(monkeypatch):
+    model, data = _mlp_data(width=12)
+    extractor = GradientExtractor(model, ClassificationTask(), IDENTITY)
+    reference = fit_kronecker_basis(extractor, data, progress=False)
+    monkeypatch.setattr(basis_fit, "FLOAT32_EIGH_DIM", 10)
+    eigh = torch.linalg.eigh
+
+    def float32_fails(matrix):
+        if matrix.dtype == torch.float32:
+            raise torch.linalg.LinAlgError("the algorithm failed to converge")
+        return eigh(matrix)
+
+    monkeypatch.setattr(torch.linalg, "eigh", float32_fails)
+    basis = fit_kronecker_basis(extractor, data, progress=False)
+    wide = [m for m in basis.modules if m.rows > 10]
+    assert wide and all(m.s_vectors.dtype == np.float64 for m in wide)
+    for fast, exact in zip(wide, (m for m in reference.modules if m.rows > 10)):
+        expected = _matrix(exact.s_values, exact.s_vectors)
+        np.testing.assert_allclose(
+            _matrix(fast.s_values, fast.s_vectors), expected, atol=1e-6 * np.abs(expected).max()
+        )
+
+
 def test_auto_budget_is_chosen_once_per_basis_and_rule(monkeypatch):
     model, data = _mlp_data(width=16)
     basis = fit_kronecker_basis(

@@ -91,7 +91,10 @@ class _FactorSide:
         if self.exact and self.dim > FLOAT32_EIGH_DIM:
             matrix = self.sum.mul_(scale).float()
             self.sum = None
-            values, vectors = torch.linalg.eigh(matrix)  # LAPACK's float32 syevd
+            try:
+                values, vectors = torch.linalg.eigh(matrix)  # LAPACK's float32 syevd
+            except torch.linalg.LinAlgError:  # float32 did not converge: float64 (rare)
+                values, vectors = torch.linalg.eigh(matrix.double())
             del matrix
             values = values.numpy().astype(np.float64)[::-1]
             vectors = np.flip(vectors.numpy(), axis=1)
