@@ -48,7 +48,7 @@ from infscope.gradients import GradientExtractor, ProjectionConfig  # noqa: E402
 from infscope.gradients.featurize import featurize  # noqa: E402
 from infscope.store import FeatureStore  # noqa: E402
 
-DEV = ("gpt2-trec", "lm-banking")
+DEV = ("gpt2-trec", "lm-banking", "lm-lora-banking")
 TEST = ("lm-agnews", "lm-lora-trec", "lm-snli-wide", "lm-qnli-deep")
 #: retrained models per task (α = 0.5 subsets): dev tasks, test tasks (sized to a 2-core CPU)
 SUBSETS = {"dev": 32, "test": 16}
@@ -66,6 +66,8 @@ CANDIDATE_DAMPING_SHARES = (0.5, 0.7, 0.8, 0.9)
 
 
 def build_task(name: str):
+    if name == "lm-lora-banking":
+        return aq.tasks.pretrained_lm(1.0, aq.DATA_ROOT, aq.RESULTS / "cache", lora=True)
     if name in DEV:
         return aq.build_task(name, 1.0)
     if name == "lm-agnews":

@@ -1,6 +1,6 @@
 """Held-out language-model tasks: *test* tasks of ``bench/lm_defaults.py``, never used to choose a
-default. Each differs from the dev tasks (``gpt2-trec``, ``lm-banking`` of :mod:`.tasks`) in
-corpus, training recipe or size:
+default. Each differs from the dev tasks (``gpt2-trec``, ``lm-banking``, ``lm-lora-banking`` of
+:mod:`.tasks`) in corpus, training recipe or size:
 
 * ``lm-agnews`` — a GPT-2 trained from scratch on AG News sentences (news text, not questions);
 * ``lm-lora-trec`` — a GPT-2 pre-trained on TREC and SMS texts, fine-tuned with LoRA adapters

@@ -611,10 +611,12 @@ def tiny_gpt2(scale: float, data_root: Path) -> BenchTask:
     return _causal_lm_task("gpt2-trec", description, splits_rows, tokenizer, make_model, 8, 3e-3)
 
 
-def pretrained_lm(scale: float, data_root: Path, cache_dir: Path) -> BenchTask:
+def pretrained_lm(scale: float, data_root: Path, cache_dir: Path, lora: bool = False) -> BenchTask:
     """A GPT-2 pre-trained from scratch (next-token prediction on the banking77, TREC and SMS
     texts of ``shared/data``, cached) and fine-tuned on banking77 intents as prompt/completion
-    pairs (``"<query> intent:"`` → the intent's name), so the model being explained is not random."""
+    pairs (``"<query> intent:"`` → the intent's name), so the model being explained is not random.
+    ``lora``: fine-tuned with LoRA adapters instead (``lm-lora-banking``: the dev task with
+    adapters, beside the held-out ``lm-lora-trec``)."""
     from safetensors.torch import load_file, save_file
     from transformers import GPT2LMHeadModel
 
@@ -675,6 +677,12 @@ def pretrained_lm(scale: float, data_root: Path, cache_dir: Path) -> BenchTask:
     def make_model(seed: int) -> nn.Module:
         model = _conv1d_to_linear(GPT2LMHeadModel(config))
         model.load_state_dict(pretrained)
+        if lora:
+            from peft import LoraConfig, get_peft_model
+
+            torch.manual_seed(seed)  # the adapters' initialisation
+            adapters = LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn", "c_proj", "c_fc"])
+            model = get_peft_model(model, adapters)
         return model.eval()
 
     description = (
@@ -684,6 +692,11 @@ def pretrained_lm(scale: float, data_root: Path, cache_dir: Path) -> BenchTask:
         f"pre-trained from scratch for {pre_epochs} epochs on {len(corpus)} banking77/TREC/SMS "
         f"texts (cached), then fine-tuned"
     )
+    if lora:
+        description += " with LoRA r=8 α=16 on c_attn, c_proj, c_fc (peft; only the adapters train)"
+        return _causal_lm_task(
+            "lm-lora-banking", description, splits_rows, tokenizer, make_model, 4, 3e-3, 64
+        )
     return _causal_lm_task(
         "lm-banking", description, splits_rows, tokenizer, make_model, 4, 1e-3, max_length=64
     )
