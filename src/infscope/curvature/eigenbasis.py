@@ -13,11 +13,12 @@ unprojected EK-FAC (the eigenbases are orthogonal).
 
 * **Bounded memory.** A factor side up to ``max_exact_dim`` is summed exactly (float64) and
   eigendecomposed with ``eigh`` (in float32 above 1,024, keeping float32 eigenvectors: the
-  precision the projection applies them at, at half the time and memory). A wider side (an LM head with 50k outputs) is sketched in the same
-  pass — ``Y = S Ω`` with a seeded Gaussian ``Ω`` of ``sketch_rank`` columns — and its leading
-  eigenpairs recovered by the single-pass Nyström method (Tropp, Yurtsever, Udell & Cevher 2017),
-  so memory is ``side × sketch_rank`` instead of ``side²``. The exact trace is kept either way, so
-  the share of the spectrum a rank captures is known.
+  precision the projection applies them at, at half the time and memory). A wider side (an LM
+  head with 50k outputs) is sketched in the same pass — ``Y = S Ω`` with a seeded Gaussian ``Ω``
+  of ``sketch_rank`` columns — and its leading eigenpairs recovered by the single-pass Nyström
+  method (Tropp, Yurtsever, Udell & Cevher 2017), so memory is ``side × sketch_rank`` instead of
+  ``side²``. The exact trace is kept either way, so the share of the spectrum a rank captures is
+  known.
 * **Budget by spectrum mass.** :meth:`KroneckerBasis.truncate` splits a total budget ``k`` over
   modules greedily by the curvature mass each added row or column captures,
   ``trace_m × F_S(r_out) × F_A(r_in)`` (``F`` the captured fraction of a factor's eigenvalue sum,
