@@ -273,7 +273,7 @@ def evaluate(
     (``damping_share``, ``budget_share``, ``budget_damping_share``; absent: the library's);
     ``grid``: the dev grid's share lists (:func:`dev_grid`); ``baselines=False``: the default recipe only
     (no sweep, CLI default or kronfluence rows); ``sweep_trajectory``: the sweep on the recipe
-    with checkpoints too (:func:`trajectory_sweep`)."""
+    with checkpoints too (:func:`sweep`)."""
     rule = dict(rule or {})
     damping_share = rule.pop("damping_share", None)
     tag = "".join(f"-{key}{value}" for key, value in sorted(rule.items()))
@@ -300,7 +300,7 @@ def evaluate(
             print(f"  {row}", flush=True)
         if sweep_trajectory:
             recipe.forget("auto", True, tag)
-            rows.extend(trajectory_sweep(recipe, report, outcomes))
+            rows.extend(sweep(recipe, report, outcomes, trajectory=True))
         if grid:
             recipe.forget("auto", False, tag)
             report["grid"] = dev_grid(recipe, outcomes, grid)
@@ -314,20 +314,8 @@ def evaluate(
 
 def _baselines(recipe: Recipe, report: dict, outcomes, kronfluence, work: Path) -> list[dict]:
     """The sweep (fixed budgets × dampings), the former CLI default and kronfluence's rows."""
-    rows = []
+    rows = sweep(recipe, report, outcomes, trajectory=False)
     task, trained = recipe.task, recipe.trained
-    sweep = {}
-    full = recipe.basis(False)[0].feature_dim
-    dims = sorted({min(d, full) for d in SWEEP_DIMS})
-    for dim in dims:
-        row, fitted = recipe.row(dim, 0.1, False, outcomes, f"sweep k={dim}")
-        query = recipe.store(dim, False)[1]
-        sweep[dim] = {d: _lds_at(fitted, query, d, outcomes) for d in SWEEP_DAMPINGS}
-        report.setdefault("sweep_share", {})[str(dim)] = _shares(fitted)
-        best = max(sweep[dim], key=sweep[dim].get)
-        rows.append({**row, "method": f"sweep k={dim}, best λ={best:g}", "lds": sweep[dim][best]})
-        print(f"  k={dim}: {sweep[dim]}", flush=True)
-    report["sweep"] = {str(k): v for k, v in sweep.items()}
     ws = Workspace(task, work / "ws", recipe.meter, {"clean": trained})
     cli = Method("cli default: kronecker k=4096, ekfac λ=0.1", "traj", _ekfac(True))
     result = run_method(ws, cli, mislabel=False)
@@ -361,23 +349,26 @@ def _baselines(recipe: Recipe, report: dict, outcomes, kronfluence, work: Path) 
     return rows
 
 
-def trajectory_sweep(recipe: Recipe, report: dict, outcomes) -> list[dict]:
-    """The sweep of :func:`_baselines` on the recipe with checkpoints: each fixed budget (every
-    checkpoint cut to it, the same bases) × the relative dampings; each budget's stores removed
-    once scored. What the trajectory default is compared to."""
-    rows, sweep = [], {}
-    full = min(basis.feature_dim for basis in recipe.basis(True))
+def sweep(recipe: Recipe, report: dict, outcomes, trajectory: bool) -> list[dict]:
+    """Each fixed budget of :data:`SWEEP_DIMS` (capped at the full basis; with checkpoints every
+    checkpoint cut to it, the same bases) × the relative dampings of :data:`SWEEP_DAMPINGS`, one
+    fit per budget: the best row per budget, the whole grid in ``report["sweep"]`` (final model)
+    or ``report["trajectory_sweep"]``; the trajectory's stores are removed once scored."""
+    rows, grid = [], {}
+    name = "trajectory sweep" if trajectory else "sweep"
+    full = min(basis.feature_dim for basis in recipe.basis(trajectory))
     for dim in sorted({min(d, full) for d in SWEEP_DIMS}):
-        row, fitted = recipe.row(dim, 0.1, True, outcomes, f"trajectory sweep k={dim}")
-        query = recipe.store(dim, True)[1]
-        sweep[dim] = {d: _lds_at(fitted, query, d, outcomes) for d in SWEEP_DAMPINGS}
-        recipe.forget(dim, True)
-        best = max(sweep[dim], key=sweep[dim].get)
-        rows.append(
-            {**row, "method": f"trajectory sweep k={dim}, best λ={best:g}", "lds": sweep[dim][best]}
-        )
-        print(f"  trajectory k={dim}: {sweep[dim]}", flush=True)
-    report["trajectory_sweep"] = {str(k): v for k, v in sweep.items()}
+        row, fitted = recipe.row(dim, 0.1, trajectory, outcomes, f"{name} k={dim}")
+        query = recipe.store(dim, trajectory)[1]
+        grid[dim] = {d: _lds_at(fitted, query, d, outcomes) for d in SWEEP_DAMPINGS}
+        if trajectory:
+            recipe.forget(dim, True)
+        else:
+            report.setdefault("sweep_share", {})[str(dim)] = _shares(fitted)
+        best = max(grid[dim], key=grid[dim].get)
+        rows.append({**row, "method": f"{name} k={dim}, best λ={best:g}", "lds": grid[dim][best]})
+        print(f"  {name} k={dim}: {grid[dim]}", flush=True)
+    report[name.replace(" ", "_")] = {str(k): v for k, v in grid.items()}
     return rows
 
 
