@@ -33,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import attribution_quality as aq  # noqa: E402
+from benchutil import markdown_table  # noqa: E402
 from quality import anchors, lm_tasks  # noqa: E402
 from quality.ours import Method, Workspace, _ekfac, run_method, train_all  # noqa: E402
 
@@ -43,7 +44,12 @@ from infscope.curvature.spectrum import (  # noqa: E402
     effective_dimension,
     spectrum_damping,
 )
-from infscope.evaluation import ResourceMeter, current_rss_mb, linear_datamodeling_score  # noqa: E402
+from infscope.evaluation import (  # noqa: E402
+    ResourceMeter,
+    current_rss_mb,
+    lds_difference,
+    linear_datamodeling_score,
+)
 from infscope.gradients import GradientExtractor, ProjectionConfig  # noqa: E402
 from infscope.gradients.featurize import featurize  # noqa: E402
 from infscope.store import FeatureStore  # noqa: E402
@@ -109,6 +115,8 @@ class Recipe:
         self.cost: dict[str, tuple[float, float]] = {}
         self.bases: dict[str, list] = {}
         self.stores: dict[str, tuple[FeatureStore, FeatureStore]] = {}
+        #: each row's scores (by its label), for the paired differences (:func:`paired`)
+        self.scores: dict[str, np.ndarray] = {}
 
     def _measured(self, name: str, work):
         base, start = current_rss_mb(), time.perf_counter()
@@ -210,6 +218,7 @@ class Recipe:
             lambda: EKFAC(bases if trajectory else bases[0], damping=damping, **share).fit(train),
         )
         scores = self._measured(name + " score", lambda: estimator.score(query).values)
+        self.scores[label] = scores.astype(np.float64)
         parts = [
             f"basis {'trajectory' if trajectory else 'final'}",
             f"features {dim}{tag}-{'trajectory' if trajectory else 'final'}",
@@ -221,7 +230,7 @@ class Recipe:
         budget = train.spec.projection.get("budget")
         return {
             "method": label,
-            "lds": linear_datamodeling_score(scores.astype(np.float64), outcomes).mean,
+            **_lds(self.scores[label], outcomes),
             "seconds": sum(self.cost[p][0] for p in parts),
             "peak_mb": max(self.cost[p][1] for p in parts),
             "k": train.feature_dim,
@@ -233,6 +242,40 @@ class Recipe:
             "refit": bases[0].settings.get("refit"),
             "budget": budget,
         }, estimator
+
+
+def _lds(scores: np.ndarray, outcomes) -> dict:
+    """A row's LDS and its 95% bootstrap CI over queries."""
+    result = linear_datamodeling_score(np.asarray(scores, dtype=np.float64), outcomes)
+    return {"lds": result.mean, "lds_ci": [result.ci_low, result.ci_high]}
+
+
+#: the paired comparisons (:func:`paired`): the default recipe (final model, trajectory) against
+#: the best row of each family it is judged against
+PAIRS = (
+    ("default: eigen auto, damping auto", "kronfluence"),
+    ("default: eigen auto, damping auto, trajectory", "kronfluence"),
+    ("default: eigen auto, damping auto", "sweep "),
+    ("default: eigen auto, damping auto, trajectory", "trajectory sweep"),
+)
+
+
+def paired(recipe: Recipe, rows: list[dict], outcomes) -> dict[str, dict]:
+    """LDS differences of the default rows against the best row of kronfluence, the sweep and the
+    trajectory sweep (whichever ran), each with its paired bootstrap CI over queries and
+    retrainings (:func:`infscope.evaluation.lds_difference`)."""
+    out = {}
+    for default, family in PAIRS:
+        candidates = [r for r in rows if r["method"].startswith(family)]
+        if default not in recipe.scores or not candidates:
+            continue
+        best = max(candidates, key=lambda r: r["lds"])
+        difference = lds_difference(
+            recipe.scores[default], recipe.scores[best["method"]], outcomes
+        ).to_dict()
+        out[f"{default} − {best['method']}"] = difference
+        print(f"  {default} − {best['method']}: {difference}", flush=True)
+    return out
 
 
 def _lds_at(estimator: EKFAC, query: FeatureStore, damping: float, outcomes) -> float:
@@ -306,6 +349,7 @@ def evaluate(
             report["grid"] = dev_grid(recipe, outcomes, grid)
         if baselines:
             rows.extend(_baselines(recipe, report, outcomes, kronfluence, work))
+        report["paired"] = paired(recipe, rows, outcomes)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report["rows"] = rows
@@ -319,10 +363,11 @@ def _baselines(recipe: Recipe, report: dict, outcomes, kronfluence, work: Path) 
     ws = Workspace(task, work / "ws", recipe.meter, {"clean": trained})
     cli = Method("cli default: kronecker k=4096, ekfac λ=0.1", "traj", _ekfac(True))
     result = run_method(ws, cli, mislabel=False)
+    recipe.scores[cli.name] = result.scores
     rows.append(
         {
             "method": cli.name,
-            "lds": linear_datamodeling_score(result.scores, outcomes).mean,
+            **_lds(result.scores, outcomes),
             "seconds": result.seconds,
             "peak_mb": result.peak_mb,
         }
@@ -337,10 +382,11 @@ def _baselines(recipe: Recipe, report: dict, outcomes, kronfluence, work: Path) 
         except Exception as err:  # an anchor failing must not lose the task's other rows
             print(f"  kronfluence {strategy} FAILED: {type(err).__name__}: {err}", flush=True)
             continue
+        recipe.scores[f"kronfluence {strategy}"] = result.scores
         rows.append(
             {
                 "method": f"kronfluence {strategy}",
-                "lds": linear_datamodeling_score(result.scores, outcomes).mean,
+                **_lds(result.scores, outcomes),
                 "seconds": result.seconds,
                 "peak_mb": result.peak_mb,
             }
@@ -366,7 +412,9 @@ def sweep(recipe: Recipe, report: dict, outcomes, trajectory: bool) -> list[dict
         else:
             report.setdefault("sweep_share", {})[str(dim)] = _shares(fitted)
         best = max(grid[dim], key=grid[dim].get)
-        rows.append({**row, "method": f"{name} k={dim}, best λ={best:g}", "lds": grid[dim][best]})
+        label = f"{name} k={dim}, best λ={best:g}"
+        recipe.scores[label] = fitted.with_damping(best).score(query).values.astype(np.float64)
+        rows.append({**row, "method": label, **_lds(recipe.scores[label], outcomes)})
         print(f"  {name} k={dim}: {grid[dim]}", flush=True)
     report[name.replace(" ", "_")] = {str(k): v for k, v in grid.items()}
     return rows
@@ -409,17 +457,27 @@ def dev_grid(recipe: Recipe, outcomes, grid: dict) -> list[dict]:
     return rows
 
 
-def _target(rows: list[dict]) -> dict:
-    """The default recipe (final model) against the targets: kronfluence's better row + 0.02,
-    ≤ 1.5× its seconds and peak MB, within 0.02 of the sweep's best."""
-    by = {r["method"]: r for r in rows}
-    default = by["default: eigen auto, damping auto"]
-    kron = max((r for r in rows if r["method"].startswith("kronfluence")), key=lambda r: r["lds"])
-    sweep = max((r for r in rows if r["method"].startswith("sweep")), key=lambda r: r["lds"])
+def _target(report: dict, trajectory: bool) -> dict | None:
+    """One default row (final model or trajectory) against the targets: kronfluence's better
+    row + 0.02, ≤ 1.5× its seconds and peak MB, within 0.02 of the best of its sweep (the
+    trajectory sweep for the trajectory); ``None`` when the report lacks a row it needs."""
+    rows = report["rows"]
+    method = "default: eigen auto, damping auto" + (", trajectory" if trajectory else "")
+    family = "trajectory sweep" if trajectory else "sweep "
+    default = next((r for r in rows if r["method"] == method), None)
+    krons = [r for r in rows if r["method"].startswith("kronfluence")]
+    sweeps = [r for r in rows if r["method"].startswith(family)]
+    if default is None or not krons or not sweeps:
+        return None
+    kron = max(krons, key=lambda r: r["lds"])
+    sweep = max(sweeps, key=lambda r: r["lds"])
+    differences = report.get("paired", {})
     return {
         "default": default,
         "kronfluence": kron,
         "sweep": sweep,
+        "vs_kronfluence": differences.get(f"{method} − {kron['method']}"),
+        "vs_sweep": differences.get(f"{method} − {sweep['method']}"),
         "lds_met": default["lds"] >= kron["lds"] + 0.02,
         "time_met": default["seconds"] <= 1.5 * kron["seconds"],
         "memory_met": default["peak_mb"] <= 1.5 * kron["peak_mb"],
@@ -427,26 +485,46 @@ def _target(rows: list[dict]) -> dict:
     }
 
 
+def _difference(paired: dict | None) -> str:
+    if paired is None:
+        return "–"
+    return f"{paired['difference']:+.3f} [{paired['ci_low']:+.3f}, {paired['ci_high']:+.3f}]"
+
+
 def table(reports: list[dict]) -> str:
-    """One markdown row per task: the default recipe against kronfluence and the sweep."""
-    lines = [
-        "| split | task | default LDS (k, λ rel) | kronfluence better row | sweep best | "
-        "LDS ≥ kf + 0.02 | time ≤ 1.5× | memory ≤ 1.5× | within 0.02 of sweep |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    """One markdown row per task and default (final model, trajectory): against kronfluence's
+    better row and the best of the sweep, the differences with their paired 95% CIs."""
+    header = (
+        "split", "task", "default", "LDS (k; s, MB)", "kronfluence better row", "− kf [95% CI]",
+        "sweep best", "− sweep [95% CI]", "LDS ≥ kf + 0.02", "time ≤ 1.5×", "memory ≤ 1.5×",
+        "within 0.02 of sweep",
+    )  # fmt: skip
     mark = {True: "met", False: "**missed**"}
+    rows = []
     for report in reports:
-        t = _target(report["rows"])
-        d, k, s = t["default"], t["kronfluence"], t["sweep"]
-        lines.append(
-            f"| {report['split']} | {report['task']} | {d['lds']:.3f} (k = {d['k']:,}, "
-            f"λ = {d['damping']:.3g}; {d['seconds']:.0f} s, {d['peak_mb']:.0f} MB) | "
-            f"{k['method'].split()[1]} {k['lds']:.3f} ({k['seconds']:.0f} s, {k['peak_mb']:.0f} MB) "
-            f"| {s['lds']:.3f} ({s['method'].removeprefix('sweep ')}) | {mark[t['lds_met']]} | "
-            f"{mark[t['time_met']]} ({d['seconds'] / k['seconds']:.2f}×) | "
-            f"{mark[t['memory_met']]} ({d['peak_mb'] / k['peak_mb']:.2f}×) | {mark[t['sweep_met']]} |"
-        )
-    return "\n".join(lines)
+        for trajectory in (False, True):
+            t = _target(report, trajectory)
+            if t is None:
+                continue
+            d, k, s = t["default"], t["kronfluence"], t["sweep"]
+            rows.append(
+                (
+                    report["split"],
+                    report["task"],
+                    "trajectory" if trajectory else "final model",
+                    f"{d['lds']:.3f} (k = {d['k']:,}; {d['seconds']:.0f} s, {d['peak_mb']:.0f} MB)",
+                    f"{k['method'].split()[1]} {k['lds']:.3f} ({k['seconds']:.0f} s, "
+                    f"{k['peak_mb']:.0f} MB)",
+                    _difference(t["vs_kronfluence"]),
+                    f"{s['lds']:.3f} (k = {s['method'].split('k=')[1]})",
+                    _difference(t["vs_sweep"]),
+                    mark[t["lds_met"]],
+                    f"{mark[t['time_met']]} ({d['seconds'] / k['seconds']:.2f}×)",
+                    f"{mark[t['memory_met']]} ({d['peak_mb'] / k['peak_mb']:.2f}×)",
+                    mark[t["sweep_met"]],
+                )
+            )
+    return markdown_table(header, rows)
 
 
 def _share(text: str) -> float:

@@ -8,7 +8,7 @@ from scipy.stats import spearmanr
 
 from infscope.errors import InputError
 from infscope.evaluation import LDSConfig, RetrainingOutcomes, linear_datamodeling_score
-from infscope.evaluation.lds import lds_ground_truth
+from infscope.evaluation.lds import bootstrap_mean_ci, lds_difference, lds_ground_truth
 
 
 def outcomes(masks: np.ndarray, outputs: np.ndarray) -> RetrainingOutcomes:
@@ -111,3 +111,64 @@ def test_ground_truth_uses_config_masks_and_distinct_seeds():
     )
     np.testing.assert_array_equal(again.masks, result.masks)
     np.testing.assert_array_equal(again.seeds, result.seeds)
+
+
+def _linear_case(n_query: int = 30, n_subsets: int = 40, n_train: int = 20, noise: float = 0.5):
+    """Retrained measurements that a known datamodel ``tau`` predicts up to Gaussian noise."""
+    rng = np.random.default_rng(7)
+    masks = rng.random((n_subsets, n_train)) < 0.5
+    tau = rng.standard_normal((n_query, n_train))
+    outputs = -masks.astype(float) @ tau.T + noise * rng.standard_normal((n_subsets, n_query))
+    return tau, outcomes(masks, outputs), rng
+
+
+def test_difference_is_the_difference_of_the_two_lds_means():
+    tau, truth, rng = _linear_case()
+    other = tau + 2.0 * rng.standard_normal(tau.shape)
+    difference = lds_difference(tau, other, truth, n_bootstrap=200)
+    expected = (
+        linear_datamodeling_score(tau, truth).mean - linear_datamodeling_score(other, truth).mean
+    )
+    assert difference.mean == pytest.approx(expected, abs=1e-12)
+    assert difference.n_queries == 30 and difference.n_subsets == 40
+    assert difference.to_dict()["difference"] == difference.mean
+
+
+def test_the_true_datamodel_beats_a_noisy_one_and_a_tie_is_no_difference():
+    tau, truth, rng = _linear_case()
+    better = lds_difference(tau, tau + 2.0 * rng.standard_normal(tau.shape), truth)
+    assert better.ci_low > 0.0 and better.ci_low <= better.mean <= better.ci_high
+    same = lds_difference(tau, 3.0 * tau, truth, n_bootstrap=100)  # the same ranking
+    assert same.mean == 0.0 and same.ci_low == 0.0 and same.ci_high == 0.0
+    # two equally noisy datamodels: the interval covers zero
+    first, second = (tau + 2.0 * rng.standard_normal(tau.shape) for _ in range(2))
+    tie = lds_difference(first, second, truth)
+    assert tie.ci_low < 0.0 < tie.ci_high
+
+
+def test_difference_resamples_the_retrainings_too():
+    """Few retrainings: the paired interval is wider than resampling the queries alone gives."""
+    tau, truth, rng = _linear_case(n_query=60, n_subsets=8, noise=2.0)
+    first, second = tau, tau + 1.5 * rng.standard_normal(tau.shape)
+    paired = lds_difference(first, second, truth, seed=1)
+    per_query = (
+        linear_datamodeling_score(first, truth).per_query
+        - linear_datamodeling_score(second, truth).per_query
+    )
+    low, high = bootstrap_mean_ci(per_query, 1000, 0.95, seed=1)
+    assert paired.ci_high - paired.ci_low > high - low
+    assert lds_difference(first, second, truth, seed=1) == paired  # seeded
+
+
+def test_difference_validation(case):
+    masks, scores, outputs = case
+    truth = outcomes(masks, outputs)
+    with pytest.raises(InputError, match="second have shape"):
+        lds_difference(scores, scores[:, :5], truth)
+    with pytest.raises(InputError, match="first hold 4 non-finite"):
+        lds_difference(np.where(np.eye(4, 8) > 0, np.nan, scores), scores, truth)
+    with pytest.raises(InputError, match="confidence"):
+        lds_difference(scores, scores, truth, confidence=1.0)
+    outputs[:] = 1.0
+    with pytest.raises(InputError, match="constant"):
+        lds_difference(scores, scores, outcomes(masks, outputs))

@@ -11,7 +11,9 @@ from infscope.evaluation.accounting import ResourceMeter, current_rss_mb
 from infscope.evaluation.damping import DampingSelection, select_damping
 from infscope.evaluation.lds import (
     LDSConfig,
+    LDSDifference,
     LDSResult,
+    lds_difference,
     lds_ground_truth,
     linear_datamodeling_score,
 )
@@ -30,6 +32,7 @@ __all__ = [
     "NOISE_MODELS",
     "DampingSelection",
     "LDSConfig",
+    "LDSDifference",
     "LDSResult",
     "LOOResult",
     "MislabelReport",
@@ -40,6 +43,7 @@ __all__ = [
     "conflicting_duplicates",
     "current_rss_mb",
     "flip_labels",
+    "lds_difference",
     "lds_ground_truth",
     "leave_one_out",
     "leave_one_out_masks",

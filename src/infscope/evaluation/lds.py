@@ -115,6 +115,40 @@ def bootstrap_mean_ci(
     return float(low), float(high)
 
 
+def _datamodel(
+    scores: np.ndarray | Scores, outcomes: RetrainingOutcomes, name: str = "scores"
+) -> tuple[np.ndarray, np.ndarray]:
+    """The datamodel's predictions and the retrained measurements, both ``[n_query, n_subsets]``,
+    after checking that ``scores`` match ``outcomes``."""
+    values = score_values(scores, name)
+    if not isinstance(outcomes, RetrainingOutcomes):
+        raise InputError(f"outcomes must be RetrainingOutcomes, got {type(outcomes).__name__}")
+    if values.shape != (outcomes.n_query, outcomes.n_train):
+        raise InputError(
+            f"{name} have shape {values.shape} but the retraining outcomes have "
+            f"{outcomes.n_query} queries and {outcomes.n_train} training examples"
+        )
+    if outcomes.n_subsets < 3:
+        raise InputError(f"LDS needs at least 3 subsets, got {outcomes.n_subsets}")
+    predicted = -(values @ outcomes.masks.T.astype(np.float64))
+    return predicted, outcomes.outputs.T
+
+
+def _check_bootstrap(n_bootstrap: int, confidence: float) -> None:
+    if int(n_bootstrap) != n_bootstrap or n_bootstrap < 1:
+        raise InputError(f"n_bootstrap must be a positive integer, got {n_bootstrap}")
+    if not 0.0 < confidence < 1.0:
+        raise InputError(f"confidence must be in (0, 1), got {confidence}")
+
+
+def _per_query(predicted: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """Per-query LDS: 0 where the predictions are constant, NaN where the measurements are."""
+    per_query = rowwise_spearman(predicted, actual)
+    per_query[_constant_rows(predicted)] = 0.0
+    per_query[_constant_rows(actual)] = np.nan
+    return per_query
+
+
 def linear_datamodeling_score(
     scores: np.ndarray | Scores,
     outcomes: RetrainingOutcomes,
@@ -128,32 +162,15 @@ def linear_datamodeling_score(
     ``n_dropped``); a query whose *predictions* are constant (all-zero scores, say) gets LDS 0,
     since the scores rank nothing for it.
     """
-    values = score_values(scores)
-    if not isinstance(outcomes, RetrainingOutcomes):
-        raise InputError(f"outcomes must be RetrainingOutcomes, got {type(outcomes).__name__}")
-    if values.shape != (outcomes.n_query, outcomes.n_train):
-        raise InputError(
-            f"scores have shape {values.shape} but the retraining outcomes have "
-            f"{outcomes.n_query} queries and {outcomes.n_train} training examples"
-        )
-    if outcomes.n_subsets < 3:
-        raise InputError(f"LDS needs at least 3 subsets, got {outcomes.n_subsets}")
-    if int(n_bootstrap) != n_bootstrap or n_bootstrap < 1:
-        raise InputError(f"n_bootstrap must be a positive integer, got {n_bootstrap}")
-    if not 0.0 < confidence < 1.0:
-        raise InputError(f"confidence must be in (0, 1), got {confidence}")
-
-    predicted = -(values @ outcomes.masks.T.astype(np.float64))  # [n_query, n_subsets]
-    actual = outcomes.outputs.T  # [n_query, n_subsets]
-    per_query = rowwise_spearman(predicted, actual)
-    per_query[_constant_rows(predicted)] = 0.0
-    dropped = _constant_rows(actual)
-    per_query[dropped] = np.nan
+    predicted, actual = _datamodel(scores, outcomes)
+    _check_bootstrap(n_bootstrap, confidence)
+    per_query = _per_query(predicted, actual)
+    dropped = np.isnan(per_query)
     valid = per_query[~dropped]
     if valid.size == 0:
         raise InputError(
-            f"the retrained measurements are constant across subsets for all {values.shape[0]} "
-            f"queries: there is nothing to correlate with"
+            f"the retrained measurements are constant across subsets for all "
+            f"{per_query.size} queries: there is nothing to correlate with"
         )
     low, high = bootstrap_mean_ci(valid, int(n_bootstrap), confidence, seed)
     return LDSResult(
@@ -163,6 +180,77 @@ def linear_datamodeling_score(
         per_query=per_query,
         n_subsets=outcomes.n_subsets,
         n_dropped=int(dropped.sum()),
+        confidence=confidence,
+    )
+
+
+@dataclass(frozen=True)
+class LDSDifference:
+    """LDS of one set of scores minus another's on the same retrainings, and its paired
+    bootstrap CI (queries and retrained subsets resampled together for both)."""
+
+    mean: float
+    ci_low: float
+    ci_high: float
+    n_queries: int
+    n_subsets: int
+    confidence: float = 0.95
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {
+            "difference": self.mean,
+            "ci_low": self.ci_low,
+            "ci_high": self.ci_high,
+            "confidence": self.confidence,
+            "n_queries": self.n_queries,
+            "n_subsets": self.n_subsets,
+        }
+
+
+def lds_difference(
+    first: np.ndarray | Scores,
+    second: np.ndarray | Scores,
+    outcomes: RetrainingOutcomes,
+    n_bootstrap: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> LDSDifference:
+    """Is ``first`` better than ``second`` at predicting retraining, beyond chance?
+
+    ``mean`` is ``LDS(first) − LDS(second)``; the CI comes from a paired bootstrap that
+    resamples both the queries and the retrained subsets (the ground truth's own sampling
+    error: with a few dozen retrainings it is as large as the query sampling), the same draw
+    for both score sets, so what they share cancels. A draw that leaves a query's measurements
+    constant leaves that query out of the draw."""
+    first_predicted, actual = _datamodel(first, outcomes, "first")
+    second_predicted, _ = _datamodel(second, outcomes, "second")
+    _check_bootstrap(n_bootstrap, confidence)
+    difference = _per_query(first_predicted, actual) - _per_query(second_predicted, actual)
+    kept = ~np.isnan(difference)
+    if not kept.any():
+        raise InputError("the retrained measurements are constant for every query")
+    first_predicted, second_predicted, actual = (
+        a[kept] for a in (first_predicted, second_predicted, actual)
+    )
+    rng = np.random.default_rng(seed)
+    n_query, n_subsets = actual.shape
+    draws = np.empty(int(n_bootstrap))
+    for index in range(draws.size):
+        rows = rng.integers(0, n_query, n_query)[:, None]
+        columns = rng.integers(0, n_subsets, n_subsets)[None, :]
+        measured = actual[rows, columns]
+        drawn = _per_query(first_predicted[rows, columns], measured) - _per_query(
+            second_predicted[rows, columns], measured
+        )
+        draws[index] = np.nanmean(drawn) if not np.isnan(drawn).all() else np.nan
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.nanquantile(draws, [tail, 1.0 - tail])
+    return LDSDifference(
+        mean=float(difference[kept].mean()),
+        ci_low=float(low),
+        ci_high=float(high),
+        n_queries=int(kept.sum()),
+        n_subsets=n_subsets,
         confidence=confidence,
     )
 
