@@ -311,6 +311,8 @@ def evaluate(
     grid: dict | None = None,
     baselines: bool = True,
     sweep_trajectory: bool = False,
+    suffix: str = "",
+    compare_to: str | None = None,
 ) -> dict:
     """Every row of one task (module docstring). ``rule``: the default recipe's rule shares
     (``damping_share``, ``budget_share``, ``budget_damping_share``; absent: the library's);
@@ -349,11 +351,38 @@ def evaluate(
             report["grid"] = dev_grid(recipe, outcomes, grid)
         if baselines:
             rows.extend(_baselines(recipe, report, outcomes, kronfluence, work))
+        if compare_to is not None:
+            rows.extend(_earlier_rows(recipe, name, compare_to))
         report["paired"] = paired(recipe, rows, outcomes)
+        _save_scores(recipe.scores, OUT / f"{name}{suffix}-scores.npz")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report["rows"] = rows
     return report
+
+
+def _save_scores(scores: dict[str, np.ndarray], path: Path) -> None:
+    """Every row's scores (``labels`` names them), for a later run's paired differences."""
+    labels = list(scores)
+    arrays = {
+        f"s{i}": np.asarray(scores[label], dtype=np.float32) for i, label in enumerate(labels)
+    }
+    np.savez_compressed(path, labels=np.array(labels), **arrays)
+
+
+def _earlier_rows(recipe: Recipe, name: str, suffix: str) -> list[dict]:
+    """kronfluence's and the sweeps' rows of the run saved under ``suffix``, their scores put in
+    ``recipe.scores`` (marked ``"from"`` that run)."""
+    report = json.loads((OUT / f"{name}{suffix}.json").read_text())
+    with np.load(OUT / f"{name}{suffix}-scores.npz", allow_pickle=False) as saved:
+        scores = {str(label): saved[f"s{i}"] for i, label in enumerate(saved["labels"])}
+    rows = []
+    for row in report["rows"]:
+        method = row["method"]
+        if method.startswith(("kronfluence", "sweep ", "trajectory sweep")) and method in scores:
+            recipe.scores[method] = scores[method].astype(np.float64)
+            rows.append({**row, "from": suffix})
+    return rows
 
 
 def _baselines(recipe: Recipe, report: dict, outcomes, kronfluence, work: Path) -> list[dict]:
@@ -568,6 +597,13 @@ def main() -> None:
         help="also sweep fixed budgets × dampings on the recipe with checkpoints",
     )
     parser.add_argument("--suffix", default="", help="appended to the JSON's name")
+    parser.add_argument(
+        "--compare-to",
+        metavar="SUFFIX",
+        help="with --default-only: take kronfluence's and the sweeps' rows and scores from the "
+        "run saved under SUFFIX (same task, same ground truth) for the targets and the paired "
+        "differences",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     names = args.tasks.split(",")
@@ -608,6 +644,8 @@ def main() -> None:
             grid,
             not args.default_only,
             args.trajectory_sweep,
+            args.suffix,
+            args.compare_to,
         )
         (OUT / f"{name}{args.suffix}.json").write_text(json.dumps(report, indent=1, default=float))
         for row in report["rows"]:
