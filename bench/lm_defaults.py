@@ -54,7 +54,7 @@ from infscope.gradients import GradientExtractor, ProjectionConfig  # noqa: E402
 from infscope.gradients.featurize import featurize  # noqa: E402
 from infscope.store import FeatureStore  # noqa: E402
 
-DEV = ("gpt2-trec", "lm-banking", "lm-lora-banking")
+DEV = ("gpt2-trec", "lm-banking", "lm-lora-banking", "lm-lora-sst2")
 TEST = ("lm-agnews", "lm-lora-trec", "lm-snli-wide", "lm-qnli-deep")
 #: retrained models per task (α = 0.5 subsets): dev tasks, test tasks (sized to a 2-core CPU)
 SUBSETS = {"dev": 32, "test": 16}
@@ -67,6 +67,8 @@ SWEEP_DAMPINGS = tuple(float(f"{10.0 ** (k / 2):.3g}") for k in range(-8, 3))
 GRID_DAMPING_SHARES = (0.5, 0.8, 0.9)
 GRID_BUDGET_SHARES = (0.95, 0.98)
 GRID_BUDGET_DAMPING_SHARES = ("0.25", "0.5", "same")
+#: the damping profile (``--damping-profile``): relative dampings the default rows are rescored at
+PROFILE_DAMPINGS = tuple(float(f"{10.0 ** (k / 2):.3g}") for k in range(-12, 5))
 #: damping shares scored on the default recipe's own fit (cheap: one rescaling each)
 CANDIDATE_DAMPING_SHARES = (0.5, 0.7, 0.8, 0.9)
 
@@ -74,6 +76,8 @@ CANDIDATE_DAMPING_SHARES = (0.5, 0.7, 0.8, 0.9)
 def build_task(name: str):
     if name == "lm-lora-banking":
         return aq.tasks.pretrained_lm(1.0, aq.DATA_ROOT, aq.RESULTS / "cache", lora=True)
+    if name == "lm-lora-sst2":
+        return lm_tasks.lm_lora_sst2(aq.DATA_ROOT, aq.RESULTS / "cache")
     if name in DEV:
         return aq.build_task(name, 1.0)
     if name == "lm-agnews":
@@ -291,6 +295,47 @@ def _shares(estimator: EKFAC) -> dict[str, float]:
     return {str(d): effective_dimension(blocks, d) / scale for d in SWEEP_DAMPINGS}
 
 
+def spectrum_shape(estimator: EKFAC) -> list[dict]:
+    """Per checkpoint, the shape of the fitted spectrum in the damping's units (each block's
+    eigenvalues over its unit): directions, participation ratio ``(Σμ)² / Σμ²``, the median over
+    the mean, and the share of the trace in the top 1% of directions."""
+    shapes = []
+    for blocks in estimator._spectra():
+        values = np.concatenate(
+            [
+                np.repeat(
+                    np.clip(np.asarray(b.values, dtype=np.float64).ravel(), 0, None) / b.unit,
+                    1 if b.counts is None else np.asarray(b.counts, dtype=np.int64).ravel(),
+                )
+                for b in blocks
+                if b.unit > 0
+            ]
+        )
+        values = np.sort(values[values > 0])[::-1]
+        top = max(1, values.size // 100)
+        shapes.append(
+            {
+                "directions": int(values.size),
+                "participation_ratio": float(values.sum() ** 2 / (values**2).sum()),
+                "median_over_mean": float(np.median(values) / values.mean()),
+                "top_percent_mass": float(values[:top].sum() / values.sum()),
+            }
+        )
+    return shapes
+
+
+def _damping_profile(estimator: EKFAC, query: FeatureStore, outcomes) -> dict:
+    """The default row's LDS at each relative damping of :data:`PROFILE_DAMPINGS` (same fit) and
+    its spectrum's shape: what a damping rule would have to read off the spectrum."""
+    profile = {
+        "lds": {str(d): _lds_at(estimator, query, d, outcomes) for d in PROFILE_DAMPINGS},
+        "spectrum": spectrum_shape(estimator),
+        "n_examples": estimator.train.n_examples,
+    }
+    print(f"  damping profile: {profile}", flush=True)
+    return profile
+
+
 def _damping_shares(estimator: EKFAC, query: FeatureStore, outcomes) -> dict[str, dict]:
     """The default recipe's LDS if the damping rule's share were another candidate (same store and
     fit, the damping the rule would pick at that share): how the share is chosen on dev tasks."""
@@ -313,6 +358,7 @@ def evaluate(
     sweep_trajectory: bool = False,
     suffix: str = "",
     compare_to: str | None = None,
+    damping_profile: bool = False,
 ) -> dict:
     """Every row of one task (module docstring). ``rule``: the default recipe's rule shares
     (``damping_share``, ``budget_share``, ``budget_damping_share``; absent: the library's);
@@ -338,9 +384,11 @@ def evaluate(
             row, fitted = recipe.row(
                 "auto", "auto", trajectory, outcomes, label, tag, rule, damping_share
             )
+            query = recipe.store("auto", trajectory, tag, rule)[1]
             if not trajectory:
-                query = recipe.store("auto", False, tag, rule)[1]
                 row["damping_shares"] = _damping_shares(fitted, query, outcomes)
+            if damping_profile:
+                row["damping_profile"] = _damping_profile(fitted, query, outcomes)
             rows.append(row)
             print(f"  {row}", flush=True)
         if sweep_trajectory:
@@ -598,6 +646,12 @@ def main() -> None:
     )
     parser.add_argument("--suffix", default="", help="appended to the JSON's name")
     parser.add_argument(
+        "--damping-profile",
+        action="store_true",
+        help="rescore the default rows at every relative damping of PROFILE_DAMPINGS and record "
+        "their spectra's shape (one rescaling each)",
+    )
+    parser.add_argument(
         "--compare-to",
         metavar="SUFFIX",
         help="with --default-only: take kronfluence's and the sweeps' rows and scores from the "
@@ -646,6 +700,7 @@ def main() -> None:
             args.trajectory_sweep,
             args.suffix,
             args.compare_to,
+            args.damping_profile,
         )
         (OUT / f"{name}{args.suffix}.json").write_text(json.dumps(report, indent=1, default=float))
         for row in report["rows"]:

@@ -9,6 +9,9 @@ default. Each differs from the dev tasks (``gpt2-trec``, ``lm-banking``, ``lm-lo
   longer completions.
 * ``lm-qnli-deep`` — a deeper GPT-2 (4 layers) trained from scratch on Wikipedia text (QNLI
   question → the sentence that may answer it): the longest completions (~30 tokens).
+
+and one dev task, ``lm-lora-sst2`` (LoRA on SST-2 sentiment: a spectrum as concentrated as the
+LoRA test task's, which no other dev task has).
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ from .tasks import (
 
 TRAIN, QUERY, HELDOUT = 500, 100, 50
 TREC_TYPES = ("abbreviation", "description", "entity", "person", "location", "number")
+SENTIMENTS = ("negative", "positive")
+#: SST-2 phrases the ``lm-lora-sst2`` GPT-2 is pre-trained on
+SST2_CORPUS = 10_000
 
 
 def _splits(rows: list[dict], test: list[dict], pair) -> dict[str, list[dict]]:
@@ -140,11 +146,41 @@ def _pretrain(model: nn.Module, tokenizer, corpus: list[str], path: Path, epochs
     return load_file(str(path))
 
 
+def _lora_task(name: str, splits_rows, corpus: list[str], cache_dir: Path, describe) -> BenchTask:
+    """LoRA (r = 8, α = 16 on every attention and MLP linear; peft) on a 2-layer GPT-2 (d = 64)
+    pre-trained for one epoch on ``corpus`` (cached), fine-tuned 4 epochs at 3e-3;
+    ``describe(vocabulary, corpus_size)`` gives its description."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import GPT2LMHeadModel
+
+    tokenizer = CompactTokenizer(_minilm_tokenizer(), corpus + _texts(splits_rows))
+    config = _gpt2_config(tokenizer, width=64, layers=2, heads=4)
+    key = f"{name.removeprefix('lm-')}-{tokenizer.vocab_size}-{len(corpus)}-1"
+    torch.manual_seed(0)
+    pretrained = _pretrain(
+        _conv1d_to_linear(GPT2LMHeadModel(config)),
+        tokenizer,
+        corpus,
+        cache_dir / f"pretrained-{key}.safetensors",
+        1,
+    )
+    lora = LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn", "c_proj", "c_fc"])
+
+    def make_model(seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        model = _conv1d_to_linear(GPT2LMHeadModel(config))
+        model.load_state_dict(pretrained)
+        return get_peft_model(model, lora).eval()
+
+    description = describe(tokenizer.vocab_size - 1, len(corpus))
+    return _causal_lm_task(
+        name, description, splits_rows, tokenizer, make_model, 4, 3e-3, max_length=64
+    )
+
+
 def lm_lora_trec(data_root: Path, cache_dir: Path) -> BenchTask:
     """TREC question → its coarse type's name, LoRA (r = 8 on every attention and MLP linear)
     on a GPT-2 pre-trained on TREC and SMS texts."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import GPT2LMHeadModel
 
     def pair(row):
         return {
@@ -157,28 +193,50 @@ def lm_lora_trec(data_root: Path, cache_dir: Path) -> BenchTask:
     splits_rows = _splits(rows, _read_jsonl(data_root / "trec" / "test.jsonl"), pair)
     corpus = [r["text"] for r in rows]
     corpus += [r["text"] for r in _read_jsonl(data_root / "sms_spam" / "train.jsonl")]
-    tokenizer = CompactTokenizer(_minilm_tokenizer(), corpus + _texts(splits_rows))
-    config = _gpt2_config(tokenizer, width=64, layers=2, heads=4)
-    path = cache_dir / f"pretrained-lora-trec-{tokenizer.vocab_size}-{len(corpus)}-1.safetensors"
-    torch.manual_seed(0)
-    pretrained = _pretrain(_conv1d_to_linear(GPT2LMHeadModel(config)), tokenizer, corpus, path, 1)
-    lora = LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn", "c_proj", "c_fc"])
-
-    def make_model(seed: int) -> nn.Module:
-        torch.manual_seed(seed)
-        model = _conv1d_to_linear(GPT2LMHeadModel(config))
-        model.load_state_dict(pretrained)
-        return get_peft_model(model, lora).eval()
-
-    description = (
-        f'TREC questions → their coarse type ("<question> type:" → e.g. " location", TREC '
-        f"test for queries); GPT-2 (n_layer=2 n_embd=64 n_head=4) over "
-        f"{tokenizer.vocab_size - 1} MiniLM WordPiece tokens, pre-trained 1 epoch on "
-        f"{len(corpus)} TREC/SMS texts (cached), fine-tuned with LoRA r=8 α=16 on c_attn, "
-        f"c_proj, c_fc (peft; only the adapters train)"
+    return _lora_task(
+        "lm-lora-trec",
+        splits_rows,
+        corpus,
+        cache_dir,
+        lambda vocabulary, size: (
+            f'TREC questions → their coarse type ("<question> type:" → e.g. " location", TREC '
+            f"test for queries); GPT-2 (n_layer=2 n_embd=64 n_head=4) over "
+            f"{vocabulary} MiniLM WordPiece tokens, pre-trained 1 epoch on "
+            f"{size} TREC/SMS texts (cached), fine-tuned with LoRA r=8 α=16 on c_attn, "
+            f"c_proj, c_fc (peft; only the adapters train)"
+        ),
     )
-    return _causal_lm_task(
-        "lm-lora-trec", description, splits_rows, tokenizer, make_model, 4, 3e-3, max_length=64
+
+
+def lm_lora_sst2(data_root: Path, cache_dir: Path) -> BenchTask:
+    """A **dev** task: SST-2 phrase → its sentiment's name (two completions), LoRA as on
+    ``lm-lora-trec`` on a GPT-2 pre-trained on SST-2 phrases — a fine-tuning whose gradients
+    concentrate on a few directions (added to choose the damping on such a spectrum without
+    looking at a test task's LDS)."""
+
+    def pair(row):
+        return {
+            "id": row["id"],
+            "prompt": f"{row['text']} sentiment:",
+            "completion": f" {SENTIMENTS[row['label']]}",
+        }
+
+    def sentence(row) -> bool:  # a phrase of 4-30 words: within the model's 64 positions
+        return 4 <= len(row["text"].split()) <= 30
+
+    rows = [r for r in _read_jsonl(data_root / "sst2" / "train.jsonl") if sentence(r)]
+    test = [r for r in _read_jsonl(data_root / "sst2" / "test.jsonl") if sentence(r)]
+    return _lora_task(
+        "lm-lora-sst2",
+        _splits(rows, test, pair),
+        [r["text"] for r in rows[:SST2_CORPUS]],
+        cache_dir,
+        lambda vocabulary, size: (
+            f'SST-2 phrases → their sentiment ("<phrase> sentiment:" → " positive" / '
+            f'" negative", SST-2 test for queries); GPT-2 (n_layer=2 n_embd=64 n_head=4) over '
+            f"{vocabulary} MiniLM WordPiece tokens, pre-trained 1 epoch on {size} SST-2 "
+            f"phrases (cached), fine-tuned with LoRA r=8 α=16 on c_attn, c_proj, c_fc (peft)"
+        ),
     )
 
 
