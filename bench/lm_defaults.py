@@ -287,20 +287,24 @@ def _lds_at(estimator: EKFAC, query: FeatureStore, damping: float, outcomes) -> 
     return float(linear_datamodeling_score(scores, outcomes).mean)
 
 
-def _shares(estimator: EKFAC) -> dict[str, float]:
-    """The damping rule's share ``d(λ) / D`` at each swept relative damping: which share the
-    sweep's best damping corresponds to."""
+def _shares(estimator: EKFAC, dampings=SWEEP_DAMPINGS) -> dict[str, float]:
+    """The damping rule's share ``d(λ) / D`` at each relative damping: which share a damping
+    corresponds to."""
     blocks = [block for spectrum in estimator._spectra() for block in spectrum]
     scale = sum(b.directions for b in blocks)
-    return {str(d): effective_dimension(blocks, d) / scale for d in SWEEP_DAMPINGS}
+    return {str(d): effective_dimension(blocks, d) / scale for d in dampings}
 
 
 def spectrum_shape(estimator: EKFAC) -> list[dict]:
-    """Per checkpoint, the shape of the fitted spectrum in the damping's units (each block's
-    eigenvalues over its unit): directions, participation ratio ``(Σμ)² / Σμ²``, the median over
-    the mean, and the share of the trace in the top 1% of directions."""
+    """Per checkpoint, then of all checkpoints pooled (the last entry, what ``damping="auto"``
+    reads when there are several), the shape of the fitted spectrum in the damping's units (each
+    block's eigenvalues over its unit): directions, participation ratio ``(Σμ)² / Σμ²``, the
+    median over the mean, and the share of the trace in the top 1% of directions."""
+    spectra = estimator._spectra()
+    if len(spectra) > 1:
+        spectra = [*spectra, [block for blocks in spectra for block in blocks]]
     shapes = []
-    for blocks in estimator._spectra():
+    for blocks in spectra:
         values = np.concatenate(
             [
                 np.repeat(
@@ -330,6 +334,7 @@ def _damping_profile(estimator: EKFAC, query: FeatureStore, outcomes) -> dict:
     profile = {
         "lds": {str(d): _lds_at(estimator, query, d, outcomes) for d in PROFILE_DAMPINGS},
         "spectrum": spectrum_shape(estimator),
+        "resolved": _shares(estimator, PROFILE_DAMPINGS),
         "n_examples": estimator.train.n_examples,
     }
     print(f"  damping profile: {profile}", flush=True)
@@ -484,14 +489,14 @@ def sweep(recipe: Recipe, report: dict, outcomes, trajectory: bool) -> list[dict
         row, fitted = recipe.row(dim, 0.1, trajectory, outcomes, f"{name} k={dim}")
         query = recipe.store(dim, trajectory)[1]
         grid[dim] = {d: _lds_at(fitted, query, d, outcomes) for d in SWEEP_DAMPINGS}
-        if trajectory:
-            recipe.forget(dim, True)
-        else:
-            report.setdefault("sweep_share", {})[str(dim)] = _shares(fitted)
         best = max(grid[dim], key=grid[dim].get)
         label = f"{name} k={dim}, best λ={best:g}"
         recipe.scores[label] = fitted.with_damping(best).score(query).values.astype(np.float64)
         rows.append({**row, "method": label, **_lds(recipe.scores[label], outcomes)})
+        if trajectory:  # scored: its stores can go
+            recipe.forget(dim, True)
+        else:
+            report.setdefault("sweep_share", {})[str(dim)] = _shares(fitted)
         print(f"  {name} k={dim}: {grid[dim]}", flush=True)
     report[name.replace(" ", "_")] = {str(k): v for k, v in grid.items()}
     return rows

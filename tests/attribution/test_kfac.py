@@ -523,3 +523,41 @@ def test_per_checkpoint_bases_in_one_store(eigen, tmp_path):
         GradientExtractor(
             model, ClassificationTask(), ProjectionConfig("eigen", basis=[bases[0], bases[0]])
         )
+
+
+def test_auto_damping_switches_share_on_a_concentrated_eigen_spectrum(tmp_path, monkeypatch):
+    """EK-FAC on the eigen projection with ``damping="auto"``: on a concentrated spectrum (here
+    the fitted one replaced by five outliers over a bulk 10⁵ times smaller) the damping
+    resolves ``CONCENTRATED_DAMPING_SHARE`` of the directions; a share given by the caller is
+    kept as given; EK-FAC on its own factors never switches."""
+    from infscope.curvature.basis_fit import fit_kronecker_basis
+    from infscope.curvature.spectrum import (
+        CONCENTRATED_DAMPING_SHARE,
+        EIGEN_DAMPING_SHARE,
+        SpectrumBlock,
+    )
+    from tests.attribution.conftest import trained_mlp
+
+    model, x, y = trained_mlp(60, 6)
+    train, query = _split(x, y, 60)
+    identity = _stores(tmp_path / "identity", model, ClassificationTask(), train, query)
+    basis = fit_kronecker_basis(identity[0], train, progress=False)
+    config = ProjectionConfig("eigen", "auto", basis=basis)
+    _, train_store, query_store = _stores(
+        tmp_path / "eigen", model, ClassificationTask(), train, query, config
+    )
+    concentrated = [[SpectrumBlock(np.r_[np.ones(5), np.full(995, 1e-5)], unit=1.0)]]
+    monkeypatch.setattr(EKFAC, "_spectra", lambda self: concentrated)
+    switched = EKFAC(basis, damping="auto").fit(train_store)
+    rule = switched.describe()["damping_rule"]
+    assert rule["concentrated"] and rule["share"] == CONCENTRATED_DAMPING_SHARE
+    assert np.isfinite(switched.score(query_store).values).all()
+    given = EKFAC(basis, damping="auto", damping_share=EIGEN_DAMPING_SHARE).fit(train_store)
+    assert not given.describe()["damping_rule"]["concentrated"]
+    assert given.damping < switched.damping
+    # with_damping: "auto" keeps the estimator's own rule; a share given there is kept
+    assert switched.with_damping("auto").damping == pytest.approx(switched.damping)
+    assert given.with_damping("auto").damping == pytest.approx(given.damping)
+    assert switched.with_damping("auto", damping_share=0.9).damping == pytest.approx(given.damping)
+    assert EKFAC(basis).damping_share == EIGEN_DAMPING_SHARE  # not changed by another instance
+    assert EKFAC(KFACFactors.from_basis(basis, train_store)).concentrated_damping_share is None

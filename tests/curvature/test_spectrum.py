@@ -14,10 +14,13 @@ from infscope.curvature.eigenbasis import KroneckerBasis, ModuleBasis
 from infscope.curvature.spectrum import (
     BUDGET_DAMPING_SHARE,
     BUDGET_SHARE,
+    CONCENTRATED_DAMPING_SHARE,
+    CONCENTRATED_MEDIAN,
     DAMPING_SHARE,
     EIGEN_DAMPING_SHARE,
     SpectrumBlock,
     effective_dimension,
+    median_over_mean,
     spectrum_damping,
 )
 from infscope.errors import InputError
@@ -95,6 +98,46 @@ def _module(name, s_values, a_values, rows=None, s_total=None, trace=1.0):
 
 def _basis(modules, n):
     return KroneckerBasis(modules, "empirical", ("w",), n, {})
+
+
+def _outliers_and_bulk(outliers: int, bulk: int, ratio: float, unit: float = 1.0):
+    """``outliers`` directions of 1 over a bulk of ``bulk`` directions ``ratio`` times smaller."""
+    return SpectrumBlock(unit * np.r_[np.ones(outliers), np.full(bulk, ratio)], unit=unit)
+
+
+def test_median_over_mean_has_its_closed_form():
+    assert median_over_mean([SpectrumBlock(np.full(50, 3.0), unit=3.0)]) == pytest.approx(1.0)
+    # 10 outliers of 1 over 990 of 10⁻³: median 10⁻³, mean (10 + 0.99) / 1000
+    block = _outliers_and_bulk(10, 990, 1e-3)
+    assert median_over_mean([block]) == pytest.approx(1e-3 / (10.99 / 1000))
+    # counts are repeats, each block is read in its own unit, zero eigenvalues are not counted
+    repeated = SpectrumBlock(np.array([1.0, 1e-3, 0.0]), unit=1.0, counts=np.array([10, 990, 7]))
+    scaled = _outliers_and_bulk(10, 990, 1e-3, unit=250.0)
+    assert median_over_mean([repeated]) == pytest.approx(median_over_mean([block]))
+    assert median_over_mean([scaled, block]) == pytest.approx(median_over_mean([block]))
+    with pytest.raises(InputError, match="no positive eigenvalue"):
+        median_over_mean([SpectrumBlock(np.zeros(4), unit=1.0)])
+
+
+def test_a_concentrated_spectrum_switches_to_the_concentrated_share():
+    """Five outliers over a bulk 10⁵ times smaller (median/mean 0.002): the rule resolves
+    ``CONCENTRATED_DAMPING_SHARE`` of the directions — a damping above the bulk — instead of
+    ``EIGEN_DAMPING_SHARE``, which would put it far below; a broad spectrum keeps its share."""
+    concentrated = [_outliers_and_bulk(5, 995, 1e-5)]
+    assert median_over_mean(concentrated) < CONCENTRATED_MEDIAN
+    choice = spectrum_damping(concentrated, EIGEN_DAMPING_SHARE, None, CONCENTRATED_DAMPING_SHARE)
+    assert choice.concentrated and choice.share == CONCENTRATED_DAMPING_SHARE
+    assert choice.effective_dimension == pytest.approx(CONCENTRATED_DAMPING_SHARE * 1000, rel=1e-3)
+    assert choice.relative > 1e-4  # above the bulk: each bulk direction counts < 0.1
+    plain = spectrum_damping(concentrated, EIGEN_DAMPING_SHARE)
+    assert not plain.concentrated and plain.relative < 1e-5  # below the bulk
+    assert choice.to_dict()["median_over_mean"] == pytest.approx(median_over_mean(concentrated))
+    broad = [_outliers_and_bulk(100, 900, 0.2)]  # median/mean 0.2 / 0.28
+    kept = spectrum_damping(broad, EIGEN_DAMPING_SHARE, None, CONCENTRATED_DAMPING_SHARE)
+    assert not kept.concentrated and kept.share == EIGEN_DAMPING_SHARE
+    assert kept.relative == spectrum_damping(broad, EIGEN_DAMPING_SHARE).relative
+    with pytest.raises(InputError, match="concentrated share"):
+        spectrum_damping(broad, 0.5, None, 1.0)
 
 
 def test_budget_keeps_exactly_the_directions_above_the_damping():

@@ -63,6 +63,9 @@ class DampedEstimator(CheckpointSum):
     default_damping: float = 1.0
     #: ``damping="auto"``: share of its directions the damped curvature resolves, when none is given
     default_damping_share: float = spectrum.DAMPING_SHARE
+    #: ``damping="auto"`` with no share given: the share used instead on a concentrated spectrum
+    #: (:data:`~infscope.curvature.spectrum.CONCENTRATED_MEDIAN`); ``None``: no switch
+    concentrated_damping_share: float | None = None
 
     def __init__(
         self,
@@ -85,6 +88,8 @@ class DampedEstimator(CheckpointSum):
         self.damping_share = (
             self.default_damping_share if damping_share is None else _check_share(damping_share)
         )
+        #: a share was given: ``damping="auto"`` keeps it on every spectrum
+        self.share_given = damping_share is not None
         if damping is None or self.auto_damping:
             if damping_mode == "absolute":
                 raise InputError("damping_mode='absolute' needs an explicit damping value")
@@ -101,10 +106,15 @@ class DampedEstimator(CheckpointSum):
 
     def _read_damping_off_the_spectrum(self) -> None:
         """``damping="auto"``: the relative damping at which the fitted curvature resolves
-        ``damping_share`` of its (resolvable) directions, recorded in the notes."""
+        ``damping_share`` of its (resolvable) directions — or, with no share given, the
+        estimator's ``concentrated_damping_share`` on a concentrated spectrum — recorded in the
+        notes."""
         blocks = [block for blocks in self._spectra() for block in blocks]
         choice = spectrum.spectrum_damping(
-            blocks, self.damping_share, self._resolvable_directions(self.train)
+            blocks,
+            self.damping_share,
+            self._resolvable_directions(self.train),
+            None if self.share_given else self.concentrated_damping_share,
         )
         self.damping = choice.relative
         self.notes["damping_rule"] = choice.to_dict()
@@ -148,6 +158,7 @@ class DampedEstimator(CheckpointSum):
                 raise InputError("damping='auto' chooses a relative damping: this one is absolute")
             if damping_share is not None:
                 other.damping_share = _check_share(damping_share)
+                other.share_given = True
             other._read_damping_off_the_spectrum()
         else:
             other.damping = check_damping(damping, self.damping_mode)

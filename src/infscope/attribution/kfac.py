@@ -26,12 +26,16 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from infscope.attribution.base import NORMALIZATIONS, CheckpointChoice
-from infscope.attribution.damped import AUTO_DAMPING, DampedEstimator
+from infscope.attribution.damped import DampedEstimator
 from infscope.attribution.low_rank import LowRankQueries
 from infscope.curvature.eigenbasis import KroneckerBasis, as_bases
 from infscope.curvature.kfac import KFACFactors
 from infscope.curvature.kfac_blocks import FactorBlock
-from infscope.curvature.spectrum import EIGEN_DAMPING_SHARE, SpectrumBlock
+from infscope.curvature.spectrum import (
+    CONCENTRATED_DAMPING_SHARE,
+    EIGEN_DAMPING_SHARE,
+    SpectrumBlock,
+)
 from infscope.deprecation import legacy_arguments
 from infscope.errors import InputError, StoreMismatchError
 from infscope.store import FeatureStore
@@ -71,7 +75,9 @@ class EKFAC(DampedEstimator):
         damping_mode: ``"relative"`` (per module) or ``"absolute"`` (one ``λ`` everywhere).
         damping_share: with ``damping="auto"``, the share of its directions the damped
             curvature resolves (default: :data:`~infscope.curvature.spectrum.EIGEN_DAMPING_SHARE`
-            with a basis — the eigen projection —, else
+            with a basis — the eigen projection —, or
+            :data:`~infscope.curvature.spectrum.CONCENTRATED_DAMPING_SHARE` there when the
+            spectrum is concentrated; else
             :data:`~infscope.curvature.spectrum.DAMPING_SHARE` of at most ``n`` directions).
         correct_eigenvalues: EK-FAC (``True``, name ``"ekfac"``) or K-FAC with trace-matched
             ``λ_S ⊗ λ_A`` (``False``, name ``"kfac"``).
@@ -116,8 +122,6 @@ class EKFAC(DampedEstimator):
         self.correct = bool(correct_eigenvalues)
         self.name = "ekfac" if self.correct else "kfac"
         eigen = not isinstance(factors, KFACFactors)  # a basis: the eigen projection
-        if damping == AUTO_DAMPING and damping_share is None and eigen:
-            damping_share = EIGEN_DAMPING_SHARE
         super().__init__(
             normalize=normalize,
             checkpoints=checkpoints,
@@ -126,6 +130,9 @@ class EKFAC(DampedEstimator):
             damping_share=damping_share,
             block_size=block_size,
         )
+        if eigen:  # the eigen projection's own shares (its budget cut the negligible directions)
+            self.damping_share = self.damping_share if self.share_given else EIGEN_DAMPING_SHARE
+            self.concentrated_damping_share = CONCENTRATED_DAMPING_SHARE
         if query_rank is not None and (
             isinstance(query_rank, bool) or not isinstance(query_rank, int) or query_rank < 1
         ):
