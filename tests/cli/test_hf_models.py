@@ -150,6 +150,18 @@ def test_causal_lm_directory(tmp_path, tokenizer):
     assert projection["budget"]["dim"] == projection["feature_dim"]
     info = runner.invoke(app, ["store", "info", str(tmp_path / "e")])
     assert f"budget: k = {projection['feature_dim']:,} chosen from the spectrum" in info.output
+    # score says which damping the spectrum chose
+    scored = runner.invoke(
+        app,
+        [
+            "score", "--train", str(tmp_path / "e"), "--query", str(tmp_path / "e"),
+            "--method", "ekfac", "--factors", str(basis), "--damping", "auto",
+            "--out", str(tmp_path / "scores"),
+        ],
+    )  # fmt: skip
+    assert scored.exit_code == 0, scored.output
+    assert "damping auto: relative λ = " in scored.output
+    assert "median eigenvalue" in scored.output
 
 
 def test_missing_model_directory_is_a_clear_error(tmp_path):

@@ -19,6 +19,7 @@ from infscope.curvature.spectrum import (
     DAMPING_SHARE,
     EIGEN_DAMPING_SHARE,
     SpectrumBlock,
+    damping_rule_line,
     effective_dimension,
     median_over_mean,
     spectrum_damping,
@@ -138,6 +139,17 @@ def test_a_concentrated_spectrum_switches_to_the_concentrated_share():
     assert kept.relative == spectrum_damping(broad, EIGEN_DAMPING_SHARE).relative
     with pytest.raises(InputError, match="concentrated share"):
         spectrum_damping(broad, 0.5, None, 1.0)
+
+
+def test_damping_rule_line_says_what_was_chosen_and_why():
+    concentrated = [_outliers_and_bulk(5, 995, 1e-5)]
+    line = damping_rule_line(
+        spectrum_damping(concentrated, 0.9, None, CONCENTRATED_DAMPING_SHARE).to_dict()
+    )
+    assert line.startswith("damping auto: relative λ = ")
+    assert "resolving 1% of 1,000 directions (concentrated spectrum: median eigenvalue 0.002" in line
+    plain = damping_rule_line(spectrum_damping(concentrated, 0.5).to_dict())
+    assert plain.endswith("resolving 50% of 1,000 directions")
 
 
 def test_budget_keeps_exactly_the_directions_above_the_damping():

@@ -68,6 +68,7 @@ def score(
     """
     from infscope.analysis import score as score_stores
     from infscope.attribution.scores import TABLE_FORMATS
+    from infscope.curvature.spectrum import damping_rule_line
     from infscope.io import check_writable
     from infscope.store import FeatureStore
 
@@ -85,6 +86,8 @@ def score(
     )  # fmt: skip
     result.save(out)
     written = _write_table(result, out, table)
+    if "damping_rule" in result.metadata:  # damping="auto": what the spectrum chose
+        console.print(damping_rule_line(result.metadata["damping_rule"]))
     if top is not None:
         console.print(
             f"[green]{escape(str(out))}[/]: {result.method} top {result.k} of "
