@@ -609,6 +609,54 @@ def table(reports: list[dict]) -> str:
     return markdown_table(header, rows)
 
 
+#: shares of the damping rule at which :func:`profile_table` reads the damping profiles
+PROFILE_SHARES = (0.9, 0.5, 0.2, 0.08, 0.03, 0.01)
+
+
+def _lds_at_share(profile: dict, share: float) -> tuple[float, float]:
+    """The LDS and relative damping at which the default's spectrum resolves ``share`` of its
+    directions, interpolated on log λ between the profiled dampings (clamped to the grid)."""
+    dampings = np.log([float(d) for d in profile["resolved"]])
+    resolved = np.array(list(profile["resolved"].values()))  # falls with λ
+    lds = np.array([profile["lds"][d] for d in profile["lds"]])
+    at = float(np.interp(-share, -resolved, dampings))
+    return float(np.interp(at, dampings, lds)), float(np.exp(at))
+
+
+def profile_table(reports: list[dict]) -> str:
+    """One markdown row per task and default row with a damping profile: the spectrum's shape,
+    the default's LDS and the LDS had the damping rule resolved each of :data:`PROFILE_SHARES`."""
+    header = (
+        "split", "task", "default", "median / mean", "participation ratio / D",
+        "LDS at damping='auto' (λ rel)", *(f"share {s}" for s in PROFILE_SHARES),
+        "profile's best (λ rel)",
+    )  # fmt: skip
+    rows = []
+    for report in reports:
+        for row in report["rows"]:
+            profile = row.get("damping_profile")
+            if profile is None:
+                continue
+            shape = profile["spectrum"][-1]  # pooled over the checkpoints
+            best = max(profile["lds"], key=profile["lds"].get)
+            rows.append(
+                (
+                    report["split"],
+                    report["task"],
+                    "trajectory" if "trajectory" in row["method"] else "final model",
+                    f"{shape['median_over_mean']:.3g}",
+                    f"{shape['participation_ratio'] / shape['directions']:.3f}",
+                    f"{row['lds']:.3f} ({row['damping']:.2g})",
+                    *(
+                        "{:.3f} ({:.2g})".format(*_lds_at_share(profile, share))
+                        for share in PROFILE_SHARES
+                    ),
+                    f"{profile['lds'][best]:.3f} ({float(best):g})",
+                )
+            )
+    return markdown_table(header, rows)
+
+
 def _share(text: str) -> float:
     value = float(text)
     if not 0 < value < 1:
@@ -618,7 +666,7 @@ def _share(text: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stage", choices=("truth", "eval", "table"), default="eval")
+    parser.add_argument("--stage", choices=("truth", "eval", "table", "profile"), default="eval")
     parser.add_argument("--tasks", default=",".join(DEV + TEST))
     parser.add_argument(
         "--no-trajectory", action="store_true", help="only the final-model default recipe"
@@ -670,8 +718,9 @@ def main() -> None:
         for name in names:
             truth(name)
         return
-    if args.stage == "table":
-        print(table([json.loads((OUT / f"{n}{args.suffix}.json").read_text()) for n in names]))
+    if args.stage in ("table", "profile"):
+        reports = [json.loads((OUT / f"{n}{args.suffix}.json").read_text()) for n in names]
+        print((table if args.stage == "table" else profile_table)(reports))
         return
     rule = {}
     if args.damping_share is not None:
