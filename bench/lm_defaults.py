@@ -58,6 +58,9 @@ DEV = ("gpt2-trec", "lm-banking", "lm-lora-banking", "lm-lora-sst2")
 TEST = ("lm-agnews", "lm-lora-trec", "lm-snli-wide", "lm-qnli-deep")
 #: retrained models per task (α = 0.5 subsets): dev tasks, test tasks (sized to a 2-core CPU)
 SUBSETS = {"dev": 32, "test": 16}
+#: held-out classification tasks (``attribution_quality.py``'s, its ground truth): the LM rules
+#: must not hurt an encoder classifier on the eigen projection (only reported)
+CLASSIFICATION = ("minilm-sst2",)
 OUT = aq.RESULTS.parent / "lm_defaults"
 #: the sweep: fixed budgets (capped at the full basis) × relative dampings (one fit per budget)
 SWEEP_DIMS = (4096, 16384, 65536)
@@ -78,7 +81,7 @@ def build_task(name: str):
         return aq.tasks.pretrained_lm(1.0, aq.DATA_ROOT, aq.RESULTS / "cache", lora=True)
     if name == "lm-lora-sst2":
         return lm_tasks.lm_lora_sst2(aq.DATA_ROOT, aq.RESULTS / "cache")
-    if name in DEV:
+    if name in DEV or name in CLASSIFICATION:
         return aq.build_task(name, 1.0)
     if name == "lm-agnews":
         return lm_tasks.lm_agnews(aq.DATA_ROOT)
@@ -88,10 +91,12 @@ def build_task(name: str):
         return lm_tasks.lm_snli_wide(aq.DATA_ROOT)
     if name == "lm-qnli-deep":
         return lm_tasks.lm_qnli_deep(aq.DATA_ROOT)
-    raise SystemExit(f"unknown task {name!r}; choose from {DEV + TEST}")
+    raise SystemExit(f"unknown task {name!r}; choose from {DEV + TEST + CLASSIFICATION}")
 
 
 def subsets(name: str) -> int:
+    if name in CLASSIFICATION:
+        return aq.SUBSETS[name]
     return SUBSETS["dev" if name in DEV else "test"]
 
 
@@ -172,7 +177,8 @@ class Recipe:
 
             def extract():
                 train = GradientExtractor(self.model, self.task.infscope_task("loss"), config)
-                query = GradientExtractor(self.model, self.task.infscope_task("logprob"), config)
+                measurement = "margin" if self.task.kind == "classification" else "logprob"
+                query = GradientExtractor(self.model, self.task.infscope_task(measurement), config)
                 for checkpoint in self.checkpoints(trajectory):
                     self.model.load_state_dict(checkpoint.state)
                     for extractor, data, gradient, part in (
