@@ -131,7 +131,8 @@ class EKFAC(DampedEstimator):
             block_size=block_size,
         )
         if eigen:  # the eigen projection's own shares (its budget cut the negligible directions)
-            self.damping_share = self.damping_share if self.share_given else EIGEN_DAMPING_SHARE
+            if not self.share_given:
+                self.damping_share = EIGEN_DAMPING_SHARE
             self.concentrated_damping_share = CONCENTRATED_DAMPING_SHARE
         if query_rank is not None and (
             isinstance(query_rank, bool) or not isinstance(query_rank, int) or query_rank < 1

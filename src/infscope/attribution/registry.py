@@ -313,7 +313,8 @@ for _option in (
         None,
         "With --damping auto: the share of its directions the damped curvature resolves "
         "(default: the method's, 0.08 for influence/trak/datainf on the Fisher, 0.4 on the model "
-        "Hessian, 0.5 of at most n for ekfac/kfac on K-FAC factors, 0.9 on an eigen basis).",
+        "Hessian, 0.5 of at most n for ekfac/kfac on K-FAC factors, 0.9 on an eigen basis, "
+        "0.01 there when the spectrum is concentrated); a share given is kept on every spectrum.",
         metavar="SHARE",
     ),
     Option(
