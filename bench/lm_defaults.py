@@ -58,9 +58,11 @@ DEV = ("gpt2-trec", "lm-banking", "lm-lora-banking", "lm-lora-sst2")
 TEST = ("lm-agnews", "lm-lora-trec", "lm-snli-wide", "lm-qnli-deep")
 #: retrained models per task (α = 0.5 subsets): dev tasks, test tasks (sized to a 2-core CPU)
 SUBSETS = {"dev": 32, "test": 16}
-#: held-out classification tasks (``attribution_quality.py``'s, its ground truth): the LM rules
+#: classification tasks (``attribution_quality.py``'s, its ground truths): the LM rules
 #: must not hurt an encoder classifier on the eigen projection (only reported)
-CLASSIFICATION = ("minilm-sst2",)
+CLASSIFICATION = ("minilm-sst2", "digits-logreg", "digits-mlp")
+#: of those, the dev tasks of the classification damping shares (``bench/auto_damping.py``)
+CLASSIFICATION_DEV = ("digits-logreg", "digits-mlp")
 OUT = aq.RESULTS.parent / "lm_defaults"
 #: the sweep: fixed budgets (capped at the full basis) × relative dampings (one fit per budget)
 SWEEP_DIMS = (4096, 16384, 65536)
@@ -385,7 +387,8 @@ def evaluate(
     meter = ResourceMeter()
     work = Path(tempfile.mkdtemp(prefix=f"lmdefaults-{name}-", dir=OUT))
     rows: list[dict] = []
-    report = {"task": name, "split": "dev" if name in DEV else "test", "subsets": subsets(name)}
+    split = "dev" if name in DEV or name in CLASSIFICATION_DEV else "test"
+    report = {"task": name, "split": split, "subsets": subsets(name)}
     report["description"] = task.description
     report["rule"] = {**rule, "damping_share": damping_share}
     try:
