@@ -150,6 +150,8 @@ def test_damping_rule_line_says_what_was_chosen_and_why():
     assert "resolving 1% of 1,000 directions (concentrated spectrum: median eigenvalue 0.002" in line
     plain = damping_rule_line(spectrum_damping(concentrated, 0.5).to_dict())
     assert plain.endswith("resolving 50% of 1,000 directions")
+    capped = damping_rule_line(spectrum_damping(concentrated, 0.5, n_examples=200).to_dict())
+    assert capped.endswith("resolving 50% of the 200 directions 200 examples determine (of 1,000)")
 
 
 def test_budget_keeps_exactly_the_directions_above_the_damping():

@@ -260,10 +260,16 @@ def spectrum_damping(
 def damping_rule_line(rule: dict) -> str:
     """``damping auto: relative λ = 43, resolving 1% of 2,038 directions (concentrated spectrum:
     median eigenvalue 0.0023 of the mean)`` — a :meth:`DampingChoice.to_dict` record as one
-    line for the command line and the report."""
+    line for the command line (with an ``n`` cap: of the directions ``n`` examples determine)."""
+    directions, cap = rule["directions"], rule.get("n_examples")
+    counted = (
+        f"{directions:,.0f} directions"
+        if cap is None or cap >= directions
+        else f"the {cap:,} directions {cap:,} examples determine (of {directions:,.0f})"
+    )
     line = (
         f"damping auto: relative λ = {rule['relative']:.3g}, resolving {rule['share']:.0%} of "
-        f"{rule['directions']:,.0f} directions"
+        f"{counted}"
     )
     ratio = rule.get("median_over_mean")
     if ratio is None:
